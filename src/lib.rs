@@ -1,0 +1,14 @@
+//! # librstar
+//!
+//! rStar-Math style search-based math reasoning with small language models:
+//! a from-scratch transformer runtime (safetensors/GGUF, SIMD CPU, CUDA),
+//! code-augmented chain-of-thought steps checked in a Python sandbox, MCTS with a
+//! process preference model, and self-evolution training, behind a stable C ABI.
+//!
+//! Layers (bottom to top): [`backend`] ops -> [`model`] (config, weights, decoder)
+//! -> [`engine`] (generation, sampling, stop strings) -> search/training.
+//! The CLI (`src/bin/rstar.rs`, [`cli`]) and the C ABI ([`ffi`]) are thin shells.
+
+pub mod error;
+
+pub use error::{Error, Result, Status};
