@@ -1,0 +1,21 @@
+//! The `rstar` command line: argument parsing and printing only; all logic lives in the library.
+//!
+//! Each subcommand has its own file with a clap `Args` struct and a `run(args) -> rstar::Result<()>`.
+//! Errors print as one line `error: ...` on stderr and exit with code 2.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "rstar", version, about = "librstar: search-based math reasoning with small language models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {}
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> rstar::Result<()> {
+    match cli.command {}
+}
