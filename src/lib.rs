@@ -12,3 +12,5 @@
 pub mod error;
 
 pub use error::{Error, Result, Status};
+pub mod backend;
+pub mod model;

@@ -1,0 +1,265 @@
+//! CPU kernels for the decoder's op set, in f32 activations with f32 accumulation (`exact` mode).
+//!
+//! Weights are read in their stored dtype (f32, f16, bf16) straight from the mmap; each dot product
+//! converts on the fly. Work is split across the rayon pool when it is large enough to pay for it.
+//! Every kernel here is the scalar reference the SIMD versions (CPU performance issue) are tested against.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::model::weights::{Weight, WeightData};
+
+/// Below this many multiply-adds a matmul stays on the calling thread.
+const PAR_THRESHOLD: usize = 1 << 16;
+
+/// Dot product of an f32 activation row with an f32 weight row (8 independent accumulators so the
+/// compiler vectorizes it and rounding does not grow with length).
+#[inline]
+pub fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (xc, xr) = x.split_at(x.len() - x.len() % 8);
+    let (wc, wr) = w.split_at(xc.len());
+    for (a, b) in xc.chunks_exact(8).zip(wc.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (a, b) in xr.iter().zip(wr) {
+        s += a * b;
+    }
+    s
+}
+
+/// Dot product with a bf16 weight row (bf16 -> f32 is a 16-bit shift).
+#[inline]
+pub fn dot_bf16(x: &[f32], w: &[bf16]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (xc, xr) = x.split_at(x.len() - x.len() % 8);
+    let (wc, wr) = w.split_at(xc.len());
+    for (a, b) in xc.chunks_exact(8).zip(wc.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += a[i] * f32::from_bits((b[i].to_bits() as u32) << 16);
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (a, b) in xr.iter().zip(wr) {
+        s += a * b.to_f32();
+    }
+    s
+}
+
+/// Dot product with an f16 weight row, converted in blocks with half's vectorized conversion.
+#[inline]
+pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
+    use half::slice::HalfFloatSliceExt;
+    let mut buf = [0f32; 64];
+    let mut s = 0f32;
+    for (xb, wb) in x.chunks(64).zip(w.chunks(64)) {
+        let b = &mut buf[..wb.len()];
+        wb.convert_to_f32_slice(b);
+        s += dot_f32(xb, b);
+    }
+    s
+}
+
+/// `out[i, col0 + j] = sum_k x[i, k] * w[j, k]` for `i < m`, `j < n` where `w` is `[n, k]`;
+/// `out` has row stride `ld`. This is `x @ w.T`, the layout of every HF linear layer.
+pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0: usize) {
+    let (n, k) = (w.shape[0], w.shape[1]);
+    debug_assert!(x.len() >= m * k && col0 + n <= ld && out.len() >= m * ld);
+    let row_dot = |xi: &[f32], j: usize| -> f32 {
+        match w.data() {
+            WeightData::F32(v) => dot_f32(xi, &v[j * k..(j + 1) * k]),
+            WeightData::BF16(v) => dot_bf16(xi, &v[j * k..(j + 1) * k]),
+            WeightData::F16(v) => dot_f16(xi, &v[j * k..(j + 1) * k]),
+        }
+    };
+    if m * n * k < PAR_THRESHOLD {
+        for i in 0..m {
+            let xi = &x[i * k..(i + 1) * k];
+            for j in 0..n {
+                out[i * ld + col0 + j] = row_dot(xi, j);
+            }
+        }
+        return;
+    }
+    if m == 1 {
+        let xi = &x[..k];
+        out[col0..col0 + n]
+            .par_chunks_mut(16)
+            .enumerate()
+            .for_each(|(c, o)| {
+                for (jj, v) in o.iter_mut().enumerate() {
+                    *v = row_dot(xi, c * 16 + jj);
+                }
+            });
+        return;
+    }
+    // Many rows: each task takes a block of weight rows (read once from memory) for all m inputs,
+    // writing a transposed block that is scattered into `out` afterwards.
+    let mut t = vec![0f32; n * m];
+    t.par_chunks_mut(m * 8).enumerate().for_each(|(c, blk)| {
+        for (jj, col) in blk.chunks_mut(m).enumerate() {
+            let j = c * 8 + jj;
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = row_dot(&x[i * k..(i + 1) * k], j);
+            }
+        }
+    });
+    for j in 0..n {
+        for i in 0..m {
+            out[i * ld + col0 + j] = t[j * m + i];
+        }
+    }
+}
+
+/// RMSNorm over rows of width `w.len()`: `out = x / sqrt(mean(x^2) + eps) * w`, as HF computes it in f32.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = g * (v * inv);
+        }
+    }
+}
+
+/// Rotary embedding in HF's "rotate half" convention on rows `[n_heads * head_dim]`, rotating the
+/// first `2 * inv_freq.len()` dims of each head at position `pos`.
+pub fn rope(row: &mut [f32], n_heads: usize, head_dim: usize, inv_freq: &[f32], pos: usize) {
+    let half = inv_freq.len();
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let angle = pos as f32 * f;
+        let (sin, cos) = angle.sin_cos();
+        for h in 0..n_heads {
+            let base = h * head_dim;
+            let a = row[base + i];
+            let b = row[base + i + half];
+            row[base + i] = a * cos - b * sin;
+            row[base + i + half] = b * cos + a * sin;
+        }
+    }
+}
+
+/// `gate = silu(gate) * up`, in place on `gate`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `x += y`.
+pub fn add_inplace(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// In-place numerically stable softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Shape of one causal attention call over a contiguous KV cache.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Position of the first query row.
+    pub start: usize,
+    /// Keys further back than this are masked (sliding window), if set.
+    pub window: Option<usize>,
+}
+
+/// Causal grouped-query attention.
+/// `q`: `[t, n_heads * head_dim]`; `k`, `v`: `[start + t, n_kv_heads * head_dim]` (cache incl. new rows);
+/// `out`: `[t, n_heads * head_dim]`.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut [f32]) {
+    let qd = s.n_heads * s.head_dim;
+    let kvd = s.n_kv_heads * s.head_dim;
+    let group = s.n_heads / s.n_kv_heads;
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    let t = q.len() / qd;
+    let work = |idx: usize, o: &mut [f32]| {
+        let (ti, h) = (idx / s.n_heads, idx % s.n_heads);
+        let pos = s.start + ti;
+        let lo = match s.window {
+            Some(w) if pos + 1 > w => pos + 1 - w,
+            _ => 0,
+        };
+        let qh = &q[ti * qd + h * s.head_dim..ti * qd + (h + 1) * s.head_dim];
+        let kvh = (h / group) * s.head_dim;
+        let mut scores: Vec<f32> = (lo..=pos)
+            .map(|j| dot_f32(qh, &k[j * kvd + kvh..j * kvd + kvh + s.head_dim]) * scale)
+            .collect();
+        softmax(&mut scores);
+        o.fill(0.0);
+        for (p, j) in scores.iter().zip(lo..=pos) {
+            let vr = &v[j * kvd + kvh..j * kvd + kvh + s.head_dim];
+            for (a, &b) in o.iter_mut().zip(vr) {
+                *a += p * b;
+            }
+        }
+    };
+    let total = t * s.n_heads * (s.start + t) * s.head_dim;
+    if total < PAR_THRESHOLD {
+        out.chunks_mut(s.head_dim)
+            .enumerate()
+            .for_each(|(i, o)| work(i, o));
+    } else {
+        out.par_chunks_mut(s.head_dim)
+            .enumerate()
+            .for_each(|(i, o)| work(i, o));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_dot(x: &[f32], w: &[f32]) -> f64 {
+        x.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum()
+    }
+
+    #[test]
+    fn dots_match_f64_reference() {
+        let x: Vec<f32> = (0..203).map(|i| ((i * 37 % 17) as f32 - 8.0) / 7.0).collect();
+        let w: Vec<f32> = (0..203).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
+        let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wbf: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+        let whf: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+        assert!((dot_f32(&x, &w) as f64 - naive_dot(&x, &w)).abs() < 1e-4);
+        assert!((dot_bf16(&x, &wb) as f64 - naive_dot(&x, &wbf)).abs() < 1e-4);
+        assert!((dot_f16(&x, &wh) as f64 - naive_dot(&x, &whf)).abs() < 1e-4);
+    }
+
+    #[test]
+    fn matmul_paths_agree() {
+        let (m, n, k) = (5, 300, 70);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 19) as f32 - 9.0) / 9.0).collect();
+        let wv: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 23) as f32 - 11.0) / 11.0).collect();
+        let w = Weight::from_f32(&wv, vec![n, k]);
+        let mut out = vec![0f32; m * (n + 3)];
+        matmul(&x, m, &w, &mut out, n + 3, 2);
+        for i in 0..m {
+            for j in 0..n {
+                let r = naive_dot(&x[i * k..(i + 1) * k], &wv[j * k..(j + 1) * k]);
+                assert!((out[i * (n + 3) + 2 + j] as f64 - r).abs() < 1e-4);
+            }
+            let mut single = vec![0f32; n];
+            matmul(&x[i * k..(i + 1) * k], 1, &w, &mut single, n, 0);
+            assert_eq!(&single[..], &out[i * (n + 3) + 2..i * (n + 3) + 2 + n]);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Models: `config.json` parsing ([`config`]), memory-mapped weights ([`weights`]) and the one decoder
+//! shared by every supported architecture ([`decoder`]).
+
+pub mod config;
+pub mod decoder;
+pub mod weights;
+
+pub use config::{Arch, ModelConfig, RopeScaling};
+pub use decoder::{KvCache, Model};
+pub use weights::{DType, Weight, WeightStore};

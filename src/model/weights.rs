@@ -1,0 +1,339 @@
+//! Weight storage: safetensors files memory-mapped and used in place.
+//!
+//! A [`WeightStore`] opens `model.safetensors` or the shards listed in `model.safetensors.index.json`,
+//! validates every header (offsets inside the file, sizes matching dtype x shape) and hands out
+//! [`Weight`]s that borrow the mapping: a bf16 checkpoint stays bf16 in memory and is read straight from
+//! the page cache. Only a tensor whose bytes are not aligned for its dtype (possible with hand-written
+//! files) is copied once into an aligned buffer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype as StDtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Element types the runtime computes with directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Name as safetensors writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Bytes {
+    /// `len` bytes at `start` inside a shared mapping.
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+    },
+    /// An aligned owned copy (8-byte words), `len` bytes used.
+    Owned { words: Arc<Vec<u64>>, len: usize },
+}
+
+/// A borrowed view of a weight's elements in their stored type.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+/// One tensor of a checkpoint. Cheap to clone (shares the mapping).
+#[derive(Debug, Clone)]
+pub struct Weight {
+    bytes: Bytes,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl Weight {
+    /// An owned f32 tensor (used for tests and derived tensors).
+    pub fn from_f32(values: &[f32], shape: Vec<usize>) -> Weight {
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        Weight {
+            bytes: owned_copy(bytes),
+            dtype: DType::F32,
+            shape,
+        }
+    }
+
+    fn raw(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
+            Bytes::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+        }
+    }
+
+    /// The elements in their stored type. Alignment was checked when the weight was created.
+    pub fn data(&self) -> WeightData<'_> {
+        let raw = self.raw();
+        // Alignment and length are guaranteed by construction (see `WeightStore::make_weight`),
+        // so these casts cannot fail.
+        match self.dtype {
+            DType::F32 => WeightData::F32(bytemuck::cast_slice(raw)),
+            DType::F16 => WeightData::F16(bytemuck::cast_slice(raw)),
+            DType::BF16 => WeightData::BF16(bytemuck::cast_slice(raw)),
+        }
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Element `i` converted to f32.
+    pub fn get_f32(&self, i: usize) -> f32 {
+        match self.data() {
+            WeightData::F32(v) => v[i],
+            WeightData::F16(v) => v[i].to_f32(),
+            WeightData::BF16(v) => v[i].to_f32(),
+        }
+    }
+
+    /// Copies row `r` of a 2-D weight into `out` as f32.
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        let cols = out.len();
+        let range = r * cols..(r + 1) * cols;
+        match self.data() {
+            WeightData::F32(v) => out.copy_from_slice(&v[range]),
+            WeightData::F16(v) => out.iter_mut().zip(&v[range]).for_each(|(o, x)| *o = x.to_f32()),
+            WeightData::BF16(v) => out.iter_mut().zip(&v[range]).for_each(|(o, x)| *o = x.to_f32()),
+        }
+    }
+
+    /// The whole tensor as f32 (allocates; for small tensors such as norms and biases).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        (0..self.numel()).map(|i| self.get_f32(i)).collect()
+    }
+}
+
+fn owned_copy(bytes: &[u8]) -> Bytes {
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    Bytes::Owned {
+        words: Arc::new(words),
+        len: bytes.len(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    file: usize,
+    dtype: Option<DType>,
+    stored_dtype: StDtype,
+    shape: Vec<usize>,
+    start: usize,
+    len: usize,
+}
+
+/// All tensors of a checkpoint, by name.
+#[derive(Debug)]
+pub struct WeightStore {
+    files: Vec<(PathBuf, Arc<Mmap>)>,
+    entries: HashMap<String, Entry>,
+}
+
+impl WeightStore {
+    /// Opens the safetensors file(s) of a model directory: the shards named by
+    /// `model.safetensors.index.json` if present, else `model.safetensors`.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let index = dir.join("model.safetensors.index.json");
+        if index.is_file() {
+            return Self::open_index(&index);
+        }
+        let single = dir.join("model.safetensors");
+        if single.is_file() {
+            return Self::open_files(&[single]);
+        }
+        Err(Error::format(
+            dir,
+            "no model.safetensors or model.safetensors.index.json in this directory",
+        ))
+    }
+
+    fn open_index(index: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(index, format!("invalid JSON: {e}")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::config(index, "weight_map", "missing or not an object"))?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut shards: BTreeMap<String, ()> = BTreeMap::new();
+        for (tensor, file) in map {
+            let file = file.as_str().ok_or_else(|| {
+                Error::config(index, format!("weight_map.{tensor}"), "expected a file name")
+            })?;
+            if file.contains('/') || file.contains('\\') || file == ".." {
+                return Err(Error::config(
+                    index,
+                    format!("weight_map.{tensor}"),
+                    format!("shard name `{file}` must be a plain file name"),
+                ));
+            }
+            shards.insert(file.to_owned(), ());
+        }
+        let paths: Vec<PathBuf> = shards.keys().map(|f| dir.join(f)).collect();
+        let store = Self::open_files(&paths)?;
+        for (tensor, file) in map {
+            let file = file.as_str().unwrap_or_default();
+            match store.entries.get(tensor) {
+                Some(e) if store.files[e.file].0.file_name() == Some(file.as_ref()) => {}
+                _ => {
+                    return Err(Error::tensor(
+                        dir.join(file),
+                        tensor,
+                        "listed in model.safetensors.index.json but not in that shard",
+                    ))
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Opens and validates the given safetensors files.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (fi, path) in paths.iter().enumerate() {
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            // SAFETY: the mapping is read-only and lives as long as any Weight that borrows it (Arc).
+            // Like every mmap-based loader we assume the file is not truncated or rewritten while
+            // mapped; the header is validated below so every offset we keep lies inside the mapping.
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+            let map = Arc::new(map);
+            let st = SafeTensors::deserialize(&map[..])
+                .map_err(|e| Error::format(path, format!("invalid safetensors file: {e}")))?;
+            let base = map.as_ptr() as usize;
+            for (name, view) in st.tensors() {
+                let data = view.data();
+                let start = data.as_ptr() as usize - base;
+                let dtype = match view.dtype() {
+                    StDtype::F32 => Some(DType::F32),
+                    StDtype::F16 => Some(DType::F16),
+                    StDtype::BF16 => Some(DType::BF16),
+                    _ => None,
+                };
+                let entry = Entry {
+                    file: fi,
+                    dtype,
+                    stored_dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    start,
+                    len: data.len(),
+                };
+                if entries.insert(name.clone(), entry).is_some() {
+                    return Err(Error::tensor(path, name, "appears in more than one shard"));
+                }
+            }
+            files.push((path.clone(), map));
+        }
+        Ok(WeightStore { files, entries })
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether a tensor exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The file that holds `name` (or the first file, for error messages about absent tensors).
+    pub fn file_of(&self, name: &str) -> PathBuf {
+        let idx = self.entries.get(name).map(|e| e.file).unwrap_or(0);
+        self.files
+            .get(idx)
+            .map(|f| f.0.clone())
+            .unwrap_or_default()
+    }
+
+    /// A tensor by name, checking its shape.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Weight> {
+        let w = self.get_any(name)?;
+        if w.shape != shape {
+            return Err(Error::tensor(
+                self.file_of(name),
+                name,
+                format!("shape {:?}, expected {:?}", w.shape, shape),
+            ));
+        }
+        Ok(w)
+    }
+
+    /// A tensor by name if present (shape checked).
+    pub fn get_opt(&self, name: &str, shape: &[usize]) -> Result<Option<Weight>> {
+        if self.contains(name) {
+            self.get(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A tensor by name, any shape.
+    pub fn get_any(&self, name: &str) -> Result<Weight> {
+        let e = self.entries.get(name).ok_or_else(|| {
+            Error::tensor(
+                self.files
+                    .first()
+                    .map(|f| f.0.parent().unwrap_or(Path::new(".")).to_path_buf())
+                    .unwrap_or_default(),
+                name,
+                "missing from the checkpoint",
+            )
+        })?;
+        let (path, map) = &self.files[e.file];
+        let dtype = e.dtype.ok_or_else(|| {
+            Error::tensor(
+                path,
+                name,
+                format!("dtype {:?} is not supported (F32, F16, BF16)", e.stored_dtype),
+            )
+        })?;
+        let bytes = if (map.as_ptr() as usize + e.start) % dtype.size() == 0 {
+            Bytes::Mapped {
+                map: map.clone(),
+                start: e.start,
+                len: e.len,
+            }
+        } else {
+            owned_copy(&map[e.start..e.start + e.len])
+        };
+        Ok(Weight {
+            bytes,
+            dtype,
+            shape: e.shape.clone(),
+        })
+    }
+}
