@@ -14,3 +14,4 @@ pub mod error;
 pub use error::{Error, Result, Status};
 pub mod backend;
 pub mod model;
+pub mod tokenizer;
