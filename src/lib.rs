@@ -13,5 +13,6 @@ pub mod error;
 
 pub use error::{Error, Result, Status};
 pub mod backend;
+pub mod engine;
 pub mod model;
 pub mod tokenizer;

@@ -88,7 +88,8 @@ impl Tokenizer {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(Value::Array(list)) => {
                     let named = |n: &str| {
-                        list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(n))
+                        list.iter()
+                            .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
                     };
                     named("default")
                         .or_else(|| list.first())

@@ -19,7 +19,10 @@ fn logits_match_transformers_at_every_position() {
         let mut cache = model.new_cache();
         let logits = model.forward(&g.input_ids, &mut cache, true).unwrap();
         let err = common::max_abs_diff(&logits, &g.logits);
-        println!("{}: max |logit - HF| = {err:.2e}", dir.file_name().unwrap().to_string_lossy());
+        println!(
+            "{}: max |logit - HF| = {err:.2e}",
+            dir.file_name().unwrap().to_string_lossy()
+        );
         assert!(err < TOL, "{}: {err}", dir.display());
         // Token by token through the KV cache gives the same logits.
         let v = model.config.vocab_size;
@@ -29,5 +32,22 @@ fn logits_match_transformers_at_every_position() {
             let err = common::max_abs_diff(&row, &g.logits[i * v..(i + 1) * v]);
             assert!(err < TOL, "{} incremental pos {i}: {err}", dir.display());
         }
+    }
+}
+
+#[test]
+fn greedy_decoding_matches_generate() {
+    use rstar::engine::{generate, GenerateParams, LoadedModel};
+    for dir in common::model_dirs() {
+        let g = common::golden(&dir);
+        let lm = LoadedModel::load(&dir).unwrap();
+        let params = GenerateParams {
+            max_new_tokens: g.greedy_ids.len(),
+            ignore_eos: true, // the reference ran with eos_token_id=None
+            ..Default::default()
+        };
+        let out = generate(&lm, &g.greedy_prompt, &params, &mut |_| true).unwrap();
+        assert_eq!(out.ids, g.greedy_ids, "{}", dir.display());
+        assert_eq!(out.prompt_tokens, g.greedy_prompt.len());
     }
 }

@@ -18,16 +18,29 @@ fn check(dir: &std::path::Path) {
     for case in g["encode"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
-        assert_eq!(tok.encode(text, true).unwrap(), want, "{}: {text:?}", dir.display());
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            want,
+            "{}: {text:?}",
+            dir.display()
+        );
     }
     for case in g["chat"].as_array().unwrap() {
         let msgs: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
         let gen = case["add_generation_prompt"].as_bool().unwrap();
         let want = case["text"].as_str().unwrap();
-        assert_eq!(tok.apply_chat_template(&msgs, gen).unwrap(), want, "{}", dir.display());
+        assert_eq!(
+            tok.apply_chat_template(&msgs, gen).unwrap(),
+            want,
+            "{}",
+            dir.display()
+        );
     }
     let ids: Vec<u32> = serde_json::from_value(g["decode"]["ids"].clone()).unwrap();
-    assert_eq!(tok.decode(&ids, false).unwrap(), g["decode"]["text"].as_str().unwrap());
+    assert_eq!(
+        tok.decode(&ids, false).unwrap(),
+        g["decode"]["text"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -60,7 +73,11 @@ fn streaming_decode_reassembles_multibyte_text() {
 #[test]
 fn errors_are_clear() {
     let tok = Tokenizer::from_dir(&common::fixtures().join("tokenizer")).unwrap();
-    assert!(tok.decode(&[999_999], false).unwrap_err().to_string().contains("999999"));
+    assert!(tok
+        .decode(&[999_999], false)
+        .unwrap_err()
+        .to_string()
+        .contains("999999"));
     let missing = Tokenizer::from_dir(std::path::Path::new("/nonexistent-dir")).unwrap_err();
     assert!(missing.to_string().contains("tokenizer.json"), "{missing}");
 }

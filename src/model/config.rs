@@ -165,7 +165,11 @@ impl<'a> Fields<'a> {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(bad))
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(bad)
+                })
                 .collect(),
             Some(v) => v
                 .as_u64()
@@ -255,7 +259,9 @@ impl ModelConfig {
                 path.display()
             )));
         }
-        let use_sliding = f.bool_opt("use_sliding_window")?.unwrap_or(arch != Arch::Qwen2);
+        let use_sliding = f
+            .bool_opt("use_sliding_window")?
+            .unwrap_or(arch != Arch::Qwen2);
         let sliding_window = if use_sliding {
             f.usize_opt("sliding_window")?
         } else {
@@ -340,8 +346,8 @@ impl ModelConfig {
                     } else if wavelen > low_wavelen {
                         f / factor
                     } else {
-                        let smooth =
-                            (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
                         (1.0 - smooth) * f / factor + smooth * f
                     };
                     *x = scaled as f32;
@@ -427,7 +433,8 @@ mod tests {
         old["rope_theta"] = json!(500000.0);
         old["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
         let mut new = base();
-        new["rope_parameters"] = json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0});
+        new["rope_parameters"] =
+            json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0});
         let (a, b) = (parse(old).unwrap(), parse(new).unwrap());
         assert_eq!(a.rope_theta, 500000.0);
         assert_eq!(a.rope_scaling, b.rope_scaling);
@@ -443,7 +450,10 @@ mod tests {
         assert!(e.contains("hidden_size") && e.contains("missing"), "{e}");
         let mut c = base();
         c["num_key_value_heads"] = json!(3);
-        assert!(parse(c).unwrap_err().to_string().contains("num_key_value_heads"));
+        assert!(parse(c)
+            .unwrap_err()
+            .to_string()
+            .contains("num_key_value_heads"));
         let mut c = base();
         c["model_type"] = json!("gpt2");
         assert!(matches!(parse(c), Err(Error::Unsupported(_))));

@@ -122,8 +122,14 @@ impl Weight {
         let range = r * cols..(r + 1) * cols;
         match self.data() {
             WeightData::F32(v) => out.copy_from_slice(&v[range]),
-            WeightData::F16(v) => out.iter_mut().zip(&v[range]).for_each(|(o, x)| *o = x.to_f32()),
-            WeightData::BF16(v) => out.iter_mut().zip(&v[range]).for_each(|(o, x)| *o = x.to_f32()),
+            WeightData::F16(v) => out
+                .iter_mut()
+                .zip(&v[range])
+                .for_each(|(o, x)| *o = x.to_f32()),
+            WeightData::BF16(v) => out
+                .iter_mut()
+                .zip(&v[range])
+                .for_each(|(o, x)| *o = x.to_f32()),
         }
     }
 
@@ -189,7 +195,11 @@ impl WeightStore {
         let mut shards: BTreeMap<String, ()> = BTreeMap::new();
         for (tensor, file) in map {
             let file = file.as_str().ok_or_else(|| {
-                Error::config(index, format!("weight_map.{tensor}"), "expected a file name")
+                Error::config(
+                    index,
+                    format!("weight_map.{tensor}"),
+                    "expected a file name",
+                )
             })?;
             if file.contains('/') || file.contains('\\') || file == ".." {
                 return Err(Error::config(
@@ -273,10 +283,7 @@ impl WeightStore {
     /// The file that holds `name` (or the first file, for error messages about absent tensors).
     pub fn file_of(&self, name: &str) -> PathBuf {
         let idx = self.entries.get(name).map(|e| e.file).unwrap_or(0);
-        self.files
-            .get(idx)
-            .map(|f| f.0.clone())
-            .unwrap_or_default()
+        self.files.get(idx).map(|f| f.0.clone()).unwrap_or_default()
     }
 
     /// A tensor by name, checking its shape.
@@ -318,7 +325,10 @@ impl WeightStore {
             Error::tensor(
                 path,
                 name,
-                format!("dtype {:?} is not supported (F32, F16, BF16)", e.stored_dtype),
+                format!(
+                    "dtype {:?} is not supported (F32, F16, BF16)",
+                    e.stored_dtype
+                ),
             )
         })?;
         let bytes = if (map.as_ptr() as usize + e.start) % dtype.size() == 0 {

@@ -233,8 +233,12 @@ mod tests {
 
     #[test]
     fn dots_match_f64_reference() {
-        let x: Vec<f32> = (0..203).map(|i| ((i * 37 % 17) as f32 - 8.0) / 7.0).collect();
-        let w: Vec<f32> = (0..203).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
+        let x: Vec<f32> = (0..203)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..203)
+            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0)
+            .collect();
         let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
         let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let wbf: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
@@ -247,8 +251,12 @@ mod tests {
     #[test]
     fn matmul_paths_agree() {
         let (m, n, k) = (5, 300, 70);
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 19) as f32 - 9.0) / 9.0).collect();
-        let wv: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 23) as f32 - 11.0) / 11.0).collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 9.0)
+            .collect();
+        let wv: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 23) as f32 - 11.0) / 11.0)
+            .collect();
         let w = Weight::from_f32(&wv, vec![n, k]);
         let mut out = vec![0f32; m * (n + 3)];
         matmul(&x, m, &w, &mut out, n + 3, 2);

@@ -1,0 +1,72 @@
+//! The engine: a loaded model with its tokenizer and stop ids ([`LoadedModel`]), sampling
+//! ([`sampling`]) and generation with stop strings ([`generate`]). The tree-structured paged KV cache
+//! and batched stepping of many sequences arrive with the search-engine issue.
+
+pub mod generate;
+pub mod sampling;
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+
+pub use generate::{generate, FinishReason, GenerateOutput, GenerateParams};
+pub use sampling::{Sampler, SamplingParams};
+
+/// A model ready to generate: decoder, tokenizer (if the directory has one) and EOS ids.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub model: Model,
+    pub tokenizer: Option<Tokenizer>,
+    /// Ids that end generation with reason `eos`: config.json `eos_token_id`,
+    /// generation_config.json `eos_token_id` and the tokenizer's `eos_token`.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl LoadedModel {
+    /// Loads a Hugging Face model directory. The tokenizer is optional (`tokenizer.json` absent means
+    /// ids-only use); a present but broken tokenizer is an error.
+    pub fn load(dir: &Path) -> Result<LoadedModel> {
+        let model = Model::load(dir)?;
+        let tokenizer = if dir.join("tokenizer.json").is_file() {
+            Some(Tokenizer::from_dir(dir)?)
+        } else {
+            None
+        };
+        let mut eos = model.config.eos_token_ids.clone();
+        let gen_cfg = dir.join("generation_config.json");
+        if gen_cfg.is_file() {
+            let text =
+                std::fs::read_to_string(&gen_cfg).map_err(|e| crate::Error::io(&gen_cfg, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| crate::Error::format(&gen_cfg, format!("invalid JSON: {e}")))?;
+            match v.get("eos_token_id") {
+                Some(serde_json::Value::Array(a)) => {
+                    eos.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
+                }
+                Some(x) => eos.extend(x.as_u64().map(|x| x as u32)),
+                None => {}
+            }
+        }
+        if let Some(t) = &tokenizer {
+            eos.extend(t.eos_token().and_then(|s| t.token_to_id(s)));
+        }
+        eos.sort_unstable();
+        eos.dedup();
+        Ok(LoadedModel {
+            model,
+            tokenizer,
+            eos_token_ids: eos,
+        })
+    }
+
+    /// The tokenizer, or a clear error when the model directory has none.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            crate::Error::InvalidArgument(
+                "this model directory has no tokenizer.json; pass token ids instead of text".into(),
+            )
+        })
+    }
+}
