@@ -14,5 +14,6 @@ pub mod error;
 pub use error::{Error, Result, Status};
 pub mod backend;
 pub mod engine;
+pub mod ffi;
 pub mod model;
 pub mod tokenizer;

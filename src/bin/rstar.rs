@@ -15,8 +15,16 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let Err(e) = cli::dispatch(parsed) {
-        eprintln!("error: {e}");
-        std::process::exit(2);
+    // A panic is a bug, but it still ends as one line and exit code 2, like every other error.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error (please report): {info}");
+    }));
+    match std::panic::catch_unwind(|| cli::dispatch(parsed)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+        Err(_) => std::process::exit(2),
     }
 }

@@ -5,6 +5,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod forward;
+pub mod generate;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "rstar",
@@ -17,9 +20,17 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Print the logits of every input position as JSON (exact f32 precision).
+    Forward(forward::ForwardArgs),
+    /// Generate a continuation of a prompt (streams text, or prints JSON with --json).
+    Generate(generate::GenerateArgs),
+}
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> rstar::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Forward(a) => forward::run(a),
+        Command::Generate(a) => generate::run(a),
+    }
 }

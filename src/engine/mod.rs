@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::model::Model;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{ChatMessage, Tokenizer};
 
 pub use generate::{generate, FinishReason, GenerateOutput, GenerateParams};
 pub use sampling::{Sampler, SamplingParams};
@@ -59,6 +59,23 @@ impl LoadedModel {
             tokenizer,
             eos_token_ids: eos,
         })
+    }
+
+    /// Text -> prompt ids. With `chat`, `text` becomes a user message (after an optional system
+    /// message) rendered through the chat template with the generation prompt and encoded without
+    /// extra special tokens, as transformers' `apply_chat_template(tokenize=True)`; otherwise it is
+    /// encoded as `tokenizer(text)` would.
+    pub fn encode_prompt(&self, text: &str, chat: bool, system: Option<&str>) -> Result<Vec<u32>> {
+        let tok = self.tokenizer()?;
+        if !chat {
+            return tok.encode(text, true);
+        }
+        let mut msgs = Vec::new();
+        if let Some(s) = system {
+            msgs.push(ChatMessage::new("system", s));
+        }
+        msgs.push(ChatMessage::new("user", text));
+        tok.encode(&tok.apply_chat_template(&msgs, true)?, false)
     }
 
     /// The tokenizer, or a clear error when the model directory has none.

@@ -1,0 +1,38 @@
+//! `rstar forward`: logits for every input position, as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use rstar::model::Model;
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    /// Model directory (config.json, *.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input token ids, comma separated (e.g. 3,17,42).
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub ids: Vec<u32>,
+}
+
+/// Prints `{"logits": [[...vocab floats...], ...]}`, one row per input position, computed in exact
+/// (f32) precision.
+pub fn run(args: ForwardArgs) -> rstar::Result<()> {
+    let model = Model::load(&args.model)?;
+    let mut cache = model.new_cache();
+    let logits = model.forward(&args.ids, &mut cache, true)?;
+    // Serialized as f32 (shortest round-trip form), not widened to f64.
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        logits: Vec<&'a [f32]>,
+    }
+    let out = Out {
+        logits: logits.chunks(model.config.vocab_size).collect(),
+    };
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let io = |e| rstar::Error::io("<stdout>", e);
+    serde_json::to_writer(&mut stdout, &out).map_err(|e| io(e.into()))?;
+    writeln!(stdout).map_err(io)?;
+    stdout.flush().map_err(io)
+}

@@ -1,0 +1,104 @@
+//! `rstar generate`: text or token continuation of a prompt.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use rstar::engine::{generate, GenerateParams, LoadedModel, SamplingParams};
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["ids", "prompt"])))]
+pub struct GenerateArgs {
+    /// Model directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompt as token ids, comma separated.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub ids: Option<Vec<u32>>,
+    /// Prompt as text.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Wrap --prompt as a user message in the model's chat template (with the generation prompt).
+    #[arg(long, requires = "prompt")]
+    pub chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Maximum number of tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches P (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Random seed: the same seed gives the same output.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the text contains this string (repeatable); the text is cut before it.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Keep generating past the model's EOS token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print one JSON object {"ids","text","finish_reason","prompt_tokens","tokens_per_second"}
+    /// instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: GenerateArgs) -> rstar::Result<()> {
+    let lm = LoadedModel::load(&args.model)?;
+    let prompt: Vec<u32> = match (&args.ids, &args.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) => lm.encode_prompt(text, args.chat, args.system.as_deref())?,
+        (None, None) => unreachable!("clap requires --ids or --prompt"),
+    };
+    let params = GenerateParams {
+        max_new_tokens: args.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        stop: args.stop.clone(),
+        stop_token_ids: Vec::new(),
+        ignore_eos: args.ignore_eos,
+    };
+    let io_err = |e| rstar::Error::io("<stdout>", e);
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let out = generate(&lm, &prompt, &params, &mut |_| true)?;
+        let v = serde_json::json!({
+            "ids": out.ids,
+            "text": out.text,
+            "finish_reason": out.finish_reason.as_str(),
+            "prompt_tokens": out.prompt_tokens,
+            "tokens_per_second": out.tokens_per_second,
+        });
+        writeln!(stdout, "{v}").map_err(io_err)?;
+    } else {
+        let mut write_err = None;
+        generate(&lm, &prompt, &params, &mut |s| match stdout
+            .write_all(s.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
+            Ok(()) => true,
+            Err(e) => {
+                write_err = Some(e);
+                false
+            }
+        })
+        .map_err(|e| match write_err.take() {
+            Some(w) => io_err(w),
+            None => e,
+        })?;
+        writeln!(stdout).map_err(io_err)?;
+    }
+    Ok(())
+}

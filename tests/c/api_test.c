@@ -1,0 +1,119 @@
+/* C99 consumer of include/rstar.h: built with -std=c99 -Wall -Wextra -Werror and run by tests/c_abi.rs.
+ * Usage: api_test MODEL_DIR ID,ID,... MAX_NEW_TOKENS
+ * Checks statuses, error messages, ownership rules, streaming and cancellation; prints the result JSON
+ * of a greedy generation on the last line for the Rust side to compare with HF's golden ids. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rstar.h"
+
+#define CHECK(cond)                                                       \
+    do {                                                                  \
+        if (!(cond)) {                                                    \
+            fprintf(stderr, "CHECK failed at line %d: %s (last error: %s)\n", \
+                    __LINE__, #cond, rstar_last_error_message());         \
+            return 1;                                                     \
+        }                                                                 \
+    } while (0)
+
+struct collect {
+    char buf[65536];
+    size_t len;
+    int calls;
+    int cancel_after;
+};
+
+static bool on_text(const char *text, size_t len, void *user_data) {
+    struct collect *c = (struct collect *)user_data;
+    if (strlen(text) != len || c->len + len >= sizeof c->buf) return false;
+    memcpy(c->buf + c->len, text, len);
+    c->len += len;
+    c->buf[c->len] = '\0';
+    c->calls++;
+    return c->cancel_after == 0 || c->calls < c->cancel_after;
+}
+
+int main(int argc, char **argv) {
+    rstar_model *model = NULL;
+    uint32_t prompt[64];
+    size_t n_prompt = 0;
+    char *p;
+    rstar_generate_params params;
+    struct collect col;
+    char *json = NULL;
+    uint32_t *ids = NULL;
+    size_t n_ids = 0;
+    char *text = NULL;
+    uint32_t vocab = 0;
+
+    if (argc != 4) return 2;
+    CHECK(rstar_abi_version() == RSTAR_ABI_VERSION);
+    CHECK(strlen(rstar_version()) > 0);
+
+    /* Errors: a missing directory and NULL arguments give statuses and messages, never a crash. */
+    CHECK(rstar_model_load("/nonexistent/model", &model) == RSTAR_STATUS_IO);
+    CHECK(model == NULL);
+    CHECK(strstr(rstar_last_error_message(), "/nonexistent/model") != NULL);
+    CHECK(rstar_model_load(NULL, &model) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_model_generate(NULL, prompt, 1, NULL, NULL, NULL, NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+
+    CHECK(rstar_model_load(argv[1], &model) == RSTAR_STATUS_OK);
+    CHECK(model != NULL);
+    CHECK(strcmp(rstar_last_error_message(), "") == 0);
+    CHECK(rstar_model_vocab_size(model, &vocab) == RSTAR_STATUS_OK && vocab > 0);
+
+    /* Tokenize / detokenize round trip. */
+    CHECK(rstar_model_tokenize(model, "Let's think step by step.", true, &ids, &n_ids) == RSTAR_STATUS_OK);
+    CHECK(n_ids > 0);
+    CHECK(rstar_model_detokenize(model, ids, n_ids, false, &text) == RSTAR_STATUS_OK);
+    CHECK(strcmp(text, "Let's think step by step.") == 0);
+    rstar_string_free(text);
+    rstar_ids_free(ids, n_ids);
+    CHECK(rstar_model_detokenize(model, &vocab, 1, false, &text) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(text == NULL);
+
+    for (p = argv[2]; *p && n_prompt < 64; n_prompt++) {
+        prompt[n_prompt] = (uint32_t)strtoul(p, &p, 10);
+        if (*p == ',') p++;
+    }
+
+    /* Streaming + cancellation: the callback returning false stops generation. */
+    rstar_generate_default_params(&params);
+    params.max_new_tokens = 8;
+    params.ignore_eos = true;
+    memset(&col, 0, sizeof col);
+    col.cancel_after = 1;
+    CHECK(rstar_model_generate(model, prompt, n_prompt, &params, on_text, &col, &json) == RSTAR_STATUS_CANCELLED);
+    CHECK(json == NULL && col.calls == 1);
+
+    /* Bad params are rejected with a message naming the field. */
+    params.top_p = 0.0f;
+    CHECK(rstar_model_generate(model, prompt, n_prompt, &params, NULL, NULL, &json) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(rstar_last_error_message(), "top_p") != NULL);
+
+    /* An older, smaller params struct (only up to max_new_tokens) keeps defaults for the rest. */
+    rstar_generate_default_params(&params);
+    params.struct_size = (uint32_t)(offsetof(rstar_generate_params, max_new_tokens) + sizeof(uint32_t));
+    params.max_new_tokens = 3;
+    CHECK(rstar_model_generate(model, prompt, n_prompt, &params, NULL, NULL, &json) == RSTAR_STATUS_OK);
+    CHECK(strstr(json, "\"prompt_tokens\"") != NULL);
+    rstar_string_free(json);
+
+    /* Greedy generation, streamed; the Rust side compares the ids with HF's. */
+    rstar_generate_default_params(&params);
+    params.max_new_tokens = (uint32_t)atoi(argv[3]);
+    params.ignore_eos = true;
+    memset(&col, 0, sizeof col);
+    CHECK(rstar_model_generate(model, prompt, n_prompt, &params, on_text, &col, &json) == RSTAR_STATUS_OK);
+    CHECK(json != NULL);
+    printf("streamed:");
+    for (n_ids = 0; n_ids < col.len; n_ids++) printf("%02x", (unsigned char)col.buf[n_ids]);
+    printf("\n");
+    printf("%s\n", json);
+    rstar_string_free(json);
+    rstar_model_free(model);
+    rstar_model_free(NULL);
+    rstar_string_free(NULL);
+    return 0;
+}

@@ -1,0 +1,92 @@
+//! Compiles tests/c/api_test.c as strict C99 against include/rstar.h and librstar, runs it on a fixture
+//! and checks its greedy generation against HF's golden ids.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn target_dir() -> PathBuf {
+    // .../target/<profile>/deps/c_abi-<hash>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn newest_mtime(dir: &std::path::Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let t = if p.is_dir() {
+            newest_mtime(&p)
+        } else {
+            std::fs::metadata(&p).unwrap().modified().unwrap()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+#[test]
+fn c_program_links_and_generates() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib_dir = target_dir();
+    assert!(
+        lib_dir.join("librstar.so").is_file() || lib_dir.join("librstar.dylib").is_file(),
+        "cdylib not found in {}",
+        lib_dir.display()
+    );
+    // `cargo test` does not rebuild the cdylib; `cargo build` does (README: `cargo build && cargo test`).
+    let so = ["librstar.so", "librstar.dylib"]
+        .iter()
+        .map(|n| lib_dir.join(n))
+        .find(|p| p.is_file())
+        .unwrap();
+    let so_time = std::fs::metadata(&so).unwrap().modified().unwrap();
+    let newest_src = newest_mtime(&root.join("src"));
+    assert!(
+        so_time >= newest_src,
+        "{} is older than the sources: run `cargo build` before `cargo test`",
+        so.display()
+    );
+    let exe = lib_dir.join("rstar_c_api_test");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(root.join("tests/c/api_test.c"))
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(format!("-L{}", lib_dir.display()))
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-lrstar")
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(status.success(), "C test failed to compile");
+
+    let dir = common::fixtures().join("models/llama-bf16-v5");
+    let g = common::golden(&dir);
+    let ids: Vec<String> = g.greedy_prompt.iter().map(|i| i.to_string()).collect();
+    let out = Command::new(&exe)
+        .arg(&dir)
+        .arg(ids.join(","))
+        .arg(g.greedy_ids.len().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "C test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let got: Vec<u32> = serde_json::from_value(v["ids"].clone()).unwrap();
+    assert_eq!(got, g.greedy_ids);
+    assert_eq!(v["finish_reason"], "length");
+    let streamed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("streamed:"))
+        .unwrap();
+    let hex: String = v["text"].as_str().unwrap().bytes().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(streamed, hex, "streamed text equals the final text");
+}
