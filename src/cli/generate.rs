@@ -7,7 +7,10 @@ use clap::Args;
 use rstar::engine::{generate, GenerateParams, LoadedModel, SamplingParams};
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["ids", "prompt"])))]
+#[command(
+    allow_negative_numbers = true,
+    group(clap::ArgGroup::new("input").required(true).args(["ids", "prompt"]))
+)]
 pub struct GenerateArgs {
     /// Model directory (config.json, *.safetensors, tokenizer.json).
     #[arg(long)]
@@ -19,10 +22,10 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub prompt: Option<String>,
     /// Wrap --prompt as a user message in the model's chat template (with the generation prompt).
-    #[arg(long, requires = "prompt")]
+    #[arg(long)]
     pub chat: bool,
     /// System message for --chat.
-    #[arg(long, requires = "chat")]
+    #[arg(long)]
     pub system: Option<String>,
     /// Maximum number of tokens to generate.
     #[arg(long, default_value_t = 256)]
@@ -52,6 +55,11 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> rstar::Result<()> {
+    if (args.chat || args.system.is_some()) && args.prompt.is_none() {
+        return Err(rstar::Error::InvalidArgument(
+            "--chat and --system need a text --prompt".into(),
+        ));
+    }
     let lm = LoadedModel::load(&args.model)?;
     let prompt: Vec<u32> = match (&args.ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
