@@ -20,7 +20,10 @@ fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn rstar(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rstar")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rstar"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,19 +35,26 @@ fn rstar(args: &[&str]) -> (i32, String, String) {
 fn cli_fails(args: &[&str], needle: &str) {
     let (code, _, err) = rstar(args);
     assert_eq!(code, 2, "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err:?}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err:?}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(&p, v.to_string()).unwrap();
 }
 
 /// Rewrites model.safetensors through `f` (name -> (dtype, shape, bytes)).
-fn edit_tensors(dir: &Path, f: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+fn edit_tensors(
+    dir: &Path,
+    f: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
     let p = dir.join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -56,7 +66,12 @@ fn edit_tensors(dir: &Path, f: impl FnOnce(&mut Vec<(String, safetensors::Dtype,
     f(&mut ts);
     let views: Vec<(String, safetensors::tensor::TensorView)> = ts
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &p).unwrap();
 }
@@ -66,10 +81,18 @@ fn truncated_safetensors_names_the_file() {
     let (_t, dir) = copy_fixture("llama-bf16-v5");
     let p = dir.join("model.safetensors");
     let len = std::fs::metadata(&p).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let e = Model::load(&dir).unwrap_err().to_string();
     assert!(e.contains("model.safetensors"), "{e}");
-    cli_fails(&["forward", "--model", dir.to_str().unwrap(), "--ids", "1,2"], "model.safetensors");
+    cli_fails(
+        &["forward", "--model", dir.to_str().unwrap(), "--ids", "1,2"],
+        "model.safetensors",
+    );
     // A file shorter than its own header length field.
     std::fs::write(&p, [8u8, 0, 0]).unwrap();
     assert!(Model::load(&dir).is_err());
@@ -79,27 +102,45 @@ fn truncated_safetensors_names_the_file() {
 fn wrong_shape_and_missing_tensor_name_the_tensor() {
     let (_t, dir) = copy_fixture("mistral-f32-v5");
     edit_tensors(&dir, |ts| {
-        let t = ts.iter_mut().find(|t| t.0 == "model.layers.1.self_attn.k_proj.weight").unwrap();
+        let t = ts
+            .iter_mut()
+            .find(|t| t.0 == "model.layers.1.self_attn.k_proj.weight")
+            .unwrap();
         t.2[0] -= 1;
         let keep = t.2.iter().product::<usize>() * 4;
         t.3.truncate(keep);
     });
     let e = Model::load(&dir).unwrap_err().to_string();
-    assert!(e.contains("model.layers.1.self_attn.k_proj.weight") && e.contains("shape"), "{e}");
-    cli_fails(&["forward", "--model", dir.to_str().unwrap(), "--ids", "1"], "k_proj");
+    assert!(
+        e.contains("model.layers.1.self_attn.k_proj.weight") && e.contains("shape"),
+        "{e}"
+    );
+    cli_fails(
+        &["forward", "--model", dir.to_str().unwrap(), "--ids", "1"],
+        "k_proj",
+    );
 
     let (_t1, dir1) = copy_fixture("mistral-f32-v5");
     edit_tensors(&dir1, |ts| ts.retain(|t| t.0 != "model.norm.weight"));
     let e = Model::load(&dir1).unwrap_err().to_string();
-    assert!(e.contains("model.norm.weight") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("model.norm.weight") && e.contains("missing"),
+        "{e}"
+    );
 
     let (_t2, dir2) = copy_fixture("mistral-f32-v5");
     edit_tensors(&dir2, |ts| {
-        let t = ts.iter_mut().find(|t| t.0 == "model.embed_tokens.weight").unwrap();
+        let t = ts
+            .iter_mut()
+            .find(|t| t.0 == "model.embed_tokens.weight")
+            .unwrap();
         t.1 = safetensors::Dtype::I32;
     });
     let e = Model::load(&dir2).unwrap_err().to_string();
-    assert!(e.contains("model.embed_tokens.weight") && e.contains("dtype"), "{e}");
+    assert!(
+        e.contains("model.embed_tokens.weight") && e.contains("dtype"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -111,10 +152,16 @@ fn sharded_index_pointing_at_wrong_shard() {
     v["weight_map"]["lm_head.weight"] = "model-00001-of-00003.safetensors".into();
     std::fs::write(&p, v.to_string()).unwrap();
     let e = Model::load(&dir).unwrap_err().to_string();
-    assert!(e.contains("lm_head.weight") && e.contains("model-00001-of-00003.safetensors"), "{e}");
+    assert!(
+        e.contains("lm_head.weight") && e.contains("model-00001-of-00003.safetensors"),
+        "{e}"
+    );
     v["weight_map"]["lm_head.weight"] = "../../etc/passwd".into();
     std::fs::write(&p, v.to_string()).unwrap();
-    assert!(Model::load(&dir).unwrap_err().to_string().contains("plain file name"));
+    assert!(Model::load(&dir)
+        .unwrap_err()
+        .to_string()
+        .contains("plain file name"));
 }
 
 #[test]
@@ -127,7 +174,10 @@ fn unknown_architecture_and_bad_config() {
         v["model_type"] = "phi3".into();
         v["num_hidden_layers"] = "two".into();
     });
-    cli_fails(&["forward", "--model", d, "--ids", "1"], "num_hidden_layers");
+    cli_fails(
+        &["forward", "--model", d, "--ids", "1"],
+        "num_hidden_layers",
+    );
     std::fs::write(dir.join("config.json"), "{not json").unwrap();
     cli_fails(&["forward", "--model", d, "--ids", "1"], "config.json");
 }
@@ -138,12 +188,32 @@ fn bad_cli_input() {
     let m = m.to_str().unwrap();
     cli_fails(&["forward", "--model", m, "--ids", "1,x"], "--ids");
     cli_fails(&["forward", "--model", m], "--ids");
-    cli_fails(&["forward", "--model", "/no/such/dir", "--ids", "1"], "/no/such/dir");
+    cli_fails(
+        &["forward", "--model", "/no/such/dir", "--ids", "1"],
+        "/no/such/dir",
+    );
     cli_fails(&["forward", "--model", m, "--ids", "384"], "384");
     cli_fails(&["generate", "--model", m], "--ids");
-    cli_fails(&["generate", "--model", m, "--ids", "1", "--top-p", "0"], "top_p");
-    cli_fails(&["generate", "--model", m, "--ids", "1", "--temperature", "-1"], "temperature");
-    cli_fails(&["generate", "--model", m, "--ids", "1", "--chat"], "--prompt");
+    cli_fails(
+        &["generate", "--model", m, "--ids", "1", "--top-p", "0"],
+        "top_p",
+    );
+    cli_fails(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--ids",
+            "1",
+            "--temperature",
+            "-1",
+        ],
+        "temperature",
+    );
+    cli_fails(
+        &["generate", "--model", m, "--ids", "1", "--chat"],
+        "--prompt",
+    );
     cli_fails(&["frobnicate"], "frobnicate");
     let (code, out, _) = rstar(&["generate", "--help"]);
     assert_eq!(code, 0);
@@ -151,7 +221,16 @@ fn bad_cli_input() {
     // Text prompts need a tokenizer.
     let (_t, dir) = copy_fixture("llama-f16-v5");
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
-    cli_fails(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "hi"], "tokenizer.json");
+    cli_fails(
+        &[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ],
+        "tokenizer.json",
+    );
 }
 
 #[test]
@@ -159,7 +238,13 @@ fn cli_forward_matches_golden_and_generate_json_contract() {
     let dir = common::fixtures().join("models/phi3-bf16-v5");
     let g = common::golden(&dir);
     let ids: Vec<String> = g.input_ids.iter().map(|i| i.to_string()).collect();
-    let (code, out, err) = rstar(&["forward", "--model", dir.to_str().unwrap(), "--ids", &ids.join(",")]);
+    let (code, out, err) = rstar(&[
+        "forward",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        &ids.join(","),
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows: Vec<Vec<f32>> = serde_json::from_value(v["logits"].clone()).unwrap();
@@ -170,7 +255,15 @@ fn cli_forward_matches_golden_and_generate_json_contract() {
     let p: Vec<String> = g.greedy_prompt.iter().map(|i| i.to_string()).collect();
     let n = g.greedy_ids.len().to_string();
     let (code, out, err) = rstar(&[
-        "generate", "--model", dir.to_str().unwrap(), "--ids", &p.join(","), "--max-new-tokens", &n, "--ignore-eos", "--json",
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        &p.join(","),
+        "--max-new-tokens",
+        &n,
+        "--ignore-eos",
+        "--json",
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

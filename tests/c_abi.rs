@@ -87,6 +87,11 @@ fn c_program_links_and_generates() {
         .lines()
         .find_map(|l| l.strip_prefix("streamed:"))
         .unwrap();
-    let hex: String = v["text"].as_str().unwrap().bytes().map(|b| format!("{b:02x}")).collect();
+    let hex: String = v["text"]
+        .as_str()
+        .unwrap()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(streamed, hex, "streamed text equals the final text");
 }

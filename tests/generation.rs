@@ -114,7 +114,9 @@ fn bad_requests_are_errors() {
     let mut p = GenerateParams::default();
     p.sampling.top_p = 0.0;
     assert!(generate(&lm, &[1], &p, &mut |_| true).is_err());
-    let mut p = GenerateParams::default();
-    p.stop = vec![String::new()];
+    let p = GenerateParams {
+        stop: vec![String::new()],
+        ..Default::default()
+    };
     assert!(generate(&lm, &[1], &p, &mut |_| true).is_err());
 }
