@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::backend::cpu;
 use crate::error::{Error, Result};
 use crate::model::config::{Arch, ModelConfig};
+use crate::model::kv::{KvCache, KvStore};
 use crate::model::weights::{Weight, WeightStore};
 
 /// A linear layer whose output is the concatenation of one or more stored matrices
@@ -60,34 +61,13 @@ struct Layer {
     down: Linear,
 }
 
-/// Per-sequence key/value cache: for each layer `[len, kv_dim]` rows, grown as tokens arrive.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    len: usize,
-}
-
-impl KvCache {
-    /// Tokens cached so far (= position of the next token).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Drops everything after the first `len` tokens.
-    pub fn truncate(&mut self, len: usize, kv_dim: usize) {
-        if len < self.len {
-            for l in self.k.iter_mut().chain(self.v.iter_mut()) {
-                l.truncate(len * kv_dim);
-            }
-            self.len = len;
-        }
-    }
+/// One sequence's part of a batched forward pass: its block table in the [`KvStore`] and the
+/// positions `start .. start + len` of its tokens (laid out consecutively in the token list).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    pub table: &'a [u32],
+    pub start: usize,
+    pub len: usize,
 }
 
 /// A loaded causal language model.
@@ -222,16 +202,51 @@ impl Model {
 
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
-        KvCache {
-            k: vec![Vec::new(); self.config.num_layers],
-            v: vec![Vec::new(); self.config.num_layers],
-            len: 0,
-        }
+        KvCache::new(self.config.num_layers, self.config.kv_dim())
+    }
+
+    /// An empty block store sized for this model.
+    pub fn new_kv_store(&self, block_size: usize, num_blocks: usize) -> KvStore {
+        KvStore::new(
+            self.config.num_layers,
+            self.config.kv_dim(),
+            block_size,
+            num_blocks,
+        )
     }
 
     /// Runs `tokens` (continuing the sequence in `cache`) and returns the final-norm hidden states
     /// `[tokens.len(), hidden]`.
     pub fn forward_hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        if cache.store.num_layers() != self.config.num_layers
+            || cache.store.kv_dim != self.config.kv_dim()
+        {
+            return Err(Error::InvalidArgument(
+                "KV cache was made for another model".into(),
+            ));
+        }
+        cache.reserve(tokens.len());
+        let KvCache { store, table, len } = cache;
+        let chunk = SeqChunk {
+            table,
+            start: *len,
+            len: tokens.len(),
+        };
+        let hidden = self.forward_batch(tokens, &[chunk], store)?;
+        *len += tokens.len();
+        Ok(hidden)
+    }
+
+    /// One forward pass over the tokens of several sequences at once (prefill chunks and single
+    /// decode tokens mixed). Writes each token's K/V into `kv` at its position's row and returns the
+    /// final-norm hidden states `[tokens.len(), hidden]`. Every weight is read once for the whole
+    /// batch; each row's arithmetic is independent of the others, so results do not depend on batching.
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        chunks: &[SeqChunk],
+        kv: &mut KvStore,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let t = tokens.len();
         let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -241,12 +256,52 @@ impl Model {
                 c.vocab_size
             )));
         }
-        if cache.k.len() != c.num_layers {
+        if chunks.iter().map(|ch| ch.len).sum::<usize>() != t {
             return Err(Error::InvalidArgument(
-                "KV cache was made for another model".into(),
+                "batch chunks do not cover the tokens".into(),
             ));
         }
-        let start = cache.len;
+        if kv.num_layers() != c.num_layers || kv.kv_dim != kvd {
+            return Err(Error::InvalidArgument(
+                "KV store was made for another model".into(),
+            ));
+        }
+        for ch in chunks {
+            let end = ch.start + ch.len;
+            if end > c.max_position_embeddings {
+                return Err(Error::InvalidArgument(format!(
+                    "position {end} exceeds the model's context of {}",
+                    c.max_position_embeddings
+                )));
+            }
+            let blocks = end.div_ceil(kv.block_size);
+            if ch.table.len() < blocks
+                || ch.table[..blocks]
+                    .iter()
+                    .any(|&b| b as usize >= kv.num_blocks())
+            {
+                return Err(Error::Internal(
+                    "block table does not cover the batch positions".into(),
+                ));
+            }
+        }
+        // Position and KV row of every token.
+        let mut pos = Vec::with_capacity(t);
+        let mut rows = Vec::with_capacity(t);
+        for ch in chunks {
+            for p in ch.start..ch.start + ch.len {
+                pos.push(p);
+                rows.push(kv.row(ch.table, p));
+            }
+        }
+        let attn_seqs: Vec<cpu::AttnSeq> = chunks
+            .iter()
+            .map(|ch| cpu::AttnSeq {
+                table: ch.table,
+                start: ch.start,
+                len: ch.len,
+            })
+            .collect();
         let eps = c.rms_norm_eps as f32;
 
         // Activations, row-major [t, width].
@@ -261,29 +316,27 @@ impl Model {
         let mut gate_up = vec![0f32; t * 2 * inter];
         let mut act = vec![0f32; t * inter];
         let mut q = vec![0f32; t * qd];
+        let shape = cpu::AttnShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            block_size: kv.block_size,
+            window: c.sliding_window,
+        };
 
         for (li, layer) in self.layers.iter().enumerate() {
             cpu::rms_norm(&x, &layer.attn_norm, eps, &mut normed);
             layer.qkv.forward(&normed, t, &mut qkv);
-            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
             for (ti, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
-                let pos = start + ti;
                 let (qr, rest) = row.split_at_mut(qd);
                 let (kr, vr) = rest.split_at_mut(kvd);
-                cpu::rope(qr, c.num_heads, c.head_dim, &self.inv_freq, pos);
-                cpu::rope(kr, c.num_kv_heads, c.head_dim, &self.inv_freq, pos);
+                cpu::rope(qr, c.num_heads, c.head_dim, &self.inv_freq, pos[ti]);
+                cpu::rope(kr, c.num_kv_heads, c.head_dim, &self.inv_freq, pos[ti]);
                 q[ti * qd..(ti + 1) * qd].copy_from_slice(qr);
-                kc.extend_from_slice(kr);
-                vc.extend_from_slice(vr);
+                kv.write(li, rows[ti], kr, vr);
             }
-            let shape = cpu::AttnShape {
-                n_heads: c.num_heads,
-                n_kv_heads: c.num_kv_heads,
-                head_dim: c.head_dim,
-                start,
-                window: c.sliding_window,
-            };
-            cpu::attention(&q, kc, vc, shape, &mut attn);
+            let (kl, vl) = kv.layer(li);
+            cpu::attention(&q, kl, vl, &attn_seqs, shape, &mut attn);
             layer.o.forward(&attn, t, &mut proj);
             cpu::add_inplace(&mut x, &proj);
 
@@ -297,7 +350,6 @@ impl Model {
             layer.down.forward(&act, t, &mut proj);
             cpu::add_inplace(&mut x, &proj);
         }
-        cache.len = start + t;
         cpu::rms_norm(&x, &self.final_norm, eps, &mut normed);
         Ok(normed)
     }

@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod decoder;
+pub mod kv;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
-pub use decoder::{KvCache, Model};
+pub use decoder::{Model, SeqChunk};
+pub use kv::{KvCache, KvStore};
 pub use weights::{DType, Weight, WeightStore};

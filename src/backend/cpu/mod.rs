@@ -169,49 +169,73 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Shape of one causal attention call over a contiguous KV cache.
+/// Head layout and masking of an attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnShape {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
-    /// Position of the first query row.
-    pub start: usize,
+    /// Rows per K/V block.
+    pub block_size: usize,
     /// Keys further back than this are masked (sliding window), if set.
     pub window: Option<usize>,
 }
 
-/// Causal grouped-query attention.
-/// `q`: `[t, n_heads * head_dim]`; `k`, `v`: `[start + t, n_kv_heads * head_dim]` (cache incl. new rows);
-/// `out`: `[t, n_heads * head_dim]`.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut [f32]) {
+/// One sequence's slice of a batched attention call: its block table and the positions of its
+/// query rows (`start .. start + len`, laid out consecutively in `q`).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnSeq<'a> {
+    pub table: &'a [u32],
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Causal grouped-query attention over block-structured K/V for a batch of sequences.
+/// `q`: `[sum(len), n_heads * head_dim]`, sequence after sequence; `k`, `v`: one layer of the store,
+/// rows `[num_blocks * block_size, n_kv_heads * head_dim]`, already holding every query position's
+/// own key; `out`: like `q`. Each (row, head) is computed the same way whatever the batch, so a
+/// sequence's results do not depend on what it is batched with.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], seqs: &[AttnSeq], s: AttnShape, out: &mut [f32]) {
     let qd = s.n_heads * s.head_dim;
     let kvd = s.n_kv_heads * s.head_dim;
     let group = s.n_heads / s.n_kv_heads;
     let scale = 1.0 / (s.head_dim as f32).sqrt();
-    let t = q.len() / qd;
+    // (sequence, index within it) of every query row.
+    let owner: Vec<(usize, usize)> = seqs
+        .iter()
+        .enumerate()
+        .flat_map(|(si, sq)| (0..sq.len).map(move |t| (si, t)))
+        .collect();
     let work = |idx: usize, o: &mut [f32]| {
-        let (ti, h) = (idx / s.n_heads, idx % s.n_heads);
-        let pos = s.start + ti;
+        let (r, h) = (idx / s.n_heads, idx % s.n_heads);
+        let (si, ti) = owner[r];
+        let sq = &seqs[si];
+        let pos = sq.start + ti;
         let lo = match s.window {
             Some(w) if pos + 1 > w => pos + 1 - w,
             _ => 0,
         };
-        let qh = &q[ti * qd + h * s.head_dim..ti * qd + (h + 1) * s.head_dim];
+        let qh = &q[r * qd + h * s.head_dim..r * qd + (h + 1) * s.head_dim];
         let kvh = (h / group) * s.head_dim;
+        let row = |j: usize| {
+            (sq.table[j / s.block_size] as usize * s.block_size + j % s.block_size) * kvd + kvh
+        };
         let mut scores: Vec<f32> = (lo..=pos)
-            .map(|j| dot_f32(qh, &k[j * kvd + kvh..j * kvd + kvh + s.head_dim]) * scale)
+            .map(|j| dot_f32(qh, &k[row(j)..row(j) + s.head_dim]) * scale)
             .collect();
         softmax(&mut scores);
         o.fill(0.0);
         for (p, j) in scores.iter().zip(lo..=pos) {
-            let vr = &v[j * kvd + kvh..j * kvd + kvh + s.head_dim];
-            for (a, &b) in o.iter_mut().zip(vr) {
+            for (a, &b) in o.iter_mut().zip(&v[row(j)..row(j) + s.head_dim]) {
                 *a += p * b;
             }
         }
     };
-    let total = t * s.n_heads * (s.start + t) * s.head_dim;
+    let total: usize = seqs
+        .iter()
+        .map(|sq| sq.len * (sq.start + sq.len) * qd)
+        .sum();
+    let out = &mut out[..owner.len() * qd];
     if total < PAR_THRESHOLD {
         out.chunks_mut(s.head_dim)
             .enumerate()
