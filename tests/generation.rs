@@ -2,10 +2,12 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use rstar::engine::{generate, FinishReason, GenerateParams, LoadedModel, SamplingParams};
 
-fn lm() -> LoadedModel {
-    LoadedModel::load(&common::fixtures().join("models/qwen2-f32-v5")).unwrap()
+fn lm() -> Arc<LoadedModel> {
+    Arc::new(LoadedModel::load(&common::fixtures().join("models/qwen2-f32-v5")).unwrap())
 }
 
 fn sampled(seed: u64) -> GenerateParams {
@@ -94,8 +96,9 @@ fn stop_ids_eos_and_cancel() {
     assert_eq!(out.ids, free.ids[..=first]);
     assert_eq!(out.finish_reason, FinishReason::Stop);
 
-    let mut lm2 = lm;
+    let mut lm2 = Arc::try_unwrap(lm).unwrap();
     lm2.eos_token_ids = vec![free.ids[3]];
+    let lm2 = Arc::new(lm2);
     let mut p = sampled(5);
     p.ignore_eos = false;
     let out = generate(&lm2, &prompt, &p, &mut |_| true).unwrap();

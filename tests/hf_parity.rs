@@ -40,7 +40,7 @@ fn greedy_decoding_matches_generate() {
     use rstar::engine::{generate, GenerateParams, LoadedModel};
     for dir in common::model_dirs() {
         let g = common::golden(&dir);
-        let lm = LoadedModel::load(&dir).unwrap();
+        let lm = std::sync::Arc::new(LoadedModel::load(&dir).unwrap());
         let params = GenerateParams {
             max_new_tokens: g.greedy_ids.len(),
             ignore_eos: true, // the reference ran with eos_token_id=None

@@ -60,7 +60,7 @@ pub fn run(args: GenerateArgs) -> rstar::Result<()> {
             "--chat and --system need a text --prompt".into(),
         ));
     }
-    let lm = LoadedModel::load(&args.model)?;
+    let lm = std::sync::Arc::new(LoadedModel::load(&args.model)?);
     let prompt: Vec<u32> = match (&args.ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => lm.encode_prompt(text, args.chat, args.system.as_deref())?,

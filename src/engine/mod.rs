@@ -1,9 +1,12 @@
-//! The engine: a loaded model with its tokenizer and stop ids ([`LoadedModel`]), sampling
-//! ([`sampling`]) and generation with stop strings ([`generate`]). The tree-structured paged KV cache
-//! and batched stepping of many sequences arrive with the search-engine issue.
+//! The engine: a loaded model with its tokenizer and stop ids ([`LoadedModel`]); the batched,
+//! tree-structured [`Engine`] over a paged KV pool with prefix reuse ([`batch`], [`blocks`]);
+//! sampling ([`sampling`]); generation with stop strings ([`generate`]).
 
+pub mod batch;
+pub mod blocks;
 pub mod generate;
 pub mod sampling;
+mod stop;
 
 use std::path::Path;
 
@@ -11,6 +14,7 @@ use crate::error::Result;
 use crate::model::Model;
 use crate::tokenizer::{ChatMessage, Tokenizer};
 
+pub use batch::{Candidate, Engine, EngineConfig, EngineStats, Request, SeqId};
 pub use generate::{generate, FinishReason, GenerateOutput, GenerateParams};
 pub use sampling::{Sampler, SamplingParams};
 

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::engine::{generate, GenerateOutput, GenerateParams, LoadedModel, SamplingParams};
 use crate::error::{Error, Result, Status};
@@ -112,7 +113,7 @@ fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
 /// A loaded model (decoder + tokenizer). Immutable after loading: every function taking a
 /// `const rstar_model *` may be called from several threads at once.
 pub struct rstar_model {
-    inner: LoadedModel,
+    inner: Arc<LoadedModel>,
 }
 
 /// Called with each piece of generated text as it becomes final. `text` holds `len` bytes of UTF-8
@@ -203,7 +204,9 @@ pub unsafe extern "C" fn rstar_model_load(
         *out = std::ptr::null_mut();
         let path = c_str(path, "path")?;
         let inner = LoadedModel::load(Path::new(path))?;
-        *out = Box::into_raw(Box::new(rstar_model { inner }));
+        *out = Box::into_raw(Box::new(rstar_model {
+            inner: Arc::new(inner),
+        }));
         Ok(())
     })
 }

@@ -79,8 +79,8 @@ pub struct Model {
     layers: Vec<Layer>,
     /// `[hidden]`
     final_norm: Vec<f32>,
-    /// `[vocab, hidden]` (the embedding matrix itself when tied)
-    lm_head: Weight,
+    /// `[vocab, hidden]` (the embedding matrix itself when tied); None for reward models.
+    lm_head: Option<Weight>,
     /// `[rotary_dim / 2]`
     inv_freq: Vec<f32>,
 }
@@ -174,6 +174,16 @@ impl Model {
 
     /// Builds the model from a parsed config and opened weights.
     pub fn from_store(config: ModelConfig, store: &WeightStore) -> Result<Model> {
+        Self::from_store_with_head(config, store, true)
+    }
+
+    /// As [`from_store`](Self::from_store); `lm_head = false` loads only the decoder body (reward
+    /// models carry a value head instead of an LM head).
+    pub fn from_store_with_head(
+        config: ModelConfig,
+        store: &WeightStore,
+        lm_head: bool,
+    ) -> Result<Model> {
         let ld = Loader {
             store,
             cfg: &config,
@@ -184,10 +194,10 @@ impl Model {
             .map(|i| ld.layer(i))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = ld.vec("model.norm.weight", h)?;
-        let lm_head = if config.tie_word_embeddings {
-            embed.clone()
-        } else {
-            ld.mat("lm_head.weight", v, h)?
+        let lm_head = match (lm_head, config.tie_word_embeddings) {
+            (false, _) => None,
+            (true, true) => Some(embed.clone()),
+            (true, false) => Some(ld.mat("lm_head.weight", v, h)?),
         };
         let inv_freq = config.rope_inv_freq();
         Ok(Model {
@@ -355,13 +365,18 @@ impl Model {
     }
 
     /// LM head over hidden rows `[n, hidden]` -> logits `[n, vocab]`.
-    pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
+    pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>> {
         let h = self.config.hidden_size;
         let n = hidden.len() / h;
         let v = self.config.vocab_size;
+        let head = self.lm_head.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "this model was loaded without an LM head (a reward model)".into(),
+            )
+        })?;
         let mut out = vec![0f32; n * v];
-        cpu::matmul(hidden, n, &self.lm_head, &mut out, v, 0);
-        out
+        cpu::matmul(hidden, n, head, &mut out, v, 0);
+        Ok(out)
     }
 
     /// Runs `tokens` and returns logits for every position `[t, vocab]` (`all = true`) or only the
@@ -372,10 +387,10 @@ impl Model {
         }
         let hidden = self.forward_hidden(tokens, cache)?;
         let h = self.config.hidden_size;
-        Ok(if all {
+        if all {
             self.logits(&hidden)
         } else {
             self.logits(&hidden[hidden.len() - h..])
-        })
+        }
     }
 }

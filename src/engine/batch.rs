@@ -1,0 +1,569 @@
+//! The batched, tree-structured engine: many sequences over one paged KV pool.
+//!
+//! * Sequences are token lists with a block table. [`Engine::fork`] copies the table (no KV copy);
+//!   the first write into a shared, partially filled block copies just that block.
+//! * [`Engine::add`] reuses cached full blocks of a known prefix (radix index in [`BlockManager`]),
+//!   so no token of a prefix that is still cached is computed twice.
+//! * [`Engine::compute`] advances every pending sequence in shared forward passes (prefill chunks and
+//!   decode tokens mixed, up to `max_batch_tokens` a pass).
+//! * [`Engine::run`] generates for many requests with continuous batching; [`Engine::expand`] samples
+//!   n continuations of one sequence, the expansion primitive of MCTS.
+//!
+//! Results never depend on batching or caching: each token's arithmetic is the same whether it is
+//! computed alone, in a batch, or reused from the cache.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::blocks::{BlockManager, BlockStats};
+use crate::engine::generate::{FinishReason, GenerateOutput, GenerateParams};
+use crate::engine::sampling::Sampler;
+use crate::engine::stop::TextTracker;
+use crate::engine::LoadedModel;
+use crate::error::{Error, Result};
+use crate::model::{KvStore, SeqChunk};
+
+/// Engine sizing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineConfig {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Memory for K/V (f32), in bytes; sets the number of blocks.
+    pub kv_budget_bytes: usize,
+    /// Most tokens in one forward pass.
+    pub max_batch_tokens: usize,
+    /// Most sequences generating at once in [`Engine::run`]; the rest wait.
+    pub max_active: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            block_size: 16,
+            kv_budget_bytes: 1 << 30,
+            max_batch_tokens: 512,
+            max_active: 64,
+        }
+    }
+}
+
+/// A handle to a sequence in an [`Engine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct SeqId(pub u64);
+
+/// Counters for what was asked and what was done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct EngineStats {
+    /// Tokens given to sequences (added, appended or generated); forks add none.
+    pub tokens_requested: u64,
+    /// Tokens that went through the decoder.
+    pub tokens_computed: u64,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cache_hit_tokens: u64,
+    pub forward_passes: u64,
+    pub forward_seconds: f64,
+    pub sample_seconds: f64,
+    #[serde(flatten)]
+    pub blocks: BlockStats,
+}
+
+#[derive(Debug, Clone)]
+struct Seq {
+    tokens: Vec<u32>,
+    table: Vec<u32>,
+    /// Tokens whose K/V are in the cache.
+    computed: usize,
+    /// Final-norm hidden state at position `computed - 1` (valid when computed == tokens.len()).
+    last_hidden: Option<Arc<Vec<f32>>>,
+}
+
+/// One generation request over an existing sequence.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub seq: SeqId,
+    pub params: GenerateParams,
+}
+
+/// A sampled continuation from [`Engine::expand`]: the child sequence (holding parent + continuation)
+/// and what was generated.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub seq: SeqId,
+    pub output: GenerateOutput,
+}
+
+/// Many sequences sharing one model and one KV pool.
+pub struct Engine {
+    lm: Arc<LoadedModel>,
+    cfg: EngineConfig,
+    kv: KvStore,
+    blocks: BlockManager,
+    seqs: HashMap<SeqId, Seq>,
+    next_id: u64,
+    stats: EngineStats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cfg", &self.cfg)
+            .field("sequences", &self.seqs.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(lm: Arc<LoadedModel>, cfg: EngineConfig) -> Result<Engine> {
+        if cfg.block_size == 0 || cfg.max_batch_tokens == 0 || cfg.max_active == 0 {
+            return Err(Error::InvalidArgument(
+                "engine block_size, max_batch_tokens and max_active must be positive".into(),
+            ));
+        }
+        let probe = lm.model.new_kv_store(cfg.block_size, 0);
+        let num_blocks = cfg.kv_budget_bytes / probe.bytes_per_block();
+        if num_blocks == 0 {
+            return Err(Error::OutOfMemory(format!(
+                "KV budget of {} bytes holds no block ({} bytes each)",
+                cfg.kv_budget_bytes,
+                probe.bytes_per_block()
+            )));
+        }
+        let kv = lm.model.new_kv_store(cfg.block_size, num_blocks);
+        Ok(Engine {
+            lm,
+            cfg,
+            kv,
+            blocks: BlockManager::new(num_blocks, cfg.block_size),
+            seqs: HashMap::new(),
+            next_id: 0,
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// The model this engine runs.
+    pub fn model(&self) -> &Arc<LoadedModel> {
+        &self.lm
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            blocks: self.blocks.stats(),
+            ..self.stats
+        }
+    }
+
+    fn seq(&self, id: SeqId) -> Result<&Seq> {
+        self.seqs
+            .get(&id)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))
+    }
+
+    fn seq_mut(&mut self, id: SeqId) -> Result<&mut Seq> {
+        self.seqs
+            .get_mut(&id)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))
+    }
+
+    fn insert(&mut self, s: Seq) -> SeqId {
+        let id = SeqId(self.next_id);
+        self.next_id += 1;
+        self.seqs.insert(id, s);
+        id
+    }
+
+    /// The tokens of a sequence.
+    pub fn tokens(&self, id: SeqId) -> Result<&[u32]> {
+        Ok(&self.seq(id)?.tokens)
+    }
+
+    /// Number of live sequences.
+    pub fn num_sequences(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// A new sequence holding `tokens`, reusing cached KV blocks of its longest cached prefix
+    /// (all but the last token may come from the cache; the last is always computed so its
+    /// logits exist).
+    pub fn add(&mut self, tokens: &[u32]) -> Result<SeqId> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("empty sequence".into()));
+        }
+        self.check_tokens(tokens)?;
+        let bs = self.cfg.block_size;
+        let mut table = Vec::new();
+        let mut parent = None;
+        for chunk in tokens[..tokens.len() - 1].chunks_exact(bs) {
+            match self.blocks.lookup(parent, chunk) {
+                Some(b) => {
+                    self.blocks.incref(b);
+                    table.push(b);
+                    parent = Some(b);
+                }
+                None => break,
+            }
+        }
+        let computed = table.len() * bs;
+        self.stats.tokens_requested += tokens.len() as u64;
+        self.stats.cache_hit_tokens += computed as u64;
+        Ok(self.insert(Seq {
+            tokens: tokens.to_vec(),
+            table,
+            computed,
+            last_hidden: None,
+        }))
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let v = self.lm.model.config.vocab_size;
+        match tokens.iter().find(|&&t| t as usize >= v) {
+            Some(t) => Err(Error::InvalidArgument(format!(
+                "token id {t} is out of range for vocabulary size {v}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A new sequence sharing all of `id`'s tokens and KV (no copy).
+    pub fn fork(&mut self, id: SeqId) -> Result<SeqId> {
+        let s = self.seq(id)?.clone();
+        for &b in &s.table {
+            self.blocks.incref(b);
+        }
+        Ok(self.insert(s))
+    }
+
+    /// Appends tokens (computed at the next [`compute`](Self::compute) or generation).
+    pub fn append(&mut self, id: SeqId, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        let s = self.seq_mut(id)?;
+        s.tokens.extend_from_slice(tokens);
+        if !tokens.is_empty() {
+            s.last_hidden = None;
+        }
+        self.stats.tokens_requested += tokens.len() as u64;
+        Ok(())
+    }
+
+    /// Drops a sequence; blocks nobody else uses become free (or stay cached if indexed).
+    pub fn remove(&mut self, id: SeqId) -> Result<()> {
+        let s = self
+            .seqs
+            .remove(&id)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))?;
+        for b in s.table {
+            self.blocks.decref(b);
+        }
+        Ok(())
+    }
+
+    /// Makes the blocks for positions `[computed, computed + n)` of `id` writable.
+    fn prepare_blocks(&mut self, id: SeqId, n: usize) -> Result<()> {
+        let bs = self.cfg.block_size;
+        let (computed, mut table) = {
+            let s = self.seq_mut(id)?;
+            (s.computed, std::mem::take(&mut s.table))
+        };
+        let res = (|| {
+            let last = (computed + n - 1) / bs;
+            for bi in computed / bs..=last {
+                if bi < table.len() {
+                    let old = table[bi];
+                    if self.blocks.refs(old) > 1 {
+                        let new = self.blocks.alloc()?;
+                        self.kv.copy_block(old, new, computed - bi * bs);
+                        self.blocks.decref(old);
+                        self.blocks.note_cow();
+                        table[bi] = new;
+                    }
+                } else {
+                    table.push(self.blocks.alloc()?);
+                }
+            }
+            Ok(())
+        })();
+        self.seq_mut(id)?.table = table;
+        res
+    }
+
+    /// Computes every pending token of `ids` (in as few shared forward passes as the batch limit
+    /// allows) so each has its last hidden state.
+    pub fn compute(&mut self, ids: &[SeqId]) -> Result<()> {
+        let max_ctx = self.lm.model.config.max_position_embeddings;
+        for &id in ids {
+            let s = self.seq(id)?;
+            if s.tokens.len() > max_ctx {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence of {} tokens exceeds the model's context of {max_ctx}",
+                    s.tokens.len()
+                )));
+            }
+        }
+        loop {
+            let mut budget = self.cfg.max_batch_tokens;
+            let mut work: Vec<(SeqId, usize, usize)> = Vec::new(); // (id, start, n)
+            for &id in ids {
+                if budget == 0 {
+                    break;
+                }
+                if work.iter().any(|w| w.0 == id) {
+                    continue;
+                }
+                let s = self.seq(id)?;
+                let pending = s.tokens.len() - s.computed;
+                let n = if pending == 0 && s.last_hidden.is_none() {
+                    // Nothing pending but no hidden state (e.g. after add of a fully cached prompt
+                    // cannot happen; kept for safety): recompute the last token.
+                    return Err(Error::Internal(format!(
+                        "sequence {} has no hidden state",
+                        id.0
+                    )));
+                } else {
+                    pending.min(budget)
+                };
+                if n == 0 {
+                    continue;
+                }
+                let start = s.computed;
+                self.prepare_blocks(id, n)?;
+                budget -= n;
+                work.push((id, start, n));
+            }
+            if work.is_empty() {
+                return Ok(());
+            }
+            let mut tokens = Vec::new();
+            for &(id, start, n) in &work {
+                tokens.extend_from_slice(&self.seqs[&id].tokens[start..start + n]);
+            }
+            let t0 = Instant::now();
+            let hidden = {
+                let chunks: Vec<SeqChunk> = work
+                    .iter()
+                    .map(|&(id, start, len)| SeqChunk {
+                        table: &self.seqs[&id].table,
+                        start,
+                        len,
+                    })
+                    .collect();
+                self.lm
+                    .model
+                    .forward_batch(&tokens, &chunks, &mut self.kv)?
+            };
+            self.stats.forward_seconds += t0.elapsed().as_secs_f64();
+            self.stats.forward_passes += 1;
+            self.stats.tokens_computed += tokens.len() as u64;
+            let h = self.lm.model.config.hidden_size;
+            let bs = self.cfg.block_size;
+            let mut row = 0;
+            for &(id, start, n) in &work {
+                let s = self.seqs.get_mut(&id).expect("sequence in work list");
+                s.computed = start + n;
+                row += n;
+                if s.computed == s.tokens.len() {
+                    s.last_hidden = Some(Arc::new(hidden[(row - 1) * h..row * h].to_vec()));
+                }
+                // Newly completed full blocks become reusable.
+                for bi in start / bs..s.computed / bs {
+                    let parent = if bi == 0 { None } else { Some(s.table[bi - 1]) };
+                    self.blocks
+                        .register(parent, &s.tokens[bi * bs..(bi + 1) * bs], s.table[bi]);
+                }
+            }
+        }
+    }
+
+    /// Final-norm hidden state at the last token of each sequence (computing what is pending).
+    pub fn last_hidden(&mut self, ids: &[SeqId]) -> Result<Vec<Arc<Vec<f32>>>> {
+        self.compute(ids)?;
+        ids.iter()
+            .map(|id| {
+                self.seq(*id)?
+                    .last_hidden
+                    .clone()
+                    .ok_or_else(|| Error::Internal("missing hidden state".into()))
+            })
+            .collect()
+    }
+
+    /// Next-token logits `[vocab]` of each sequence (computing what is pending), in one LM-head pass.
+    pub fn logits(&mut self, ids: &[SeqId]) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.last_hidden(ids)?;
+        let rows: Vec<f32> = hidden.iter().flat_map(|h| h.iter().copied()).collect();
+        let all = self.lm.model.logits(&rows)?;
+        let v = self.lm.model.config.vocab_size;
+        Ok(all.chunks(v).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Generates for every request, `max_active` at a time (continuous batching: a finished
+    /// sequence leaves and a waiting one joins at once). Each request's sequence is extended in place
+    /// with the generated ids. `on_text(request_index, text)` streams final text; returning false
+    /// cancels everything with [`Error::Cancelled`]. Outputs come in request order.
+    pub fn run(
+        &mut self,
+        requests: &[Request],
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Vec<GenerateOutput>> {
+        let lm = self.lm.clone();
+        let tok = lm.tokenizer.as_ref();
+        for r in requests {
+            r.params.sampling.validate()?;
+            if r.params.stop.iter().any(String::is_empty) {
+                return Err(Error::InvalidArgument("empty stop string".into()));
+            }
+            if !r.params.stop.is_empty() && tok.is_none() {
+                return Err(Error::InvalidArgument(
+                    "stop strings need a tokenizer (tokenizer.json) in the model directory".into(),
+                ));
+            }
+            self.seq(r.seq)?;
+        }
+        if requests
+            .iter()
+            .enumerate()
+            .any(|(i, r)| requests[..i].iter().any(|q| q.seq == r.seq))
+        {
+            return Err(Error::InvalidArgument(
+                "two requests for the same sequence".into(),
+            ));
+        }
+        struct Active<'t> {
+            idx: usize,
+            sampler: Sampler,
+            text: TextTracker<'t>,
+            ids: Vec<u32>,
+            prompt_tokens: usize,
+            budget: usize,
+            t_first: Option<Instant>,
+            prefill_seconds: f64,
+            t_start: Instant,
+        }
+        let max_ctx = lm.model.config.max_position_embeddings;
+        let mut queue: VecDeque<usize> = (0..requests.len()).collect();
+        let mut active: Vec<Active> = Vec::new();
+        let mut outputs: Vec<Option<GenerateOutput>> = vec![None; requests.len()];
+        loop {
+            while active.len() < self.cfg.max_active {
+                let Some(i) = queue.pop_front() else { break };
+                let r = &requests[i];
+                let len = self.seq(r.seq)?.tokens.len();
+                if len >= max_ctx {
+                    return Err(Error::InvalidArgument(format!(
+                        "prompt has {len} tokens; the model's context is {max_ctx}"
+                    )));
+                }
+                active.push(Active {
+                    idx: i,
+                    sampler: Sampler::new(r.params.sampling),
+                    text: TextTracker::new(tok, &r.params.stop),
+                    ids: Vec::new(),
+                    prompt_tokens: len,
+                    budget: r.params.max_new_tokens.min(max_ctx - len),
+                    t_first: None,
+                    prefill_seconds: 0.0,
+                    t_start: Instant::now(),
+                });
+            }
+            if active.is_empty() {
+                break;
+            }
+            let ids: Vec<SeqId> = active.iter().map(|a| requests[a.idx].seq).collect();
+            let logits = if active.iter().any(|a| a.budget > 0) {
+                self.logits(&ids)?
+            } else {
+                vec![Vec::new(); ids.len()]
+            };
+            let t0 = Instant::now();
+            let mut finished = Vec::new();
+            for (k, a) in active.iter_mut().enumerate() {
+                let r = &requests[a.idx];
+                let mut finish = None;
+                if a.ids.len() < a.budget {
+                    if a.t_first.is_none() {
+                        a.prefill_seconds = a.t_start.elapsed().as_secs_f64();
+                        a.t_first = Some(Instant::now());
+                    }
+                    let id = a.sampler.sample(&logits[k]);
+                    a.ids.push(id);
+                    if a.text.push(id)? {
+                        finish = Some(FinishReason::Stop);
+                    } else if r.params.stop_token_ids.contains(&id) {
+                        finish = Some(FinishReason::Stop);
+                    } else if !r.params.ignore_eos && lm.eos_token_ids.contains(&id) {
+                        finish = Some(FinishReason::Eos);
+                    } else if a.ids.len() == a.budget {
+                        finish = Some(FinishReason::Length);
+                    }
+                    // The sequence keeps every generated id (MCTS continues from it).
+                    let s = self.seqs.get_mut(&r.seq).expect("validated sequence");
+                    s.tokens.push(id);
+                    s.last_hidden = None;
+                    self.stats.tokens_requested += 1;
+                } else {
+                    finish = Some(FinishReason::Length);
+                }
+                if let Some(ready) = a.text.take_ready(finish.is_some()) {
+                    if !on_text(a.idx, ready) {
+                        return Err(Error::Cancelled);
+                    }
+                }
+                if let Some(f) = finish {
+                    finished.push((k, f));
+                }
+            }
+            self.stats.sample_seconds += t0.elapsed().as_secs_f64();
+            for &(k, f) in finished.iter().rev() {
+                let a = active.swap_remove(k);
+                let decode = a.t_first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                let tps = if a.ids.len() > 1 && decode > 0.0 {
+                    (a.ids.len() - 1) as f64 / decode
+                } else {
+                    0.0
+                };
+                outputs[a.idx] = Some(GenerateOutput {
+                    ids: a.ids,
+                    text: a.text.text,
+                    finish_reason: f,
+                    stop_string: a.text.stop_string,
+                    prompt_tokens: a.prompt_tokens,
+                    tokens_per_second: tps,
+                    prefill_seconds: a.prefill_seconds,
+                });
+            }
+        }
+        outputs
+            .into_iter()
+            .map(|o| o.ok_or_else(|| Error::Internal("request without output".into())))
+            .collect()
+    }
+
+    /// Samples `n` continuations of `parent`, each in its own forked sequence (child `i` samples
+    /// with seed `params.sampling.seed + i`), all decoded together. The children stay alive:
+    /// remove them when done.
+    pub fn expand(
+        &mut self,
+        parent: SeqId,
+        n: usize,
+        params: &GenerateParams,
+    ) -> Result<Vec<Candidate>> {
+        self.compute(&[parent])?;
+        let mut requests = Vec::with_capacity(n);
+        for i in 0..n {
+            let seq = self.fork(parent)?;
+            let mut p = params.clone();
+            p.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
+            requests.push(Request { seq, params: p });
+        }
+        let outs = self.run(&requests, &mut |_, _| true)?;
+        Ok(requests
+            .into_iter()
+            .zip(outs)
+            .map(|(r, output)| Candidate { seq: r.seq, output })
+            .collect())
+    }
+}
