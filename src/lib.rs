@@ -10,5 +10,8 @@
 //! The CLI (`src/bin/rstar.rs`, [`cli`]) and the C ABI ([`ffi`]) are thin shells.
 
 pub mod error;
+pub mod exec;
+pub mod grade;
+pub mod steps;
 
 pub use error::{Error, Result, Status};
