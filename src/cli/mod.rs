@@ -3,6 +3,11 @@
 //! Each subcommand has its own file with a clap `Args` struct and a `run(args) -> rstar::Result<()>`.
 //! Errors print as one line `error: ...` on stderr and exit with code 2.
 
+mod bench;
+mod exec;
+mod grade;
+mod setup_python;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -13,9 +18,23 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Grade predicted answers against reference answers.
+    Grade(grade::GradeArgs),
+    /// Run Python code from stdin in the sandboxed executor.
+    Exec(exec::ExecArgs),
+    /// Benchmarks.
+    Bench(bench::BenchArgs),
+    /// Create the Python venv (sympy, numpy, scipy) the executor uses.
+    SetupPython(setup_python::SetupPythonArgs),
+}
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> rstar::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Grade(a) => grade::run(a),
+        Command::Exec(a) => exec::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::SetupPython(a) => setup_python::run(a),
+    }
 }

@@ -21,6 +21,7 @@
 //! [`Error`]. `Error::Exec` is reserved for the executor itself (no interpreter, no sympy, a
 //! worker that cannot start).
 
+pub mod bench;
 pub mod python;
 
 use std::collections::VecDeque;
@@ -341,6 +342,11 @@ impl Executor {
     /// The configuration in force.
     pub fn config(&self) -> &ExecConfig {
         &self.config
+    }
+
+    /// Number of workers (snippets that can run at once).
+    pub fn worker_count(&self) -> usize {
+        self.threads.len()
     }
 
     /// The interpreter in use.

@@ -111,6 +111,18 @@ fn parse_matrix(s: &str) -> Option<Answer> {
     (!rows.is_empty()).then_some(Answer::Matrix(rows))
 }
 
+/// Elements of a set or list; an `a \pm b` element contributes both of its values.
+fn set_items(items: &[&str]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    for it in items {
+        match parse_normalized(it) {
+            Answer::Set(inner) if it.contains("\\pm") => out.extend(inner),
+            a => out.push(a),
+        }
+    }
+    out
+}
+
 fn parse_normalized(s: &str) -> Answer {
     let s = s.trim();
     if s.contains("\\begin{pmatrix}") {
@@ -135,7 +147,7 @@ fn parse_normalized(s: &str) -> Answer {
                 return Answer::Set(Vec::new());
             }
             if items.len() > 1 || expr::parse(inner).is_none() {
-                return Answer::Set(items.into_iter().map(parse_normalized).collect());
+                return Answer::Set(set_items(&items));
             }
         } else if items.len() > 1 {
             return Answer::Tuple {
@@ -147,7 +159,7 @@ fn parse_normalized(s: &str) -> Answer {
     }
     let items = split_top(s, ",");
     if items.len() > 1 {
-        return Answer::Set(items.into_iter().map(parse_normalized).collect());
+        return Answer::Set(set_items(&items));
     }
     if let Some(p) = s.find("\\pm") {
         if split_top(s, "\\pm").len() == 2 {
