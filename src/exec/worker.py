@@ -119,10 +119,14 @@ def _probe_uid_drop(uid):
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            for d in sys.path:
-                if d and os.path.isdir(d):
-                    os.listdir(d)
-            import fractions  # noqa: F401  (a stdlib module not imported yet)
+            import importlib.util
+
+            for mod in ("colorsys", "socket"):  # stdlib modules the warm heap has not imported
+                spec = importlib.util.find_spec(mod)
+                if spec is None or not spec.origin:
+                    os._exit(1)
+                with open(spec.origin, "rb"):
+                    pass
             os._exit(0)
         except BaseException:
             os._exit(1)
