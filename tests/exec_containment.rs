@@ -20,10 +20,20 @@ fn descendants() -> Vec<u32> {
     let me = std::process::id();
     let mut parent = std::collections::HashMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let ppid: u32 = after.split(' ').nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let ppid: u32 = after
+            .split(' ')
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
         parent.insert(pid, ppid);
     }
     parent
@@ -78,7 +88,10 @@ fn hostile_snippets_are_contained() {
         let o = StepOutcome::from_exec(r, FailureRule::Execution);
         eprintln!("{name}: failed={} reason={:?}", o.failed, o.reason);
         assert!(o.failed, "{name} should fail: {r:?}");
-        assert!(o.reason.as_deref().is_some_and(|s| !s.is_empty()), "{name}: no reason");
+        assert!(
+            o.reason.as_deref().is_some_and(|s| !s.is_empty()),
+            "{name}: no reason"
+        );
     }
     assert!(!outside.exists(), "the snippet wrote {}", outside.display());
     // the pool still works after all that
@@ -117,7 +130,10 @@ fn timeout_output_and_nonblocking_api() {
     assert!(r.timed_out && !r.ok);
     assert!(r.error.as_deref().unwrap_or("").starts_with("TimeoutError"));
     let r = ex.run("x = 1\n  y = 2");
-    assert_eq!(r.error.as_deref(), Some("IndentationError: unexpected indent (<unknown>, line 2)"));
+    assert_eq!(
+        r.error.as_deref(),
+        Some("IndentationError: unexpected indent (<unknown>, line 2)")
+    );
     let r = ex.run("1 + 2");
     assert_eq!(r.stdout.trim(), "3");
 }

@@ -26,7 +26,10 @@ fn hand_written_cases() {
         ("1 \\pm \\sqrt{19}", "1+\\sqrt{19}, 1-\\sqrt{19}"),
         ("(-\\infty, 0]", "(-\\infty,0]"),
         ("(0,9) \\cup (9,36)", "(9,36)\\cup(0,9)"),
-        ("\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}", "\\begin{pmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\\\ \\frac{5}{3} \\end{pmatrix}"),
+        (
+            "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}",
+            "\\begin{pmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\\\ \\frac{5}{3} \\end{pmatrix}",
+        ),
         ("\\text{(C)}", "C"),
         ("1\\frac{4}{5}", "\\frac{9}{5}"),
         ("x^5 - x^4 + x^3 - x^2 + x - 1", "(x-1)(x^4+x^2+1)"),
@@ -56,7 +59,10 @@ fn hand_written_cases() {
     for (a, b) in differ {
         assert!(!both(a, b), "should differ: {a:?} vs {b:?}");
     }
-    assert_eq!(extract_or_whole("so the answer is \\boxed{\\frac{20}{3}}."), "\\frac{20}{3}");
+    assert_eq!(
+        extract_or_whole("so the answer is \\boxed{\\frac{20}{3}}."),
+        "\\frac{20}{3}"
+    );
 }
 
 /// Rewrites an answer into an equivalent form, or `None` when no rewrite applies.

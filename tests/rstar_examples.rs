@@ -21,7 +21,10 @@ fn rm_pairs_execute_like_the_reference() {
         eprintln!("skipping: {} is absent", path.display());
         return;
     }
-    let ex = match Executor::new(ExecConfig { workers: 2, ..ExecConfig::default() }) {
+    let ex = match Executor::new(ExecConfig {
+        workers: 2,
+        ..ExecConfig::default()
+    }) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("skipping: {e}");
@@ -34,13 +37,20 @@ fn rm_pairs_execute_like_the_reference() {
     for it in &items {
         let prompt = it["prompt"].as_str().unwrap_or_default();
         // the partial solution in the prompt is the ancestors' text
-        let prefix = prompt.split_once("<|assistant|>:").map(|(_, p)| p).unwrap_or("");
+        let prefix = prompt
+            .split_once("<|assistant|>:")
+            .map(|(_, p)| p)
+            .unwrap_or("");
         for side in ["pos", "neg"] {
             let text = it[side].as_str().unwrap_or_default();
             // the step's code part: everything before the output block (observation is system-added)
             let code_part = text.split("<output>").next().unwrap_or(text);
             let kind = classify(code_part);
-            let ancestors: Vec<&str> = if prefix.trim().is_empty() { vec![] } else { vec![prefix] };
+            let ancestors: Vec<&str> = if prefix.trim().is_empty() {
+                vec![]
+            } else {
+                vec![prefix]
+            };
             let program = assemble_program(&ancestors, code_part);
             let r = ex.run(&program);
             let o = StepOutcome::from_exec(&r, FailureRule::Execution);
@@ -52,7 +62,11 @@ fn rm_pairs_execute_like_the_reference() {
                     if !ref_failed {
                         assert_eq!(o.observation, obs.trim(), "{side}: observation");
                     } else {
-                        assert!(o.observation.starts_with(obs.split(" (").next().unwrap_or(obs)), "{o:?}");
+                        assert!(
+                            o.observation
+                                .starts_with(obs.split(" (").next().unwrap_or(obs)),
+                            "{o:?}"
+                        );
                     }
                     if let Some(ans) = text.find("<answer>").map(|i| &text[i..]) {
                         assert_eq!(classify(ans), StepKind::Answer);
@@ -61,7 +75,10 @@ fn rm_pairs_execute_like_the_reference() {
                 }
                 None => {
                     assert_eq!(kind, StepKind::Code);
-                    assert!(!o.failed, "{side} intermediate step failed: {o:?}\n{program}");
+                    assert!(
+                        !o.failed,
+                        "{side} intermediate step failed: {o:?}\n{program}"
+                    );
                 }
             }
             checked += 1;
@@ -89,7 +106,10 @@ fn sft_examples_classify_and_extract() {
         let tail = steps[steps.len() - 1];
         let (code, answer) = tail.split_once("<output>").expect("output block");
         assert_eq!(classify(code), StepKind::LastCode);
-        let ans = answer.split_once("<answer>").map(|(_, a)| a).expect("answer");
+        let ans = answer
+            .split_once("<answer>")
+            .map(|(_, a)| a)
+            .expect("answer");
         assert_eq!(classify(ans), StepKind::Answer);
         let extracted = extract_answer(ans).expect("boxed");
         assert!(equal(&extracted, &extracted));

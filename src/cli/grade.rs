@@ -30,12 +30,16 @@ pub fn run(args: GradeArgs) -> Result<()> {
         return Ok(());
     }
     let Some(path) = args.file else {
-        return Err(Error::InvalidArgument("give --file PAIRS.jsonl or --pred X --answer Y".into()));
+        return Err(Error::InvalidArgument(
+            "give --file PAIRS.jsonl or --pred X --answer Y".into(),
+        ));
     };
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        Box::new(BufReader::new(std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?))
+        Box::new(BufReader::new(
+            std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?,
+        ))
     };
     for (n, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| Error::io(&path, e))?;

@@ -11,7 +11,11 @@ mod setup_python;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "rstar", version, about = "librstar: search-based math reasoning with small language models")]
+#[command(
+    name = "rstar",
+    version,
+    about = "librstar: search-based math reasoning with small language models"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

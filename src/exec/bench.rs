@@ -69,7 +69,10 @@ pub fn bench_exec(cfg: &BenchExecConfig) -> Result<BenchExecReport> {
             .status()
             .map_err(|e| Error::Exec(format!("spawning {}: {e}", python.display())))?;
         if !st.success() {
-            return Err(Error::Exec(format!("{} failed on the benchmark snippet", python.display())));
+            return Err(Error::Exec(format!(
+                "{} failed on the benchmark snippet",
+                python.display()
+            )));
         }
     }
     let spawn_s = t.elapsed().as_secs_f64();

@@ -256,7 +256,13 @@ impl Worker {
     }
 
     /// Sends one job and waits for its reply; `Err` means the worker is unusable.
-    fn exec(&mut self, id: u64, code: &str, timeout_s: f64, cfg: &ExecConfig) -> std::result::Result<ExecResult, String> {
+    fn exec(
+        &mut self,
+        id: u64,
+        code: &str,
+        timeout_s: f64,
+        cfg: &ExecConfig,
+    ) -> std::result::Result<ExecResult, String> {
         let cpu = timeout_s.ceil().max(1.0) + 1.0;
         let job = serde_json::json!({
             "id": id, "code": code, "timeout": timeout_s, "cpu": cpu,
@@ -274,7 +280,8 @@ impl Worker {
         loop {
             match self.lines.recv_timeout(guard) {
                 Ok(l) => {
-                    let v: serde_json::Value = serde_json::from_str(&l).map_err(|e| format!("bad reply: {e}"))?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&l).map_err(|e| format!("bad reply: {e}"))?;
                     if v.get("id").and_then(|x| x.as_u64()) != Some(id) {
                         continue; // a stale reply from an abandoned job
                     }
@@ -299,12 +306,17 @@ impl Executor {
     pub fn new(config: ExecConfig) -> Result<Executor> {
         let python = find_python(config.python.as_deref());
         let n = if config.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             config.workers
         };
         if !config.timeout_s.is_finite() || config.timeout_s <= 0.0 {
-            return Err(Error::InvalidArgument(format!("timeout must be > 0, got {}", config.timeout_s)));
+            return Err(Error::InvalidArgument(format!(
+                "timeout must be > 0, got {}",
+                config.timeout_s
+            )));
         }
         let (first, info) = Worker::start(&python, 0, &config)?;
         if config.require_sympy && !info.modules.get("sympy").copied().unwrap_or(false) {
@@ -328,7 +340,9 @@ impl Executor {
             let shared = Arc::clone(&shared);
             let cfg = config.clone();
             let py = python.clone();
-            threads.push(std::thread::spawn(move || serve(shared, worker, py, slot, cfg)));
+            threads.push(std::thread::spawn(move || {
+                serve(shared, worker, py, slot, cfg)
+            }));
         }
         Ok(Executor {
             shared,
@@ -369,7 +383,11 @@ impl Executor {
         let (tx, rx) = mpsc::channel();
         let job = Job {
             code: code.into(),
-            timeout_s: if timeout_s.is_finite() && timeout_s > 0.0 { timeout_s } else { self.config.timeout_s },
+            timeout_s: if timeout_s.is_finite() && timeout_s > 0.0 {
+                timeout_s
+            } else {
+                self.config.timeout_s
+            },
             reply: tx,
         };
         if let Ok(mut q) = self.shared.queue.lock() {
@@ -409,7 +427,9 @@ fn serve(shared: Arc<Shared>, worker: Worker, python: PathBuf, slot: usize, cfg:
     let mut id: u64 = 0;
     loop {
         let job = {
-            let Ok(mut q) = shared.queue.lock() else { return };
+            let Ok(mut q) = shared.queue.lock() else {
+                return;
+            };
             loop {
                 if let Some(j) = q.jobs.pop_front() {
                     break j;
@@ -435,7 +455,8 @@ fn serve(shared: Arc<Shared>, worker: Worker, python: PathBuf, slot: usize, cfg:
                 Err(why) => {
                     // The snippet took its worker down (or the worker hung): replace it.
                     worker = None;
-                    let mut r = ExecResult::failed(format!("WorkerCrash: {why}; the worker was replaced"));
+                    let mut r =
+                        ExecResult::failed(format!("WorkerCrash: {why}; the worker was replaced"));
                     r.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
                     r
                 }

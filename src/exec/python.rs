@@ -11,7 +11,11 @@ pub const STEP_PACKAGES: &[&str] = &["sympy", "numpy", "scipy"];
 
 /// `$XDG_CACHE_HOME/rstar/python`, else `~/.cache/rstar/python`, else `./.rstar-python`.
 pub fn default_venv_dir() -> PathBuf {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let nonempty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(x) = nonempty("XDG_CACHE_HOME") {
         return x.join("rstar").join("python");
     }
@@ -72,7 +76,13 @@ pub fn setup_venv(dir: &Path, base_python: &Path) -> Result<PathBuf> {
     }
     run_step(
         Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(STEP_PACKAGES),
         "pip install sympy numpy scipy",
     )?;

@@ -12,7 +12,10 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     /// A literal; `text` keeps the digits for exact integer comparison.
-    Num { value: f64, text: String },
+    Num {
+        value: f64,
+        text: String,
+    },
     Var(String),
     Pi,
     I,
@@ -50,10 +53,16 @@ impl C {
         self.re.hypot(self.im)
     }
     fn add(self, o: C) -> C {
-        C { re: self.re + o.re, im: self.im + o.im }
+        C {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
     }
     fn sub(self, o: C) -> C {
-        C { re: self.re - o.re, im: self.im - o.im }
+        C {
+            re: self.re - o.re,
+            im: self.im - o.im,
+        }
     }
     fn mul(self, o: C) -> C {
         C {
@@ -72,11 +81,17 @@ impl C {
         }
     }
     fn ln(self) -> C {
-        C { re: self.abs().ln(), im: self.im.atan2(self.re) }
+        C {
+            re: self.abs().ln(),
+            im: self.im.atan2(self.re),
+        }
     }
     fn exp(self) -> C {
         let m = self.re.exp();
-        C { re: m * self.im.cos(), im: m * self.im.sin() }
+        C {
+            re: m * self.im.cos(),
+            im: m * self.im.sin(),
+        }
     }
     fn pow(self, e: C) -> C {
         if e.im == 0.0 && e.re.fract() == 0.0 && e.re.abs() <= 64.0 {
@@ -114,11 +129,13 @@ enum Tok {
 }
 
 const FUNCS: &[&str] = &[
-    "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp",
+    "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sin", "cos", "tan", "cot", "sec", "csc",
+    "ln", "log", "exp",
 ];
 const COMMANDS: &[&str] = &[
-    "frac", "sqrt", "pi", "infty", "cdot", "times", "div", "binom", "dfrac", "tfrac", "arcsin", "arccos", "arctan",
-    "sinh", "cosh", "tanh", "sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp",
+    "frac", "sqrt", "pi", "infty", "cdot", "times", "div", "binom", "dfrac", "tfrac", "arcsin",
+    "arccos", "arctan", "sinh", "cosh", "tanh", "sin", "cos", "tan", "cot", "sec", "csc", "ln",
+    "log", "exp",
 ];
 
 fn tokenize(s: &str) -> Option<Vec<Tok>> {
@@ -129,7 +146,9 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
         let c = cs[i];
         if c.is_whitespace() {
             i += 1;
-        } else if c.is_ascii_digit() || (c == '.' && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if c.is_ascii_digit()
+            || (c == '.' && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let st = i;
             while i < cs.len() && (cs[i].is_ascii_digit() || cs[i] == '.') {
                 i += 1;
@@ -147,7 +166,10 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
                 return None;
             }
             // longest known command prefix; the rest are variables (`\cotx` = \cot x)
-            let cmd = COMMANDS.iter().filter(|k| word.starts_with(**k)).max_by_key(|k| k.len())?;
+            let cmd = COMMANDS
+                .iter()
+                .filter(|k| word.starts_with(**k))
+                .max_by_key(|k| k.len())?;
             out.push(Tok::Cmd(cmd.to_string()));
             i = st + cmd.len();
         } else if c.is_ascii_alphabetic() {
@@ -156,7 +178,11 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
                 i += 1;
             }
             let word: String = cs[st..i].iter().collect();
-            if let Some(f) = FUNCS.iter().chain(["sqrt", "pi"].iter()).find(|f| **f == word) {
+            if let Some(f) = FUNCS
+                .iter()
+                .chain(["sqrt", "pi"].iter())
+                .find(|f| **f == word)
+            {
                 out.push(Tok::Cmd(f.to_string()));
             } else if word.len() >= 3 {
                 return None; // a word, not algebra
@@ -406,7 +432,11 @@ impl Parser {
                     if self.eat_op('^') {
                         exp = Some(self.postfix()?);
                     }
-                    let arg = if matches!(self.peek(), Some(Tok::Open(_))) { self.atom()? } else { self.power()? };
+                    let arg = if matches!(self.peek(), Some(Tok::Open(_))) {
+                        self.atom()?
+                    } else {
+                        self.power()?
+                    };
                     let call = Expr::Func(f.to_string(), Box::new(arg));
                     match exp {
                         Some(e) => Expr::Pow(Box::new(call), Box::new(e)),
@@ -512,7 +542,11 @@ pub fn eval_at(e: &Expr, value: &dyn Fn(&str) -> f64) -> C {
                 return x.exp();
             }
             if x.im != 0.0 {
-                return if f == "ln" || f == "log" { x.ln() } else { C::nan() };
+                return if f == "ln" || f == "log" {
+                    x.ln()
+                } else {
+                    C::nan()
+                };
             }
             let r = x.re;
             C::real(match f.as_str() {
@@ -573,7 +607,10 @@ mod tests {
         assert!(close(val("-2^2"), C::real(-4.0)));
         assert!(close(val("\\sqrt[3]{-8}"), C::real(-2.0)));
         assert!(close(val("6-5i"), C { re: 6.0, im: -5.0 }));
-        assert!(close(val("\\frac{\\pi}{2}"), C::real(std::f64::consts::FRAC_PI_2)));
+        assert!(close(
+            val("\\frac{\\pi}{2}"),
+            C::real(std::f64::consts::FRAC_PI_2)
+        ));
         assert!(close(val("5!"), C::real(120.0)));
         assert!(close(val("\\sin^2x+\\cos^2x"), C::real(1.0)));
         assert!(close(val("\\cotx"), C::real(1.0 / 1.5f64.tan())));

@@ -26,7 +26,10 @@ pub fn last_boxed(text: &str) -> Option<String> {
         None
     } else if rest.starts_with(' ') {
         // `\boxed 5`: up to the next `$` or whitespace.
-        let tok: String = trimmed.chars().take_while(|c| !c.is_whitespace() && *c != '$').collect();
+        let tok: String = trimmed
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '$')
+            .collect();
         (!tok.is_empty()).then_some(tok)
     } else {
         None
@@ -35,7 +38,9 @@ pub fn last_boxed(text: &str) -> Option<String> {
 
 /// Unwraps the first `\text{...}` (deleting it when it is exactly "and"), as the reference does.
 fn unwrap_first_text(s: &str) -> String {
-    let Some(p) = s.find("\\text{") else { return s.to_string() };
+    let Some(p) = s.find("\\text{") else {
+        return s.to_string();
+    };
     let inner_start = p + "\\text{".len();
     let mut depth = 1usize;
     for (i, c) in s[inner_start..].char_indices() {
@@ -92,7 +97,10 @@ mod tests {
 
     #[test]
     fn boxed_nested() {
-        assert_eq!(last_boxed("a \\boxed{1} b \\boxed{\\frac{1}{2}}").as_deref(), Some("\\frac{1}{2}"));
+        assert_eq!(
+            last_boxed("a \\boxed{1} b \\boxed{\\frac{1}{2}}").as_deref(),
+            Some("\\frac{1}{2}")
+        );
         assert_eq!(last_boxed("\\fbox{x^{2}}").as_deref(), Some("x^{2}"));
         assert_eq!(last_boxed("\\boxed 5$").as_deref(), Some("5"));
         assert_eq!(last_boxed("\\boxed{unclosed"), None);
@@ -100,9 +108,18 @@ mod tests {
 
     #[test]
     fn extraction_rules() {
-        assert_eq!(extract_answer("The value of y is \\boxed{4}.<end_of_answer>").as_deref(), Some("4"));
-        assert_eq!(extract_answer("so \\boxed{\\text{Tuesday}}.").as_deref(), Some("Tuesday"));
-        assert_eq!(extract_answer("Thus, the answer is $\\frac{3}{4}$.").as_deref(), Some("\\frac{3}{4}"));
+        assert_eq!(
+            extract_answer("The value of y is \\boxed{4}.<end_of_answer>").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            extract_answer("so \\boxed{\\text{Tuesday}}.").as_deref(),
+            Some("Tuesday")
+        );
+        assert_eq!(
+            extract_answer("Thus, the answer is $\\frac{3}{4}$.").as_deref(),
+            Some("\\frac{3}{4}")
+        );
         assert_eq!(extract_answer("nothing here"), None);
         assert_eq!(
             extract_answer("we get \\boxed{75.5}, or rounded: \\boxed{76}.").as_deref(),

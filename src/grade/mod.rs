@@ -28,7 +28,11 @@ use crate::exec::Executor;
 pub enum Answer {
     Scalar(Expr),
     /// `(a, b)`, `[a, b)`, ...: ordered, brackets matter (open vs closed intervals).
-    Tuple { open: char, close: char, items: Vec<Answer> },
+    Tuple {
+        open: char,
+        close: char,
+        items: Vec<Answer>,
+    },
     /// `\{a, b\}`, `a, b`, `a \pm b`: unordered.
     Set(Vec<Answer>),
     /// `I_1 \cup I_2`: unordered intervals.
@@ -97,7 +101,10 @@ fn parse_matrix(s: &str) -> Option<Answer> {
     } else {
         // `\begin{array}{cc}` became `\begin{pmatrix}{cc}`: drop the column spec.
         match body.strip_prefix('{') {
-            Some(r) if r.find('}').is_some_and(|p| r[..p].chars().all(|c| "lcr|".contains(c))) => {
+            Some(r)
+                if r.find('}')
+                    .is_some_and(|p| r[..p].chars().all(|c| "lcr|".contains(c))) =>
+            {
                 &r[r.find('}').unwrap_or(0) + 1..]
             }
             _ => body,
@@ -202,7 +209,11 @@ fn scalars_equal(a: &Expr, b: &Expr, percent: bool) -> bool {
     let mut vs = BTreeSet::new();
     expr::vars(a, &mut vs);
     expr::vars(b, &mut vs);
-    let factors: &[f64] = if percent && vs.is_empty() { &[1.0, 100.0, 0.01] } else { &[1.0] };
+    let factors: &[f64] = if percent && vs.is_empty() {
+        &[1.0, 100.0, 0.01]
+    } else {
+        &[1.0]
+    };
     factors.iter().any(|&f| {
         (0..TRIALS).all(|t| {
             let x = expr::eval_at(a, &|n| sample(n, t));
@@ -229,7 +240,9 @@ fn unordered_equal(a: &[Answer], b: &[Answer], percent: bool) -> bool {
         return false;
     }
     fn go(a: &[Answer], b: &[Answer], used: &mut Vec<bool>, percent: bool) -> bool {
-        let Some((first, rest)) = a.split_first() else { return true };
+        let Some((first, rest)) = a.split_first() else {
+            return true;
+        };
         for j in 0..b.len() {
             if !used[j] && answers_equal(first, &b[j], percent) {
                 used[j] = true;
@@ -259,19 +272,38 @@ fn answers_equal(a: &Answer, b: &Answer, percent: bool) -> bool {
                 close: c2,
                 items: i2,
             },
-        ) => o1 == o2 && c1 == c2 && i1.len() == i2.len() && i1.iter().zip(i2).all(|(x, y)| answers_equal(x, y, percent)),
+        ) => {
+            o1 == o2
+                && c1 == c2
+                && i1.len() == i2.len()
+                && i1.iter().zip(i2).all(|(x, y)| answers_equal(x, y, percent))
+        }
         (Set(x), Set(y)) | (Union(x), Union(y)) => unordered_equal(x, y, percent),
         (Matrix(x), Matrix(y)) => {
             x.len() == y.len()
                 && x.iter().zip(y).all(|(r1, r2)| {
-                    r1.len() == r2.len() && r1.iter().zip(r2).all(|(p, q)| answers_equal(p, q, percent))
+                    r1.len() == r2.len()
+                        && r1.iter().zip(r2).all(|(p, q)| answers_equal(p, q, percent))
                 })
         }
         // a column vector written as a tuple
-        (Matrix(m), Tuple { open: '(', items, .. }) | (Tuple { open: '(', items, .. }, Matrix(m)) => {
+        (
+            Matrix(m),
+            Tuple {
+                open: '(', items, ..
+            },
+        )
+        | (
+            Tuple {
+                open: '(', items, ..
+            },
+            Matrix(m),
+        ) => {
             m.iter().all(|r| r.len() == 1)
                 && m.len() == items.len()
-                && m.iter().zip(items).all(|(r, x)| answers_equal(&r[0], x, percent))
+                && m.iter()
+                    .zip(items)
+                    .all(|(r, x)| answers_equal(&r[0], x, percent))
         }
         (Equation(l1, r1), Equation(l2, r2)) => equations_equal(l1, r1, l2, r2),
         (Text(x), Text(y)) => x == y,
@@ -282,7 +314,9 @@ fn answers_equal(a: &Answer, b: &Answer, percent: bool) -> bool {
 /// The multiple-choice letter an answer names: `C`, `(C)`, `\textbf{(C)}`, `C)`.
 fn choice_letter(s: &str) -> Option<char> {
     let t: String = s.chars().filter(|c| !"(){}$ .:".contains(*c)).collect();
-    let t = t.trim_start_matches("\\textbf").trim_start_matches("\\text");
+    let t = t
+        .trim_start_matches("\\textbf")
+        .trim_start_matches("\\text");
     let mut cs = t.chars();
     match (cs.next(), cs.next()) {
         (Some(c), None) if ('A'..='E').contains(&c) => Some(c),
@@ -410,7 +444,10 @@ mod tests {
         assert!(both("5x - 7y + 11z + 4 = 0", "-5x + 7y - 11z - 4 = 0"));
         assert!(both("50\\%", "0.5"));
         assert!(!both("1", "100"));
-        assert!(both("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{bmatrix}1\\\\2\\end{bmatrix}"));
+        assert!(both(
+            "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}",
+            "\\begin{bmatrix}1\\\\2\\end{bmatrix}"
+        ));
         assert!(!both("-3", "3"));
         assert!(!both("11111111100", "11111111101"));
         assert!(both("6 - 5i", "6-5i"));

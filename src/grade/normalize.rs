@@ -2,14 +2,57 @@
 
 /// Unit words removed after a number (a subset of rStar's `unit_texts`, the ones MATH uses).
 const UNIT_WORDS: &[&str] = &[
-    "degrees", "degree", "cents", "cent", "dollars", "dollar", "inches", "inch", "feet", "foot", "meters", "meter",
-    "centimeters", "cm", "mm", "km", "miles", "mile", "mph", "hours", "hour", "minutes", "minute", "seconds",
-    "second", "days", "day", "units", "unit", "square", "sq", "cubic", "people", "students", "ways", "points",
-    "years", "year", "liters", "pounds", "ounces", "gallons", "kg", "grams", "m", "s",
+    "degrees",
+    "degree",
+    "cents",
+    "cent",
+    "dollars",
+    "dollar",
+    "inches",
+    "inch",
+    "feet",
+    "foot",
+    "meters",
+    "meter",
+    "centimeters",
+    "cm",
+    "mm",
+    "km",
+    "miles",
+    "mile",
+    "mph",
+    "hours",
+    "hour",
+    "minutes",
+    "minute",
+    "seconds",
+    "second",
+    "days",
+    "day",
+    "units",
+    "unit",
+    "square",
+    "sq",
+    "cubic",
+    "people",
+    "students",
+    "ways",
+    "points",
+    "years",
+    "year",
+    "liters",
+    "pounds",
+    "ounces",
+    "gallons",
+    "kg",
+    "grams",
+    "m",
+    "s",
 ];
 
 const NUMBER_WORDS: &[&str] = &[
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve",
 ];
 
 /// Replaces every `\cmd{...}` (balanced) by its content; `drop` deletes it instead.
@@ -61,8 +104,15 @@ fn strip_trailing_text_unit(s: &str) -> String {
             if t2.ends_with('}') && p > 0 {
                 let inner = &t2[p + cmd.len()..t2.len() - 1];
                 let before = t2[..p].trim_end();
-                let looks_unit = inner.trim().chars().all(|c| c.is_ascii_alphabetic() || c == ' ' || c == '^');
-                if looks_unit && !inner.contains('{') && !before.is_empty() && !before.ends_with(['(', '[', ',', '{']) {
+                let looks_unit = inner
+                    .trim()
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || c == ' ' || c == '^');
+                if looks_unit
+                    && !inner.contains('{')
+                    && !before.is_empty()
+                    && !before.ends_with(['(', '[', ',', '{'])
+                {
                     return before.to_string();
                 }
             }
@@ -78,7 +128,8 @@ fn strip_unit_words(s: &str) -> String {
         for w in UNIT_WORDS {
             if let Some(head) = t.strip_suffix(w) {
                 let head_t = head.trim_end();
-                let ok_boundary = head.ends_with(' ') || head.ends_with(|c: char| c.is_ascii_digit());
+                let ok_boundary =
+                    head.ends_with(' ') || head.ends_with(|c: char| c.is_ascii_digit());
                 if ok_boundary && head_t.ends_with(|c: char| c.is_ascii_digit() || c == '}') {
                     t = head_t.trim_end_matches("^2").to_string();
                     break;
@@ -192,9 +243,14 @@ pub fn strip_string(s: &str) -> String {
         s = s.replace(sp, if sp == "\\!" { "" } else { " " });
     }
     s = s.replace('\u{1}', "\\\\");
-    s = s.replace("bmatrix", "pmatrix").replace("{array}", "{pmatrix}");
+    s = s
+        .replace("bmatrix", "pmatrix")
+        .replace("{array}", "{pmatrix}");
     s = s.replace("tfrac", "frac").replace("dfrac", "frac");
-    s = s.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge");
+    s = s
+        .replace("\\neq", "\\ne")
+        .replace("\\leq", "\\le")
+        .replace("\\geq", "\\ge");
     s = s.replace("\\left", "").replace("\\right", "");
     s = s.replace("\\{", "{").replace("\\}", "}");
     s = strip_trailing_text_unit(&s);
@@ -202,15 +258,33 @@ pub fn strip_string(s: &str) -> String {
     for deg in ["^{\\circ}", "^\\circ", "\\circ", "°", "\\degree"] {
         s = s.replace(deg, "");
     }
-    s = s.replace("\\$", "").replace('$', "").replace("\\(", "").replace("\\)", "");
-    if let Some(i) = NUMBER_WORDS.iter().position(|w| s.trim().eq_ignore_ascii_case(w)) {
+    s = s
+        .replace("\\$", "")
+        .replace('$', "")
+        .replace("\\(", "")
+        .replace("\\)", "");
+    if let Some(i) = NUMBER_WORDS
+        .iter()
+        .position(|w| s.trim().eq_ignore_ascii_case(w))
+    {
         s = i.to_string();
     }
-    for cmd in ["text", "textbf", "mathrm", "mathbf", "mbox", "textit", "mathit", "operatorname"] {
+    for cmd in [
+        "text",
+        "textbf",
+        "mathrm",
+        "mathbf",
+        "mbox",
+        "textit",
+        "mathit",
+        "operatorname",
+    ] {
         s = unwrap_command(&s, cmd, false);
     }
     let trimmed = s.trim_start();
-    for pre in ["x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "\\in", "x \\in", "x \\to"] {
+    for pre in [
+        "x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "\\in", "x \\in", "x \\to",
+    ] {
         if let Some(r) = trimmed.strip_prefix(pre) {
             s = r.to_string();
             break;
@@ -222,25 +296,40 @@ pub fn strip_string(s: &str) -> String {
     if s.starts_with('.') {
         s = format!("0{s}");
     }
-    if s.len() >= 3 && (s.starts_with('(') && s.ends_with(')') || s.starts_with('[') && s.ends_with(']')) {
+    if s.len() >= 3
+        && (s.starts_with('(') && s.ends_with(')') || s.starts_with('[') && s.ends_with(']'))
+    {
         let inner = &s[1..s.len() - 1];
-        if inner.chars().all(|c| c.is_ascii_alphanumeric()) && inner.chars().any(|c| c.is_ascii_alphabetic()) {
+        if inner.chars().all(|c| c.is_ascii_alphanumeric())
+            && inner.chars().any(|c| c.is_ascii_alphabetic())
+        {
             s = inner.to_string();
         }
     }
     if !s.contains("infty") {
         s = s.replace("inf", "\\infty");
     }
-    s = s.replace("\\infinity", "\\infty").replace("infinity", "\\infty");
-    s = s.replace(" and ", ",").replace("\\text{and}", ",").replace("\\mathbf", "");
+    s = s
+        .replace("\\infinity", "\\infty")
+        .replace("infinity", "\\infty");
+    s = s
+        .replace(" and ", ",")
+        .replace("\\text{and}", ",")
+        .replace("\\mathbf", "");
     if !s.contains('i') && s.contains('j') && !s.contains('\\') {
         s = s.replace('j', "i");
     }
     // a `k=` style prefix with a short left side
     if let Some((lhs, rhs)) = s.split_once('=') {
-        if lhs.trim().len() <= 2 && !rhs.contains('=') && !lhs.trim().is_empty() && !rhs.trim().is_empty() {
+        if lhs.trim().len() <= 2
+            && !rhs.contains('=')
+            && !lhs.trim().is_empty()
+            && !rhs.trim().is_empty()
+        {
             let l = lhs.trim();
-            if l.chars().all(|c| c.is_ascii_alphabetic() || c == '_' || c.is_ascii_digit()) {
+            if l.chars()
+                .all(|c| c.is_ascii_alphabetic() || c == '_' || c.is_ascii_digit())
+            {
                 s = rhs.to_string();
             }
         }
@@ -248,7 +337,7 @@ pub fn strip_string(s: &str) -> String {
     s = fix_sqrt(&s);
     s = s.replace(' ', "");
     s = fix_fracs(&s);
-    s = s.replace("_{", "_{").trim().to_string();
+    s = s.trim().to_string();
     // `52_{8}` -> `52_8`
     if let Some(p) = s.find("_{") {
         if s.ends_with('}') && s[p + 2..s.len() - 1].chars().all(|c| c.is_ascii_digit()) {
@@ -257,12 +346,21 @@ pub fn strip_string(s: &str) -> String {
     }
     s = strip_thousands(&s);
     // trailing zeros of a decimal: 2.000 -> 2, 2.50 -> 2.5
-    if s.contains('.') && s.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') && s.matches('.').count() == 1 {
+    if s.contains('.')
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+        && s.matches('.').count() == 1
+    {
         s = s.trim_end_matches('0').trim_end_matches('.').to_string();
     }
     // a/b with integers -> \frac{a}{b}
     if let Some((a, b)) = s.split_once('/') {
-        let int = |x: &str| !x.is_empty() && x.trim_start_matches('-').chars().all(|c| c.is_ascii_digit());
+        let int = |x: &str| {
+            !x.is_empty()
+                && x.trim_start_matches('-')
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+        };
         if int(a) && int(b) && !a.trim_start_matches('-').is_empty() {
             s = format!("\\frac{{{a}}}{{{b}}}");
         }
@@ -277,14 +375,20 @@ mod tests {
     #[test]
     fn rules() {
         assert_eq!(strip_string("\\dfrac{1}{2}"), "\\frac{1}{2}");
-        assert_eq!(strip_string("\\left( 3, \\frac{\\pi}{2} \\right)"), "(3,\\frac{\\pi}{2})");
+        assert_eq!(
+            strip_string("\\left( 3, \\frac{\\pi}{2} \\right)"),
+            "(3,\\frac{\\pi}{2})"
+        );
         assert_eq!(strip_string("90^\\circ"), "90");
         assert_eq!(strip_string("10,\\!080"), "10080");
         assert_eq!(strip_string("\\$32,\\!348"), "32348");
         assert_eq!(strip_string("x=5"), "5");
         assert_eq!(strip_string("5.4 \\text{ cents}"), "5.4");
         assert_eq!(strip_string("864 \\mbox{ inches}^2"), "864");
-        assert_eq!(strip_string("\\frac{270}7\\text{ degrees}"), "\\frac{270}{7}");
+        assert_eq!(
+            strip_string("\\frac{270}7\\text{ degrees}"),
+            "\\frac{270}{7}"
+        );
         assert_eq!(strip_string("\\text{(C)}"), "C");
         assert_eq!(strip_string("50\\%"), "50");
         assert_eq!(strip_string(".0000672"), "0.0000672");

@@ -27,7 +27,15 @@ pub mod tags {
     /// Stop strings of the MCTS configs (rounds 2-4 and evaluation).
     pub const STOP: &[&str] = &[END_OF_STEP, END_OF_CODE, END_OF_ANSWER];
     /// Every tag a program must not contain.
-    pub const ALL: &[&str] = &[CODE, END_OF_STEP, END_OF_CODE, OUTPUT, END_OF_OUTPUT, ANSWER, END_OF_ANSWER];
+    pub const ALL: &[&str] = &[
+        CODE,
+        END_OF_STEP,
+        END_OF_CODE,
+        OUTPUT,
+        END_OF_OUTPUT,
+        ANSWER,
+        END_OF_ANSWER,
+    ];
 }
 
 /// What a generated step is (spec 1.2, `rstar_step_result_unwrap`).
@@ -98,7 +106,10 @@ pub fn assemble_program<S: AsRef<str>>(ancestors: &[S], step: &str) -> String {
 /// Keeps the text between the last `<code>` and the following `<end_of_code>` (either may be
 /// absent), with any other tag removed.
 pub fn extract_code_block(text: &str) -> String {
-    let start = text.rfind(tags::CODE).map(|i| i + tags::CODE.len()).unwrap_or(0);
+    let start = text
+        .rfind(tags::CODE)
+        .map(|i| i + tags::CODE.len())
+        .unwrap_or(0);
     let body = &text[start..];
     let body = match body.find(tags::END_OF_CODE) {
         Some(end) => &body[..end],
@@ -257,7 +268,10 @@ mod tests {
     fn classify_kinds() {
         assert_eq!(classify("\n# Step 1\nx = 1\n<end_of_step>"), StepKind::Code);
         assert_eq!(classify("print(x)\n<end_of_code>"), StepKind::LastCode);
-        assert_eq!(classify("<answer>So \\boxed{3}.<end_of_answer>"), StepKind::Answer);
+        assert_eq!(
+            classify("<answer>So \\boxed{3}.<end_of_answer>"),
+            StepKind::Answer
+        );
         assert_eq!(classify("x = 1"), StepKind::Unterminated);
     }
 
@@ -267,7 +281,10 @@ mod tests {
             "Let's think step by step and solve the problem with code.<code>\nimport math\nx = 2\n<end_of_step>",
             "\n\n# Step 2\ny = x + 1\n<end_of_step>",
         ];
-        let p = assemble_program(&anc, "\n\n# Now print the final answer\nprint(y)\n<end_of_code>");
+        let p = assemble_program(
+            &anc,
+            "\n\n# Now print the final answer\nprint(y)\n<end_of_code>",
+        );
         assert_eq!(p, "import math\nx = 2\n\n\n\n# Step 2\ny = x + 1\n\n\n\n# Now print the final answer\nprint(y)");
     }
 
@@ -278,7 +295,10 @@ mod tests {
             "<code>\nb = 2\n<end_of_step>",
             "\nc = 3\n<end_of_step>TimeoutError: ...",
         ];
-        assert_eq!(assemble_program(&anc, "\nprint(b)\n<end_of_step>"), "b = 2\n\n\nprint(b)");
+        assert_eq!(
+            assemble_program(&anc, "\nprint(b)\n<end_of_step>"),
+            "b = 2\n\n\nprint(b)"
+        );
     }
 
     #[test]
