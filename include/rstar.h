@@ -17,6 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Observations longer than this are cut to the first and last [`OBS_HALF`] characters.
+#define OBS_LIMIT 1024
+
+// See [`OBS_LIMIT`].
+#define OBS_HALF 512
+
 // Version of this ABI. Grows when functions or trailing struct fields are added; existing
 // functions and struct prefixes never change meaning.
 #define RSTAR_ABI_VERSION 1

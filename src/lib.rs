@@ -7,13 +7,18 @@
 //!
 //! Layers (bottom to top): [`backend`] ops -> [`model`] (config, weights, decoder)
 //! -> [`engine`] (generation, sampling, stop strings) -> search/training.
-//! The CLI (`src/bin/rstar.rs`, [`cli`]) and the C ABI ([`ffi`]) are thin shells.
+//! Code-augmented steps ([`steps`]), the sandboxed Python
+//! executor ([`exec`]) and the answer grader ([`grade`]) sit beside the engine.
+//! The CLI (`src/bin/rstar.rs`, `src/cli/`) and the C ABI ([`ffi`]) are thin shells.
 
-pub mod error;
-
-pub use error::{Error, Result, Status};
 pub mod backend;
 pub mod engine;
+pub mod error;
+pub mod exec;
 pub mod ffi;
+pub mod grade;
 pub mod model;
+pub mod steps;
 pub mod tokenizer;
+
+pub use error::{Error, Result, Status};

@@ -5,8 +5,12 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod exec;
 pub mod forward;
 pub mod generate;
+pub mod grade;
+pub mod setup_python;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,6 +29,14 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Generate a continuation of a prompt (streams text, or prints JSON with --json).
     Generate(generate::GenerateArgs),
+    /// Grade predicted answers against reference answers.
+    Grade(grade::GradeArgs),
+    /// Run Python code from stdin in the sandboxed executor.
+    Exec(exec::ExecArgs),
+    /// Benchmarks.
+    Bench(bench::BenchArgs),
+    /// Create the Python venv (sympy, numpy, scipy) the executor uses.
+    SetupPython(setup_python::SetupPythonArgs),
 }
 
 /// Runs the parsed command.
@@ -32,5 +44,9 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
     match cli.command {
         Command::Forward(a) => forward::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Grade(a) => grade::run(a),
+        Command::Exec(a) => exec::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::SetupPython(a) => setup_python::run(a),
     }
 }

@@ -1,0 +1,529 @@
+# rstar executor worker: a warm Python process that runs each snippet in a fresh forked child.
+#
+# Protocol (owned by src/exec/mod.rs): one JSON object per line on stdin (a job), one JSON object
+# per line on stdout (a reply). The first line written is a hello line describing the interpreter.
+# Job:   {"id", "code", "timeout", "cpu", "mem", "out_cap", "nproc", "net_ns"}
+# Reply: {"id", "ok", "stdout", "stderr", "error", "exit", "signal", "timed_out", "truncated", "elapsed_ms"}
+#
+# Sandbox of a snippet child (each layer best effort, reported in hello["sandbox"]):
+#  - new PID namespace per snippet when permitted (the snippet is pid 1; when it ends the kernel
+#    kills everything it started) and optionally a new network namespace;
+#  - new session/process group (killpg on timeout), PR_SET_PDEATHSIG so it dies with the worker;
+#  - stdin /dev/null, stdout/stderr pipes, every other inherited descriptor closed;
+#  - environment scrubbed, private temporary cwd (also HOME and TMPDIR);
+#  - RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0, RLIMIT_NPROC;
+#  - Landlock: writes only beneath the private temp dir (and /dev/null);
+#  - when the worker runs as root: the snippet drops to an unprivileged uid/gid (per worker slot),
+#    so RLIMIT_NPROC is enforced and other users' processes and /proc entries are out of reach;
+#  - seccomp: socket() only for AF_UNIX, no io_uring, no kill()/tgkill() aimed at the worker,
+#    the host or at -1.
+import ast
+import ctypes
+import gc
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+
+PROTO_OUT = os.dup(1)
+os.dup2(2, 1)  # anything printed by the worker itself goes to stderr, never into the protocol
+sys.stdout = sys.stderr
+
+SLOT = int(os.environ.get("RSTAR_WORKER_SLOT", "0"))
+NPROC_DEFAULT = int(os.environ.get("RSTAR_WORKER_NPROC", "32"))
+HOST_PID = os.getppid()
+WORKER_PID = os.getpid()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+MODULES = {}
+for _name in ("math", "sympy", "numpy", "scipy"):
+    try:
+        __import__(_name)
+        MODULES[_name] = True
+    except Exception:
+        MODULES[_name] = False
+
+
+def _warm_up():
+    # Load the lazily imported parts of sympy most steps touch, so children start warm.
+    if MODULES.get("sympy"):
+        try:
+            import sympy
+            from sympy import Eq, Rational, factorint, simplify, solve, sqrt, symbols
+
+            x = symbols("x")
+            solve(Eq(x**2 - 3 * x + 2, 0), x)
+            simplify((x**2 - 1) / (x - 1) + sqrt(8) * Rational(1, 2))
+            factorint(360)
+            sympy.expand((x + 1) ** 3)
+            sympy.nsimplify(0.5)
+            sympy.Matrix([[1, 2], [3, 4]]).det()
+        except Exception:
+            pass
+    if MODULES.get("numpy"):
+        try:
+            import numpy
+
+            numpy.linalg.det(numpy.eye(2))
+        except Exception:
+            pass
+
+
+_warm_up()
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+MACHINE = platform.machine()
+# syscall numbers: (socket, kill, tgkill, io_uring_setup, landlock_create_ruleset, add_rule, restrict_self)
+SYSCALLS = {
+    "x86_64": (41, 62, 234, 425, 444, 445, 446),
+    "aarch64": (198, 129, 131, 425, 444, 445, 446),
+}.get(MACHINE)
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(MACHINE)
+
+
+def _probe_pidns():
+    try:
+        fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    except OSError:
+        return None
+    if libc.unshare(CLONE_NEWPID) != 0:
+        os.close(fd)
+        return None
+    libc.setns(fd, CLONE_NEWPID)  # back to our own namespace for children until a job asks
+    return fd
+
+
+PIDNS_FD = _probe_pidns()
+IS_ROOT = os.geteuid() == 0
+
+
+def _probe_uid_drop(uid):
+    # Dropping root is only useful if the unprivileged uid can still read the interpreter's files.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            import importlib.util
+
+            for mod in ("colorsys", "socket"):  # stdlib modules the warm heap has not imported
+                spec = importlib.util.find_spec(mod)
+                if spec is None or not spec.origin:
+                    os._exit(1)
+                with open(spec.origin, "rb"):
+                    pass
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, st = os.waitpid(pid, 0)
+    return st == 0
+
+
+SANDBOX_UID = 61000 + SLOT if IS_ROOT and _probe_uid_drop(61000 + SLOT) else None
+
+
+def _pids_cgroup():
+    # A pids-limited cgroup per worker (root only; cgroup v1 pids hierarchy or v2), else None.
+    if not IS_ROOT:
+        return None
+    try:
+        rel = None
+        v1 = False
+        for line in open("/proc/self/cgroup"):
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if "pids" in ctrls.split(","):
+                rel, v1 = path, True
+            elif ctrls == "" and rel is None:
+                rel = path
+        root = "/sys/fs/cgroup/pids" if v1 else "/sys/fs/cgroup"
+        d = os.path.join(root + rel, "rstar-exec-%d" % os.getpid())
+        os.mkdir(d)
+        if not os.path.exists(os.path.join(d, "pids.max")):
+            os.rmdir(d)
+            return None
+        return d
+    except (OSError, ValueError):
+        return None
+
+
+PIDS_CGROUP = _pids_cgroup()
+
+
+def _landlock_abi():
+    if SYSCALLS is None:
+        return 0
+    r = libc.syscall(SYSCALLS[4], None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return r if r > 0 else 0
+
+
+LANDLOCK_ABI = _landlock_abi()
+
+
+# ---- seccomp -------------------------------------------------------------------------------
+def _seccomp_program():
+    sock, kill, tgkill, uring = SYSCALLS[0], SYSCALLS[1], SYSCALLS[2], SYSCALLS[3]
+    ALLOW = 0x7FFF0000
+    EACCES = 0x00050000 | 13
+    EPERM = 0x00050000 | 1
+    ENOSYS = 0x00050000 | 38
+    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
+    forbidden_pids = sorted({0, 0xFFFFFFFF, WORKER_PID & 0xFFFFFFFF, HOST_PID & 0xFFFFFFFF})
+    prog = []  # (code, jt, jf, k); jumps are relative
+    prog.append((LD, 0, 0, 4))  # arch
+    prog.append((JEQ, 1, 0, AUDIT_ARCH))
+    prog.append((RET, 0, 0, ALLOW))
+    prog.append((LD, 0, 0, 0))  # nr
+    prog.append((JGE, 0, 1, 0x40000000))  # x32 numbering: refuse outright
+    prog.append((RET, 0, 0, EPERM))
+    prog.append((JEQ, 0, 1, uring))
+    prog.append((RET, 0, 0, ENOSYS))
+    prog.append((JEQ, 0, 4, sock))
+    prog.append((LD, 0, 0, 16))  # socket domain
+    prog.append((JEQ, 0, 1, 1))  # AF_UNIX
+    prog.append((RET, 0, 0, ALLOW))
+    prog.append((RET, 0, 0, EACCES))
+    # kill / tgkill: first argument must not name the worker, the host, or -1
+    n = len(forbidden_pids)
+    prog.append((JEQ, 1, 0, kill))
+    prog.append((JEQ, 0, n + 1, tgkill))
+    prog.append((LD, 0, 0, 16))
+    for i, pid in enumerate(forbidden_pids):
+        prog.append((JEQ, n - i, 0, pid))
+    prog.append((RET, 0, 0, ALLOW))
+    prog.append((RET, 0, 0, EPERM))
+    return b"".join(struct.pack("HBBI", *ins) for ins in prog), len(prog)
+
+
+def _install_seccomp():
+    if SYSCALLS is None or AUDIT_ARCH is None:
+        return False
+    raw, n = _seccomp_program()
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(n, ctypes.addressof(buf))
+    return libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) == 0
+
+
+# ---- landlock ------------------------------------------------------------------------------
+def _install_landlock(path):
+    if LANDLOCK_ABI <= 0:
+        return False
+    # write-type rights: write_file, remove_dir, remove_file, make_*; refer (abi 2), truncate (abi 3)
+    handled = (1 << 1) | (1 << 4) | (1 << 5) | sum(1 << b for b in range(6, 13))
+    if LANDLOCK_ABI >= 2:
+        handled |= 1 << 13
+    if LANDLOCK_ABI >= 3:
+        handled |= 1 << 14
+    attr = struct.pack("Q", handled)
+    if LANDLOCK_ABI >= 6:  # also scope signals and abstract unix sockets to the snippet's domain
+        attr = struct.pack("QQQ", handled, 0, 1 | 2)
+    fd = libc.syscall(SYSCALLS[4], attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
+    if fd < 0:
+        return False
+    ok = True
+    for target, rights in ((path, handled), ("/dev/null", (1 << 1) | ((1 << 14) if LANDLOCK_ABI >= 3 else 0))):
+        try:
+            pfd = os.open(target, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        beneath = struct.pack("=Qi", rights, pfd)  # struct landlock_path_beneath_attr is packed
+        if libc.syscall(SYSCALLS[5], fd, 1, beneath, 0) != 0:
+            ok = False
+        os.close(pfd)
+    if ok:
+        ok = libc.syscall(SYSCALLS[6], fd, 0) == 0
+    os.close(fd)
+    return ok
+
+
+SANDBOX = {
+    "pid_namespace": PIDNS_FD is not None,
+    "landlock_abi": LANDLOCK_ABI,
+    "seccomp": SYSCALLS is not None,
+    "uid_drop": SANDBOX_UID,
+    "pids_cgroup": PIDS_CGROUP,
+}
+
+
+def _emit(obj):
+    data = (json.dumps(obj) + "\n").encode()
+    while data:
+        n = os.write(PROTO_OUT, data)
+        data = data[n:]
+
+
+# ---- the snippet child -----------------------------------------------------------------------
+def _child(job, tmp, out_w, err_w, st_w):
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1 and PIDNS_FD is None:
+        os._exit(111)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.dup2(st_w, 3)
+    os.closerange(4, 65536)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGXFSZ else signal.SIG_IGN)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"})
+    tempfile.tempdir = tmp
+    os.chdir(tmp)
+    cpu = max(1, int(job.get("cpu", 11)))
+    mem = int(job.get("mem", 2 << 30))
+    limits = [
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_FSIZE, (64 << 20, 64 << 20)),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ]
+    if mem > 0:
+        limits.append((resource.RLIMIT_AS, (mem, mem)))
+    if job.get("nproc", 0) > 0:
+        limits.append((resource.RLIMIT_NPROC, (job["nproc"], job["nproc"])))
+    for which, lim in limits:
+        try:
+            resource.setrlimit(which, lim)
+        except (ValueError, OSError):
+            pass
+    if PIDS_CGROUP is not None:
+        try:
+            with open(os.path.join(PIDS_CGROUP, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            pass
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _install_landlock(tmp)
+    if SANDBOX_UID is not None:
+        try:
+            os.setgroups([])
+            os.setgid(SANDBOX_UID)
+            os.setuid(SANDBOX_UID)
+        except OSError:
+            os._exit(112)
+    _install_seccomp()
+    sys.stdout = os.fdopen(1, "w", buffering=1 << 16, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    sys.argv = ["<unknown>"]
+    sys.dont_write_bytecode = True
+    status = {"error": None}
+    me = os.getpid()
+    g = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        tree = ast.parse(job["code"], "<unknown>")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            call = tree.body[-1].value
+            is_print = isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "print"
+            if not is_print:
+                last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<unknown>", "exec"), g)
+        if last is not None:
+            value = eval(compile(last, "<unknown>", "eval"), g)
+            if value is not None:
+                print(value)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            status["error"] = "SystemExit: %s" % (e.code,)
+    except BaseException as e:  # the snippet's failure is data, not a worker failure
+        status["error"] = "%s: %s" % (type(e).__name__, e)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    if os.getpid() != me:  # a process the snippet forked fell through: it reports nothing
+        os._exit(0 if status["error"] is None else 1)
+    try:
+        os.write(3, json.dumps(status).encode())
+    except BaseException:
+        pass
+    os._exit(0 if status["error"] is None else 1)
+
+
+SIGNAMES = {s.value: s.name for s in signal.Signals}
+
+
+def _run(job, base, seq):
+    t0 = time.monotonic()
+    timeout = float(job.get("timeout", 10.0))
+    out_cap = int(job.get("out_cap", 1 << 20))
+    tmp = os.path.join(base, "s%d" % seq)
+    os.mkdir(tmp, 0o700)
+    if SANDBOX_UID is not None:
+        os.chown(tmp, SANDBOX_UID, SANDBOX_UID)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    st_r, st_w = os.pipe()
+    in_ns = False
+    if PIDNS_FD is not None:
+        flags = CLONE_NEWPID | (CLONE_NEWNET if job.get("net_ns") else 0)
+        in_ns = libc.unshare(flags) == 0
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if in_ns and pid != 0:  # our later children start in our own PID namespace again
+            libc.setns(PIDNS_FD, CLONE_NEWPID)
+    if pid == 0:
+        try:
+            _child(job, tmp, out_w, err_w, st_w)
+        finally:
+            os._exit(113)
+    for fd in (out_w, err_w, st_w):
+        os.close(fd)
+    bufs = {out_r: bytearray(), err_r: bytearray(), st_r: bytearray()}
+    caps = {out_r: out_cap, err_r: 1 << 16, st_r: 1 << 20}
+    open_fds = set(bufs)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    deadline = t0 + timeout
+    timed_out = truncated = False
+    status = None
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            timed_out = True
+            break
+        watch = list(open_fds) + ([pidfd] if pidfd is not None else [])
+        ready, _, _ = select.select(watch, [], [], min(deadline - now, 0.05 if pidfd is None else 3600))
+        for fd in ready:
+            if fd == pidfd:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                open_fds.discard(fd)
+                continue
+            room = caps[fd] - len(bufs[fd])
+            bufs[fd] += chunk[: max(room, 0)]
+            if len(chunk) > room and fd == out_r:
+                truncated = True
+        if truncated:
+            break
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = st
+            break
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    if status is None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        _, status = os.waitpid(pid, 0)
+    for fd in list(open_fds):  # drain what is left without waiting on strays that hold the pipe
+        os.set_blocking(fd, False)
+        try:
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                room = caps[fd] - len(bufs[fd])
+                bufs[fd] += chunk[: max(room, 0)]
+        except (BlockingIOError, OSError):
+            pass
+    for fd in bufs:
+        os.close(fd)
+    if pidfd is not None:
+        os.close(pidfd)
+    shutil.rmtree(tmp, ignore_errors=True)
+    exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    error = None
+    try:
+        error = json.loads(bufs[st_r].decode("utf-8", "replace") or "{}").get("error")
+    except ValueError:
+        error = None
+    if timed_out:
+        error = "TimeoutError: Execution of the code snippet has timed out for exceeding %g seconds." % timeout
+    elif truncated:
+        error = "OutputLimitError: the snippet printed more than %d bytes" % out_cap
+    elif sig is not None:
+        name = SIGNAMES.get(sig, str(sig))
+        if sig == signal.SIGXCPU:
+            error = "TimeoutError: CPU time limit exceeded (%s)" % name
+        else:
+            error = error or "Killed: the snippet was terminated by signal %s" % name
+    elif exit_code != 0 and not error:
+        error = "SystemExit: the snippet exited with status %d" % exit_code
+    return {
+        "id": job.get("id"),
+        "ok": error is None and exit_code == 0,
+        "stdout": bufs[out_r].decode("utf-8", "replace"),
+        "stderr": bufs[err_r].decode("utf-8", "replace"),
+        "error": error,
+        "exit": exit_code,
+        "signal": sig,
+        "timed_out": timed_out,
+        "truncated": truncated,
+        "elapsed_ms": (time.monotonic() - t0) * 1000.0,
+    }
+
+
+def main():
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    base = tempfile.mkdtemp(prefix="rstar-exec-")
+    if PIDS_CGROUP is not None:
+        try:
+            with open(os.path.join(PIDS_CGROUP, "pids.max"), "w") as f:
+                f.write(str(NPROC_DEFAULT))
+        except OSError:
+            pass
+    os.chmod(base, 0o711)
+    gc.collect()
+    gc.freeze()  # children do not copy-on-write the warm heap when they collect
+    _emit({"hello": True, "python": sys.version.split()[0], "modules": MODULES, "sandbox": SANDBOX})
+    stdin = sys.stdin.buffer
+    seq = 0
+    try:
+        for line in stdin:
+            if not line.strip():
+                continue
+            seq += 1
+            try:
+                job = json.loads(line)
+                reply = _run(job, base, seq)
+            except Exception as e:  # a worker-side failure: report it, keep serving
+                reply = {"id": None, "ok": False, "error": "WorkerError: %s: %s" % (type(e).__name__, e)}
+                try:
+                    reply["id"] = json.loads(line).get("id")
+                except Exception:
+                    pass
+            _emit(reply)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if PIDS_CGROUP is not None:
+            try:
+                os.rmdir(PIDS_CGROUP)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+//! Grading: committed hand-written cases, and every benchmark answer against itself, a rewritten
+//! equivalent form and near misses (skipped when /work/shared is absent).
+
+use std::path::Path;
+
+use rstar::grade::{equal, extract_or_whole};
+
+fn both(a: &str, b: &str) -> bool {
+    let x = equal(a, b);
+    assert_eq!(x, equal(b, a), "asymmetric: {a:?} vs {b:?}");
+    x
+}
+
+#[test]
+fn hand_written_cases() {
+    let same = [
+        ("\\frac{3}{56}", "3/56"),
+        ("\\dfrac{17}{50}", "0.34"),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)"),
+        ("90^\\circ", "90"),
+        ("x=5", "5"),
+        ("10,\\!080", "10080"),
+        ("\\$32,\\!348", "32348"),
+        ("3\\sqrt{13}", "\\sqrt{117}"),
+        ("6 - 5i", "-5i+6"),
+        ("1 \\pm \\sqrt{19}", "1+\\sqrt{19}, 1-\\sqrt{19}"),
+        ("(-\\infty, 0]", "(-\\infty,0]"),
+        ("(0,9) \\cup (9,36)", "(9,36)\\cup(0,9)"),
+        (
+            "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}",
+            "\\begin{pmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\\\ \\frac{5}{3} \\end{pmatrix}",
+        ),
+        ("\\text{(C)}", "C"),
+        ("1\\frac{4}{5}", "\\frac{9}{5}"),
+        ("x^5 - x^4 + x^3 - x^2 + x - 1", "(x-1)(x^4+x^2+1)"),
+        ("(a+5)(b+2)", "ab+2a+5b+10"),
+        ("5x - 7y + 11z + 4 = 0", "-5x+7y-11z-4=0"),
+        ("864 \\mbox{ inches}^2", "864"),
+        ("\\frac{270}7\\text{ degrees}", "\\frac{270}{7}"),
+        ("\\{1\\pm\\sqrt{5},-2\\}", "\\{-2, 1+\\sqrt5, 1-\\sqrt5\\}"),
+        ("25\\%", "0.25"),
+        ("\\text{Evelyn}", "Evelyn"),
+    ];
+    for (a, b) in same {
+        assert!(both(a, b), "should be equal: {a:?} vs {b:?}");
+    }
+    let differ = [
+        ("3", "-3"),
+        ("(1,2)", "(2,1)"),
+        ("(3,4]", "(3,4)"),
+        ("[0,1]", "(0,1]"),
+        ("204", "205"),
+        ("\\frac{1}{2}", "\\frac{1}{3}"),
+        ("x^2+1", "x^2-1"),
+        ("\\text{east}", "\\text{west}"),
+        ("\\text{(B)}", "C"),
+        ("1", "100"),
+    ];
+    for (a, b) in differ {
+        assert!(!both(a, b), "should differ: {a:?} vs {b:?}");
+    }
+    assert_eq!(
+        extract_or_whole("so the answer is \\boxed{\\frac{20}{3}}."),
+        "\\frac{20}{3}"
+    );
+}
+
+/// Rewrites an answer into an equivalent form, or `None` when no rewrite applies.
+fn rewrite(a: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.contains("\\frac") {
+        out.push(a.replace("\\frac", "\\dfrac"));
+    }
+    if let Ok(n) = a.trim().parse::<i64>() {
+        out.push(format!("{n}.0"));
+        out.push(format!("x = {n}"));
+        out.push(format!("{n}\\text{{ units}}"));
+    }
+    if let Ok(x) = a.trim().parse::<f64>() {
+        out.push(format!("{x:.6}"));
+    }
+    out.push(format!(" {} ", a.replace(',', ", ")));
+    out.push(format!("\\boxed{{{a}}}"));
+    out
+}
+
+/// Near misses that must grade unequal.
+fn near_misses(a: &str) -> Vec<String> {
+    let t = a.trim();
+    let mut out = Vec::new();
+    if let Ok(n) = t.parse::<i64>() {
+        out.push((n + 1).to_string());
+        if n != 0 {
+            out.push((-n).to_string());
+        }
+    }
+    if t.starts_with('(') && t.ends_with(']') {
+        out.push(format!("{})", &t[..t.len() - 1]));
+    }
+    if let Some(inner) = t.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+        let parts: Vec<&str> = inner.split(',').collect();
+        if parts.len() == 2 && parts[0].trim() != parts[1].trim() && !t.contains("\\infty") {
+            out.push(format!("({},{})", parts[1], parts[0]));
+        }
+    }
+    out
+}
+
+#[test]
+fn benchmark_answers() {
+    let dir = Path::new("/work/shared/data/benchmarks");
+    if !dir.exists() {
+        eprintln!("skipping benchmark_answers: {} is absent", dir.display());
+        return;
+    }
+    let (mut n, mut rewrites, mut misses) = (0, 0, 0);
+    for f in ["math500_test.json", "aime2024_test.json", "amc23_test.json"] {
+        let path = dir.join(f);
+        let text = std::fs::read_to_string(&path).expect("read benchmark");
+        let items: Vec<serde_json::Value> = serde_json::from_str(&text).expect("parse benchmark");
+        for it in items {
+            let a = match &it["answer"] {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            n += 1;
+            assert!(both(&a, &a), "{f}: not equal to itself: {a:?}");
+            let rw: Vec<String> = rewrite(&a)
+                .into_iter()
+                .map(|r| extract_or_whole(&r))
+                .filter(|r| both(r, &a))
+                .collect();
+            assert!(!rw.is_empty(), "{f}: no rewrite of {a:?} graded equal");
+            rewrites += rw.len();
+            for m in near_misses(&a) {
+                assert!(!both(&m, &a), "{f}: near miss {m:?} graded equal to {a:?}");
+                misses += 1;
+            }
+        }
+    }
+    eprintln!("benchmark answers: {n}, equal rewrites: {rewrites}, near misses: {misses}");
+}
