@@ -17,15 +17,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Version of this ABI. Grows when functions or trailing struct fields are added; existing
+// functions and struct prefixes never change meaning.
+#define RSTAR_ABI_VERSION 1
+
 // Observations longer than this are cut to the first and last [`OBS_HALF`] characters.
 #define OBS_LIMIT 1024
 
 // See [`OBS_LIMIT`].
 #define OBS_HALF 512
-
-// Version of this ABI. Grows when functions or trailing struct fields are added; existing
-// functions and struct prefixes never change meaning.
-#define RSTAR_ABI_VERSION 1
 
 // Status codes shared by the C ABI (`rstar_status`). 0 is success.
 typedef enum rstar_status {
