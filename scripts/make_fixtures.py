@@ -342,7 +342,100 @@ def main():
             diff = float((per_layout["v5"] - per_layout["legacy"]).abs().max())
             assert diff == 0.0, f"{arch}-{dname}: HF reads the two layouts differently ({diff})"
             seed += 1
+    make_ppms()
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Process reward models (PPM): rStar-Math's value head in both layouts, and Qwen2.5-Math-PRM's head.
+
+PPM_SEQS = [
+    list(range(3, 23)),  # a shared 20-token prefix ...
+    list(range(3, 23)) + [40, 41, 42],  # ... and two continuations of it
+    list(range(3, 23)) + [50, 51, 52, 53, 54, 55, 56],
+    [7, 8, 9],
+]
+
+
+def make_ppms():
+    from safetensors.torch import load_file
+    from transformers import Qwen2Model
+
+    base = os.path.join(ROOT, "models", "qwen2-f32-v5")
+    hidden = 64
+    g = torch.Generator().manual_seed(77)
+    out_root = os.path.join(ROOT, "ppm")
+    shutil.rmtree(out_root, ignore_errors=True)
+    os.makedirs(out_root)
+
+    # Reference hidden states: a fresh float32 load of the decoder, final-norm output at every position.
+    body = Qwen2Model.from_pretrained(base, dtype=torch.float32).eval()
+
+    def final_hidden(ids):
+        with torch.no_grad():
+            return body(torch.tensor([ids])).last_hidden_state[0]
+
+    # rStar-Math layout: v_head.summary = Linear(hidden, 1) on the last token's final hidden state.
+    w = 0.3 * torch.randn(1, hidden, generator=g)
+    b = 0.3 * torch.randn(1, generator=g)
+    sep = os.path.join(out_root, "rstar-separate")
+    shutil.copytree(base, sep)
+    os.remove(os.path.join(sep, "golden.safetensors"))
+    save_file({"v_head.summary.weight": w.contiguous(), "v_head.summary.bias": b.contiguous()},
+              os.path.join(sep, "value_head.safetensors"))
+
+    comb = os.path.join(out_root, "rstar-combined")
+    shutil.copytree(sep, comb)
+    os.remove(os.path.join(comb, "value_head.safetensors"))
+    tensors = {}
+    for fn in sorted(os.listdir(comb)):
+        if fn.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(comb, fn)))
+            os.remove(os.path.join(comb, fn))
+    index = os.path.join(comb, "model.safetensors.index.json")
+    if os.path.exists(index):
+        os.remove(index)
+    combined = {f"pretrained_model.{k}": v.contiguous() for k, v in tensors.items()}
+    combined["v_head.summary.weight"] = w.contiguous()
+    combined["v_head.summary.bias"] = b.contiguous()
+    save_file(combined, os.path.join(comb, "model.safetensors"))
+
+    # Qwen2.5-Math-PRM layout: score = Sequential(Linear(h, h), ReLU, Linear(h, 2)); value = P(class 1).
+    prm = os.path.join(out_root, "qwen2-prm")
+    shutil.copytree(sep, prm)
+    os.remove(os.path.join(prm, "value_head.safetensors"))
+    w1 = 0.3 * torch.randn(hidden, hidden, generator=g)
+    b1 = 0.3 * torch.randn(hidden, generator=g)
+    w2 = 0.3 * torch.randn(2, hidden, generator=g)
+    b2 = 0.3 * torch.randn(2, generator=g)
+    tensors = {}
+    for fn in sorted(os.listdir(prm)):
+        if fn.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(prm, fn)))
+            os.remove(os.path.join(prm, fn))
+    if os.path.exists(os.path.join(prm, "model.safetensors.index.json")):
+        os.remove(os.path.join(prm, "model.safetensors.index.json"))
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("lm_head")}
+    tensors.update({"score.0.weight": w1, "score.0.bias": b1, "score.2.weight": w2, "score.2.bias": b2})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(prm, "model.safetensors"))
+    with open(os.path.join(prm, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["architectures"] = ["Qwen2ForProcessRewardModel"]
+    with open(os.path.join(prm, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+
+    golden = {}
+    for i, ids in enumerate(PPM_SEQS):
+        h = final_hidden(ids)
+        golden[f"ids_{i}"] = torch.tensor(ids, dtype=torch.int64)
+        golden[f"rstar_{i}"] = (h @ w.T + b)[:, 0].contiguous()  # raw value at every position
+        probs = torch.softmax(torch.relu(h @ w1.T + b1) @ w2.T + b2, dim=-1)
+        golden[f"prm_{i}"] = probs[:, 1].contiguous()
+    save_file(golden, os.path.join(out_root, "golden.safetensors"))
 
 
 if __name__ == "__main__":
-    main()
+    if os.environ.get("RSTAR_FIXTURES_PPM_ONLY"):
+        make_ppms()
+    else:
+        main()

@@ -51,7 +51,7 @@ fn random_fork_append_drop_evict_matches_recompute() {
             .collect();
         let mut checked = 0;
         for step in 0..240 {
-            let r = rng.next_u64() % 10;
+            let r = rng.next_u64() % 11;
             let res = (|| -> rstar::Result<()> {
                 if live.is_empty() || r < 2 {
                     // New sequence from a known prompt (prefix reuse) plus a random tail.
@@ -71,6 +71,11 @@ fn random_fork_append_drop_evict_matches_recompute() {
                 } else if r < 8 && live.len() > 1 {
                     let i = (rng.next_u64() as usize) % live.len();
                     eng.remove(live.swap_remove(i))?;
+                } else if r == 10 {
+                    // Cut back (possibly into a cached or shared block) and branch from there.
+                    let s = live[(rng.next_u64() as usize) % live.len()];
+                    let len = eng.tokens(s)?.len();
+                    eng.truncate(s, 1 + (rng.next_u64() as usize) % len)?;
                 } else {
                     // Compute a random subset together and compare with from-scratch logits.
                     let k = 1 + (rng.next_u64() as usize) % live.len().min(4);

@@ -219,6 +219,22 @@ impl Engine {
         }))
     }
 
+    /// How many leading tokens of `tokens` (whole blocks) are in the prefix cache.
+    pub fn cached_prefix_len(&self, tokens: &[u32]) -> usize {
+        let mut parent = None;
+        let mut n = 0;
+        for chunk in tokens.chunks_exact(self.cfg.block_size) {
+            match self.blocks.lookup(parent, chunk) {
+                Some(b) => {
+                    parent = Some(b);
+                    n += chunk.len();
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
         let v = self.lm.model.config.vocab_size;
         match tokens.iter().find(|&&t| t as usize >= v) {
@@ -250,6 +266,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Cuts a sequence back to its first `len` tokens (e.g. to branch from a common prefix of a
+    /// forked sequence). Blocks past the cut are released; a shared or cached block that will be
+    /// written again is copied first.
+    pub fn truncate(&mut self, id: SeqId, len: usize) -> Result<()> {
+        if len == 0 {
+            return Err(Error::InvalidArgument(
+                "cannot truncate to zero tokens".into(),
+            ));
+        }
+        let bs = self.cfg.block_size;
+        let s = self.seq_mut(id)?;
+        if len >= s.tokens.len() {
+            return Ok(());
+        }
+        s.tokens.truncate(len);
+        s.last_hidden = None;
+        // The last token is recomputed so its hidden state exists again.
+        s.computed = s.computed.min(len - 1);
+        let keep = s.computed.div_ceil(bs);
+        let dropped: Vec<u32> = s.table.drain(keep.min(s.table.len())..).collect();
+        for b in dropped {
+            self.blocks.decref(b);
+        }
+        Ok(())
+    }
+
     /// Drops a sequence; blocks nobody else uses become free (or stay cached if indexed).
     pub fn remove(&mut self, id: SeqId) -> Result<()> {
         let s = self
@@ -274,7 +316,7 @@ impl Engine {
             for bi in computed / bs..=last {
                 if bi < table.len() {
                     let old = table[bi];
-                    if self.blocks.refs(old) > 1 {
+                    if self.blocks.must_copy_before_write(old) {
                         let new = self.blocks.alloc()?;
                         self.kv.copy_block(old, new, computed - bi * bs);
                         self.blocks.decref(old);

@@ -70,6 +70,12 @@ impl BlockManager {
         self.refs[b as usize]
     }
 
+    /// Whether writing into `b` would change what another sequence or the prefix index sees
+    /// (so a writer must copy it first).
+    pub fn must_copy_before_write(&self, b: u32) -> bool {
+        self.refs[b as usize] > 1 || self.key[b as usize].is_some()
+    }
+
     /// A fresh block with one reference, evicting cached blocks if needed.
     pub fn alloc(&mut self) -> Result<u32> {
         if self.free.is_empty() {

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod blocks;
 pub mod generate;
+pub mod ppm;
 pub mod sampling;
 mod stop;
 

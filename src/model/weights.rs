@@ -268,6 +268,20 @@ impl WeightStore {
         Ok(WeightStore { files, entries })
     }
 
+    /// Renames every tensor `prefix + name` to `name` (e.g. trl's `pretrained_model.` wrapper).
+    pub fn strip_prefix(&mut self, prefix: &str) {
+        let renamed: Vec<(String, String)> = self
+            .entries
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix).map(|s| (k.clone(), s.to_owned())))
+            .collect();
+        for (old, new) in renamed {
+            if let Some(e) = self.entries.remove(&old) {
+                self.entries.insert(new, e);
+            }
+        }
+    }
+
     /// Tensor names, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.entries.keys().map(String::as_str).collect();
