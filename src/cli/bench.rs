@@ -14,6 +14,36 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Snippets per second: the warm forked pool vs spawning python3 per snippet.
     Exec(BenchExecArgs),
+    /// Grow a search tree with the tree engine vs re-prefilling every path (the reference's way).
+    Tree(BenchTreeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTreeArgs {
+    /// Model directory.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    /// Tokens in the shared prompt.
+    #[arg(long, default_value_t = 512)]
+    pub prefix_tokens: usize,
+    /// Children per expanded node.
+    #[arg(long, default_value_t = 8)]
+    pub width: usize,
+    /// Levels below the root.
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+    /// Tokens generated per node.
+    #[arg(long, default_value_t = 32)]
+    pub step_tokens: usize,
+    /// Skip timing the naive re-prefill baseline.
+    #[arg(long)]
+    pub no_naive: bool,
+    /// KV cache budget in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub kv_budget_mb: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -34,6 +64,39 @@ pub struct BenchExecArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.kind {
+        BenchKind::Tree(a) => {
+            let lm = std::sync::Arc::new(rstar::engine::LoadedModel::load(&a.model)?);
+            let shape = rstar::engine::bench::TreeShape {
+                prefix_tokens: a.prefix_tokens,
+                width: a.width,
+                depth: a.depth,
+                step_tokens: a.step_tokens,
+                naive: !a.no_naive,
+            };
+            let cfg = rstar::engine::EngineConfig {
+                kv_budget_bytes: a.kv_budget_mb << 20,
+                ..Default::default()
+            };
+            let r = rstar::engine::bench::bench_tree(&lm, shape, cfg, &mut |level, nodes| {
+                eprintln!("level {level}: {nodes} nodes");
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "{} nodes, {} unique tokens, {} computed ({:.3}x), {:.2} s; naive {}",
+                    r.nodes,
+                    r.unique_tokens,
+                    r.tokens_computed,
+                    r.tokens_computed as f64 / r.unique_tokens as f64,
+                    r.seconds,
+                    r.naive_seconds
+                        .map(|n| format!("{n:.2} s ({:.1}x slower)", n / r.seconds))
+                        .unwrap_or_else(|| "skipped".into())
+                );
+            }
+            Ok(())
+        }
         BenchKind::Exec(a) => {
             let r = bench_exec(&BenchExecConfig {
                 n_pool: a.n,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use rstar::engine::{generate, GenerateParams, LoadedModel, SamplingParams};
+use rstar::engine::{generate, Engine, EngineConfig, GenerateParams, LoadedModel, SamplingParams};
 
 #[derive(Args, Debug)]
 #[command(
@@ -48,7 +48,12 @@ pub struct GenerateArgs {
     /// Keep generating past the model's EOS token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Number of candidates to sample from the prompt (child k uses seed + k); with K > 1 the
+    /// prompt is computed once and all candidates are decoded together.
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
     /// Print one JSON object {"ids","text","finish_reason","prompt_tokens","tokens_per_second"}
+    /// (with --n K > 1: {"candidates": [{"ids","text","finish_reason"}...], "stats": {...}})
     /// instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +85,41 @@ pub fn run(args: GenerateArgs) -> rstar::Result<()> {
     };
     let io_err = |e| rstar::Error::io("<stdout>", e);
     let mut stdout = std::io::stdout().lock();
+    if args.n > 1 {
+        let mut eng = Engine::new(lm.clone(), EngineConfig::default())?;
+        let root = eng.add(&prompt)?;
+        let cands = eng.expand(root, args.n, &params)?;
+        if args.json {
+            let list: Vec<_> = cands
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "ids": c.output.ids,
+                        "text": c.output.text,
+                        "finish_reason": c.output.finish_reason.as_str(),
+                    })
+                })
+                .collect();
+            let v = serde_json::json!({ "candidates": list, "stats": eng.stats() });
+            writeln!(stdout, "{v}").map_err(io_err)?;
+        } else {
+            for (k, c) in cands.iter().enumerate() {
+                writeln!(
+                    stdout,
+                    "--- candidate {k} ({})",
+                    c.output.finish_reason.as_str()
+                )
+                .map_err(io_err)?;
+                writeln!(stdout, "{}", c.output.text).map_err(io_err)?;
+            }
+        }
+        return Ok(());
+    }
+    if args.n == 0 {
+        return Err(rstar::Error::InvalidArgument(
+            "--n must be at least 1".into(),
+        ));
+    }
     if args.json {
         let out = generate(&lm, &prompt, &params, &mut |_| true)?;
         let v = serde_json::json!({

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod forward;
 pub mod generate;
 pub mod grade;
+pub mod score;
 pub mod setup_python;
 
 #[derive(Parser, Debug)]
@@ -29,6 +30,8 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Generate a continuation of a prompt (streams text, or prints JSON with --json).
     Generate(generate::GenerateArgs),
+    /// Score a sequence with a process reward model (raw value head output).
+    Score(score::ScoreArgs),
     /// Grade predicted answers against reference answers.
     Grade(grade::GradeArgs),
     /// Run Python code from stdin in the sandboxed executor.
@@ -44,6 +47,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
     match cli.command {
         Command::Forward(a) => forward::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Score(a) => score::run(a),
         Command::Grade(a) => grade::run(a),
         Command::Exec(a) => exec::run(a),
         Command::Bench(a) => bench::run(a),

@@ -245,8 +245,13 @@ impl Engine {
         }
     }
 
-    /// A new sequence sharing all of `id`'s tokens and KV (no copy).
+    /// A new sequence sharing all of `id`'s tokens and KV (no copy). Tokens of `id` still pending
+    /// are computed first, so parent and children never compute them twice.
     pub fn fork(&mut self, id: SeqId) -> Result<SeqId> {
+        let s = self.seq(id)?;
+        if s.computed < s.tokens.len() {
+            self.compute(&[id])?;
+        }
         let s = self.seq(id)?.clone();
         for &b in &s.table {
             self.blocks.incref(b);

@@ -3,6 +3,7 @@
 //! sampling ([`sampling`]); generation with stop strings ([`generate`]).
 
 pub mod batch;
+pub mod bench;
 pub mod blocks;
 pub mod generate;
 pub mod ppm;

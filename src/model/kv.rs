@@ -25,8 +25,10 @@ impl KvStore {
             block_size,
             kv_dim,
             num_blocks,
-            k: vec![vec![0.0; n]; layers],
-            v: vec![vec![0.0; n]; layers],
+            // One allocation per layer (not clones of one): zeroed memory is mapped lazily, so an
+            // unused budget costs no RSS.
+            k: (0..layers).map(|_| vec![0.0; n]).collect(),
+            v: (0..layers).map(|_| vec![0.0; n]).collect(),
         }
     }
 
