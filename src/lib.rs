@@ -17,3 +17,4 @@ pub mod engine;
 pub mod ffi;
 pub mod model;
 pub mod tokenizer;
+pub mod train;
