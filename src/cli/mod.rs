@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod forward;
 pub mod generate;
+pub mod train;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,6 +26,8 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Generate a continuation of a prompt (streams text, or prints JSON with --json).
     Generate(generate::GenerateArgs),
+    /// Train a policy (sft) or a process preference model (ppm); saves a Hugging Face directory.
+    Train(train::TrainArgs),
 }
 
 /// Runs the parsed command.
@@ -32,5 +35,6 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
     match cli.command {
         Command::Forward(a) => forward::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Train(a) => train::run(a),
     }
 }
