@@ -82,7 +82,10 @@ fn c_trainer_steps_cancels_and_saves() {
         let mut fin = true;
         assert_eq!(rstar_trainer_finished(t, &mut fin), Status::Ok);
         assert!(!fin);
-        assert_eq!(rstar_trainer_epoch(t, None, std::ptr::null_mut()), Status::Ok);
+        assert_eq!(
+            rstar_trainer_epoch(t, None, std::ptr::null_mut()),
+            Status::Ok
+        );
         assert_eq!(rstar_trainer_finished(t, &mut fin), Status::Ok);
         assert!(fin);
         let out = CString::new(tmp.path().join("out").to_str().unwrap()).unwrap();

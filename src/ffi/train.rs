@@ -108,8 +108,7 @@ pub unsafe extern "C" fn rstar_trainer_new(
         };
         let data = take_path(&mut cfg, "data")?;
         let state = take_path(&mut cfg, "state_dir")?;
-        let config: TrainConfig = serde_json::from_value(cfg)
-            .map_err(|e| Error::InvalidArgument(format!("config_json: {e}")))?;
+        let config = TrainConfig::from_json(&cfg)?;
         let mut t = Trainer::new(Path::new(dir), config)?;
         if let Some(d) = data {
             t.load_data(&d)?;

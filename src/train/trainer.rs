@@ -106,6 +106,28 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Parses a JSON object of config fields (missing ones take their defaults); an error names
+    /// the offending field.
+    pub fn from_json(v: &serde_json::Value) -> Result<TrainConfig> {
+        let err = |e: serde_json::Error| Error::InvalidArgument(format!("train config: {e}"));
+        let cfg = serde_json::from_value::<TrainConfig>(v.clone());
+        match (cfg, v.as_object()) {
+            (Ok(c), _) => c.validate().map(|_| c),
+            (Err(e), Some(map)) => {
+                for (k, x) in map {
+                    let one = serde_json::json!({ k.clone(): x.clone() });
+                    if let Err(e) = serde_json::from_value::<TrainConfig>(one) {
+                        return Err(Error::InvalidArgument(format!(
+                            "train config field `{k}`: {e}"
+                        )));
+                    }
+                }
+                Err(err(e))
+            }
+            (Err(e), None) => Err(err(e)),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
         if !(self.lr.is_finite() && self.lr >= 0.0) {
