@@ -226,7 +226,7 @@ pub fn load_peft(model: &mut TrainModel, dir: &Path) -> Result<()> {
         0,
     )?;
     let file = dir.join("adapter_model.safetensors");
-    let store = WeightStore::open_files(&[file.clone()])?;
+    let store = WeightStore::open_files(&[file])?;
     for p in &mut model.params {
         if !(p.name.ends_with(".lora_A.weight") || p.name.ends_with(".lora_B.weight")) {
             continue;
