@@ -46,6 +46,9 @@ typedef enum rstar_status {
 // `const rstar_model *` may be called from several threads at once.
 typedef struct rstar_model rstar_model;
 
+// A training run (SFT or PPM) over one model and dataset.
+typedef struct rstar_trainer rstar_trainer;
+
 // Generation parameters. Fill with `rstar_generate_default_params` first, then change fields.
 typedef struct rstar_generate_params {
   // sizeof(rstar_generate_params), set by rstar_generate_default_params.
@@ -72,6 +75,33 @@ typedef struct rstar_generate_params {
 // followed by a NUL; it is valid only during the call. Return false to cancel generation
 // (the call then returns `RSTAR_STATUS_CANCELLED`).
 typedef bool (*rstar_text_callback)(const char *text, size_t len, void *user_data);
+
+// Progress after an optimizer step, passed to `rstar_train_callback`.
+typedef struct rstar_train_progress {
+  // sizeof(rstar_train_progress) as the library was built; fields may be added at the end.
+  uint32_t struct_size;
+  // Epoch in progress, 0-based.
+  uint32_t epoch;
+  // Optimizer steps done.
+  uint64_t step;
+  // Optimizer steps of the whole run.
+  uint64_t total_steps;
+  // Loss of the last step.
+  double loss;
+  // Global gradient norm of the last step (before clipping).
+  double grad_norm;
+  // Learning rate of the last step.
+  double lr;
+  // Tokens processed since the trainer was made or resumed.
+  uint64_t tokens;
+  double tokens_per_sec;
+  double elapsed_secs;
+  double eta_secs;
+} rstar_train_progress;
+
+// Called after every optimizer step with the progress (valid only during the call). Return false
+// to stop; the call then returns `RSTAR_STATUS_CANCELLED` after saving resumable state.
+typedef bool (*rstar_train_callback)(const struct rstar_train_progress *progress, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -174,6 +204,76 @@ enum rstar_status rstar_model_generate_text(const struct rstar_model *model,
                                             rstar_text_callback callback,
                                             void *user_data,
                                             char **result_json);
+
+// Creates a trainer from a model directory and a JSON config. The config is an object with any of
+// the fields of the Rust `TrainConfig` (`task` "sft"|"ppm", `optimizer` "adamw"|"sgd", `lr`,
+// `epochs`, `batch_size`, `grad_accum`, `max_steps`, `seq_len`, `lora_rank`, `seed`, `schedule`,
+// `warmup_steps`, `weight_decay`, `max_grad_norm`, `checkpointing`, `save_every`, ...) plus
+// `data` (a dataset path, loaded now) and `state_dir` (where resumable state is written, and
+// resumed from if it holds any). NULL or "{}" means defaults (SFT). Unknown fields are errors.
+// On success `*out` owns the trainer; free it with `rstar_trainer_free`.
+//
+// # Safety
+// `model_dir` is a NUL-terminated UTF-8 path; `config_json` is NULL or a NUL-terminated UTF-8
+// string; `out` points to writable storage for a pointer.
+enum rstar_status rstar_trainer_new(const char *model_dir,
+                                    const char *config_json,
+                                    struct rstar_trainer **out);
+
+// Loads (replaces) the dataset; `*n_examples` (if not NULL) receives the number of usable examples.
+//
+// # Safety
+// `trainer` is a live trainer; `path` a NUL-terminated UTF-8 path; `n_examples` NULL or writable.
+enum rstar_status rstar_trainer_load_data(const struct rstar_trainer *trainer,
+                                          const char *path,
+                                          size_t *n_examples);
+
+// Runs up to `n_steps` optimizer steps (fewer when the run ends), calling `callback` (may be NULL)
+// after each. Returns `RSTAR_STATUS_CANCELLED` when the callback returned false or
+// `rstar_trainer_cancel` was called.
+//
+// # Safety
+// `trainer` is a live trainer; `callback` is NULL or a valid function; `user_data` is passed
+// through untouched.
+enum rstar_status rstar_trainer_step(const struct rstar_trainer *trainer,
+                                     uint32_t n_steps,
+                                     rstar_train_callback callback,
+                                     void *user_data);
+
+// Runs the rest of the current epoch (or the next one), like `rstar_trainer_step`.
+//
+// # Safety
+// As `rstar_trainer_step`.
+enum rstar_status rstar_trainer_epoch(const struct rstar_trainer *trainer,
+                                      rstar_train_callback callback,
+                                      void *user_data);
+
+// Whether the run is over (epochs or `max_steps` used up).
+//
+// # Safety
+// `trainer` is a live trainer; `out` is writable.
+enum rstar_status rstar_trainer_finished(const struct rstar_trainer *trainer, bool *out);
+
+// Saves the model as a Hugging Face directory (`value_head.safetensors` for a PPM; LoRA merged,
+// with the PEFT adapter under `dir/adapter`).
+//
+// # Safety
+// `trainer` is a live trainer; `dir` a NUL-terminated UTF-8 path.
+enum rstar_status rstar_trainer_save(const struct rstar_trainer *trainer, const char *dir);
+
+// Asks a running (or the next) `rstar_trainer_step`/`rstar_trainer_epoch` to stop after the
+// current optimizer step. Safe to call from any thread.
+//
+// # Safety
+// `trainer` is NULL (ignored) or a live trainer.
+void rstar_trainer_cancel(const struct rstar_trainer *trainer);
+
+// Frees a trainer. NULL is ignored.
+//
+// # Safety
+// `trainer` is NULL or came from `rstar_trainer_new`, is not used afterwards, and no other thread
+// is inside a call on it.
+void rstar_trainer_free(struct rstar_trainer *trainer);
 
 #ifdef __cplusplus
 }  // extern "C"

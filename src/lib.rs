@@ -20,5 +20,6 @@ pub mod grade;
 pub mod model;
 pub mod steps;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result, Status};

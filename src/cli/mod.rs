@@ -12,6 +12,7 @@ pub mod generate;
 pub mod grade;
 pub mod score;
 pub mod setup_python;
+pub mod train;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +41,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Create the Python venv (sympy, numpy, scipy) the executor uses.
     SetupPython(setup_python::SetupPythonArgs),
+    /// Train a policy (sft) or a process preference model (ppm); saves a Hugging Face directory.
+    Train(train::TrainArgs),
 }
 
 /// Runs the parsed command.
@@ -52,5 +55,6 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Exec(a) => exec::run(a),
         Command::Bench(a) => bench::run(a),
         Command::SetupPython(a) => setup_python::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

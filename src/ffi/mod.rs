@@ -5,6 +5,8 @@
 
 #![allow(non_camel_case_types)]
 
+pub mod train;
+
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use crate::backend::cpu;
 use crate::error::{Error, Result};
-use crate::model::config::{Arch, ModelConfig};
+use crate::model::config::ModelConfig;
 use crate::model::kv::{KvCache, KvStore};
+use crate::model::layout::{LayerLayout, LinearLayout, EMBED, FINAL_NORM, LM_HEAD};
 use crate::model::weights::{Weight, WeightStore};
 
 /// A linear layer whose output is the concatenation of one or more stored matrices
@@ -99,16 +100,17 @@ impl Loader<'_> {
         self.store.get(name, &[rows, cols])
     }
 
-    /// A linear layer from `parts` (tensor names and row counts); biases `<name>.bias` if `bias`.
-    fn linear(&self, parts: &[(String, usize)], in_dim: usize, bias: bool) -> Result<Linear> {
-        let weights = parts
+    /// A linear layer from its checkpoint layout.
+    fn linear(&self, l: &LinearLayout) -> Result<Linear> {
+        let weights = l
+            .parts
             .iter()
-            .map(|(n, rows)| self.mat(&format!("{n}.weight"), *rows, in_dim))
+            .map(|(n, rows)| self.mat(&format!("{n}.weight"), *rows, l.in_dim))
             .collect::<Result<Vec<_>>>()?;
-        let out_dim = parts.iter().map(|p| p.1).sum();
-        let bias = if bias {
+        let out_dim = l.out_dim();
+        let bias = if l.bias {
             let mut b = Vec::with_capacity(out_dim);
-            for (n, rows) in parts {
+            for (n, rows) in &l.parts {
                 b.extend(self.vec(&format!("{n}.bias"), *rows)?);
             }
             Some(b)
@@ -118,42 +120,21 @@ impl Loader<'_> {
         Ok(Linear {
             parts: weights,
             bias,
-            in_dim,
+            in_dim: l.in_dim,
             out_dim,
         })
     }
 
     fn layer(&self, i: usize) -> Result<Layer> {
-        let c = self.cfg;
-        let p = format!("model.layers.{i}");
-        let (h, q, kv, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
-        let fused = c.arch == Arch::Phi3;
-        let qkv_parts = if fused {
-            vec![(format!("{p}.self_attn.qkv_proj"), q + 2 * kv)]
-        } else {
-            vec![
-                (format!("{p}.self_attn.q_proj"), q),
-                (format!("{p}.self_attn.k_proj"), kv),
-                (format!("{p}.self_attn.v_proj"), kv),
-            ]
-        };
-        let gate_up_parts = if fused {
-            vec![(format!("{p}.mlp.gate_up_proj"), 2 * inter)]
-        } else {
-            vec![
-                (format!("{p}.mlp.gate_proj"), inter),
-                (format!("{p}.mlp.up_proj"), inter),
-            ]
-        };
-        // Qwen2 has biases on q/k/v only; Llama's `attention_bias` also covers o_proj.
-        let o_bias = c.attention_bias && c.arch != Arch::Qwen2;
+        let l = LayerLayout::new(self.cfg, i);
+        let h = self.cfg.hidden_size;
         Ok(Layer {
-            attn_norm: self.vec(&format!("{p}.input_layernorm.weight"), h)?,
-            mlp_norm: self.vec(&format!("{p}.post_attention_layernorm.weight"), h)?,
-            qkv: self.linear(&qkv_parts, h, c.attention_bias)?,
-            o: self.linear(&[(format!("{p}.self_attn.o_proj"), h)], q, o_bias)?,
-            gate_up: self.linear(&gate_up_parts, h, c.mlp_bias)?,
-            down: self.linear(&[(format!("{p}.mlp.down_proj"), h)], inter, c.mlp_bias)?,
+            attn_norm: self.vec(&l.attn_norm, h)?,
+            mlp_norm: self.vec(&l.mlp_norm, h)?,
+            qkv: self.linear(&l.qkv)?,
+            o: self.linear(&l.o)?,
+            gate_up: self.linear(&l.gate_up)?,
+            down: self.linear(&l.down)?,
         })
     }
 }
@@ -189,15 +170,15 @@ impl Model {
             cfg: &config,
         };
         let (v, h) = (config.vocab_size, config.hidden_size);
-        let embed = ld.mat("model.embed_tokens.weight", v, h)?;
+        let embed = ld.mat(EMBED, v, h)?;
         let layers = (0..config.num_layers)
             .map(|i| ld.layer(i))
             .collect::<Result<Vec<_>>>()?;
-        let final_norm = ld.vec("model.norm.weight", h)?;
+        let final_norm = ld.vec(FINAL_NORM, h)?;
         let lm_head = match (lm_head, config.tie_word_embeddings) {
             (false, _) => None,
             (true, true) => Some(embed.clone()),
-            (true, false) => Some(ld.mat("lm_head.weight", v, h)?),
+            (true, false) => Some(ld.mat(LM_HEAD, v, h)?),
         };
         let inv_freq = config.rope_inv_freq();
         Ok(Model {

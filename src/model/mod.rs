@@ -1,9 +1,10 @@
 //! Models: `config.json` parsing ([`config`]), memory-mapped weights ([`weights`]) and the one decoder
-//! shared by every supported architecture ([`decoder`]).
+//! shared by every supported architecture ([`decoder`]), built from the checkpoint mapping in [`layout`].
 
 pub mod config;
 pub mod decoder;
 pub mod kv;
+pub mod layout;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};

@@ -1,0 +1,294 @@
+//! Checkpoints in the formats other tools read, and resumable trainer state.
+//!
+//! * A Hugging Face model directory: the source `config.json` (dtype set to float32),
+//!   `model.safetensors` in f32 under the checkpoint's own tensor names (tied models without
+//!   `lm_head.weight`), and the tokenizer files copied. `transformers` and librstar both load it.
+//! * A PPM: that directory plus `value_head.safetensors` with `v_head.summary.weight` `[1, hidden]`
+//!   and `v_head.summary.bias` `[1]`. [`load_value_head`] also accepts rStar's combined layout, the
+//!   same two tensors inside the model's own safetensors.
+//! * A LoRA adapter in PEFT's layout: `adapter_config.json` and `adapter_model.safetensors` with keys
+//!   `base_model.model.<module>.lora_{A,B}.weight`.
+//! * Trainer state (`state.safetensors` with parameters and AdamW moments, `trainer_state.json` with
+//!   counters and the config), written atomically (temporary file, then rename).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::model::WeightStore;
+use crate::train::data::tokenizer_files;
+use crate::train::model::{LoraSpec, TrainModel, V_HEAD_BIAS, V_HEAD_WEIGHT};
+
+/// Writes f32 tensors to a safetensors file (via a temporary file and a rename).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Internal(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::Internal(format!("serializing {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(path, text.as_bytes())
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Saves `model` (LoRA adapters merged into a copy if present) as a Hugging Face directory, with
+/// the config and tokenizer files of `src` and, for a PPM, `value_head.safetensors`.
+pub fn save_model_dir(model: &TrainModel, src: &Path, dir: &Path) -> Result<()> {
+    create_dir(dir)?;
+    if model.lora().is_some() {
+        let mut merged = model.clone();
+        merged.merge_lora();
+        return save_model_dir(&merged, src, dir);
+    }
+    let mut cfg = read_json(&src.join("config.json"))?;
+    if let Some(o) = cfg.as_object_mut() {
+        if o.contains_key("torch_dtype") {
+            o.insert("torch_dtype".into(), json!("float32"));
+        }
+        if o.contains_key("dtype") || !o.contains_key("torch_dtype") {
+            o.insert("dtype".into(), json!("float32"));
+        }
+        // A single file replaces any shard index of the source.
+    }
+    write_json(&dir.join("config.json"), &cfg)?;
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        std::fs::remove_file(&index).map_err(|e| Error::io(&index, e))?;
+    }
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &model.checkpoint_tensors(),
+        Some(meta),
+    )?;
+    for f in tokenizer_files(src) {
+        if let Some(name) = f.file_name() {
+            let to = dir.join(name);
+            if to != f {
+                std::fs::copy(&f, &to).map_err(|e| Error::io(&to, e))?;
+            }
+        }
+    }
+    if let Some((w, b)) = model.value_head() {
+        let h = w.len();
+        write_safetensors(
+            &dir.join("value_head.safetensors"),
+            &[
+                (V_HEAD_WEIGHT.into(), vec![1, h], w),
+                (V_HEAD_BIAS.into(), vec![1], &[b]),
+            ],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// The value head of a PPM directory: `value_head.safetensors`, or the `v_head.summary.*` tensors
+/// inside the model's safetensors (combined layout). `None` if neither exists.
+pub fn load_value_head(dir: &Path, hidden: usize) -> Result<Option<(Vec<f32>, f32)>> {
+    let separate = dir.join("value_head.safetensors");
+    let store = if separate.is_file() {
+        WeightStore::open_files(&[separate])?
+    } else {
+        let store = WeightStore::open_dir(dir)?;
+        if !store.contains(V_HEAD_WEIGHT) {
+            return Ok(None);
+        }
+        store
+    };
+    let w = store.get(V_HEAD_WEIGHT, &[1, hidden])?.to_f32_vec();
+    let b = store.get(V_HEAD_BIAS, &[1])?.to_f32_vec()[0];
+    Ok(Some((w, b)))
+}
+
+const PEFT_PREFIX: &str = "base_model.model.";
+
+/// Writes the adapters of `model` in PEFT's layout.
+pub fn save_peft(model: &TrainModel, dir: &Path, base_model: &str) -> Result<()> {
+    let spec = model
+        .lora()
+        .ok_or_else(|| Error::InvalidArgument("the model has no LoRA adapters".into()))?;
+    create_dir(dir)?;
+    let tensors = model.lora_tensors();
+    let mut modules: Vec<String> = tensors
+        .iter()
+        .map(|(n, _, _)| n.rsplit('.').next().unwrap_or(n).to_owned())
+        .collect();
+    modules.sort();
+    modules.dedup();
+    let cfg = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": spec.rank,
+        "lora_alpha": spec.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": modules,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "modules_to_save": null,
+    });
+    write_json(&dir.join("adapter_config.json"), &cfg)?;
+    let mut out = Vec::new();
+    for (name, a, b) in tensors {
+        out.push((
+            format!("{PEFT_PREFIX}{name}.lora_A.weight"),
+            a.shape.clone(),
+            &a.value[..],
+        ));
+        out.push((
+            format!("{PEFT_PREFIX}{name}.lora_B.weight"),
+            b.shape.clone(),
+            &b.value[..],
+        ));
+    }
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(&dir.join("adapter_model.safetensors"), &out, Some(meta))
+}
+
+/// Adds the PEFT adapter in `dir` to `model` (which must have none yet).
+pub fn load_peft(model: &mut TrainModel, dir: &Path) -> Result<()> {
+    let cfg_path = dir.join("adapter_config.json");
+    let cfg = read_json(&cfg_path)?;
+    let field = |f: &str| {
+        cfg.get(f)
+            .ok_or_else(|| Error::config(&cfg_path, f, "missing"))
+    };
+    if field("peft_type")?.as_str() != Some("LORA") {
+        return Err(Error::config(
+            &cfg_path,
+            "peft_type",
+            "only LORA adapters are supported",
+        ));
+    }
+    let rank = field("r")?
+        .as_u64()
+        .filter(|&r| r > 0)
+        .ok_or_else(|| Error::config(&cfg_path, "r", "expected a positive integer"))?;
+    let alpha = field("lora_alpha")?
+        .as_f64()
+        .ok_or_else(|| Error::config(&cfg_path, "lora_alpha", "expected a number"))?;
+    let targets = match field("target_modules")? {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => {
+            return Err(Error::config(
+                &cfg_path,
+                "target_modules",
+                "expected a list",
+            ))
+        }
+    };
+    model.add_lora(
+        LoraSpec {
+            rank: rank as usize,
+            alpha: alpha as f32,
+            targets,
+        },
+        0,
+    )?;
+    let file = dir.join("adapter_model.safetensors");
+    let store = WeightStore::open_files(&[file])?;
+    for p in &mut model.params {
+        if !(p.name.ends_with(".lora_A.weight") || p.name.ends_with(".lora_B.weight")) {
+            continue;
+        }
+        let key = format!("{PEFT_PREFIX}{}", p.name);
+        p.value = store.get(&key, &p.shape)?.to_f32_vec();
+    }
+    Ok(())
+}
+
+/// Paths of the resumable state inside a checkpoint directory.
+pub fn state_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        dir.join("state.safetensors"),
+        dir.join("trainer_state.json"),
+    )
+}
+
+/// Writes parameters, optimizer moments and `meta` (counters, config) to `dir`.
+pub fn save_state(
+    dir: &Path,
+    model: &TrainModel,
+    m: &[Vec<f32>],
+    v: &[Vec<f32>],
+    meta: &Value,
+) -> Result<()> {
+    create_dir(dir)?;
+    let mut t: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+    for (i, p) in model.params.iter().enumerate() {
+        t.push((format!("param/{}", p.name), p.shape.clone(), &p.value));
+        if !m[i].is_empty() {
+            t.push((format!("adam_m/{}", p.name), p.shape.clone(), &m[i]));
+            t.push((format!("adam_v/{}", p.name), p.shape.clone(), &v[i]));
+        }
+    }
+    let (st, js) = state_paths(dir);
+    write_safetensors(&st, &t, None)?;
+    write_json(&js, meta)
+}
+
+/// Restores what [`save_state`] wrote into `model` and the moment buffers; returns the metadata.
+pub fn load_state(
+    dir: &Path,
+    model: &mut TrainModel,
+    m: &mut [Vec<f32>],
+    v: &mut [Vec<f32>],
+) -> Result<Value> {
+    let (st, js) = state_paths(dir);
+    let meta = read_json(&js)?;
+    let store = WeightStore::open_files(&[st])?;
+    for (i, p) in model.params.iter_mut().enumerate() {
+        p.value = store
+            .get(&format!("param/{}", p.name), &p.shape)?
+            .to_f32_vec();
+        if !m[i].is_empty() {
+            m[i] = store
+                .get(&format!("adam_m/{}", p.name), &p.shape)?
+                .to_f32_vec();
+            v[i] = store
+                .get(&format!("adam_v/{}", p.name), &p.shape)?
+                .to_f32_vec();
+        }
+    }
+    Ok(meta)
+}

@@ -1,0 +1,24 @@
+//! Training: backward passes, optimizers, the SFT and PPM trainers, LoRA, checkpoints.
+//!
+//! * [`ops`]: forward/backward kernels (GEMM, RMSNorm, RoPE, packed causal GQA attention, SiLU
+//!   gating, cross-entropy, pairwise loss), each checked against finite differences;
+//! * [`model`]: [`TrainModel`], the decoder with f32 master parameters, gradients, activation
+//!   checkpointing, LoRA adapters and a value head;
+//! * [`optim`]: AdamW (decoupled weight decay), SGD, warmup + linear/cosine schedules, clipping;
+//! * [`data`]: SFT and preference-pair datasets (JSONL or JSON arrays) tokenized and packed;
+//! * [`checkpoint`]: Hugging Face model directories, `value_head.safetensors`, PEFT adapters and
+//!   resumable trainer state;
+//! * [`trainer`]: [`Trainer`], the loop the CLI (`rstar train`), the C API and the evolve driver use.
+//!
+//! Everything runs on the CPU in f32; the loss of one optimizer step is normalised over the whole
+//! step (all micro-batches), so gradient accumulation gives the same update as one big batch.
+
+pub mod checkpoint;
+pub mod data;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod trainer;
+
+pub use model::{Grads, LoraSpec, Objective, Packed, Param, TrainModel};
+pub use trainer::{Progress, Task, TrainConfig, Trainer};
