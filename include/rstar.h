@@ -42,9 +42,15 @@ typedef enum rstar_status {
   RSTAR_STATUS_INTERNAL = 100,
 } rstar_status;
 
+// Many sequences over one model: prefix cache, forks, batched expansion.
+typedef struct rstar_engine rstar_engine;
+
 // A loaded model (decoder + tokenizer). Immutable after loading: every function taking a
 // `const rstar_model *` may be called from several threads at once.
 typedef struct rstar_model rstar_model;
+
+// A process reward model with its own KV cache (see `rstar_ppm_score`).
+typedef struct rstar_ppm rstar_ppm;
 
 // A training run (SFT or PPM) over one model and dataset.
 typedef struct rstar_trainer rstar_trainer;
@@ -75,6 +81,20 @@ typedef struct rstar_generate_params {
 // followed by a NUL; it is valid only during the call. Return false to cancel generation
 // (the call then returns `RSTAR_STATUS_CANCELLED`).
 typedef bool (*rstar_text_callback)(const char *text, size_t len, void *user_data);
+
+// Sizing of an engine's KV cache and batches. Fill with `rstar_engine_default_params`.
+typedef struct rstar_engine_params {
+  // sizeof(rstar_engine_params), set by rstar_engine_default_params.
+  uint32_t struct_size;
+  // Tokens per KV block (default 16).
+  uint32_t block_size;
+  // KV cache memory in MiB (default 1024); cached prefixes are evicted LRU beyond it.
+  uint32_t kv_budget_mb;
+  // Most tokens per forward pass (default 512).
+  uint32_t max_batch_tokens;
+  // Most sequences generating at once (default 64).
+  uint32_t max_active;
+} rstar_engine_params;
 
 // Progress after an optimizer step, passed to `rstar_train_callback`.
 typedef struct rstar_train_progress {
@@ -204,6 +224,107 @@ enum rstar_status rstar_model_generate_text(const struct rstar_model *model,
                                             rstar_text_callback callback,
                                             void *user_data,
                                             char **result_json);
+
+// Fills `params` with defaults (and sets `struct_size`).
+//
+// # Safety
+// `params` is NULL (ignored) or writable.
+void rstar_engine_default_params(struct rstar_engine_params *params);
+
+// Creates an engine over `model` (which must outlive nothing: the engine keeps its own reference).
+// `params` may be NULL for defaults. Free with `rstar_engine_free`.
+//
+// # Safety
+// `model` is live; `params` is NULL or filled by `rstar_engine_default_params`; `out` is writable.
+enum rstar_status rstar_engine_new(const struct rstar_model *model,
+                                   const struct rstar_engine_params *params,
+                                   struct rstar_engine **out);
+
+// Frees an engine and all its sequences. NULL is ignored.
+//
+// # Safety
+// `engine` is NULL or came from `rstar_engine_new` and is not used afterwards.
+void rstar_engine_free(struct rstar_engine *engine);
+
+// Adds a sequence of `n_ids` tokens (reusing cached KV of its prefix); `*seq` receives its id.
+//
+// # Safety
+// `engine` is live; `ids` points to `n_ids` ids; `seq` is writable.
+enum rstar_status rstar_engine_add(const struct rstar_engine *engine,
+                                   const uint32_t *ids,
+                                   size_t n_ids,
+                                   uint64_t *seq);
+
+// Forks `seq` (shares its KV; no copy); `*child` receives the new id.
+//
+// # Safety
+// `engine` is live; `child` is writable.
+enum rstar_status rstar_engine_fork(const struct rstar_engine *engine,
+                                    uint64_t seq,
+                                    uint64_t *child);
+
+// Appends tokens to a sequence (computed lazily, batched with other work).
+//
+// # Safety
+// `engine` is live; `ids` points to `n_ids` ids.
+enum rstar_status rstar_engine_append(const struct rstar_engine *engine,
+                                      uint64_t seq,
+                                      const uint32_t *ids,
+                                      size_t n_ids);
+
+// Drops a sequence (its blocks stay cached for prefix reuse until evicted).
+//
+// # Safety
+// `engine` is live.
+enum rstar_status rstar_engine_remove(const struct rstar_engine *engine, uint64_t seq);
+
+// Samples `n` continuations of `seq`, all decoded together; child `i` samples with seed
+// `params.seed + i`. `*result_json` receives
+// `{"candidates": [{"seq", "ids", "text", "finish_reason", "stop_string", ...}], "stats": {...}}`
+// (free with `rstar_string_free`). The child sequences stay in the engine: remove them when done.
+//
+// # Safety
+// `engine` is live; `params` NULL or filled by `rstar_generate_default_params`; `result_json` writable.
+enum rstar_status rstar_engine_expand(const struct rstar_engine *engine,
+                                      uint64_t seq,
+                                      uint32_t n,
+                                      const struct rstar_generate_params *params,
+                                      char **result_json);
+
+// Engine statistics as JSON (tokens requested/computed, cache hits, blocks in use/free/cached/
+// evicted, time per phase); free with `rstar_string_free`.
+//
+// # Safety
+// `engine` is live; `stats_json` is writable.
+enum rstar_status rstar_engine_stats(const struct rstar_engine *engine, char **stats_json);
+
+// Loads a PPM directory (decoder + value_head.safetensors, rStar/trl combined checkpoint, or
+// Qwen2ForProcessRewardModel). `params` sizes its KV cache (NULL: defaults).
+//
+// # Safety
+// `path` is NUL-terminated; `params` NULL or filled by `rstar_engine_default_params`; `out` writable.
+enum rstar_status rstar_ppm_load(const char *path,
+                                 const struct rstar_engine_params *params,
+                                 struct rstar_ppm **out);
+
+// Frees a PPM. NULL is ignored.
+//
+// # Safety
+// `ppm` is NULL or came from `rstar_ppm_load` and is not used afterwards.
+void rstar_ppm_free(struct rstar_ppm *ppm);
+
+// Scores `n_seqs` sequences (sequence `i` is `seqs[i][0 .. lens[i]]`) in batched passes that share
+// common prefixes; `values[i]` receives the raw head output at the last token (rStar's MCTS uses
+// tanh(raw / 5); for a Qwen2.5-Math-PRM head it is the probability of a correct step).
+//
+// # Safety
+// `ppm` is live; `seqs` and `lens` point to `n_seqs` entries; each `seqs[i]` to `lens[i]` ids;
+// `values` to `n_seqs` writable floats.
+enum rstar_status rstar_ppm_score(const struct rstar_ppm *ppm,
+                                  const uint32_t *const *seqs,
+                                  const size_t *lens,
+                                  size_t n_seqs,
+                                  float *values);
 
 // Creates a trainer from a model directory and a JSON config. The config is an object with any of
 // the fields of the Rust `TrainConfig` (`task` "sft"|"ppm", `optimizer` "adamw"|"sgd", `lr`,

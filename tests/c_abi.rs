@@ -70,6 +70,7 @@ fn c_program_links_and_generates() {
         .arg(&dir)
         .arg(ids.join(","))
         .arg(g.greedy_ids.len().to_string())
+        .arg(common::fixtures().join("ppm/rstar-separate"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -78,7 +79,19 @@ fn c_program_links_and_generates() {
         "C test failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let last = stdout.lines().last().unwrap();
+    // The PPM values printed by C equal the Rust scorer's for the same sequences.
+    let ppm =
+        rstar::engine::ppm::Ppm::load(&common::fixtures().join("ppm/rstar-separate")).unwrap();
+    let want: Vec<String> = [
+        &g.greedy_prompt[..],
+        &g.greedy_prompt[..g.greedy_prompt.len() - 1],
+    ]
+    .iter()
+    .map(|s| format!("{:.6}", ppm.score_all_positions(s).unwrap().last().unwrap()))
+    .collect();
+    let got_ppm = stdout.lines().find_map(|l| l.strip_prefix("ppm:")).unwrap();
+    assert_eq!(got_ppm, want.join(","));
+    let last = stdout.lines().rfind(|l| l.starts_with('{')).unwrap();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     let got: Vec<u32> = serde_json::from_value(v["ids"].clone()).unwrap();
     assert_eq!(got, g.greedy_ids);

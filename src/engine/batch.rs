@@ -537,12 +537,13 @@ impl Engine {
                     }
                     let id = a.sampler.sample(&logits[k]);
                     a.ids.push(id);
-                    if a.text.push(id)? {
-                        finish = Some(FinishReason::Stop);
-                    } else if r.params.stop_token_ids.contains(&id) {
+                    // A stop or EOS id ends generation and is kept in `ids`, not in the text.
+                    if r.params.stop_token_ids.contains(&id) {
                         finish = Some(FinishReason::Stop);
                     } else if !r.params.ignore_eos && lm.eos_token_ids.contains(&id) {
                         finish = Some(FinishReason::Eos);
+                    } else if a.text.push(id)? {
+                        finish = Some(FinishReason::Stop);
                     } else if a.ids.len() == a.budget {
                         finish = Some(FinishReason::Length);
                     }

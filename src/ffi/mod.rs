@@ -5,6 +5,7 @@
 
 #![allow(non_camel_case_types)]
 
+pub mod engine;
 pub mod train;
 
 use std::cell::RefCell;
@@ -30,7 +31,7 @@ fn set_last_error(msg: &str) {
 }
 
 /// Runs `f`, converting errors and panics to a status and the thread's last error.
-fn guard(f: impl FnOnce() -> Result<()>) -> Status {
+pub(crate) fn guard(f: impl FnOnce() -> Result<()>) -> Status {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => {
             set_last_error("");
@@ -52,18 +53,18 @@ fn guard(f: impl FnOnce() -> Result<()>) -> Status {
     }
 }
 
-fn arg<'a, T>(p: *const T, name: &str) -> Result<&'a T> {
+pub(crate) fn arg<'a, T>(p: *const T, name: &str) -> Result<&'a T> {
     // SAFETY: the caller passes either NULL (rejected here) or a pointer to a live, properly aligned
     // object it owns for the duration of the call, as the header documents.
     unsafe { p.as_ref() }.ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
 }
 
-fn out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T> {
+pub(crate) fn out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T> {
     // SAFETY: as `arg`, for an output location the caller owns.
     unsafe { p.as_mut() }.ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
 }
 
-fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+pub(crate) fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
     if p.is_null() {
         return Err(Error::InvalidArgument(format!("`{name}` is NULL")));
     }
@@ -73,7 +74,7 @@ fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
         .map_err(|_| Error::InvalidArgument(format!("`{name}` is not valid UTF-8")))
 }
 
-fn slice<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T]> {
     if n == 0 {
         return Ok(&[]);
     }
@@ -84,7 +85,7 @@ fn slice<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T]> {
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
-fn new_c_string(s: &str) -> *mut c_char {
+pub(crate) fn new_c_string(s: &str) -> *mut c_char {
     CString::new(s.replace('\0', "\\u0000"))
         .unwrap_or_default()
         .into_raw()
@@ -92,7 +93,7 @@ fn new_c_string(s: &str) -> *mut c_char {
 
 /// Reads a params struct whose first field is `struct_size`: fields beyond what the caller's
 /// (possibly older, smaller) struct holds keep their defaults.
-fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
+pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
     if p.is_null() {
         return Ok(defaults);
     }
@@ -301,7 +302,7 @@ pub unsafe extern "C" fn rstar_model_detokenize(
     })
 }
 
-fn default_generate_params() -> rstar_generate_params {
+pub(crate) fn default_generate_params() -> rstar_generate_params {
     let d = GenerateParams::default();
     rstar_generate_params {
         struct_size: std::mem::size_of::<rstar_generate_params>() as u32,
@@ -328,7 +329,7 @@ pub unsafe extern "C" fn rstar_generate_default_params(params: *mut rstar_genera
     }
 }
 
-fn to_generate_params(p: &rstar_generate_params) -> Result<GenerateParams> {
+pub(crate) fn to_generate_params(p: &rstar_generate_params) -> Result<GenerateParams> {
     let stop = slice(p.stop, p.n_stop, "params.stop")?
         .iter()
         .enumerate()
@@ -348,7 +349,7 @@ fn to_generate_params(p: &rstar_generate_params) -> Result<GenerateParams> {
     })
 }
 
-fn result_json(o: &GenerateOutput) -> String {
+pub(crate) fn result_json_value(o: &GenerateOutput) -> serde_json::Value {
     serde_json::json!({
         "ids": o.ids,
         "text": o.text,
@@ -357,7 +358,6 @@ fn result_json(o: &GenerateOutput) -> String {
         "prompt_tokens": o.prompt_tokens,
         "tokens_per_second": o.tokens_per_second,
     })
-    .to_string()
 }
 
 fn run_generate(
@@ -385,7 +385,7 @@ fn run_generate(
     let o = generate(&m.inner, prompt, &params, &mut on_text)?;
     if !result.is_null() {
         // SAFETY: non-NULL output location owned by the caller.
-        unsafe { *result = new_c_string(&result_json(&o)) };
+        unsafe { *result = new_c_string(&result_json_value(&o).to_string()) };
     }
     Ok(())
 }

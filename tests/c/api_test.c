@@ -1,5 +1,5 @@
 /* C99 consumer of include/rstar.h: built with -std=c99 -Wall -Wextra -Werror and run by tests/c_abi.rs.
- * Usage: api_test MODEL_DIR ID,ID,... MAX_NEW_TOKENS
+ * Usage: api_test MODEL_DIR ID,ID,... MAX_NEW_TOKENS PPM_DIR
  * Checks statuses, error messages, ownership rules, streaming and cancellation; prints the result JSON
  * of a greedy generation on the last line for the Rust side to compare with HF's golden ids. */
 #include <stdio.h>
@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
     char *text = NULL;
     uint32_t vocab = 0;
 
-    if (argc != 4) return 2;
+    if (argc != 5) return 2;
     CHECK(rstar_abi_version() == RSTAR_ABI_VERSION);
     CHECK(strlen(rstar_version()) > 0);
 
@@ -112,6 +112,51 @@ int main(int argc, char **argv) {
     printf("\n");
     printf("%s\n", json);
     rstar_string_free(json);
+
+    /* Tree engine: add, expand into 3 children, fork, stats, remove. */
+    {
+        rstar_engine *engine = NULL;
+        rstar_engine_params eparams;
+        uint64_t root = 0, child = 0;
+        char *stats = NULL;
+        rstar_engine_default_params(&eparams);
+        eparams.kv_budget_mb = 16;
+        CHECK(rstar_engine_new(model, &eparams, &engine) == RSTAR_STATUS_OK);
+        CHECK(rstar_engine_add(engine, prompt, n_prompt, &root) == RSTAR_STATUS_OK);
+        rstar_generate_default_params(&params);
+        params.max_new_tokens = 4;
+        params.temperature = 1.0f;
+        params.ignore_eos = true;
+        CHECK(rstar_engine_expand(engine, root, 3, &params, &json) == RSTAR_STATUS_OK);
+        CHECK(strstr(json, "\"candidates\"") != NULL && strstr(json, "\"seq\"") != NULL);
+        rstar_string_free(json);
+        CHECK(rstar_engine_fork(engine, root, &child) == RSTAR_STATUS_OK && child != root);
+        CHECK(rstar_engine_append(engine, child, prompt, 2) == RSTAR_STATUS_OK);
+        CHECK(rstar_engine_remove(engine, child) == RSTAR_STATUS_OK);
+        CHECK(rstar_engine_remove(engine, child) == RSTAR_STATUS_INVALID_ARGUMENT);
+        CHECK(rstar_engine_stats(engine, &stats) == RSTAR_STATUS_OK);
+        CHECK(strstr(stats, "\"tokens_computed\"") != NULL);
+        rstar_string_free(stats);
+        rstar_engine_free(engine);
+    }
+
+    /* Process reward model: two sequences sharing a prefix, scored together. */
+    {
+        rstar_ppm *ppm = NULL;
+        const uint32_t *seqs[2];
+        size_t lens[2];
+        float values[2] = {0.0f, 0.0f};
+        CHECK(rstar_ppm_load("/nonexistent/ppm", NULL, &ppm) != RSTAR_STATUS_OK && ppm == NULL);
+        CHECK(rstar_ppm_load(argv[4], NULL, &ppm) == RSTAR_STATUS_OK);
+        seqs[0] = prompt;
+        lens[0] = n_prompt;
+        seqs[1] = prompt;
+        lens[1] = n_prompt - 1;
+        CHECK(rstar_ppm_score(ppm, seqs, lens, 2, values) == RSTAR_STATUS_OK);
+        CHECK(values[0] != values[1]);
+        printf("ppm:%.6f,%.6f\n", values[0], values[1]);
+        rstar_ppm_free(ppm);
+    }
     rstar_model_free(model);
     rstar_model_free(NULL);
     rstar_string_free(NULL);
