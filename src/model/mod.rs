@@ -1,8 +1,12 @@
-//! Models: `config.json` parsing ([`config`]), memory-mapped weights ([`weights`]) and the one decoder
-//! shared by every supported architecture ([`decoder`]).
+//! Models: `config.json` parsing ([`config`]), memory-mapped weights ([`weights`]), GGUF files
+//! ([`gguf`] reads them, [`quant`] dequantizes their blocks, [`gguf_import`] maps them onto the HF
+//! config and tensor names) and the one decoder shared by every supported architecture ([`decoder`]).
 
 pub mod config;
 pub mod decoder;
+pub mod gguf;
+pub mod gguf_import;
+pub mod quant;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
