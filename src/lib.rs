@@ -12,6 +12,7 @@
 pub mod error;
 
 pub use error::{Error, Result, Status};
+pub mod assets;
 pub mod backend;
 pub mod engine;
 pub mod ffi;

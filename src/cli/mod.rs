@@ -5,6 +5,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod convert;
+pub mod fetch;
 pub mod forward;
 pub mod generate;
 
@@ -25,6 +27,10 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Generate a continuation of a prompt (streams text, or prints JSON with --json).
     Generate(generate::GenerateArgs),
+    /// Convert a GGUF file into a Hugging Face model directory.
+    Convert(convert::ConvertArgs),
+    /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
+    FetchAssets(fetch::FetchArgs),
 }
 
 /// Runs the parsed command.
@@ -32,5 +38,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
     match cli.command {
         Command::Forward(a) => forward::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::FetchAssets(a) => fetch::run(a),
     }
 }

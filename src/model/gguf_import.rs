@@ -338,6 +338,58 @@ impl GgufModel {
     }
 }
 
+/// `rstar convert`: writes `gguf` as a Hugging Face model directory `out` (created if needed):
+/// `config.json`, `model.safetensors` (tensors in their runtime dtype: quantized ones as the f32 they
+/// dequantize to, F16/BF16/F32 as stored), `tokenizer.json`, `tokenizer_config.json` and
+/// `generation_config.json`. transformers loads the result and computes the same logits.
+pub fn convert(gguf: &Path, out: &Path) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let file = GgufFile::open(gguf)?;
+    let model = GgufModel::from_file(&file)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let write_json = |name: &str, v: &Value| -> Result<()> {
+        let p = out.join(name);
+        let text = serde_json::to_string_pretty(v)
+            .map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+        std::fs::write(&p, text + "\n").map_err(|e| Error::io(&p, e))
+    };
+    write_json("config.json", &model.config_json)?;
+    let mut gen = Map::new();
+    for key in ["bos_token_id", "eos_token_id"] {
+        if let Some(v) = model.config_json.get(key) {
+            gen.insert(key.into(), v.clone());
+        }
+    }
+    write_json("generation_config.json", &Value::Object(gen))?;
+    if let Some((tok, cfg)) = crate::tokenizer::gguf::tokenizer_files(&file)? {
+        write_json("tokenizer.json", &tok)?;
+        write_json("tokenizer_config.json", &cfg)?;
+    }
+    let weights: Vec<(String, Weight)> = model
+        .store
+        .names()
+        .into_iter()
+        .map(|n| Ok((n.to_owned(), model.store.get_any(n)?)))
+        .collect::<Result<_>>()?;
+    let views = weights
+        .iter()
+        .map(|(n, w)| {
+            let dt = match w.dtype {
+                DType::F32 => safetensors::Dtype::F32,
+                DType::F16 => safetensors::Dtype::F16,
+                DType::BF16 => safetensors::Dtype::BF16,
+            };
+            TensorView::new(dt, w.shape.clone(), w.raw())
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::tensor(gguf, n, format!("cannot serialize: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let st = out.join("model.safetensors");
+    let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+    safetensors::tensor::serialize_to_file(views, Some(meta), &st)
+        .map_err(|e| Error::format(&st, format!("cannot write: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
