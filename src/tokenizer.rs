@@ -99,7 +99,10 @@ impl Tokenizer {
             return Ok(None);
         };
         let inner: tokenizers::Tokenizer = serde_json::from_value(json).map_err(|e| {
-            Error::format(&file.path, format!("tokenizer built from GGUF metadata: {e}"))
+            Error::format(
+                &file.path,
+                format!("tokenizer built from GGUF metadata: {e}"),
+            )
         })?;
         Self::from_parts(inner, &cfg, None, &file.path, file.path.clone()).map(Some)
     }

@@ -41,7 +41,11 @@ fn tiny_gguf() -> Vec<u8> {
             ("ffn_up", vec![32, 32]),
             ("ffn_down", vec![32, 32]),
         ] {
-            t.push((format!("blk.0.{n}.weight"), d.clone(), if d.len() == 1 { 0 } else { 2 }));
+            t.push((
+                format!("blk.0.{n}.weight"),
+                d.clone(),
+                if d.len() == 1 { 0 } else { 2 },
+            ));
         }
         t.push(("output_norm.weight".into(), vec![32], 0));
         t
@@ -128,27 +132,42 @@ fn clear_errors() {
     let good = tiny_gguf();
     let mut bad = good.clone();
     bad[0] = b'X';
-    assert!(parse(&bad, p).unwrap_err().to_string().contains("not a GGUF file"));
+    assert!(parse(&bad, p)
+        .unwrap_err()
+        .to_string()
+        .contains("not a GGUF file"));
     // Truncated tensor data: the last tensor's range leaves the file.
     let e = parse(&good[..good.len() - 40], p).unwrap_err().to_string();
-    assert!(e.contains("output_norm.weight") && e.contains("outside the file"), "{e}");
+    assert!(
+        e.contains("output_norm.weight") && e.contains("outside the file"),
+        "{e}"
+    );
     // Unknown quant type: the first tensor's type field (after name, n_dims, 2 dims).
     let pos = find(&good, b"token_embd.weight") + 17 + 4 + 16;
     let mut bad = good.clone();
     bad[pos..pos + 4].copy_from_slice(&99u32.to_le_bytes());
     let e = parse(&bad, p).unwrap_err().to_string();
-    assert!(e.contains("token_embd.weight") && e.contains("ggml type 99"), "{e}");
+    assert!(
+        e.contains("token_embd.weight") && e.contains("ggml type 99"),
+        "{e}"
+    );
     // Absurd dimension.
     let mut bad = good.clone();
     bad[pos - 8..pos].copy_from_slice(&(1u64 << 62).to_le_bytes());
     let e = parse(&bad, p).unwrap_err().to_string();
-    assert!(e.contains("token_embd.weight") && e.contains("larger than the file"), "{e}");
+    assert!(
+        e.contains("token_embd.weight") && e.contains("larger than the file"),
+        "{e}"
+    );
     // Absurd array count (the token list).
     let pos = find(&good, b"tokenizer.ggml.tokens") + 21 + 8;
     let mut bad = good.clone();
     bad[pos..pos + 8].copy_from_slice(&u64::MAX.to_le_bytes());
     let e = parse(&bad, p).unwrap_err().to_string();
-    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("impossible"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("impossible"),
+        "{e}"
+    );
     // Zero key/value heads: a config error naming the field, not a division by zero.
     let pos = find(&good, b"llama.attention.head_count_kv") + 29 + 4;
     let mut bad = good.clone();

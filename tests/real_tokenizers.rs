@@ -49,7 +49,11 @@ fn gguf_path(vocab: &str) {
     };
     let file = GgufFile::open(&dir.join(format!("ggml-vocab-{vocab}.gguf"))).unwrap();
     let tok = Tokenizer::from_gguf(&file).unwrap().unwrap();
-    check(&tok, &vectors(&dir, vocab), &format!("ggml-vocab-{vocab}.gguf metadata"));
+    check(
+        &tok,
+        &vectors(&dir, vocab),
+        &format!("ggml-vocab-{vocab}.gguf metadata"),
+    );
 }
 
 #[test]
@@ -77,7 +81,11 @@ fn json_path(asset: &rstar::assets::Asset, vocab: &str) {
         return;
     };
     let tok = Tokenizer::from_dir(&dir).unwrap();
-    check(&tok, &vectors(&vocabs, vocab), &format!("{} tokenizer.json", asset.id));
+    check(
+        &tok,
+        &vectors(&vocabs, vocab),
+        &format!("{} tokenizer.json", asset.id),
+    );
 }
 
 #[test]

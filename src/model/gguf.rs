@@ -247,7 +247,10 @@ impl<'a> Cursor<'a> {
         if n > max {
             return Err(self.err(
                 what,
-                format!("count {n} is impossible: only {} bytes remain", self.remaining()),
+                format!(
+                    "count {n} is impossible: only {} bytes remain",
+                    self.remaining()
+                ),
             ));
         }
         Ok(n as usize)
@@ -279,9 +282,8 @@ impl<'a> Cursor<'a> {
                     return Err(self.err(key, "arrays nested too deeply"));
                 }
                 let elem = self.u32(key)?;
-                let min = min_value_size(elem).ok_or_else(|| {
-                    self.err(key, format!("unknown array element type {elem}"))
-                })?;
+                let min = min_value_size(elem)
+                    .ok_or_else(|| self.err(key, format!("unknown array element type {elem}")))?;
                 let n = self.count(key, min)?;
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -365,7 +367,9 @@ pub fn parse(buf: &[u8], path: &Path) -> Result<GgufHeader> {
         let terr = |msg: String| Error::tensor(path, &name, format!("GGUF tensor info: {msg}"));
         let n_dims = c.u32(&name)?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(terr(format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+            return Err(terr(format!(
+                "{n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         let mut numel: u64 = 1;
@@ -374,7 +378,11 @@ pub fn parse(buf: &[u8], path: &Path) -> Result<GgufHeader> {
             numel = numel
                 .checked_mul(d)
                 .filter(|&n| n <= buf.len() as u64 * 8)
-                .ok_or_else(|| terr(format!("dimension {d} makes the tensor larger than the file")))?;
+                .ok_or_else(|| {
+                    terr(format!(
+                        "dimension {d} makes the tensor larger than the file"
+                    ))
+                })?;
             dims.push(d as usize);
         }
         let ty_id = c.u32(&name)?;
@@ -414,7 +422,10 @@ pub fn parse(buf: &[u8], path: &Path) -> Result<GgufHeader> {
         }
         let start = (data_start as u64)
             .checked_add(r.offset)
-            .filter(|s| s.checked_add(len as u64).is_some_and(|e| e <= buf.len() as u64))
+            .filter(|s| {
+                s.checked_add(len as u64)
+                    .is_some_and(|e| e <= buf.len() as u64)
+            })
             .ok_or_else(|| {
                 terr(format!(
                     "data [{} + {len} bytes] lies outside the file ({} bytes; truncated?)",
@@ -458,7 +469,10 @@ mod tests {
         let e = parse(&header(1, 0, 0), p).unwrap_err().to_string();
         assert!(e.contains("version 1"), "{e}");
         let e = parse(&header(3, u64::MAX, 0), p).unwrap_err().to_string();
-        assert!(e.contains("tensor count") && e.contains("impossible"), "{e}");
+        assert!(
+            e.contains("tensor count") && e.contains("impossible"),
+            "{e}"
+        );
         let e = parse(&header(3, 0, 1 << 40), p).unwrap_err().to_string();
         assert!(e.contains("metadata count"), "{e}");
         assert_eq!(parse(&header(2, 0, 0), p).unwrap().tensors.len(), 0);

@@ -122,9 +122,13 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
     let hidden = m.usize_req("embedding_length")?;
     let heads = m.usize_req("attention.head_count")?;
     let kv_heads = m.usize_opt("attention.head_count_kv")?.unwrap_or(heads);
-    let embd = file
-        .tensor("token_embd.weight")
-        .ok_or_else(|| Error::tensor(&file.path, "token_embd.weight", "missing from the GGUF file"))?;
+    let embd = file.tensor("token_embd.weight").ok_or_else(|| {
+        Error::tensor(
+            &file.path,
+            "token_embd.weight",
+            "missing from the GGUF file",
+        )
+    })?;
     let vocab = match embd.dims.as_slice() {
         [_, v] => *v,
         d => {
@@ -144,7 +148,10 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         "intermediate_size".into(),
         json!(m.usize_req("feed_forward_length")?),
     );
-    c.insert("num_hidden_layers".into(), json!(m.usize_req("block_count")?));
+    c.insert(
+        "num_hidden_layers".into(),
+        json!(m.usize_req("block_count")?),
+    );
     c.insert("num_attention_heads".into(), json!(heads));
     c.insert("num_key_value_heads".into(), json!(kv_heads));
     let head_dim = match m.usize_opt("attention.key_length")? {
@@ -169,7 +176,9 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
     );
     c.insert(
         "rms_norm_eps".into(),
-        json!(m.f64_opt("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6)),
+        json!(m
+            .f64_opt("attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-6)),
     );
     c.insert(
         "rope_theta".into(),
@@ -300,7 +309,10 @@ fn load_tensor(file: &GgufFile, t: &TensorInfo, permute_heads: Option<usize>) ->
             Error::tensor(
                 &file.path,
                 &t.name,
-                format!("{} rows do not split into {heads} heads of even size", t.numel() / t.dims[0]),
+                format!(
+                    "{} rows do not split into {heads} heads of even size",
+                    t.numel() / t.dims[0]
+                ),
             )
         })?;
     }
@@ -349,8 +361,8 @@ pub fn convert(gguf: &Path, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let write_json = |name: &str, v: &Value| -> Result<()> {
         let p = out.join(name);
-        let text = serde_json::to_string_pretty(v)
-            .map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+        let text =
+            serde_json::to_string_pretty(v).map_err(|e| Error::Internal(format!("{name}: {e}")))?;
         std::fs::write(&p, text + "\n").map_err(|e| Error::io(&p, e))
     };
     write_json("config.json", &model.config_json)?;

@@ -256,7 +256,8 @@ impl WeightStore {
         for (tensor, file) in map {
             let file = file.as_str().unwrap_or_default();
             match store.entries.get(tensor) {
-                Some(Slot::File(e)) if store.files[e.file].0.file_name() == Some(file.as_ref()) => {}
+                Some(Slot::File(e)) if store.files[e.file].0.file_name() == Some(file.as_ref()) => {
+                }
                 _ => {
                     return Err(Error::tensor(
                         dir.join(file),
@@ -394,6 +395,12 @@ impl WeightStore {
         let map = map
             .as_ref()
             .ok_or_else(|| Error::Internal(format!("tensor `{name}` has no mapping")))?;
-        Ok(Weight::from_map(map, e.start, e.len, dtype, e.shape.clone()))
+        Ok(Weight::from_map(
+            map,
+            e.start,
+            e.len,
+            dtype,
+            e.shape.clone(),
+        ))
     }
 }

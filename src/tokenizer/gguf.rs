@@ -102,12 +102,8 @@ pub fn tokenizer_files(file: &GgufFile) -> Result<Option<(Value, Value)>> {
     let (normalizer, pre_tokenizer, decoder, bpe, default_bos) = match model {
         "gpt2" => {
             let merges = strings("tokenizer.ggml.merges")?;
-            let byte_level = |use_regex: bool| {
-                json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-            };
-            let split = |re: &str| {
-                json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false})
-            };
+            let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+            let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
             let seq = |v: Vec<Value>| json!({"type": "Sequence", "pretokenizers": v});
             let (norm, pre_tok, ignore_merges, bos) = match pre {
                 "gpt-2" | "default" | "gpt2" => (Value::Null, byte_level(true), false, false),
