@@ -99,8 +99,9 @@ void rstar_string_free(char *s);
 // `ids`/`n` must be exactly what an rstar function returned, not freed before.
 void rstar_ids_free(uint32_t *ids, size_t n);
 
-// Loads a model directory (config.json, safetensors, tokenizer.json). On success `*out` owns the
-// model; free it with `rstar_model_free`.
+// Loads a model: a Hugging Face directory (config.json, safetensors, tokenizer.json) or a .gguf
+// file (weights, tokenizer and chat template from its metadata). On success `*out` owns the model;
+// free it with `rstar_model_free`.
 //
 // # Safety
 // `path` is a NUL-terminated UTF-8 string; `out` points to writable storage for a pointer.

@@ -371,7 +371,11 @@ impl WeightStore {
             Error::tensor(
                 self.files
                     .first()
-                    .map(|f| f.0.parent().unwrap_or(Path::new(".")).to_path_buf())
+                    .map(|(p, map)| match map {
+                        // A safetensors checkpoint is named by its directory, an import by its file.
+                        Some(_) => p.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                        None => p.clone(),
+                    })
                     .unwrap_or_default(),
                 name,
                 "missing from the checkpoint",
