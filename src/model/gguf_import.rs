@@ -1,0 +1,429 @@
+//! GGUF -> the Hugging Face view the rest of librstar speaks.
+//!
+//! A GGUF file is turned into exactly what a model directory gives: a `config.json` value (parsed by the
+//! same [`ModelConfig::from_json`] as a real one, and written verbatim by `rstar convert`) and a
+//! [`WeightStore`] keyed by HF tensor names, so [`Model::from_store`](crate::model::Model::from_store)
+//! runs unchanged. Mapping:
+//!
+//! * metadata `{arch}.embedding_length`, `.block_count`, `.feed_forward_length`,
+//!   `.attention.head_count(_kv)`, `.attention.key_length`, `.attention.layer_norm_rms_epsilon`,
+//!   `.rope.freq_base`, `.rope.dimension_count`, `.rope.scaling.*`, `.context_length` -> config fields;
+//! * `token_embd` / `blk.N.attn_q` / ... / `output` -> `model.embed_tokens` / `model.layers.N.self_attn.q_proj`
+//!   / ... / `lm_head` (absent `output` means tied embeddings);
+//! * llama-architecture files store q/k rows permuted for interleaved RoPE (llama.cpp's
+//!   `convert_hf_to_gguf.py` `permute`); the rows are put back in HF's half-split order here.
+//!   qwen2 and phi3 files are not permuted.
+//!
+//! Precision: F32/F16/BF16 tensors are used in place from the mapping (zero copy). Quantized tensors
+//! (and permuted q/k) are dequantized once at load into owned **f32** buffers: the decoded values are
+//! exactly llama.cpp's floats (`d * q + m` in f32), and f32 is the only runtime dtype that holds
+//! every one of them without rounding (a Q8_0 value has up to 19 significant bits; bf16 keeps 8).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
+use crate::model::gguf::{GgufFile, MetaValue, TensorInfo};
+use crate::model::quant::{dequantize, GgmlType};
+use crate::model::weights::{DType, Weight, WeightStore};
+
+/// A GGUF model in HF terms.
+#[derive(Debug)]
+pub struct GgufModel {
+    /// The `config.json` this file corresponds to.
+    pub config_json: Value,
+    pub config: ModelConfig,
+    /// Tensors under HF names.
+    pub store: WeightStore,
+}
+
+/// Which tensor families a GGUF architecture stores permuted for interleaved RoPE.
+fn permutes_qk(arch: &str) -> bool {
+    arch == "llama"
+}
+
+struct Meta<'a> {
+    file: &'a GgufFile,
+    arch: String,
+}
+
+impl Meta<'_> {
+    fn get(&self, suffix: &str) -> Option<&MetaValue> {
+        self.file.meta(&format!("{}.{suffix}", self.arch))
+    }
+
+    fn err(&self, key: &str, msg: &str) -> Error {
+        Error::config(&self.file.path, key, msg)
+    }
+
+    fn usize_opt(&self, suffix: &str) -> Result<Option<usize>> {
+        match self.get(suffix) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| self.err(&format!("{}.{suffix}", self.arch), "expected an integer")),
+        }
+    }
+
+    fn usize_req(&self, suffix: &str) -> Result<usize> {
+        self.usize_opt(suffix)?
+            .ok_or_else(|| self.err(&format!("{}.{suffix}", self.arch), "missing"))
+    }
+
+    fn f64_opt(&self, suffix: &str) -> Result<Option<f64>> {
+        match self.get(suffix) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.err(&format!("{}.{suffix}", self.arch), "expected a number")),
+        }
+    }
+}
+
+/// The token id stored under `tokenizer.ggml.<what>_token_id`, if any.
+pub fn special_id(file: &GgufFile, what: &str) -> Option<u64> {
+    file.meta(&format!("tokenizer.ggml.{what}_token_id"))
+        .and_then(MetaValue::as_u64)
+}
+
+/// Builds the HF `config.json` for a GGUF file's model.
+pub fn config_json(file: &GgufFile) -> Result<Value> {
+    let arch = file
+        .meta("general.architecture")
+        .and_then(MetaValue::as_str)
+        .ok_or_else(|| Error::config(&file.path, "general.architecture", "missing"))?
+        .to_owned();
+    let (model_type, hf_class) = match arch.as_str() {
+        "llama" => ("llama", "LlamaForCausalLM"),
+        "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
+        "phi3" => ("phi3", "Phi3ForCausalLM"),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{}: general.architecture `{other}` (supported: llama, qwen2, phi3)",
+                file.path.display()
+            )))
+        }
+    };
+    for t in ["rope_freqs.weight", "rope_factors_long.weight"] {
+        if file.tensor(t).is_some() {
+            return Err(Error::Unsupported(format!(
+                "{}: tensor `{t}` (per-frequency RoPE factors: llama3/longrope scaling in GGUF form)",
+                file.path.display()
+            )));
+        }
+    }
+    let m = Meta { file, arch };
+    let hidden = m.usize_req("embedding_length")?;
+    let heads = m.usize_req("attention.head_count")?;
+    let kv_heads = m.usize_opt("attention.head_count_kv")?.unwrap_or(heads);
+    let embd = file.tensor("token_embd.weight").ok_or_else(|| {
+        Error::tensor(
+            &file.path,
+            "token_embd.weight",
+            "missing from the GGUF file",
+        )
+    })?;
+    let vocab = match embd.dims.as_slice() {
+        [_, v] => *v,
+        d => {
+            return Err(Error::tensor(
+                &file.path,
+                "token_embd.weight",
+                format!("dims {d:?}, expected 2"),
+            ))
+        }
+    };
+    let mut c = Map::new();
+    c.insert("architectures".into(), json!([hf_class]));
+    c.insert("model_type".into(), json!(model_type));
+    c.insert("vocab_size".into(), json!(vocab));
+    c.insert("hidden_size".into(), json!(hidden));
+    c.insert(
+        "intermediate_size".into(),
+        json!(m.usize_req("feed_forward_length")?),
+    );
+    c.insert(
+        "num_hidden_layers".into(),
+        json!(m.usize_req("block_count")?),
+    );
+    c.insert("num_attention_heads".into(), json!(heads));
+    c.insert("num_key_value_heads".into(), json!(kv_heads));
+    let head_dim = match m.usize_opt("attention.key_length")? {
+        Some(d) => {
+            c.insert("head_dim".into(), json!(d));
+            d
+        }
+        None if heads > 0 => hidden / heads,
+        None => 0,
+    };
+    if let Some(rot) = m.usize_opt("rope.dimension_count")? {
+        if rot != head_dim && head_dim > 0 {
+            c.insert(
+                "partial_rotary_factor".into(),
+                json!(rot as f64 / head_dim as f64),
+            );
+        }
+    }
+    c.insert(
+        "max_position_embeddings".into(),
+        json!(m.usize_opt("context_length")?.unwrap_or(4096)),
+    );
+    c.insert(
+        "rms_norm_eps".into(),
+        json!(m
+            .f64_opt("attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-6)),
+    );
+    c.insert(
+        "rope_theta".into(),
+        json!(m.f64_opt("rope.freq_base")?.unwrap_or(10_000.0)),
+    );
+    match m.get("rope.scaling.type").and_then(MetaValue::as_str) {
+        None | Some("none") => {}
+        Some("linear") => {
+            let factor = m
+                .f64_opt("rope.scaling.factor")?
+                .ok_or_else(|| m.err("rope.scaling.factor", "missing for linear scaling"))?;
+            c.insert(
+                "rope_scaling".into(),
+                json!({"type": "linear", "factor": factor}),
+            );
+        }
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "{}: {}.rope.scaling.type `{other}` (supported: none, linear)",
+                file.path.display(),
+                m.arch
+            )))
+        }
+    }
+    let has = |n: &str| file.tensor(n).is_some();
+    c.insert("tie_word_embeddings".into(), json!(!has("output.weight")));
+    if m.arch == "llama" {
+        c.insert("attention_bias".into(), json!(has("blk.0.attn_q.bias")));
+        c.insert("mlp_bias".into(), json!(has("blk.0.ffn_up.bias")));
+    }
+    if m.arch == "qwen2" {
+        c.insert("use_sliding_window".into(), json!(false));
+    }
+    c.insert("hidden_act".into(), json!("silu"));
+    if let Some(b) = special_id(file, "bos") {
+        c.insert("bos_token_id".into(), json!(b));
+    }
+    let mut eos: Vec<u64> = ["eos", "eot", "eom"]
+        .iter()
+        .filter_map(|w| special_id(file, w))
+        .collect();
+    eos.dedup();
+    match eos.len() {
+        0 => {}
+        1 => {
+            c.insert("eos_token_id".into(), json!(eos[0]));
+        }
+        _ => {
+            c.insert("eos_token_id".into(), json!(eos));
+        }
+    }
+    c.insert("torch_dtype".into(), json!("float32"));
+    Ok(Value::Object(c))
+}
+
+/// The HF name of a GGUF tensor, and which head count its rows are grouped by when the file stores
+/// them permuted (q: heads, k: kv heads).
+fn hf_name(gguf: &str, arch: &str, cfg: &ModelConfig) -> Option<(String, Option<usize>)> {
+    let (base, suffix) = gguf.rsplit_once('.')?;
+    let plain = |s: &str| Some((format!("{s}.{suffix}"), None));
+    match base {
+        "token_embd" => return plain("model.embed_tokens"),
+        "output_norm" => return plain("model.norm"),
+        "output" => return plain("lm_head"),
+        _ => {}
+    }
+    let rest = base.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let perm = |heads| permutes_qk(arch).then_some(heads);
+    let (hf, p) = match part {
+        "attn_norm" => ("input_layernorm", None),
+        "ffn_norm" => ("post_attention_layernorm", None),
+        "attn_q" => ("self_attn.q_proj", perm(cfg.num_heads)),
+        "attn_k" => ("self_attn.k_proj", perm(cfg.num_kv_heads)),
+        "attn_v" => ("self_attn.v_proj", None),
+        "attn_qkv" => ("self_attn.qkv_proj", None),
+        "attn_output" => ("self_attn.o_proj", None),
+        "ffn_gate" => ("mlp.gate_proj", None),
+        // phi3 stores gate and up fused in `ffn_up`.
+        "ffn_up" if arch == "phi3" => ("mlp.gate_up_proj", None),
+        "ffn_up" => ("mlp.up_proj", None),
+        "ffn_down" => ("mlp.down_proj", None),
+        _ => return None,
+    };
+    Some((format!("model.layers.{layer}.{hf}.{suffix}"), p))
+}
+
+/// Undoes llama.cpp's q/k permutation on `rows` of `row_len` values: within each head of `hd` rows,
+/// GGUF row `2i + j` is HF row `j * hd/2 + i`.
+fn unpermute_rows(src: &[f32], row_len: usize, heads: usize) -> Option<Vec<f32>> {
+    let rows = src.len() / row_len.max(1);
+    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+        return None;
+    }
+    let hd = rows / heads;
+    let mut out = vec![0f32; src.len()];
+    for h in 0..heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let from = h * hd + 2 * i + j;
+                let to = h * hd + j * (hd / 2) + i;
+                out[to * row_len..(to + 1) * row_len]
+                    .copy_from_slice(&src[from * row_len..(from + 1) * row_len]);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// One tensor as a runtime weight: float tensors in place, everything else dequantized to f32.
+fn load_tensor(file: &GgufFile, t: &TensorInfo, permute_heads: Option<usize>) -> Result<Weight> {
+    let shape = t.shape();
+    let in_place = match t.ty {
+        GgmlType::F32 => Some(DType::F32),
+        GgmlType::F16 => Some(DType::F16),
+        GgmlType::BF16 => Some(DType::BF16),
+        _ => None,
+    };
+    if let (Some(dtype), None) = (in_place, permute_heads) {
+        return Ok(Weight::from_map(file.map(), t.start, t.len, dtype, shape));
+    }
+    let mut values = vec![0f32; t.numel()];
+    dequantize(t.ty, file.tensor_bytes(t), &mut values)
+        .map_err(|m| Error::tensor(&file.path, &t.name, m))?;
+    if let Some(heads) = permute_heads {
+        values = unpermute_rows(&values, t.dims[0], heads).ok_or_else(|| {
+            Error::tensor(
+                &file.path,
+                &t.name,
+                format!(
+                    "{} rows do not split into {heads} heads of even size",
+                    t.numel() / t.dims[0]
+                ),
+            )
+        })?;
+    }
+    Ok(Weight::from_f32(&values, shape))
+}
+
+impl GgufModel {
+    /// Reads the config and every tensor of a parsed GGUF file.
+    pub fn from_file(file: &GgufFile) -> Result<GgufModel> {
+        let config_json = config_json(file)?;
+        let config = ModelConfig::from_json(&config_json, &file.path)?;
+        let arch = config.arch.model_type();
+        let mut weights = HashMap::new();
+        for t in &file.header.tensors {
+            let (name, perm) = hf_name(&t.name, arch, &config).ok_or_else(|| {
+                Error::tensor(
+                    &file.path,
+                    &t.name,
+                    format!("not a tensor of a {arch} model that librstar knows"),
+                )
+            })?;
+            // Biases are 1-D: one value per row, so the same permutation applies.
+            weights.insert(name, load_tensor(file, t, perm)?);
+        }
+        Ok(GgufModel {
+            config_json,
+            config,
+            store: WeightStore::from_weights(&file.path, weights),
+        })
+    }
+
+    /// Opens `path` and reads it.
+    pub fn open(path: &Path) -> Result<GgufModel> {
+        Self::from_file(&GgufFile::open(path)?)
+    }
+}
+
+/// `rstar convert`: writes `gguf` as a Hugging Face model directory `out` (created if needed):
+/// `config.json`, `model.safetensors` (tensors in their runtime dtype: quantized ones as the f32 they
+/// dequantize to, F16/BF16/F32 as stored), `tokenizer.json`, `tokenizer_config.json` and
+/// `generation_config.json`. transformers loads the result and computes the same logits.
+pub fn convert(gguf: &Path, out: &Path) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let file = GgufFile::open(gguf)?;
+    let model = GgufModel::from_file(&file)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let write_json = |name: &str, v: &Value| -> Result<()> {
+        let p = out.join(name);
+        let text =
+            serde_json::to_string_pretty(v).map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+        std::fs::write(&p, text + "\n").map_err(|e| Error::io(&p, e))
+    };
+    write_json("config.json", &model.config_json)?;
+    let mut gen = Map::new();
+    for key in ["bos_token_id", "eos_token_id"] {
+        if let Some(v) = model.config_json.get(key) {
+            gen.insert(key.into(), v.clone());
+        }
+    }
+    write_json("generation_config.json", &Value::Object(gen))?;
+    if let Some((tok, cfg)) = crate::tokenizer::gguf::tokenizer_files(&file)? {
+        write_json("tokenizer.json", &tok)?;
+        write_json("tokenizer_config.json", &cfg)?;
+    }
+    let weights: Vec<(String, Weight)> = model
+        .store
+        .names()
+        .into_iter()
+        .map(|n| Ok((n.to_owned(), model.store.get_any(n)?)))
+        .collect::<Result<_>>()?;
+    let views = weights
+        .iter()
+        .map(|(n, w)| {
+            let dt = match w.dtype {
+                DType::F32 => safetensors::Dtype::F32,
+                DType::F16 => safetensors::Dtype::F16,
+                DType::BF16 => safetensors::Dtype::BF16,
+            };
+            TensorView::new(dt, w.shape.clone(), w.raw())
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::tensor(gguf, n, format!("cannot serialize: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let st = out.join("model.safetensors");
+    let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+    safetensors::tensor::serialize_to_file(views, Some(meta), &st)
+        .map_err(|e| Error::format(&st, format!("cannot write: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(heads, 2, hd/2, cols).swapaxes(1, 2).reshape(...)
+        let (heads, hd, cols) = (2, 4, 3);
+        let hf: Vec<f32> = (0..heads * hd * cols).map(|x| x as f32).collect();
+        let mut gguf = vec![0f32; hf.len()];
+        for h in 0..heads {
+            for a in 0..2 {
+                for b in 0..hd / 2 {
+                    // permuted index (h, b, a) <- original (h, a, b)
+                    let from = h * hd + a * (hd / 2) + b;
+                    let to = h * hd + b * 2 + a;
+                    gguf[to * cols..(to + 1) * cols]
+                        .copy_from_slice(&hf[from * cols..(from + 1) * cols]);
+                }
+            }
+        }
+        assert_eq!(unpermute_rows(&gguf, cols, heads).unwrap(), hf);
+        assert!(unpermute_rows(&gguf, cols, 5).is_none());
+    }
+}
