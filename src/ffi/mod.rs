@@ -369,6 +369,10 @@ fn run_generate(
     user_data: *mut c_void,
     result: *mut *mut c_char,
 ) -> Result<()> {
+    if !result.is_null() {
+        // SAFETY: non-NULL output location owned by the caller.
+        unsafe { *result = std::ptr::null_mut() };
+    }
     let params = to_generate_params(&read_params(params, default_generate_params())?)?;
     let mut on_text = |s: &str| -> bool {
         match callback {
@@ -410,10 +414,6 @@ pub unsafe extern "C" fn rstar_model_generate(
     result_json: *mut *mut c_char,
 ) -> Status {
     guard(|| {
-        if !result_json.is_null() {
-            // SAFETY: non-NULL output location owned by the caller.
-            unsafe { *result_json = std::ptr::null_mut() };
-        }
         let m = arg(model, "model")?;
         let prompt = slice(prompt_ids, n_prompt, "prompt_ids")?;
         run_generate(m, prompt, params, callback, user_data, result_json)
@@ -437,10 +437,6 @@ pub unsafe extern "C" fn rstar_model_generate_text(
     result_json: *mut *mut c_char,
 ) -> Status {
     guard(|| {
-        if !result_json.is_null() {
-            // SAFETY: non-NULL output location owned by the caller.
-            unsafe { *result_json = std::ptr::null_mut() };
-        }
         let m = arg(model, "model")?;
         let text = c_str(prompt, "prompt")?;
         let ids = m.inner.encode_prompt(text, chat, None)?;

@@ -71,6 +71,19 @@ pub struct SeqChunk<'a> {
     pub len: usize,
 }
 
+/// Opens a Hugging Face model directory: its parsed `config.json` and its weights.
+pub fn open_model_dir(dir: &Path) -> Result<(ModelConfig, WeightStore)> {
+    if !dir.is_dir() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+        ));
+    }
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let store = WeightStore::open_dir(dir)?;
+    Ok((config, store))
+}
+
 /// A loaded causal language model.
 #[derive(Debug)]
 pub struct Model {
@@ -142,14 +155,7 @@ impl Loader<'_> {
 impl Model {
     /// Loads a Hugging Face model directory (config.json + safetensors).
     pub fn load(dir: &Path) -> Result<Model> {
-        if !dir.is_dir() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
-            ));
-        }
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        let store = WeightStore::open_dir(dir)?;
+        let (config, store) = open_model_dir(dir)?;
         Self::from_store(config, &store)
     }
 

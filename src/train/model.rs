@@ -212,14 +212,7 @@ pub const V_HEAD_BIAS: &str = "v_head.summary.bias";
 impl TrainModel {
     /// Loads a Hugging Face model directory into f32 parameters, all trainable.
     pub fn load(dir: &Path) -> Result<TrainModel> {
-        if !dir.is_dir() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
-            ));
-        }
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        let store = WeightStore::open_dir(dir)?;
+        let (config, store) = crate::model::decoder::open_model_dir(dir)?;
         Self::from_store(config, &store)
     }
 
