@@ -291,14 +291,7 @@ pub fn search(
                 continue;
             }
             expand(
-                problems,
-                &mut trees,
-                &leaves,
-                cfg,
-                policy,
-                &mut value,
-                runner,
-                stats,
+                problems, &mut trees, &leaves, cfg, policy, &mut value, runner, stats,
             )?;
             for &(i, n) in &leaves {
                 cur[i] = trees[i].select_child(n, cfg.c_puct);
@@ -376,7 +369,9 @@ fn expand(
     };
     stats.policy_seconds += t0.elapsed().as_secs_f64();
     if texts.len() != leaves.len() {
-        return Err(Error::Internal("policy answered a different number of requests".into()));
+        return Err(Error::Internal(
+            "policy answered a different number of requests".into(),
+        ));
     }
     stats.expansions += leaves.len() as u64;
     // Create the children; collect the programs to run.
@@ -395,7 +390,11 @@ fn expand(
             let text = &outs[k];
             let kind = steps::classify(text);
             let tree = &mut trees[i];
-            let ancestors = tree.path_texts(leaf).iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let ancestors = tree
+                .path_texts(leaf)
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>();
             let id = tree.add_child(leaf, text.clone());
             tree.nodes[id].kind = Some(kind);
             let program = if kind.is_code() {
@@ -423,7 +422,9 @@ fn expand(
     stats.exec_seconds += t1.elapsed().as_secs_f64();
     stats.executions += programs.len() as u64;
     if results.len() != programs.len() {
-        return Err(Error::Internal("executor answered a different number of programs".into()));
+        return Err(Error::Internal(
+            "executor answered a different number of programs".into(),
+        ));
     }
     // Judge each child; note which need a value.
     let mut to_value: Vec<usize> = Vec::new(); // indices into `created`
@@ -472,7 +473,10 @@ fn expand(
                     to_value.push(c);
                 } else {
                     let p = &problems[new.tree];
-                    let pred = tree.nodes[new.node].final_answer.clone().unwrap_or_default();
+                    let pred = tree.nodes[new.node]
+                        .final_answer
+                        .clone()
+                        .unwrap_or_default();
                     let ok = grade::equal(&pred, p.answer.as_deref().unwrap_or_default());
                     tree.nodes[new.node].correct = Some(ok);
                     let r = if ok {
@@ -510,7 +514,9 @@ fn expand(
             stats.value_seconds += t2.elapsed().as_secs_f64();
             stats.valued += reqs.len() as u64;
             if v.len() != reqs.len() {
-                return Err(Error::Internal("value model answered a different count".into()));
+                return Err(Error::Internal(
+                    "value model answered a different count".into(),
+                ));
             }
             v
         }
@@ -519,7 +525,11 @@ fn expand(
     for (&c, v) in to_value.iter().zip(values) {
         let n = &created[c];
         let tree = &mut trees[n.tree];
-        let v = if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 };
+        let v = if v.is_finite() {
+            v.clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
         if tree.nodes[n.node].is_terminal() {
             // Inference: the terminal's value goes up to the root.
             tree.update_recursive(n.node, v);

@@ -166,12 +166,14 @@ impl Tree {
         }
     }
 
-    /// UCT of a child (spec 3.2): Q + c·sqrt(ln N_parent / N); 0 when N or N_parent is 0.
+    /// UCT of a child (spec 3.2, the reference's `puct`): Q + c·sqrt(ln N_parent / N), where Q is 0
+    /// for an unvisited node (so it scores 0, not +inf) and the exploration term is 0 when N or
+    /// N_parent is 0 (so under a parent with N 0 or 1 the choice is pure Q, spec 3.3e).
     pub fn uct(&self, child: NodeId, c: f64) -> f64 {
         let n = &self.nodes[child];
         let np = n.parent.map(|p| self.nodes[p].visit_count).unwrap_or(0);
         if n.visit_count == 0 || np == 0 {
-            return 0.0;
+            return n.q_value();
         }
         n.q_value() + c * ((np as f64).ln() / n.visit_count as f64).sqrt()
     }
