@@ -235,11 +235,11 @@ pub struct SearchStats {
 
 /// Searches all problems together; returns their trees in input order. `on_rollout(done, total)`
 /// is called after each rollout; returning false cancels with [`Error::Cancelled`].
-pub fn search(
+pub fn search<'v>(
     problems: &[Problem],
     cfg: &MctsConfig,
     policy: &mut dyn Policy,
-    mut value: Option<&mut dyn ValueModel>,
+    mut value: Option<&mut (dyn ValueModel + 'v)>,
     runner: &dyn StepRunner,
     stats: &mut SearchStats,
     on_rollout: &mut dyn FnMut(usize, usize) -> bool,
@@ -343,13 +343,13 @@ pub fn keep_candidates(texts: &[String], rule: AnswerChildren) -> Vec<usize> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn expand(
+fn expand<'v>(
     problems: &[Problem],
     trees: &mut [Tree],
     leaves: &[(usize, NodeId)],
     cfg: &MctsConfig,
     policy: &mut dyn Policy,
-    value: &mut Option<&mut dyn ValueModel>,
+    value: &mut Option<&mut (dyn ValueModel + 'v)>,
     runner: &dyn StepRunner,
     stats: &mut SearchStats,
 ) -> Result<()> {

@@ -5,6 +5,8 @@
 //! The search logic talks to the models only through the [`mcts::Policy`],
 //! [`mcts::ValueModel`] and [`mcts::StepRunner`] traits, so it is tested with scripted ones.
 
+pub mod dataset;
+pub mod llm;
 pub mod mcts;
 pub mod tree;
 
