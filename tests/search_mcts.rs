@@ -12,7 +12,6 @@ use rstar::search::{
     keep_candidates, search, AnswerChildren, End, MctsConfig, Mode, Policy, Problem, ScoreRequest,
     SearchStats, StepRequest, StepRunner, Tree, ValueModel,
 };
-use serde_json::Value;
 
 /// Answers by the partial solution (path texts concatenated); logs each expanded solution.
 struct Script {
@@ -137,45 +136,6 @@ const C: &str = "<code>\nc = 5\n<end_of_step>";
 const RIGHT: &str = "<answer>The answer is \\boxed{4}.<end_of_answer>";
 const WRONG: &str = "<answer>The answer is \\boxed{5}.<end_of_answer>";
 
-/// The backup rule (spec 3.5) stated over the reference JSON of a tree: for every node,
-/// N = own + (valid answers in its subtree) and value_sum = own value + their values, where `own`
-/// is the node's own non-propagated visit (an invalid terminal's −1, or a PPM pseudo-visit of
-/// a node created non-terminal in the PPM modes). Also Q = sum / N and Q in [-1, 1].
-fn check_backup_invariant(rstar: &Value, pseudo_visits: bool) {
-    let map = rstar.as_object().unwrap();
-    let f = |n: &Value, k: &str| n[k].as_f64().unwrap();
-    for (tag, n) in map {
-        let mut count = 0.0;
-        let mut sum = 0.0;
-        let end = n["end"].as_str().unwrap_or("");
-        if end == "errors" || end == "depth" {
-            count += 1.0;
-            sum += f(n, "value");
-            assert_eq!(f(n, "value"), -1.0, "{tag}");
-        } else if pseudo_visits && tag != "0" && end != "answer" && f(n, "value") != -100.0 {
-            count += 1.0;
-            sum += f(n, "value");
-        }
-        let prefix = format!("{tag}.");
-        for (t2, m) in map {
-            if (t2 == tag || t2.starts_with(&prefix)) && m["end"] == "answer" {
-                count += 1.0;
-                sum += f(m, "value");
-            }
-        }
-        assert_eq!(f(n, "visit_count"), count, "visit count of {tag}");
-        assert!((f(n, "value_sum") - sum).abs() < 1e-9, "value sum of {tag}");
-        let q = f(n, "q_value");
-        assert!((-1.0..=1.0).contains(&q), "{tag}: q {q}");
-        if count > 0.0 {
-            assert!((q - sum / count).abs() < 1e-9, "{tag}");
-        }
-        if n["terminal"] == true && end != "exhausted" {
-            assert_ne!(n["final_answer"], "", "terminal {tag} without final answer");
-        }
-    }
-}
-
 #[test]
 fn uct_formula_unvisited_ties_terminals_and_exhaustion() {
     let mut t = Tree::new("q");
@@ -271,7 +231,7 @@ fn terminal_guided_q_values_after_known_rollouts() {
     assert_eq!(t.root().end, Some(End::Exhausted));
     // Code children ran and recorded their observation (not shown for a plain code step).
     assert_eq!(a.observation.as_deref(), Some("7"));
-    check_backup_invariant(&t.to_rstar_json(), false);
+    common::check_backup_invariant(&t.to_rstar_json(), false);
 }
 
 #[test]
@@ -290,7 +250,7 @@ fn uct_prefers_unvisited_sibling_over_negative_q() {
     assert_eq!(node(t, "0.1").q_value(), -1.0);
     assert_eq!(node(t, "0.2.1").correct, Some(true));
     assert_eq!((t.root().visit_count, t.root().value_sum), (2, 0.0));
-    check_backup_invariant(&t.to_rstar_json(), false);
+    common::check_backup_invariant(&t.to_rstar_json(), false);
 }
 
 #[test]
@@ -312,7 +272,7 @@ fn error_threshold_and_depth_limit() {
         .ends_with("<end_of_code>\n<output>NameError: name 'y' is not defined<end_of_output>"));
     assert_eq!(t.root().visit_count, 0);
     assert_eq!(node(t, "0.2").consecutive_errors, 0);
-    check_backup_invariant(&t.to_rstar_json(), false);
+    common::check_backup_invariant(&t.to_rstar_json(), false);
 
     // Threshold 2: one failure continues (errors 1), a second in a row is terminal; a success
     // resets the count.
@@ -358,7 +318,7 @@ fn error_threshold_and_depth_limit() {
     assert_eq!(deep.final_answer.as_deref(), Some(TOO_MANY_STEPS));
     assert_eq!((deep.visit_count, deep.value_sum), (1, -1.0));
     assert_eq!(node(t, "0.1.1").visit_count, 0);
-    check_backup_invariant(&t.to_rstar_json(), false);
+    common::check_backup_invariant(&t.to_rstar_json(), false);
 }
 
 #[test]
@@ -392,7 +352,7 @@ fn ppm_augmented_pseudo_visit_not_propagated() {
     // Rollout 2: root N = 1 (ln 1 = 0): pure Q among non-terminal A (0.2), C (−0.5): A.
     assert_eq!(pol.log[2], A);
     assert_eq!(c.visit_count, 1);
-    check_backup_invariant(&t.to_rstar_json(), true);
+    common::check_backup_invariant(&t.to_rstar_json(), true);
 }
 
 #[test]
@@ -459,7 +419,7 @@ fn inference_values_terminals_with_the_ppm_and_propagates() {
     assert!((t.root().value_sum - 1.2).abs() < 1e-12);
     let best = t.best_answer().unwrap();
     assert_eq!(t.nodes[best].final_answer.as_deref(), Some("4"));
-    check_backup_invariant(&t.to_rstar_json(), true);
+    common::check_backup_invariant(&t.to_rstar_json(), true);
 }
 
 #[test]
@@ -481,6 +441,6 @@ fn many_problems_in_lock_step_match_one_at_a_time() {
     for (i, p) in ps.iter().enumerate() {
         let alone = run(std::slice::from_ref(p), &c, &mut Script::new(script), None);
         assert_eq!(alone[0], together[i]);
-        check_backup_invariant(&alone[0].to_rstar_json(), false);
+        common::check_backup_invariant(&alone[0].to_rstar_json(), false);
     }
 }

@@ -66,7 +66,10 @@ impl SearchArgs {
         c
     }
 
-    fn models(&self, cfg: &MctsConfig) -> rstar::Result<(EnginePolicy, Option<PpmValue>, Executor)> {
+    fn models(
+        &self,
+        cfg: &MctsConfig,
+    ) -> rstar::Result<(EnginePolicy, Option<PpmValue>, Executor)> {
         cfg.validate()?;
         let lm = Arc::new(LoadedModel::load(&self.policy)?);
         let policy = EnginePolicy::new(lm, EngineConfig::default(), cfg)?;

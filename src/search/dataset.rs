@@ -27,7 +27,9 @@ pub fn load_problems(path: &Path) -> Result<Vec<Problem>> {
         Ok(Value::Array(v)) => v.into_iter().enumerate().map(|(i, r)| (i + 1, r)).collect(),
         Ok(Value::Object(mut m)) if m.get("example").is_some_and(Value::is_array) => {
             match m.remove("example") {
-                Some(Value::Array(v)) => v.into_iter().enumerate().map(|(i, r)| (i + 1, r)).collect(),
+                Some(Value::Array(v)) => {
+                    v.into_iter().enumerate().map(|(i, r)| (i + 1, r)).collect()
+                }
                 _ => Vec::new(),
             }
         }
@@ -117,9 +119,11 @@ pub fn record(p: &Problem, tree: &Tree) -> Value {
         .best_answer()
         .and_then(|i| tree.nodes[i].final_answer.clone());
     let correct = prediction.as_deref().map(|a| grade::equal(a, &gt));
-    let solved = tree
-        .answers()
-        .any(|(_, n)| n.final_answer.as_deref().is_some_and(|a| grade::equal(a, &gt)));
+    let solved = tree.answers().any(|(_, n)| {
+        n.final_answer
+            .as_deref()
+            .is_some_and(|a| grade::equal(a, &gt))
+    });
     json!({
         "index": p.id,
         "question": p.question,

@@ -268,7 +268,11 @@ impl Tree {
             );
             m.insert(
                 "action_input".into(),
-                json!(if is_code { n.text.as_str() } else { "" }),
+                json!(if is_code {
+                    n.text.split("\n<output>").next().unwrap_or_default()
+                } else {
+                    ""
+                }),
             );
             if let Some(o) = &n.observation {
                 m.insert("observation".into(), json!(o));
