@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod forward;
 pub mod generate;
 pub mod grade;
+pub mod mcts;
 pub mod score;
 pub mod setup_python;
 pub mod train;
@@ -47,6 +48,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Convert a GGUF file into a Hugging Face model directory.
     Convert(convert::ConvertArgs),
+    /// MCTS data synthesis: one annotated tree per problem, appended to a resumable JSONL file.
+    Mcts(mcts::MctsArgs),
+    /// Solve one question with MCTS (PPM-valued answers with --ppm) and print the answer.
+    Solve(mcts::SolveArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -64,5 +69,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Convert(a) => convert::run(a),
         Command::FetchAssets(a) => fetch::run(a),
+        Command::Mcts(a) => mcts::run(a),
+        Command::Solve(a) => mcts::run_solve(a),
     }
 }

@@ -80,3 +80,42 @@ pub fn asset(a: &rstar::assets::Asset) -> Option<PathBuf> {
         }
     }
 }
+
+/// The backup rule (spec 3.5) stated over the reference JSON of a tree: for every node,
+/// N = own + (valid answers in its subtree) and value_sum = own value + their values, where `own`
+/// is the node's own non-propagated visit (an invalid terminal's −1, or a PPM pseudo-visit of
+/// a node created non-terminal in the PPM modes). Also Q = sum / N and Q in [-1, 1].
+pub fn check_backup_invariant(rstar: &serde_json::Value, pseudo_visits: bool) {
+    let map = rstar.as_object().unwrap();
+    let f = |n: &serde_json::Value, k: &str| n[k].as_f64().unwrap();
+    for (tag, n) in map {
+        let mut count = 0.0;
+        let mut sum = 0.0;
+        let end = n["end"].as_str().unwrap_or("");
+        if end == "errors" || end == "depth" {
+            count += 1.0;
+            sum += f(n, "value");
+            assert_eq!(f(n, "value"), -1.0, "{tag}");
+        } else if pseudo_visits && tag != "0" && end != "answer" && f(n, "value") != -100.0 {
+            count += 1.0;
+            sum += f(n, "value");
+        }
+        let prefix = format!("{tag}.");
+        for (t2, m) in map {
+            if (t2 == tag || t2.starts_with(&prefix)) && m["end"] == "answer" {
+                count += 1.0;
+                sum += f(m, "value");
+            }
+        }
+        assert_eq!(f(n, "visit_count"), count, "visit count of {tag}");
+        assert!((f(n, "value_sum") - sum).abs() < 1e-9, "value sum of {tag}");
+        let q = f(n, "q_value");
+        assert!((-1.0..=1.0).contains(&q), "{tag}: q {q}");
+        if count > 0.0 {
+            assert!((q - sum / count).abs() < 1e-9, "{tag}");
+        }
+        if n["terminal"] == true && end != "exhausted" {
+            assert_ne!(n["final_answer"], "", "terminal {tag} without final answer");
+        }
+    }
+}

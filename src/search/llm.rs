@@ -1,0 +1,189 @@
+//! The engine-backed [`Policy`] and [`ValueModel`]: every node keeps its own engine sequence,
+//! forked from its parent's (no prefix is recomputed), and all expansions of one search step, across
+//! every problem, are decoded together in one [`Engine::run`].
+//!
+//! Node sequences hold the generated ids themselves (plus the encoded output block of a last code
+//! step), not a re-tokenisation of the node texts as the reference does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::engine::ppm::{Ppm, Scorer};
+use crate::engine::{
+    Engine, EngineConfig, EngineStats, GenerateParams, LoadedModel, Request, SamplingParams, SeqId,
+};
+use crate::error::{Error, Result};
+use crate::search::mcts::{MctsConfig, Policy, ScoreRequest, StepRequest, ValueModel};
+use crate::search::tree::NodeId;
+
+/// The policy model on an [`Engine`].
+pub struct EnginePolicy {
+    engine: Engine,
+    params: GenerateParams,
+    template: String,
+    nodes: HashMap<(u64, NodeId), SeqId>,
+    /// Per request of the last propose call: its problem and its candidates' sequences.
+    pending: Vec<(u64, Vec<Option<SeqId>>)>,
+    /// Generated tokens so far.
+    pub generated_tokens: u64,
+}
+
+impl EnginePolicy {
+    pub fn new(lm: Arc<LoadedModel>, engine_cfg: EngineConfig, cfg: &MctsConfig) -> Result<Self> {
+        lm.tokenizer()?;
+        Ok(EnginePolicy {
+            engine: Engine::new(lm, engine_cfg)?,
+            params: GenerateParams {
+                max_new_tokens: cfg.max_step_tokens,
+                sampling: SamplingParams {
+                    temperature: cfg.temperature,
+                    top_k: cfg.top_k,
+                    top_p: cfg.top_p,
+                    seed: 0,
+                },
+                stop: cfg.stop.clone(),
+                stop_token_ids: Vec::new(),
+                ignore_eos: false,
+            },
+            template: cfg.prompt_template.clone(),
+            nodes: HashMap::new(),
+            pending: Vec::new(),
+            generated_tokens: 0,
+        })
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.engine.stats()
+    }
+
+    fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        self.engine.model().tokenizer()?.encode(text, special)
+    }
+
+    /// The node's sequence; the root's (or an unknown node's) is built from its text.
+    fn node_seq(&mut self, r: &StepRequest<'_>) -> Result<SeqId> {
+        if let Some(&s) = self.nodes.get(&(r.problem, r.node)) {
+            return Ok(s);
+        }
+        let mut ids = self.encode(&self.template.replace("{question}", r.question), true)?;
+        let path = r.path.concat();
+        if !path.is_empty() {
+            ids.extend(self.encode(&path, false)?);
+        }
+        let s = self.engine.add(&ids)?;
+        self.nodes.insert((r.problem, r.node), s);
+        Ok(s)
+    }
+}
+
+impl Policy for EnginePolicy {
+    fn propose(&mut self, reqs: &[StepRequest<'_>], n: usize) -> Result<Vec<Vec<String>>> {
+        self.end_expansion()?;
+        let mut requests = Vec::with_capacity(reqs.len() * n);
+        for r in reqs {
+            let parent = self.node_seq(r)?;
+            let mut seqs = Vec::with_capacity(n);
+            for i in 0..n {
+                let seq = self.engine.fork(parent)?;
+                let mut params = self.params.clone();
+                params.sampling.seed = r.seed.wrapping_add(i as u64);
+                requests.push(Request { seq, params });
+                seqs.push(Some(seq));
+            }
+            self.pending.push((r.problem, seqs));
+        }
+        let outs = self.engine.run(&requests, &mut |_, _| true)?;
+        let mut texts: Vec<Vec<String>> = Vec::with_capacity(reqs.len());
+        let mut it = outs.into_iter();
+        for _ in reqs {
+            let mut v = Vec::with_capacity(n);
+            for o in it.by_ref().take(n) {
+                self.generated_tokens += o.ids.len() as u64;
+                // The reference re-appends the stop string that ended the step.
+                v.push(o.text + o.stop_string.as_deref().unwrap_or(""));
+            }
+            texts.push(v);
+        }
+        Ok(texts)
+    }
+
+    fn adopt(&mut self, req: usize, cand: usize, node: NodeId, appended: &str) -> Result<()> {
+        let (problem, seq) = self
+            .pending
+            .get_mut(req)
+            .and_then(|(p, v)| Some((*p, v.get_mut(cand)?.take()?)))
+            .ok_or_else(|| Error::Internal(format!("no candidate {cand} of request {req}")))?;
+        if !appended.is_empty() {
+            let ids = self.encode(appended, false)?;
+            self.engine.append(seq, &ids)?;
+        }
+        self.nodes.insert((problem, node), seq);
+        Ok(())
+    }
+
+    fn end_expansion(&mut self) -> Result<()> {
+        for (_, seqs) in std::mem::take(&mut self.pending) {
+            for s in seqs.into_iter().flatten() {
+                self.engine.remove(s)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, problem: u64) {
+        let keys: Vec<_> = self
+            .nodes
+            .keys()
+            .filter(|k| k.0 == problem)
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(s) = self.nodes.remove(&k) {
+                let _ = self.engine.remove(s);
+            }
+        }
+    }
+}
+
+/// The PPM on a [`Scorer`]: value = tanh(raw / scale) of prompt + partial solution.
+pub struct PpmValue {
+    scorer: Scorer,
+    lm: Arc<LoadedModel>,
+    template: String,
+    scale: f64,
+}
+
+impl PpmValue {
+    pub fn new(ppm: Arc<Ppm>, engine_cfg: EngineConfig, cfg: &MctsConfig) -> Result<Self> {
+        let lm = ppm.lm.clone();
+        lm.tokenizer()?;
+        Ok(PpmValue {
+            scorer: Scorer::new(ppm, engine_cfg)?,
+            lm,
+            template: cfg.prompt_template.clone(),
+            scale: cfg.value_scale,
+        })
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.scorer.stats()
+    }
+}
+
+impl ValueModel for PpmValue {
+    fn value(&mut self, reqs: &[ScoreRequest<'_>]) -> Result<Vec<f64>> {
+        let tok = self.lm.tokenizer()?;
+        let seqs = reqs
+            .iter()
+            .map(|r| {
+                let text = self.template.replace("{question}", r.question) + &r.path.concat();
+                tok.encode(&text, true)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let raw = self.scorer.score(&seqs)?;
+        Ok(raw
+            .into_iter()
+            .map(|x| (x as f64 / self.scale).tanh())
+            .collect())
+    }
+}
