@@ -537,9 +537,7 @@ impl Engine {
                     }
                     let id = a.sampler.sample(&logits[k]);
                     a.ids.push(id);
-                    if a.text.push(id)? {
-                        finish = Some(FinishReason::Stop);
-                    } else if r.params.stop_token_ids.contains(&id) {
+                    if a.text.push(id)? || r.params.stop_token_ids.contains(&id) {
                         finish = Some(FinishReason::Stop);
                     } else if !r.params.ignore_eos && lm.eos_token_ids.contains(&id) {
                         finish = Some(FinishReason::Eos);

@@ -83,6 +83,24 @@ impl Weight {
         }
     }
 
+    /// An owned bf16 tensor (tests and benchmarks).
+    pub fn from_bf16(values: &[bf16], shape: Vec<usize>) -> Weight {
+        Weight {
+            bytes: owned_copy(bytemuck::cast_slice(values)),
+            dtype: DType::BF16,
+            shape,
+        }
+    }
+
+    /// An owned f16 tensor (tests and benchmarks).
+    pub fn from_f16(values: &[f16], shape: Vec<usize>) -> Weight {
+        Weight {
+            bytes: owned_copy(bytemuck::cast_slice(values)),
+            dtype: DType::F16,
+            shape,
+        }
+    }
+
     fn raw(&self) -> &[u8] {
         match &self.bytes {
             Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
@@ -345,7 +363,7 @@ impl WeightStore {
                 ),
             )
         })?;
-        let bytes = if (map.as_ptr() as usize + e.start) % dtype.size() == 0 {
+        let bytes = if (map.as_ptr() as usize + e.start).is_multiple_of(dtype.size()) {
             Bytes::Mapped {
                 map: map.clone(),
                 start: e.start,
