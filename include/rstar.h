@@ -42,9 +42,6 @@ typedef enum rstar_status {
   RSTAR_STATUS_INTERNAL = 100,
 } rstar_status;
 
-// A matmul code path.
-typedef struct Kernel Kernel;
-
 // A loaded model (decoder + tokenizer). Immutable after loading: every function taking a
 // `const rstar_model *` may be called from several threads at once.
 typedef struct rstar_model rstar_model;
@@ -105,8 +102,6 @@ typedef struct rstar_train_progress {
 // Called after every optimizer step with the progress (valid only during the call). Return false
 // to stop; the call then returns `RSTAR_STATUS_CANCELLED` after saving resumable state.
 typedef bool (*rstar_train_callback)(const struct rstar_train_progress *progress, void *user_data);
-
-
 
 #ifdef __cplusplus
 extern "C" {
