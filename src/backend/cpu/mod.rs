@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::model::weights::{Weight, WeightData};
 
+pub mod bench;
 pub mod simd;
 
 pub use simd::{kernel, precision, set_kernel, set_precision, Kernel, Precision};
