@@ -100,7 +100,7 @@ fn main() {
         off += bytes;
     }
     let mut h = serde_json::to_string(&header).unwrap().into_bytes();
-    while (h.len() + 8) % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let f = std::fs::File::create(dir.join("model.safetensors")).unwrap();
