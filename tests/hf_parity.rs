@@ -51,3 +51,25 @@ fn greedy_decoding_matches_generate() {
         assert_eq!(out.prompt_tokens, g.greedy_prompt.len());
     }
 }
+
+/// The logits check on every matmul path this CPU has (scalar, AVX2, AVX-512, BF16, NEON), each
+/// forced in turn; whole-prompt pass only, to keep CI short. The path is process-wide, so this
+/// binary's other tests may run on any of them meanwhile (they must pass on every path too).
+#[test]
+fn logits_match_transformers_on_every_kernel_path() {
+    use rstar::backend::cpu::{set_kernel, Kernel};
+    let before = rstar::backend::cpu::kernel();
+    for kern in Kernel::available_all() {
+        set_kernel(kern).unwrap();
+        for dir in common::model_dirs() {
+            let g = common::golden(&dir);
+            let model = Model::load(&dir).unwrap();
+            let mut cache = model.new_cache();
+            let logits = model.forward(&g.input_ids, &mut cache, true).unwrap();
+            let err = common::max_abs_diff(&logits, &g.logits);
+            assert!(err < TOL, "{} on {}: {err}", dir.display(), kern.name());
+        }
+        println!("{}: all fixtures within {TOL}", kern.name());
+    }
+    set_kernel(before).unwrap();
+}

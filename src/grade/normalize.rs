@@ -222,7 +222,7 @@ fn strip_thousands(s: &str) -> String {
         && groups[0].len() <= 3
         && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_digit()))
         && groups[1..].iter().all(|g| g.len() == 3)
-        && frac.map_or(true, |f| f.chars().all(|c| c.is_ascii_digit()));
+        && frac.is_none_or(|f| f.chars().all(|c| c.is_ascii_digit()));
     if !ok {
         return s.to_string();
     }

@@ -304,7 +304,7 @@ impl ModelConfig {
             eos_token_ids: f.ids("eos_token_id")?,
             declared_dtype,
         };
-        if cfg.rotary_dim() % 2 != 0 || cfg.rotary_dim() == 0 {
+        if !cfg.rotary_dim().is_multiple_of(2) || cfg.rotary_dim() == 0 {
             return Err(f.err("head_dim", "rotary dimension must be even and non-zero"));
         }
         Ok(cfg)

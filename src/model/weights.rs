@@ -98,7 +98,7 @@ impl Weight {
         dtype: DType,
         shape: Vec<usize>,
     ) -> Weight {
-        let bytes = if (map.as_ptr() as usize + start) % dtype.size() == 0 {
+        let bytes = if (map.as_ptr() as usize + start).is_multiple_of(dtype.size()) {
             Bytes::Mapped {
                 map: map.clone(),
                 start,
@@ -110,6 +110,24 @@ impl Weight {
         Weight {
             bytes,
             dtype,
+            shape,
+        }
+    }
+
+    /// An owned bf16 tensor (tests and benchmarks).
+    pub fn from_bf16(values: &[bf16], shape: Vec<usize>) -> Weight {
+        Weight {
+            bytes: owned_copy(bytemuck::cast_slice(values)),
+            dtype: DType::BF16,
+            shape,
+        }
+    }
+
+    /// An owned f16 tensor (tests and benchmarks).
+    pub fn from_f16(values: &[f16], shape: Vec<usize>) -> Weight {
+        Weight {
+            bytes: owned_copy(bytemuck::cast_slice(values)),
+            dtype: DType::F16,
             shape,
         }
     }

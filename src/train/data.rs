@@ -198,7 +198,7 @@ fn sft_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<SftExample> {
         };
         for (text, trained) in chat_segments(loc, t, &msgs)? {
             let ids = encode(loc, t, &text, false, cx.vocab_size)?;
-            ex.target.extend(std::iter::repeat(trained).take(ids.len()));
+            ex.target.extend(std::iter::repeat_n(trained, ids.len()));
             ex.ids.extend(ids);
         }
         return Ok(ex);
@@ -213,7 +213,7 @@ fn sft_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<SftExample> {
         (encode(loc, t, &prompt, true, cx.vocab_size)?, resp)
     };
     let mut target = vec![false; prompt.len()];
-    target.extend(std::iter::repeat(true).take(response.len()));
+    target.extend(std::iter::repeat_n(true, response.len()));
     let mut ids = prompt;
     ids.extend(response);
     Ok(SftExample { ids, target })

@@ -204,7 +204,7 @@ fn keys(i: usize, ctx: &[RowCtx], pos: &[usize], window: Option<usize>) -> Vec<u
     let c = ctx[i];
     (c.prefix.0..c.prefix.1)
         .chain(c.own..=i)
-        .filter(|&j| window.map_or(true, |w| pos[i] < pos[j] + w))
+        .filter(|&j| window.is_none_or(|w| pos[i] < pos[j] + w))
         .collect()
 }
 

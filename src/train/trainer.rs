@@ -464,7 +464,7 @@ impl Trainer {
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<Option<Progress>> {
         let mut done = 0;
-        while max_steps.map_or(true, |m| done < m) {
+        while max_steps.is_none_or(|m| done < m) {
             if self.cancel.load(Ordering::Relaxed) {
                 self.checkpoint_now()?;
                 return Err(Error::Cancelled);
@@ -474,7 +474,7 @@ impl Trainer {
             if self
                 .config
                 .save_every
-                .is_some_and(|k| k > 0 && self.step % k == 0)
+                .is_some_and(|k| k > 0 && self.step.is_multiple_of(k))
             {
                 self.checkpoint_now()?;
             }

@@ -1,13 +1,20 @@
-//! CPU kernels for the decoder's op set, in f32 activations with f32 accumulation (`exact` mode).
+//! CPU kernels for the decoder's op set, in f32 activations with f32 accumulation (`exact` mode;
+//! `fast` rounds matmul activations to bf16 where the CPU has bf16 dot products).
 //!
 //! Weights are read in their stored dtype (f32, f16, bf16) straight from the mmap; each dot product
 //! converts on the fly. Work is split across the rayon pool when it is large enough to pay for it.
-//! Every kernel here is the scalar reference the SIMD versions (CPU performance issue) are tested against.
+//! The `dot_*` functions here are the scalar reference the SIMD matmul paths in [`simd`] are tested
+//! against; [`matmul`] dispatches to the path chosen at run time.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::model::weights::{Weight, WeightData};
+
+pub mod bench;
+pub mod simd;
+
+pub use simd::{kernel, precision, set_kernel, set_precision, Kernel, Precision};
 
 /// Below this many multiply-adds a matmul stays on the calling thread.
 const PAR_THRESHOLD: usize = 1 << 16;
@@ -65,53 +72,92 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
 
 /// `out[i, col0 + j] = sum_k x[i, k] * w[j, k]` for `i < m`, `j < n` where `w` is `[n, k]`;
 /// `out` has row stride `ld`. This is `x @ w.T`, the layout of every HF linear layer.
+///
+/// Runs on the path [`kernel`] selects (see [`simd`]); each element's arithmetic is independent of
+/// `m` and of the other rows. In [`Precision::Fast`] on the `avx512bf16` path with bf16 weights the
+/// activations are rounded to bf16 first (a per-thread scratch buffer, reused across calls).
 pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0: usize) {
+    matmul_with(kernel(), precision(), x, m, w, out, ld, col0)
+}
+
+/// [`matmul`] on a given path and precision (`kern` must be available on this CPU).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    kern: Kernel,
+    prec: Precision,
+    x: &[f32],
+    m: usize,
+    w: &Weight,
+    out: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    assert!(kern.available(), "kernel {} unavailable", kern.name());
     let (n, k) = (w.shape[0], w.shape[1]);
-    debug_assert!(x.len() >= m * k && col0 + n <= ld && out.len() >= m * ld);
-    let row_dot = |xi: &[f32], j: usize| -> f32 {
-        match w.data() {
-            WeightData::F32(v) => dot_f32(xi, &v[j * k..(j + 1) * k]),
-            WeightData::BF16(v) => dot_bf16(xi, &v[j * k..(j + 1) * k]),
-            WeightData::F16(v) => dot_f16(xi, &v[j * k..(j + 1) * k]),
-        }
-    };
-    if m * n * k < PAR_THRESHOLD {
-        for i in 0..m {
-            let xi = &x[i * k..(i + 1) * k];
-            for j in 0..n {
-                out[i * ld + col0 + j] = row_dot(xi, j);
-            }
-        }
+    assert!(x.len() >= m * k && col0 + n <= ld && out.len() >= m.saturating_sub(1) * ld + col0 + n);
+    if m == 0 || n == 0 {
         return;
     }
-    if m == 1 {
-        let xi = &x[..k];
-        out[col0..col0 + n]
-            .par_chunks_mut(16)
-            .enumerate()
-            .for_each(|(c, o)| {
-                for (jj, v) in o.iter_mut().enumerate() {
-                    *v = row_dot(xi, c * 16 + jj);
-                }
-            });
-        return;
+    let out = out[col0..].as_mut_ptr();
+    macro_rules! go {
+        ($v:expr, $f:expr) => {{
+            let v = $v;
+            assert!(v.len() >= n * k);
+            let job = simd::Job {
+                x: x.as_ptr(),
+                m,
+                k,
+                w: v.as_ptr(),
+                out,
+                ld,
+            };
+            simd::run_job(&job, n, $f)
+        }};
     }
-    // Many rows: each task takes a block of weight rows (read once from memory) for all m inputs,
-    // writing a transposed block that is scattered into `out` afterwards.
-    let mut t = vec![0f32; n * m];
-    t.par_chunks_mut(m * 8).enumerate().for_each(|(c, blk)| {
-        for (jj, col) in blk.chunks_mut(m).enumerate() {
-            let j = c * 8 + jj;
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = row_dot(&x[i * k..(i + 1) * k], j);
-            }
+    match (kern, w.data()) {
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512Bf16, WeightData::BF16(v)) if prec == Precision::Fast => {
+            FAST_X.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.clear();
+                buf.extend(x[..m * k].iter().map(|&a| bf16::from_f32(a)));
+                assert!(v.len() >= n * k);
+                let job = simd::Job {
+                    x: buf.as_ptr(),
+                    m,
+                    k,
+                    w: v.as_ptr(),
+                    out,
+                    ld,
+                };
+                simd::run_job(&job, n, simd::x86::block_avx512bf16::<simd::x86::DpBf16>)
+            })
         }
-    });
-    for j in 0..n {
-        for i in 0..m {
-            out[i * ld + col0 + j] = t[j * m + i];
-        }
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512 | Kernel::Avx512Bf16, d) => match d {
+            WeightData::F32(v) => go!(v, simd::x86::block_avx512::<simd::x86::Avx512F32>),
+            WeightData::BF16(v) => go!(v, simd::x86::block_avx512::<simd::x86::Avx512Bf16W>),
+            WeightData::F16(v) => go!(v, simd::x86::block_avx512::<simd::x86::Avx512F16>),
+        },
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2, d) => match d {
+            WeightData::F32(v) => go!(v, simd::x86::block_avx2::<simd::x86::Avx2F32>),
+            WeightData::BF16(v) => go!(v, simd::x86::block_avx2::<simd::x86::Avx2Bf16>),
+            WeightData::F16(v) => go!(v, simd::x86::block_avx2::<simd::x86::Avx2F16>),
+        },
+        #[cfg(target_arch = "aarch64")]
+        (Kernel::Neon, WeightData::F32(v)) => go!(v, simd::arm::block_neon::<simd::arm::NeonF32>),
+        #[cfg(target_arch = "aarch64")]
+        (Kernel::Neon, WeightData::BF16(v)) => go!(v, simd::arm::block_neon::<simd::arm::NeonBf16>),
+        (_, WeightData::F32(v)) => go!(v, simd::block_scalar::<f32>),
+        (_, WeightData::BF16(v)) => go!(v, simd::block_scalar::<bf16>),
+        (_, WeightData::F16(v)) => go!(v, simd::block_scalar::<f16>),
     }
+}
+
+thread_local! {
+    /// bf16 copy of the activations in `fast` precision (grows to the largest `m * k`, then reused).
+    static FAST_X: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// RMSNorm over rows of width `w.len()`: `out = x / sqrt(mean(x^2) + eps) * w`, as HF computes it in f32.

@@ -1,0 +1,738 @@
+//! SIMD matmul kernels with runtime dispatch, and the run-wide kernel/precision settings.
+//!
+//! Every matmul computes `out[i, j] = sum_k x[i, k] * w[j, k]` tile by tile: a tile holds `R` input
+//! rows and `C` weight rows, and each (row, column) pair owns one vector accumulator that walks `k`
+//! in steps of the vector width, is reduced horizontally in a fixed order, and then takes the
+//! leftover `k % width` products one by one. The arithmetic of an output element therefore depends
+//! only on the kernel path, never on the tile shape, on `m` or on which rows are batched together:
+//! batch-1 GEMV (tiles `1 x NV`) and the blocked GEMM (tiles `MR x NR`) give bit-identical results,
+//! which the engine's batched == alone tests rely on (in `exact` precision).
+//!
+//! Paths: `scalar` (the reference in `super`), `avx2` (AVX2+FMA+F16C, 8 lanes), `avx512`
+//! (AVX-512F/BW, 16 lanes), `avx512bf16` (AVX-512 plus `vdpbf16ps` for bf16 weights in `fast`
+//! precision) and `neon` (aarch64, f32/bf16 weights). Weights are read in their stored dtype straight
+//! from the mmap and widened in registers. `RSTAR_KERNEL=scalar|avx2|avx512|avx512bf16|neon` forces a
+//! path (an unavailable one is an error at first use); otherwise the best available is used.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// A matmul code path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Scalar = 1,
+    Avx2 = 2,
+    Avx512 = 3,
+    Avx512Bf16 = 4,
+    Neon = 5,
+}
+
+impl Kernel {
+    /// Every path, slowest first.
+    const ALL: [Kernel; 5] = [
+        Kernel::Scalar,
+        Kernel::Avx2,
+        Kernel::Avx512,
+        Kernel::Avx512Bf16,
+        Kernel::Neon,
+    ];
+
+    /// Name as `RSTAR_KERNEL` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx512Bf16 => "avx512bf16",
+            Kernel::Neon => "neon",
+        }
+    }
+
+    /// Parses a name as `RSTAR_KERNEL` spells it.
+    pub fn parse(s: &str) -> Option<Kernel> {
+        Kernel::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => {
+                Kernel::Avx512.available() && is_x86_feature_detected!("avx512bf16")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU can run, slowest first.
+    pub fn available_all() -> Vec<Kernel> {
+        Kernel::ALL.into_iter().filter(|k| k.available()).collect()
+    }
+
+    /// The fastest available path.
+    pub fn best() -> Kernel {
+        *Kernel::available_all().last().unwrap_or(&Kernel::Scalar)
+    }
+
+    fn from_u8(v: u8) -> Option<Kernel> {
+        Kernel::ALL.into_iter().find(|k| *k as u8 == v)
+    }
+}
+
+/// Numerics of the matmuls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 activations, f32 accumulation (HF float32 parity).
+    #[default]
+    Exact = 0,
+    /// Activations rounded to bf16 for matmuls with bf16 weights on the `avx512bf16` path
+    /// (`vdpbf16ps`, f32 accumulation); on other paths the same as `exact`.
+    Fast = 1,
+}
+
+impl Precision {
+    /// Parses `exact` or `fast`.
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "exact" => Some(Precision::Exact),
+            "fast" => Some(Precision::Fast),
+            _ => None,
+        }
+    }
+}
+
+static KERNEL: AtomicU8 = AtomicU8::new(0);
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// The matmul path in use: `RSTAR_KERNEL` if set (panics if this CPU lacks it), else the best one.
+pub fn kernel() -> Kernel {
+    if let Some(k) = Kernel::from_u8(KERNEL.load(Ordering::Relaxed)) {
+        return k;
+    }
+    let k = match std::env::var("RSTAR_KERNEL") {
+        Ok(s) if !s.is_empty() => {
+            let k = Kernel::parse(&s).unwrap_or_else(|| {
+                panic!("RSTAR_KERNEL={s}: expected scalar, avx2, avx512, avx512bf16 or neon")
+            });
+            assert!(k.available(), "RSTAR_KERNEL={s}: this CPU cannot run it");
+            k
+        }
+        _ => Kernel::best(),
+    };
+    KERNEL.store(k as u8, Ordering::Relaxed);
+    k
+}
+
+/// Forces a path for the whole process (tests loop over paths with this).
+pub fn set_kernel(k: Kernel) -> Result<(), String> {
+    if !k.available() {
+        return Err(format!("kernel {} is not available on this CPU", k.name()));
+    }
+    KERNEL.store(k as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Current matmul precision (process-wide; `exact` unless set).
+pub fn precision() -> Precision {
+    if PRECISION.load(Ordering::Relaxed) == 1 {
+        Precision::Fast
+    } else {
+        Precision::Exact
+    }
+}
+
+/// Sets the matmul precision for the whole process.
+pub fn set_precision(p: Precision) {
+    PRECISION.store(p as u8, Ordering::Relaxed);
+}
+
+/// One matmul's operands as raw pointers: `x` is `[m, k]` (row stride `k`), `w` is `[n, k]`, `out`
+/// points at column 0 of the output block with row stride `ld`. The caller guarantees the bounds.
+pub(super) struct Job<X, W> {
+    pub x: *const X,
+    pub m: usize,
+    pub k: usize,
+    pub w: *const W,
+    pub out: *mut f32,
+    pub ld: usize,
+}
+
+// SAFETY: a `Job` is shared between rayon tasks that write disjoint column ranges of `out` and only
+// read `x` and `w`, which outlive the parallel section (it ends before `matmul` returns).
+unsafe impl<X, W> Sync for Job<X, W> {}
+
+/// Computes the columns `j0..j1` of a job for all its rows.
+pub(super) type BlockFn<X, W> = unsafe fn(&Job<X, W>, usize, usize);
+
+/// Runs `block` over column chunks of `n` on the rayon pool: chunks small enough for every thread
+/// to get several (batch-1 GEMV is bandwidth bound; both cores must stream), and for `m > 1` small
+/// enough that a chunk's weight rows stay in L2 while all `m` inputs pass over them. No allocation.
+pub(super) fn run_job<X, W>(job: &Job<X, W>, n: usize, block: BlockFn<X, W>) {
+    let threads = rayon::current_num_threads().max(1);
+    let work = job.m * n * job.k;
+    let mut chunk = n.div_ceil(threads * 4);
+    if job.m > 1 {
+        let l2_rows = (192 * 1024) / (job.k * std::mem::size_of::<W>()).max(1);
+        chunk = chunk.min(l2_rows);
+    }
+    let chunk = chunk.max(8).next_multiple_of(8);
+    let chunks = n.div_ceil(chunk);
+    let one = |c: usize| {
+        let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(n));
+        // SAFETY: `j0..j1` lies inside `0..n` and chunks are disjoint; the caller of `run_job`
+        // guarantees `job` covers `[m, k]` inputs, `[n, k]` weights and `m` output rows of `ld >= n`.
+        unsafe { block(job, j0, j1) }
+    };
+    if threads == 1 || work < super::PAR_THRESHOLD || chunks == 1 {
+        (0..chunks).for_each(one);
+    } else {
+        (0..chunks).into_par_iter().for_each(one);
+    }
+}
+
+/// One kernel path for one (activation, weight) dtype pair: vector loads, multiply-accumulate and
+/// the fixed-order horizontal sum. Scalar `xf`/`wf` widen the leftover elements.
+pub(super) trait Dot {
+    type X: Copy;
+    type W: Copy;
+    type Xv: Copy;
+    type Wv: Copy;
+    type Acc: Copy;
+    /// Elements of `k` per vector step.
+    const STEP: usize;
+    unsafe fn zero() -> Self::Acc;
+    unsafe fn lx(p: *const Self::X) -> Self::Xv;
+    unsafe fn lw(p: *const Self::W) -> Self::Wv;
+    unsafe fn fma(x: Self::Xv, w: Self::Wv, acc: Self::Acc) -> Self::Acc;
+    unsafe fn hsum(a: Self::Acc) -> f32;
+    fn xf(x: Self::X) -> f32;
+    fn wf(w: Self::W) -> f32;
+}
+
+/// One `R x C` tile at input row `i`, weight row `j`.
+#[inline(always)]
+unsafe fn tile<D: Dot, const R: usize, const C: usize>(jb: &Job<D::X, D::W>, i: usize, j: usize) {
+    let k = jb.k;
+    let x = jb.x.add(i * k);
+    let w = jb.w.add(j * k);
+    let mut acc = [[D::zero(); C]; R];
+    let main = k - k % D::STEP;
+    let mut kk = 0;
+    while kk < main {
+        let mut wv = [D::lw(w.add(kk)); C];
+        for (c, v) in wv.iter_mut().enumerate().skip(1) {
+            *v = D::lw(w.add(c * k + kk));
+        }
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let xv = D::lx(x.add(r * k + kk));
+            for (a, &wc) in ar.iter_mut().zip(&wv) {
+                *a = D::fma(xv, wc, *a);
+            }
+        }
+        kk += D::STEP;
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        for (c, &a) in ar.iter().enumerate() {
+            let mut s = D::hsum(a);
+            for t in main..k {
+                s += D::xf(*x.add(r * k + t)) * D::wf(*w.add(c * k + t));
+            }
+            *jb.out.add((i + r) * jb.ld + j + c) = s;
+        }
+    }
+}
+
+/// Columns `j0..j1` for input rows `i..i + R`, `C` weight rows at a time.
+#[inline(always)]
+unsafe fn cols<D: Dot, const R: usize, const C: usize>(
+    jb: &Job<D::X, D::W>,
+    i: usize,
+    j0: usize,
+    j1: usize,
+) {
+    let mut j = j0;
+    while j + C <= j1 {
+        tile::<D, R, C>(jb, i, j);
+        j += C;
+    }
+    while j < j1 {
+        tile::<D, R, 1>(jb, i, j);
+        j += 1;
+    }
+}
+
+/// Columns `j0..j1` for all rows: `MR x NR` GEMM tiles over the chunk's weight rows (hot in L2),
+/// leftover rows and small `m` as `1 x NV` GEMV tiles.
+#[inline(always)]
+unsafe fn block<D: Dot, const MR: usize, const NR: usize, const NV: usize>(
+    jb: &Job<D::X, D::W>,
+    j0: usize,
+    j1: usize,
+) {
+    let mut i = 0;
+    if jb.m >= MR {
+        while i + MR <= jb.m {
+            cols::<D, MR, NR>(jb, i, j0, j1);
+            i += MR;
+        }
+    }
+    while i < jb.m {
+        cols::<D, 1, NV>(jb, i, j0, j1);
+        i += 1;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86 {
+    //! AVX2 and AVX-512 instances of [`Dot`](super::Dot) and their `target_feature` entry points.
+    use super::*;
+    use half::{bf16, f16};
+    use std::arch::x86_64::*;
+
+    /// Defines a `Dot` impl; `$lw` widens `$n` weights at `p` to an f32 vector.
+    macro_rules! dot_f32x {
+        ($name:ident, $w:ty, $v:ty, $n:expr, $zero:ident, $lx:ident, $fma:ident, |$p:ident| $lw:expr, |$a:ident| $hsum:expr) => {
+            pub struct $name;
+            impl Dot for $name {
+                type X = f32;
+                type W = $w;
+                type Xv = $v;
+                type Wv = $v;
+                type Acc = $v;
+                const STEP: usize = $n;
+                #[inline(always)]
+                unsafe fn zero() -> $v {
+                    $zero()
+                }
+                #[inline(always)]
+                unsafe fn lx(p: *const f32) -> $v {
+                    $lx(p)
+                }
+                #[inline(always)]
+                unsafe fn lw($p: *const $w) -> $v {
+                    $lw
+                }
+                #[inline(always)]
+                unsafe fn fma(x: $v, w: $v, acc: $v) -> $v {
+                    $fma(x, w, acc)
+                }
+                #[inline(always)]
+                unsafe fn hsum($a: $v) -> f32 {
+                    $hsum
+                }
+                #[inline(always)]
+                fn xf(x: f32) -> f32 {
+                    x
+                }
+                #[inline(always)]
+                fn wf(w: $w) -> f32 {
+                    w.to_f32_()
+                }
+            }
+        };
+    }
+
+    /// Widening of one stored weight element (f32 is the identity).
+    pub trait ToF32 {
+        fn to_f32_(self) -> f32;
+    }
+    impl ToF32 for f32 {
+        #[inline(always)]
+        fn to_f32_(self) -> f32 {
+            self
+        }
+    }
+    impl ToF32 for bf16 {
+        #[inline(always)]
+        fn to_f32_(self) -> f32 {
+            self.to_f32()
+        }
+    }
+    impl ToF32 for f16 {
+        #[inline(always)]
+        fn to_f32_(self) -> f32 {
+            self.to_f32()
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum256(a: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    dot_f32x!(
+        Avx2F32,
+        f32,
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        |p| _mm256_loadu_ps(p),
+        |a| hsum256(a)
+    );
+    dot_f32x!(
+        Avx2Bf16,
+        bf16,
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        |p| _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+            16
+        )),
+        |a| hsum256(a)
+    );
+    dot_f32x!(
+        Avx2F16,
+        f16,
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+        |a| hsum256(a)
+    );
+
+    dot_f32x!(
+        Avx512F32,
+        f32,
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        |p| _mm512_loadu_ps(p),
+        |a| _mm512_reduce_add_ps(a)
+    );
+    dot_f32x!(
+        Avx512Bf16W,
+        bf16,
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        |p| _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+            16
+        )),
+        |a| _mm512_reduce_add_ps(a)
+    );
+    dot_f32x!(
+        Avx512F16,
+        f16,
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        |p| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+        |a| _mm512_reduce_add_ps(a)
+    );
+
+    /// bf16 activations x bf16 weights with `vdpbf16ps` (pairs of products summed into f32 lanes).
+    pub struct DpBf16;
+    impl Dot for DpBf16 {
+        type X = bf16;
+        type W = bf16;
+        type Xv = __m512bh;
+        type Wv = __m512bh;
+        type Acc = __m512;
+        const STEP: usize = 32;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn lx(p: *const bf16) -> __m512bh {
+            // SAFETY (caller): 32 elements readable at `p`; __m512bh is 64 bytes like __m512i.
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p as *const __m512i))
+        }
+        #[inline(always)]
+        unsafe fn lw(p: *const bf16) -> __m512bh {
+            Self::lx(p)
+        }
+        #[inline(always)]
+        unsafe fn fma(x: __m512bh, w: __m512bh, acc: __m512) -> __m512 {
+            _mm512_dpbf16_ps(acc, x, w)
+        }
+        #[inline(always)]
+        unsafe fn hsum(a: __m512) -> f32 {
+            _mm512_reduce_add_ps(a)
+        }
+        #[inline(always)]
+        fn xf(x: bf16) -> f32 {
+            x.to_f32()
+        }
+        #[inline(always)]
+        fn wf(w: bf16) -> f32 {
+            w.to_f32()
+        }
+    }
+
+    /// AVX2 entry point: 4x3 GEMM tiles (12 accumulators of 16 ymm), 1x8 GEMV tiles.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C; `jb` and `j0..j1` are in bounds (see [`Job`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn block_avx2<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
+        block::<D, 4, 3, 8>(jb, j0, j1)
+    }
+
+    /// AVX-512 entry point: 6x4 GEMM tiles (24 accumulators of 32 zmm), 1x8 GEMV tiles.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F/BW (and F16C); `jb` and `j0..j1` are in bounds (see [`Job`]).
+    #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
+    pub unsafe fn block_avx512<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
+        block::<D, 6, 4, 8>(jb, j0, j1)
+    }
+
+    /// AVX512_BF16 entry point, tiles as [`block_avx512`].
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F/BW and AVX512_BF16; `jb` and `j0..j1` are in bounds.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn block_avx512bf16<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
+        block::<D, 6, 4, 8>(jb, j0, j1)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(super) mod arm {
+    //! NEON instances of [`Dot`](super::Dot) (f32 and bf16 weights; f16 uses the scalar path).
+    use super::*;
+    use std::arch::aarch64::*;
+
+    #[inline(always)]
+    unsafe fn hsum(a: float32x4_t) -> f32 {
+        vaddvq_f32(a)
+    }
+
+    pub struct NeonF32;
+    impl Dot for NeonF32 {
+        type X = f32;
+        type W = f32;
+        type Xv = float32x4_t;
+        type Wv = float32x4_t;
+        type Acc = float32x4_t;
+        const STEP: usize = 4;
+        #[inline(always)]
+        unsafe fn zero() -> float32x4_t {
+            vdupq_n_f32(0.0)
+        }
+        #[inline(always)]
+        unsafe fn lx(p: *const f32) -> float32x4_t {
+            vld1q_f32(p)
+        }
+        #[inline(always)]
+        unsafe fn lw(p: *const f32) -> float32x4_t {
+            vld1q_f32(p)
+        }
+        #[inline(always)]
+        unsafe fn fma(x: float32x4_t, w: float32x4_t, acc: float32x4_t) -> float32x4_t {
+            vfmaq_f32(acc, x, w)
+        }
+        #[inline(always)]
+        unsafe fn hsum(a: float32x4_t) -> f32 {
+            hsum(a)
+        }
+        fn xf(x: f32) -> f32 {
+            x
+        }
+        fn wf(w: f32) -> f32 {
+            w
+        }
+    }
+
+    pub struct NeonBf16;
+    impl Dot for NeonBf16 {
+        type X = f32;
+        type W = bf16;
+        type Xv = float32x4_t;
+        type Wv = float32x4_t;
+        type Acc = float32x4_t;
+        const STEP: usize = 4;
+        #[inline(always)]
+        unsafe fn zero() -> float32x4_t {
+            vdupq_n_f32(0.0)
+        }
+        #[inline(always)]
+        unsafe fn lx(p: *const f32) -> float32x4_t {
+            vld1q_f32(p)
+        }
+        #[inline(always)]
+        unsafe fn lw(p: *const bf16) -> float32x4_t {
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p as *const u16)))
+        }
+        #[inline(always)]
+        unsafe fn fma(x: float32x4_t, w: float32x4_t, acc: float32x4_t) -> float32x4_t {
+            vfmaq_f32(acc, x, w)
+        }
+        #[inline(always)]
+        unsafe fn hsum(a: float32x4_t) -> f32 {
+            hsum(a)
+        }
+        fn xf(x: f32) -> f32 {
+            x
+        }
+        fn wf(w: bf16) -> f32 {
+            w.to_f32()
+        }
+    }
+
+    /// NEON entry point: 4x4 GEMM tiles, 1x8 GEMV tiles.
+    ///
+    /// # Safety
+    /// The CPU supports NEON; `jb` and `j0..j1` are in bounds (see [`Job`]).
+    #[target_feature(enable = "neon")]
+    pub unsafe fn block_neon<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
+        block::<D, 4, 4, 8>(jb, j0, j1)
+    }
+}
+
+/// A weight dtype with a scalar reference dot product in `super`.
+pub(super) trait RefDot: Copy + Sized {
+    fn dot(x: &[f32], w: &[Self]) -> f32;
+}
+impl RefDot for f32 {
+    fn dot(x: &[f32], w: &[f32]) -> f32 {
+        super::dot_f32(x, w)
+    }
+}
+impl RefDot for bf16 {
+    fn dot(x: &[f32], w: &[bf16]) -> f32 {
+        super::dot_bf16(x, w)
+    }
+}
+impl RefDot for f16 {
+    fn dot(x: &[f32], w: &[f16]) -> f32 {
+        super::dot_f16(x, w)
+    }
+}
+
+/// Scalar reference as a [`BlockFn`]: one `super::dot_*` per output element.
+///
+/// # Safety
+/// `jb` and `j0..j1` are in bounds (see [`Job`]).
+pub(super) unsafe fn block_scalar<W: RefDot>(jb: &Job<f32, W>, j0: usize, j1: usize) {
+    let k = jb.k;
+    for i in 0..jb.m {
+        // SAFETY: row `i < m` of `x` and rows `j < n` of `w` hold `k` elements each.
+        let xi = std::slice::from_raw_parts(jb.x.add(i * k), k);
+        for j in j0..j1 {
+            let wj = std::slice::from_raw_parts(jb.w.add(j * k), k);
+            *jb.out.add(i * jb.ld + j) = W::dot(xi, wj);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{dot_bf16, dot_f16, dot_f32, matmul_with};
+    use super::*;
+    use crate::model::weights::Weight;
+
+    /// xorshift floats in [-1, 1).
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every available SIMD path matches the scalar reference (`dot_*` per element, f64-checked
+    /// tolerance) for f32/bf16/f16 weights, odd and even `k`, batch 1 and GEMM shapes; and a row's
+    /// result is bit-identical whether computed alone or in a batch.
+    #[test]
+    fn simd_paths_match_scalar_reference() {
+        for &(m, n, k) in &[
+            (1, 37, 1),
+            (1, 19, 7),
+            (1, 300, 131),
+            (3, 41, 64),
+            (7, 53, 133),
+            (13, 130, 96),
+            (25, 17, 200),
+        ] {
+            let x = rand_vec(m * k, (m * 1000 + k) as u64);
+            let wv = rand_vec(n * k, (n * 7 + k) as u64);
+            let wb: Vec<bf16> = wv.iter().map(|&v| bf16::from_f32(v)).collect();
+            let wh: Vec<f16> = wv.iter().map(|&v| f16::from_f32(v)).collect();
+            let weights = [
+                Weight::from_f32(&wv, vec![n, k]),
+                Weight::from_bf16(&wb, vec![n, k]),
+                Weight::from_f16(&wh, vec![n, k]),
+            ];
+            for (wi, w) in weights.iter().enumerate() {
+                let reference = |i: usize, j: usize| {
+                    let xi = &x[i * k..(i + 1) * k];
+                    match wi {
+                        0 => dot_f32(xi, &wv[j * k..(j + 1) * k]),
+                        1 => dot_bf16(xi, &wb[j * k..(j + 1) * k]),
+                        _ => dot_f16(xi, &wh[j * k..(j + 1) * k]),
+                    }
+                };
+                for kern in Kernel::available_all() {
+                    for prec in [Precision::Exact, Precision::Fast] {
+                        let ld = n + 3;
+                        let mut out = vec![f32::NAN; m * ld];
+                        matmul_with(kern, prec, &x, m, w, &mut out, ld, 2);
+                        // Fast on the bf16 path rounds activations: bf16 relative error per product.
+                        let tol = if prec == Precision::Fast && kern == Kernel::Avx512Bf16 {
+                            1e-2 * (k as f32).sqrt()
+                        } else {
+                            2e-5 * (k as f32).sqrt()
+                        };
+                        for i in 0..m {
+                            for j in 0..n {
+                                let (got, want) = (out[i * ld + 2 + j], reference(i, j));
+                                assert!(
+                                    (got - want).abs() <= tol,
+                                    "{} {prec:?} w{wi} m{m} n{n} k{k} ({i},{j}): {got} vs {want}",
+                                    kern.name()
+                                );
+                            }
+                            let mut alone = vec![0f32; n];
+                            matmul_with(kern, prec, &x[i * k..(i + 1) * k], 1, w, &mut alone, n, 0);
+                            assert_eq!(
+                                &alone[..],
+                                &out[i * ld + 2..i * ld + 2 + n],
+                                "{} {prec:?}: row {i} alone != batched",
+                                kern.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
