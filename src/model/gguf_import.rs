@@ -271,7 +271,7 @@ fn hf_name(gguf: &str, arch: &str, cfg: &ModelConfig) -> Option<(String, Option<
 /// GGUF row `2i + j` is HF row `j * hd/2 + i`.
 fn unpermute_rows(src: &[f32], row_len: usize, heads: usize) -> Option<Vec<f32>> {
     let rows = src.len() / row_len.max(1);
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return None;
     }
     let hd = rows / heads;

@@ -118,7 +118,7 @@ impl GgmlType {
 /// Decodes `src` (whole blocks of `ty`) into `out`. Errors (as a message) when the lengths disagree.
 pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) -> std::result::Result<(), String> {
     let (bs, ts) = (ty.block_size(), ty.type_size());
-    if src.len() % ts != 0 || src.len() / ts * bs != out.len() {
+    if !src.len().is_multiple_of(ts) || src.len() / ts * bs != out.len() {
         return Err(format!(
             "{} bytes of {} cannot hold {} values",
             src.len(),

@@ -187,7 +187,7 @@ impl Tree {
                 continue;
             }
             let u = self.uct(ch, c);
-            if best.map_or(true, |(_, b)| u > b) {
+            if best.is_none_or(|(_, b)| u > b) {
                 best = Some((ch, u));
             }
         }
@@ -237,7 +237,7 @@ impl Tree {
         let mut best: Option<(NodeId, f64)> = None;
         for (i, n) in self.answers() {
             let v = n.value.unwrap_or(f64::NEG_INFINITY);
-            if best.map_or(true, |(_, b)| v > b) {
+            if best.is_none_or(|(_, b)| v > b) {
                 best = Some((i, v));
             }
         }
