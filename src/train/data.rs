@@ -222,6 +222,19 @@ fn sft_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<SftExample> {
 /// Loads SFT examples (see the module doc for the formats), truncated to `seq_len` tokens; examples
 /// left with no loss token are skipped.
 pub fn load_sft(path: &Path, cx: &TokenContext) -> Result<Loaded<SftExample>> {
+    load_with(path, |loc, r| {
+        let mut ex = sft_record(loc, r, cx)?;
+        ex.ids.truncate(cx.seq_len);
+        ex.target.truncate(cx.seq_len);
+        Ok((ex.n_targets() > 0).then_some(ex))
+    })
+}
+
+/// Reads every record of `path` through `parse` (which returns None for a record to skip).
+fn load_with<T>(
+    path: &Path,
+    mut parse: impl FnMut(&Loc, &Value) -> Result<Option<T>>,
+) -> Result<Loaded<T>> {
     let mut out = Loaded {
         examples: Vec::new(),
         skipped: 0,
@@ -231,13 +244,9 @@ pub fn load_sft(path: &Path, cx: &TokenContext) -> Result<Loaded<SftExample>> {
         if !r.is_object() {
             return Err(loc.err("expected a JSON object"));
         }
-        let mut ex = sft_record(&loc, &r, cx)?;
-        ex.ids.truncate(cx.seq_len);
-        ex.target.truncate(cx.seq_len);
-        if ex.n_targets() == 0 {
-            out.skipped += 1;
-        } else {
-            out.examples.push(ex);
+        match parse(&loc, &r)? {
+            Some(ex) => out.examples.push(ex),
+            None => out.skipped += 1,
         }
     }
     Ok(out)
@@ -283,23 +292,10 @@ fn pair_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<PairExample> {
 
 /// Loads preference pairs; pairs whose prefix + longer side exceeds `seq_len` are skipped.
 pub fn load_pairs(path: &Path, cx: &TokenContext) -> Result<Loaded<PairExample>> {
-    let mut out = Loaded {
-        examples: Vec::new(),
-        skipped: 0,
-    };
-    for (what, r) in read_records(path)? {
-        let loc = Loc { path, what };
-        if !r.is_object() {
-            return Err(loc.err("expected a JSON object"));
-        }
-        let p = pair_record(&loc, &r, cx)?;
-        if p.prefix.len() + p.pos.len().max(p.neg.len()) > cx.seq_len {
-            out.skipped += 1;
-        } else {
-            out.examples.push(p);
-        }
-    }
-    Ok(out)
+    load_with(path, |loc, r| {
+        let p = pair_record(loc, r, cx)?;
+        Ok((p.prefix.len() + p.pos.len().max(p.neg.len()) <= cx.seq_len).then_some(p))
+    })
 }
 
 /// Packs SFT examples, in order, into micro-batches of at most `seq_len` rows; each comes with its
