@@ -29,7 +29,7 @@ fn random_fork_append_drop_evict_matches_recompute() {
         ("phi3-f16-v5", 30, 2),
     ] {
         let lm = lm(name);
-        let probe = lm.model.new_kv_store(block_size, 1).bytes_per_block();
+        let probe = lm.model.kv_bytes_per_block(block_size);
         let mut eng = Engine::new(
             lm.clone(),
             EngineConfig {

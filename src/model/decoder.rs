@@ -5,8 +5,11 @@
 //! pass is pre-norm: `x += attn(rms(x)); x += mlp(rms(x))`, then a final RMSNorm and the LM head.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::backend::cpu;
+use crate::backend::cuda::model::CudaModel;
+use crate::backend::cuda::{Device, Gpu};
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::kv::{KvCache, KvStore};
@@ -18,9 +21,9 @@ use crate::model::weights::{Weight, WeightStore};
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// Each `[n_i, in_dim]`; output columns are laid out in order.
-    parts: Vec<Weight>,
+    pub(crate) parts: Vec<Weight>,
     /// `[out_dim]` if present.
-    bias: Option<Vec<f32>>,
+    pub(crate) bias: Option<Vec<f32>>,
     pub in_dim: usize,
     pub out_dim: usize,
 }
@@ -47,19 +50,19 @@ impl Linear {
 }
 
 #[derive(Debug, Clone)]
-struct Layer {
+pub(crate) struct Layer {
     /// `[hidden]`
-    attn_norm: Vec<f32>,
+    pub(crate) attn_norm: Vec<f32>,
     /// `[hidden]`
-    mlp_norm: Vec<f32>,
+    pub(crate) mlp_norm: Vec<f32>,
     /// hidden -> q_dim + 2 * kv_dim
-    qkv: Linear,
+    pub(crate) qkv: Linear,
     /// q_dim -> hidden
-    o: Linear,
+    pub(crate) o: Linear,
     /// hidden -> 2 * intermediate (gate | up)
-    gate_up: Linear,
+    pub(crate) gate_up: Linear,
     /// intermediate -> hidden
-    down: Linear,
+    pub(crate) down: Linear,
 }
 
 /// One sequence's part of a batched forward pass: its block table in the [`KvStore`] and the
@@ -89,14 +92,16 @@ pub fn open_model_dir(dir: &Path) -> Result<(ModelConfig, WeightStore)> {
 pub struct Model {
     pub config: ModelConfig,
     /// `[vocab, hidden]`
-    embed: Weight,
-    layers: Vec<Layer>,
+    pub(crate) embed: Weight,
+    pub(crate) layers: Vec<Layer>,
     /// `[hidden]`
-    final_norm: Vec<f32>,
+    pub(crate) final_norm: Vec<f32>,
     /// `[vocab, hidden]` (the embedding matrix itself when tied); None for reward models.
-    lm_head: Option<Weight>,
+    pub(crate) lm_head: Option<Weight>,
     /// `[rotary_dim / 2]`
-    inv_freq: Vec<f32>,
+    pub(crate) inv_freq: Vec<f32>,
+    /// The copy of the weights on a CUDA device that runs the forward pass, if any.
+    cuda: Option<Arc<CudaModel>>,
 }
 
 struct Loader<'a> {
@@ -194,7 +199,31 @@ impl Model {
             final_norm,
             lm_head,
             inv_freq,
+            cuda: None,
         })
+    }
+
+    /// Moves the forward pass to `device` (uploading the weights for CUDA). Caches and KV stores
+    /// made before the move stay on the old device and are refused by the new one.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        self.cuda = match device {
+            Device::Cpu => None,
+            Device::Cuda(n) => Some(Arc::new(CudaModel::new(self, Gpu::open(n)?)?)),
+        };
+        Ok(())
+    }
+
+    /// Where the forward pass runs.
+    pub fn device(&self) -> Device {
+        match &self.cuda {
+            Some(c) => Device::Cuda(c.gpu().ctx.ordinal()),
+            None => Device::Cpu,
+        }
+    }
+
+    /// The CUDA copy of the model, when it runs on a device.
+    pub fn cuda(&self) -> Option<&Arc<CudaModel>> {
+        self.cuda.as_ref()
     }
 
     /// An empty cache for one sequence.
@@ -202,14 +231,18 @@ impl Model {
         KvCache::new(self.config.num_layers, self.config.kv_dim())
     }
 
-    /// An empty block store sized for this model.
-    pub fn new_kv_store(&self, block_size: usize, num_blocks: usize) -> KvStore {
-        KvStore::new(
-            self.config.num_layers,
-            self.config.kv_dim(),
-            block_size,
-            num_blocks,
-        )
+    /// An empty block store sized for this model, on the model's device.
+    pub fn new_kv_store(&self, block_size: usize, num_blocks: usize) -> Result<KvStore> {
+        let (l, d) = (self.config.num_layers, self.config.kv_dim());
+        match &self.cuda {
+            Some(c) => KvStore::new_cuda(c.gpu(), l, d, block_size, num_blocks),
+            None => Ok(KvStore::new(l, d, block_size, num_blocks)),
+        }
+    }
+
+    /// Bytes of K/V memory per block of `block_size` positions.
+    pub fn kv_bytes_per_block(&self, block_size: usize) -> usize {
+        KvStore::block_bytes(self.config.num_layers, self.config.kv_dim(), block_size)
     }
 
     /// Runs `tokens` (continuing the sequence in `cache`) and returns the final-norm hidden states
@@ -222,7 +255,12 @@ impl Model {
                 "KV cache was made for another model".into(),
             ));
         }
-        cache.reserve(tokens.len());
+        if self.cuda.is_some() && cache.len == 0 && cache.store.host_mut().is_ok() {
+            // A fresh cache moves to the model's device on first use.
+            cache.store = self.new_kv_store(KvCache::BLOCK, 0)?;
+            cache.table.clear();
+        }
+        cache.reserve(tokens.len())?;
         let KvCache { store, table, len } = cache;
         let chunk = SeqChunk {
             table,
@@ -244,9 +282,91 @@ impl Model {
         chunks: &[SeqChunk],
         kv: &mut KvStore,
     ) -> Result<Vec<f32>> {
+        self.check_batch(tokens, chunks, kv)?;
+        if let Some(cuda) = &self.cuda {
+            let block_size = kv.block_size;
+            return cuda.forward_batch(tokens, chunks, block_size, kv.cuda_mut()?);
+        }
         let c = &self.config;
         let t = tokens.len();
         let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        // Position and KV row of every token.
+        let mut pos = Vec::with_capacity(t);
+        let mut rows = Vec::with_capacity(t);
+        for ch in chunks {
+            for p in ch.start..ch.start + ch.len {
+                pos.push(p);
+                rows.push(kv.row(ch.table, p));
+            }
+        }
+        let attn_seqs: Vec<cpu::AttnSeq> = chunks
+            .iter()
+            .map(|ch| cpu::AttnSeq {
+                table: ch.table,
+                start: ch.start,
+                len: ch.len,
+            })
+            .collect();
+        let eps = c.rms_norm_eps as f32;
+        let block_size = kv.block_size;
+        let host = kv.host_mut()?;
+
+        // Activations, row-major [t, width].
+        let mut x = vec![0f32; t * h];
+        for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
+            self.embed.row_to_f32(id as usize, row);
+        }
+        let mut normed = vec![0f32; t * h];
+        let mut qkv = vec![0f32; t * (qd + 2 * kvd)];
+        let mut attn = vec![0f32; t * qd];
+        let mut proj = vec![0f32; t * h];
+        let mut gate_up = vec![0f32; t * 2 * inter];
+        let mut act = vec![0f32; t * inter];
+        let mut q = vec![0f32; t * qd];
+        let shape = cpu::AttnShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            block_size,
+            window: c.sliding_window,
+        };
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            cpu::rms_norm(&x, &layer.attn_norm, eps, &mut normed);
+            layer.qkv.forward(&normed, t, &mut qkv);
+            for (ti, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
+                let (qr, rest) = row.split_at_mut(qd);
+                let (kr, vr) = rest.split_at_mut(kvd);
+                cpu::rope(qr, c.num_heads, c.head_dim, &self.inv_freq, pos[ti]);
+                cpu::rope(kr, c.num_kv_heads, c.head_dim, &self.inv_freq, pos[ti]);
+                q[ti * qd..(ti + 1) * qd].copy_from_slice(qr);
+                host.write(li, rows[ti], kr, vr);
+            }
+            let (kl, vl) = host.layer(li);
+            cpu::attention(&q, kl, vl, &attn_seqs, shape, &mut attn);
+            layer.o.forward(&attn, t, &mut proj);
+            cpu::add_inplace(&mut x, &proj);
+
+            cpu::rms_norm(&x, &layer.mlp_norm, eps, &mut normed);
+            layer.gate_up.forward(&normed, t, &mut gate_up);
+            for (ti, row) in gate_up.chunks_exact_mut(2 * inter).enumerate() {
+                let (g, u) = row.split_at_mut(inter);
+                cpu::silu_mul(g, u);
+                act[ti * inter..(ti + 1) * inter].copy_from_slice(g);
+            }
+            layer.down.forward(&act, t, &mut proj);
+            cpu::add_inplace(&mut x, &proj);
+        }
+        cpu::rms_norm(&x, &self.final_norm, eps, &mut normed);
+        Ok(normed)
+    }
+
+    /// Checks a batch against the model and the KV store (token ids, chunk cover, context length,
+    /// block tables): the same rules for every device.
+    pub(crate) fn check_batch(&self, tokens: &[u32], chunks: &[SeqChunk], kv: &KvStore) -> Result<()> {
+        let c = &self.config;
+        let t = tokens.len();
+        let kvd = c.kv_dim();
         if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
             return Err(Error::InvalidArgument(format!(
                 "token id {bad} is out of range for vocabulary size {}",
@@ -282,73 +402,7 @@ impl Model {
                 ));
             }
         }
-        // Position and KV row of every token.
-        let mut pos = Vec::with_capacity(t);
-        let mut rows = Vec::with_capacity(t);
-        for ch in chunks {
-            for p in ch.start..ch.start + ch.len {
-                pos.push(p);
-                rows.push(kv.row(ch.table, p));
-            }
-        }
-        let attn_seqs: Vec<cpu::AttnSeq> = chunks
-            .iter()
-            .map(|ch| cpu::AttnSeq {
-                table: ch.table,
-                start: ch.start,
-                len: ch.len,
-            })
-            .collect();
-        let eps = c.rms_norm_eps as f32;
-
-        // Activations, row-major [t, width].
-        let mut x = vec![0f32; t * h];
-        for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
-            self.embed.row_to_f32(id as usize, row);
-        }
-        let mut normed = vec![0f32; t * h];
-        let mut qkv = vec![0f32; t * (qd + 2 * kvd)];
-        let mut attn = vec![0f32; t * qd];
-        let mut proj = vec![0f32; t * h];
-        let mut gate_up = vec![0f32; t * 2 * inter];
-        let mut act = vec![0f32; t * inter];
-        let mut q = vec![0f32; t * qd];
-        let shape = cpu::AttnShape {
-            n_heads: c.num_heads,
-            n_kv_heads: c.num_kv_heads,
-            head_dim: c.head_dim,
-            block_size: kv.block_size,
-            window: c.sliding_window,
-        };
-
-        for (li, layer) in self.layers.iter().enumerate() {
-            cpu::rms_norm(&x, &layer.attn_norm, eps, &mut normed);
-            layer.qkv.forward(&normed, t, &mut qkv);
-            for (ti, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
-                let (qr, rest) = row.split_at_mut(qd);
-                let (kr, vr) = rest.split_at_mut(kvd);
-                cpu::rope(qr, c.num_heads, c.head_dim, &self.inv_freq, pos[ti]);
-                cpu::rope(kr, c.num_kv_heads, c.head_dim, &self.inv_freq, pos[ti]);
-                q[ti * qd..(ti + 1) * qd].copy_from_slice(qr);
-                kv.write(li, rows[ti], kr, vr);
-            }
-            let (kl, vl) = kv.layer(li);
-            cpu::attention(&q, kl, vl, &attn_seqs, shape, &mut attn);
-            layer.o.forward(&attn, t, &mut proj);
-            cpu::add_inplace(&mut x, &proj);
-
-            cpu::rms_norm(&x, &layer.mlp_norm, eps, &mut normed);
-            layer.gate_up.forward(&normed, t, &mut gate_up);
-            for (ti, row) in gate_up.chunks_exact_mut(2 * inter).enumerate() {
-                let (g, u) = row.split_at_mut(inter);
-                cpu::silu_mul(g, u);
-                act[ti * inter..(ti + 1) * inter].copy_from_slice(g);
-            }
-            layer.down.forward(&act, t, &mut proj);
-            cpu::add_inplace(&mut x, &proj);
-        }
-        cpu::rms_norm(&x, &self.final_norm, eps, &mut normed);
-        Ok(normed)
+        Ok(())
     }
 
     /// LM head over hidden rows `[n, hidden]` -> logits `[n, vocab]`.
@@ -361,6 +415,9 @@ impl Model {
                 "this model was loaded without an LM head (a reward model)".into(),
             )
         })?;
+        if let Some(cuda) = &self.cuda {
+            return cuda.logits(hidden);
+        }
         let mut out = vec![0f32; n * v];
         cpu::matmul(hidden, n, head, &mut out, v, 0);
         Ok(out)

@@ -68,7 +68,7 @@ const BLOCK: usize = 16;
 /// Seconds for a `p`-token prefill of one sequence (hidden states plus the last position's logits).
 fn time_prefill(model: &Model, p: usize) -> Result<f64> {
     let nb = p.div_ceil(BLOCK);
-    let mut kv = model.new_kv_store(BLOCK, nb);
+    let mut kv = model.new_kv_store(BLOCK, nb)?;
     let table: Vec<u32> = (0..nb as u32).collect();
     let tokens: Vec<u32> = (0..p).map(|i| token(i, model.config.vocab_size)).collect();
     let t0 = Instant::now();
@@ -88,7 +88,7 @@ fn time_prefill(model: &Model, p: usize) -> Result<f64> {
 fn time_decode(model: &Model, b: usize, steps: usize) -> Result<f64> {
     let prompt = BLOCK;
     let per = (prompt + steps).div_ceil(BLOCK);
-    let mut kv = model.new_kv_store(BLOCK, per * b);
+    let mut kv = model.new_kv_store(BLOCK, per * b)?;
     let tables: Vec<Vec<u32>> = (0..b)
         .map(|s| ((s * per) as u32..((s + 1) * per) as u32).collect())
         .collect();

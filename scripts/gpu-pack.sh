@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds what scripts/gpu-check.sh runs on a GPU machine that has no Rust toolchain: the release
+# `rstar` binary and the CUDA test executable, stripped, into gpu-bin/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin rstar
+cargo test --release --no-run --test cuda_kernels 2>&1 | tee /tmp/rstar-gpu-pack.log
+exe=$(grep -o 'target/release/deps/cuda_kernels-[0-9a-f]*' /tmp/rstar-gpu-pack.log | tail -1)
+rm -rf gpu-bin && mkdir -p gpu-bin
+cp target/release/rstar gpu-bin/rstar
+cp "$exe" gpu-bin/cuda_kernels
+strip gpu-bin/rstar gpu-bin/cuda_kernels
+ls -l gpu-bin

@@ -1,0 +1,248 @@
+//! `rstar bench cuda`: throughput of the CUDA decoder on a random-weight model of a real shape
+//! (weights drawn on the device, no download), next to the device limits measured in the same run:
+//! copy bandwidth (device-to-device, bytes read plus written) and the bf16 tensor-core rate of a
+//! large cuBLAS GEMM.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::model::{CudaModel, DevKv};
+use super::ops::{self, SampleParams};
+use super::Gpu;
+use crate::error::{Error, Result};
+use crate::model::{ModelConfig, SeqChunk};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CudaBenchConfig {
+    /// `qwen2.5-math-7b`, `qwen2.5-1.5b` or `qwen2.5-0.5b`.
+    pub shape: String,
+    pub device: usize,
+    /// Prompt length of the prefill measurement.
+    pub prefill_tokens: usize,
+    /// Prompt length of every sequence before the decode measurement.
+    pub context_tokens: usize,
+    /// Decode steps timed per batch size.
+    pub decode_tokens: usize,
+    pub batches: Vec<usize>,
+}
+
+impl Default for CudaBenchConfig {
+    fn default() -> Self {
+        CudaBenchConfig {
+            shape: "qwen2.5-math-7b".into(),
+            device: 0,
+            prefill_tokens: 2048,
+            context_tokens: 128,
+            decode_tokens: 32,
+            batches: vec![1, 32],
+        }
+    }
+}
+
+/// The config of a named bench shape (bf16, Qwen2 layout).
+pub fn shape_config(name: &str) -> Result<ModelConfig> {
+    let (h, l, nh, nkv, inter, vocab, tied) = match name {
+        "qwen2.5-math-7b" => (3584, 28, 28, 4, 18944, 152064, false),
+        "qwen2.5-1.5b" => (1536, 28, 12, 2, 8960, 151936, true),
+        "qwen2.5-0.5b" => (896, 24, 14, 2, 4864, 151936, true),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown bench shape `{name}` (qwen2.5-math-7b, qwen2.5-1.5b, qwen2.5-0.5b)"
+            )))
+        }
+    };
+    let v = json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "hidden_size": h, "num_hidden_layers": l, "num_attention_heads": nh,
+        "num_key_value_heads": nkv, "intermediate_size": inter, "vocab_size": vocab,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "tie_word_embeddings": tied, "torch_dtype": "bfloat16"
+    });
+    ModelConfig::from_json(&v, std::path::Path::new(name))
+}
+
+fn elapsed_ms(gpu: &Gpu, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+    let err = |e| Error::Device(format!("event: {e:?}"));
+    let start = gpu.ctx.new_event(None).map_err(err)?;
+    let end = gpu.ctx.new_event(None).map_err(err)?;
+    start.record(&gpu.stream).map_err(err)?;
+    f()?;
+    end.record(&gpu.stream).map_err(err)?;
+    end.synchronize().map_err(err)?;
+    Ok(start.elapsed_ms(&end).map_err(err)? as f64)
+}
+
+/// Device-to-device copy bandwidth in GB/s (bytes read + written).
+pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
+    let n = 1usize << 30;
+    let src = ops::zeros::<u8>(gpu, n)?;
+    let mut dst = ops::zeros::<u8>(gpu, n)?;
+    let err = |e| Error::Device(format!("copy: {e:?}"));
+    gpu.stream.memcpy_dtod(&src, &mut dst).map_err(err)?;
+    let reps = 10;
+    let ms = elapsed_ms(gpu, &mut || {
+        for _ in 0..reps {
+            gpu.stream.memcpy_dtod(&src, &mut dst).map_err(err)?;
+        }
+        Ok(())
+    })?;
+    Ok((2 * n * reps) as f64 / (ms * 1e-3) / 1e9)
+}
+
+/// bf16 tensor-core rate of an 8192^3 cuBLAS GEMM (f32 accumulation), in TFLOP/s.
+pub fn tensor_core_peak(gpu: &Gpu) -> Result<f64> {
+    let s = 8192usize;
+    let a = ops::zeros::<u16>(gpu, s * s)?;
+    let b = ops::zeros::<u16>(gpu, s * s)?;
+    let c = ops::zeros::<f32>(gpu, s * s)?;
+    ops::fill_random_bf16(gpu, ops::ptr(gpu, &a, 0), s * s, 1, 1.0)?;
+    ops::fill_random_bf16(gpu, ops::ptr(gpu, &b, 0), s * s, 2, 1.0)?;
+    let (pa, pb, pc) = (ops::ptr(gpu, &a, 0), ops::ptr(gpu, &b, 0), ops::ptr(gpu, &c, 0));
+    ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
+    let reps = 10;
+    let ms = elapsed_ms(gpu, &mut || {
+        for _ in 0..reps {
+            ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
+        }
+        Ok(())
+    })?;
+    Ok(2.0 * (s * s * s * reps) as f64 / (ms * 1e-3) / 1e12)
+}
+
+/// Runs the benchmark and returns one JSON object.
+pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Value> {
+    let gpu = Gpu::open(cfg.device)?;
+    let name = gpu
+        .ctx
+        .name()
+        .map_err(|e| Error::Device(format!("device name: {e:?}")))?;
+    log(&format!("device: {name} ({}, {} SMs)", gpu.arch, gpu.sm_count));
+    let bw = copy_bandwidth(&gpu)?;
+    log(&format!("copy bandwidth: {bw:.0} GB/s (read + write)"));
+    let peak = tensor_core_peak(&gpu)?;
+    log(&format!("bf16 tensor-core peak (cuBLAS 8192^3): {peak:.0} TFLOP/s"));
+    let mcfg = shape_config(&cfg.shape)?;
+    let t0 = Instant::now();
+    let model = CudaModel::random(mcfg.clone(), gpu.clone(), 42)?;
+    gpu.sync()?;
+    let wbytes = model.weight_bytes();
+    log(&format!(
+        "model {}: {:.2} GB of bf16 weights drawn on the device in {:.1} s",
+        cfg.shape,
+        wbytes as f64 / 1e9,
+        t0.elapsed().as_secs_f64()
+    ));
+    let bs = 16usize;
+    let greedy = SampleParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        pad: 0,
+        seed: 0,
+        counter: 0,
+    };
+    let max_batch = cfg.batches.iter().copied().max().unwrap_or(1);
+    let per_seq = cfg.context_tokens + cfg.decode_tokens + 1;
+    let tokens_needed = cfg.prefill_tokens.max(max_batch * per_seq);
+    let blocks = tokens_needed.div_ceil(bs) + max_batch;
+    let mut kv = DevKv::new(gpu.clone(), mcfg.num_layers, blocks * bs * mcfg.kv_dim())?;
+    let vocab = mcfg.vocab_size as u32;
+    let prompt = |n: usize, salt: u32| -> Vec<u32> {
+        (0..n as u32).map(|i| (i.wrapping_mul(2654435761) ^ salt) % vocab).collect()
+    };
+
+    // Prefill: one sequence of prefill_tokens in one pass (the second run is timed: the first
+    // compiles kernels and measures the GEMM choice per shape).
+    let p = cfg.prefill_tokens;
+    let table: Vec<u32> = (0..p.div_ceil(bs) as u32).collect();
+    let toks = prompt(p, 1);
+    let chunk = [SeqChunk {
+        table: &table,
+        start: 0,
+        len: p,
+    }];
+    model.forward_sample(&toks, &chunk, bs, &mut kv, &[greedy])?;
+    let t = Instant::now();
+    model.forward_sample(&toks, &chunk, bs, &mut kv, &[greedy])?;
+    let prefill_s = t.elapsed().as_secs_f64();
+    let (h, qd, l) = (mcfg.hidden_size, mcfg.q_dim(), mcfg.num_layers);
+    let body_params = (wbytes / 2 - mcfg.vocab_size * h) as f64;
+    let matmul_flops = 2.0 * body_params * p as f64 + 2.0 * (mcfg.vocab_size * h) as f64;
+    let attn_flops = 4.0 * (p * (p + 1) / 2) as f64 * qd as f64 * l as f64;
+    let prefill_tok_s = p as f64 / prefill_s;
+    let prefill_tflops = (matmul_flops + attn_flops) / prefill_s / 1e12;
+    log(&format!(
+        "prefill {p}: {prefill_tok_s:.0} tok/s, {prefill_tflops:.0} TFLOP/s = {:.1}% of peak",
+        100.0 * prefill_tflops / peak
+    ));
+
+    // Decode: `b` sequences with a context_tokens prompt each, then decode_tokens greedy steps.
+    let mut decode = Vec::new();
+    for &b in &cfg.batches {
+        let blocks_per = per_seq.div_ceil(bs) as u32;
+        let tables: Vec<Vec<u32>> = (0..b as u32)
+            .map(|s| (s * blocks_per..(s + 1) * blocks_per).collect())
+            .collect();
+        let ctx = cfg.context_tokens;
+        let mut all = Vec::new();
+        let chunks: Vec<SeqChunk> = tables
+            .iter()
+            .enumerate()
+            .map(|(s, tb)| {
+                all.extend(prompt(ctx, s as u32 + 7));
+                SeqChunk {
+                    table: tb,
+                    start: 0,
+                    len: ctx,
+                }
+            })
+            .collect();
+        let params = vec![greedy; b];
+        let mut next = model.forward_sample(&all, &chunks, bs, &mut kv, &params)?;
+        // One untimed step (GEMM choice for this batch size), then the timed steps.
+        let mut step = |pos: usize, next: &mut Vec<u32>| -> Result<()> {
+            let chunks: Vec<SeqChunk> = tables
+                .iter()
+                .map(|tb| SeqChunk {
+                    table: tb,
+                    start: pos,
+                    len: 1,
+                })
+                .collect();
+            *next = model.forward_sample(next, &chunks, bs, &mut kv, &params)?;
+            Ok(())
+        };
+        step(ctx, &mut next)?;
+        let t = Instant::now();
+        for i in 0..cfg.decode_tokens {
+            step(ctx + 1 + i, &mut next)?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let tok_s = (b * cfg.decode_tokens) as f64 / secs;
+        let roofline = bw * 1e9 / wbytes as f64;
+        log(&format!(
+            "decode batch {b}: {tok_s:.1} tok/s ({:.2} ms/step); batch-1 roofline {roofline:.1} tok/s",
+            1e3 * secs / cfg.decode_tokens as f64
+        ));
+        decode.push(json!({
+            "batch": b, "tok_s": tok_s, "ms_per_step": 1e3 * secs / cfg.decode_tokens as f64,
+            "fraction_of_hbm_roofline": tok_s / b as f64 / roofline,
+        }));
+    }
+    let gemm: Vec<Value> = model
+        .gemm_choices()
+        .into_iter()
+        .map(|((m, n, k), imp)| json!({"m_bucket": m, "n": n, "k": k, "impl": format!("{imp:?}")}))
+        .collect();
+    Ok(json!({
+        "device": name, "arch": gpu.arch, "shape": cfg.shape, "weight_bytes": wbytes,
+        "limits": {"copy_gb_s": bw, "bf16_tflop_s": peak},
+        "prefill": {"tokens": p, "tok_s": prefill_tok_s, "tflop_s": prefill_tflops,
+                    "fraction_of_tc_peak": prefill_tflops / peak},
+        "decode": decode,
+        "gemm_choice": gemm,
+    }))
+}
+

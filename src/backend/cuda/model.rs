@@ -1,0 +1,531 @@
+//! The decoder's forward pass on a CUDA device: the same pre-norm block as the CPU decoder
+//! (`model::decoder`), with weights kept in their stored dtype on the device, f32 activations and
+//! residual stream, f32 K/V in the paged store, and matmuls on the GEMV kernels (up to 8 rows) or a
+//! tensor-core GEMM over bf16-rounded activations (more rows, bf16 weights).
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::CudaSlice;
+
+use super::ops::{self, DevMatrix, GemmTuner, Heads, Ptr};
+use super::Gpu;
+use crate::error::{Error, Result};
+use crate::model::decoder::{Linear, Model, SeqChunk};
+use crate::model::{DType, ModelConfig};
+
+/// K/V memory of all layers on the device.
+#[derive(Debug)]
+pub struct DevKv {
+    gpu: Arc<Gpu>,
+    k: Vec<CudaSlice<f32>>,
+    v: Vec<CudaSlice<f32>>,
+    len: usize,
+}
+
+impl DevKv {
+    /// `layers` layers of `len` floats each for K and for V.
+    pub fn new(gpu: Arc<Gpu>, layers: usize, len: usize) -> Result<DevKv> {
+        let alloc = |_| ops::zeros::<f32>(&gpu, len);
+        let k = (0..layers).map(alloc).collect::<Result<Vec<_>>>()?;
+        let v = (0..layers).map(alloc).collect::<Result<Vec<_>>>()?;
+        Ok(DevKv { gpu, k, v, len })
+    }
+
+    /// Grows every layer to `len` floats, keeping the contents.
+    pub fn grow(&mut self, len: usize) -> Result<()> {
+        if len <= self.len {
+            return Ok(());
+        }
+        let gpu = self.gpu.clone();
+        for l in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let mut bigger = ops::zeros::<f32>(&gpu, len)?;
+            gpu.stream
+                .memcpy_dtod(&l.slice(..self.len), &mut bigger.slice_mut(..self.len))
+                .map_err(|e| Error::Device(format!("K/V copy: {e:?}")))?;
+            *l = bigger;
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Copies `n` floats from offset `src` to offset `dst` in every layer.
+    pub fn copy_rows(&mut self, src: usize, dst: usize, n: usize) -> Result<()> {
+        if src + n > self.len || dst + n > self.len {
+            return Err(Error::Internal("K/V block copy out of range".into()));
+        }
+        let gpu = self.gpu.clone();
+        for l in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let tmp = gpu
+                .stream
+                .clone_dtod(&l.slice(src..src + n))
+                .map_err(|e| Error::Device(format!("K/V copy: {e:?}")))?;
+            gpu.stream
+                .memcpy_dtod(&tmp, &mut l.slice_mut(dst..dst + n))
+                .map_err(|e| Error::Device(format!("K/V copy: {e:?}")))?;
+        }
+        Ok(())
+    }
+
+    fn ptrs(&self, layer: usize) -> (Ptr, Ptr) {
+        (
+            ops::ptr(&self.gpu, &self.k[layer], 0),
+            ops::ptr(&self.gpu, &self.v[layer], 0),
+        )
+    }
+}
+
+/// A linear layer on the device.
+#[derive(Debug)]
+struct DevLinear {
+    parts: Vec<DevMatrix>,
+    bias: Option<CudaSlice<f32>>,
+    out_dim: usize,
+}
+
+#[derive(Debug)]
+struct DevLayer {
+    attn_norm: CudaSlice<f32>,
+    mlp_norm: CudaSlice<f32>,
+    qkv: DevLinear,
+    o: DevLinear,
+    gate_up: DevLinear,
+    down: DevLinear,
+}
+
+/// Activation buffers, grown to the largest batch seen and reused.
+#[derive(Debug)]
+struct Scratch {
+    cap: usize,
+    x: CudaSlice<f32>,
+    normed: CudaSlice<f32>,
+    qkv: CudaSlice<f32>,
+    q: CudaSlice<f32>,
+    attn: CudaSlice<f32>,
+    proj: CudaSlice<f32>,
+    gu: CudaSlice<f32>,
+    act: CudaSlice<f32>,
+    /// bf16 copy of a matmul input, `[cap, max(hidden, q_dim, intermediate)]`.
+    xb: CudaSlice<u16>,
+}
+
+/// Largest number of rows the GEMV kernels take in one launch; more rows go to the GEMM.
+const GEMV_MAX_ROWS: usize = 8;
+
+/// The model's weights on a CUDA device and the forward pass over them.
+#[derive(Debug)]
+pub struct CudaModel {
+    gpu: Arc<Gpu>,
+    cfg: ModelConfig,
+    embed: DevMatrix,
+    layers: Vec<DevLayer>,
+    final_norm: CudaSlice<f32>,
+    /// None: tied to `embed`, or no head (`has_head` false).
+    lm_head: Option<DevMatrix>,
+    has_head: bool,
+    inv_freq: CudaSlice<f32>,
+    half: usize,
+    tuner: GemmTuner,
+    scratch: Mutex<Option<Scratch>>,
+}
+
+fn upload_linear(gpu: &Gpu, l: &Linear) -> Result<DevLinear> {
+    Ok(DevLinear {
+        parts: l
+            .parts
+            .iter()
+            .map(|w| ops::upload_matrix(gpu, w))
+            .collect::<Result<_>>()?,
+        bias: l.bias.as_ref().map(|b| ops::upload(gpu, b)).transpose()?,
+        out_dim: l.out_dim,
+    })
+}
+
+impl CudaModel {
+    /// Uploads `model`'s weights to `gpu`.
+    pub fn new(model: &Model, gpu: Arc<Gpu>) -> Result<CudaModel> {
+        let g = &gpu;
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(DevLayer {
+                    attn_norm: ops::upload(g, &l.attn_norm)?,
+                    mlp_norm: ops::upload(g, &l.mlp_norm)?,
+                    qkv: upload_linear(g, &l.qkv)?,
+                    o: upload_linear(g, &l.o)?,
+                    gate_up: upload_linear(g, &l.gate_up)?,
+                    down: upload_linear(g, &l.down)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tied = model.config.tie_word_embeddings;
+        let lm_head = match (&model.lm_head, tied) {
+            (Some(w), false) => Some(ops::upload_matrix(g, w)?),
+            _ => None,
+        };
+        Ok(CudaModel {
+            embed: ops::upload_matrix(g, &model.embed)?,
+            layers,
+            final_norm: ops::upload(g, &model.final_norm)?,
+            lm_head,
+            has_head: model.lm_head.is_some(),
+            inv_freq: ops::upload(g, &model.inv_freq)?,
+            half: model.inv_freq.len(),
+            cfg: model.config.clone(),
+            tuner: GemmTuner::default(),
+            scratch: Mutex::new(None),
+            gpu,
+        })
+    }
+
+    /// A model of `cfg`'s shape with bf16 weights drawn on the device (uniform, scaled by
+    /// 1/sqrt(fan-in)): benchmarks of large shapes without a checkpoint or a host copy.
+    pub fn random(cfg: ModelConfig, gpu: Arc<Gpu>, seed: u64) -> Result<CudaModel> {
+        let g = &gpu;
+        let mut seed = seed;
+        let mut mat = |n: usize, k: usize| -> Result<DevMatrix> {
+            let buf = ops::zeros::<u8>(g, n * k * 2)?;
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            ops::fill_random_bf16(g, ops::ptr(g, &buf, 0), n * k, seed, 1.0 / (k as f32).sqrt())?;
+            Ok(DevMatrix {
+                buf,
+                dtype: DType::BF16,
+                n,
+                k,
+            })
+        };
+        let (h, qd, kvd, inter) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+        let ones = vec![1f32; h];
+        let mut layers = Vec::new();
+        for _ in 0..cfg.num_layers {
+            layers.push(DevLayer {
+                attn_norm: ops::upload(g, &ones)?,
+                mlp_norm: ops::upload(g, &ones)?,
+                qkv: DevLinear {
+                    parts: vec![mat(qd + 2 * kvd, h)?],
+                    bias: None,
+                    out_dim: qd + 2 * kvd,
+                },
+                o: DevLinear {
+                    parts: vec![mat(h, qd)?],
+                    bias: None,
+                    out_dim: h,
+                },
+                gate_up: DevLinear {
+                    parts: vec![mat(2 * inter, h)?],
+                    bias: None,
+                    out_dim: 2 * inter,
+                },
+                down: DevLinear {
+                    parts: vec![mat(h, inter)?],
+                    bias: None,
+                    out_dim: h,
+                },
+            });
+        }
+        let embed = mat(cfg.vocab_size, h)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(mat(cfg.vocab_size, h)?)
+        };
+        let inv_freq = cfg.rope_inv_freq();
+        Ok(CudaModel {
+            embed,
+            layers,
+            final_norm: ops::upload(g, &ones)?,
+            lm_head,
+            has_head: true,
+            half: inv_freq.len(),
+            inv_freq: ops::upload(g, &inv_freq)?,
+            cfg,
+            tuner: GemmTuner::default(),
+            scratch: Mutex::new(None),
+            gpu,
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Bytes of all weight matrices on the device (what one decode step streams).
+    pub fn weight_bytes(&self) -> usize {
+        let lin = |l: &DevLinear| l.parts.iter().map(|m| m.n * m.k * m.dtype.size()).sum::<usize>();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| lin(&l.qkv) + lin(&l.o) + lin(&l.gate_up) + lin(&l.down))
+            .sum();
+        let head = self.head().map(|m| m.n * m.k * m.dtype.size()).unwrap_or(0);
+        layers + head
+    }
+
+    /// The GEMM implementation measured fastest per shape so far.
+    pub fn gemm_choices(&self) -> Vec<((usize, usize, usize), ops::GemmImpl)> {
+        self.tuner.choices()
+    }
+
+    fn head(&self) -> Option<&DevMatrix> {
+        if !self.has_head {
+            return None;
+        }
+        Some(self.lm_head.as_ref().unwrap_or(&self.embed))
+    }
+
+    fn scratch(&self, t: usize) -> Result<std::sync::MutexGuard<'_, Option<Scratch>>> {
+        let mut guard = self.scratch.lock().expect("scratch lock");
+        if guard.as_ref().is_none_or(|s| s.cap < t) {
+            let cap = t.next_power_of_two();
+            let c = &self.cfg;
+            let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+            let g = &self.gpu;
+            let widest = h.max(qd).max(inter);
+            *guard = Some(Scratch {
+                cap,
+                x: ops::zeros(g, cap * h)?,
+                normed: ops::zeros(g, cap * h)?,
+                qkv: ops::zeros(g, cap * (qd + 2 * kvd))?,
+                q: ops::zeros(g, cap * qd)?,
+                attn: ops::zeros(g, cap * qd)?,
+                proj: ops::zeros(g, cap * h)?,
+                gu: ops::zeros(g, cap * 2 * inter)?,
+                act: ops::zeros(g, cap * inter)?,
+                xb: ops::zeros(g, cap * widest)?,
+            });
+        }
+        Ok(guard)
+    }
+
+    /// `out[t, out_dim] = x[t, in] @ W.T + b` on the device; `xb` is scratch for bf16 rows.
+    fn linear(&self, l: &DevLinear, x: Ptr, t: usize, out: Ptr, xb: Ptr) -> Result<()> {
+        let g = &*self.gpu;
+        let mut col = 0;
+        let mut converted = false;
+        for w in &l.parts {
+            self.matmul(w, x, t, out, l.out_dim, col, xb, &mut converted)?;
+            col += w.n;
+        }
+        if let Some(b) = &l.bias {
+            ops::add_bias(g, out, ops::ptr(g, b, 0), l.out_dim, l.out_dim, t)?;
+        }
+        Ok(())
+    }
+
+    /// `out[i, col0 + j] = x[i] . w[j]` for `t` rows: the GEMV kernels up to [`GEMV_MAX_ROWS`]
+    /// rows or for non-bf16 weights, else the tuned GEMM on a bf16 copy of `x` (made in `xb` once;
+    /// `converted` tracks that across the parts of one linear layer).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(&self, w: &DevMatrix, x: Ptr, t: usize, out: Ptr, ld: usize, col0: usize, xb: Ptr, converted: &mut bool) -> Result<()> {
+        let g = &*self.gpu;
+        if t > GEMV_MAX_ROWS && w.dtype == DType::BF16 && w.k % 8 == 0 {
+            if !*converted {
+                ops::to_bf16(g, x, xb, t * w.k)?;
+                *converted = true;
+            }
+            self.tuner.gemm(g, xb, ops::ptr(g, &w.buf, 0), out, t, w.n, w.k, ld, col0)?;
+            Ok(())
+        } else {
+            ops::gemv(g, x, w, out, t, ld, col0)
+        }
+    }
+
+    /// Runs the batch and leaves the final-norm hidden states `[t, hidden]` in the scratch
+    /// `normed` buffer; returns the guard holding it. The caller has checked the batch
+    /// (`Model::check_batch`).
+    fn forward_device(
+        &self,
+        tokens: &[u32],
+        chunks: &[SeqChunk],
+        kv: &mut DevKv,
+        block_size: usize,
+    ) -> Result<std::sync::MutexGuard<'_, Option<Scratch>>> {
+        let c = &self.cfg;
+        let g = &*self.gpu;
+        let t = tokens.len();
+        let (h, qd, inter) = (c.hidden_size, c.q_dim(), c.intermediate_size);
+        let heads = Heads {
+            nh: c.num_heads,
+            nkv: c.num_kv_heads,
+            hd: c.head_dim,
+        };
+        // Host-side index arrays: positions, K/V rows, attention tiles, block tables.
+        let mut pos = Vec::with_capacity(t);
+        let mut rows = Vec::with_capacity(t);
+        let mut tables = Vec::new();
+        let mut table_off = Vec::with_capacity(chunks.len());
+        for ch in chunks {
+            table_off.push(tables.len() as u32);
+            let blocks = (ch.start + ch.len).div_ceil(block_size);
+            tables.extend_from_slice(&ch.table[..blocks]);
+            for p in ch.start..ch.start + ch.len {
+                pos.push(p as u32);
+                rows.push(
+                    (ch.table[p / block_size] as usize * block_size + p % block_size) as u32,
+                );
+            }
+        }
+        let spans: Vec<(usize, usize)> = chunks.iter().map(|ch| (ch.start, ch.len)).collect();
+        let (tiles, max_chunks) = ops::attn_tiles(&spans, heads);
+        let splits = ops::attn_splits(g, tiles.len(), heads.nkv, max_chunks);
+        let d_ids = ops::upload(g, tokens)?;
+        let d_pos = ops::upload(g, &pos)?;
+        let d_rows = ops::upload(g, &rows)?;
+        let d_tiles = ops::upload(g, bytemuck::cast_slice::<_, u32>(&tiles))?;
+        let d_tables = ops::upload(g, &tables)?;
+        let d_off = ops::upload(g, &table_off)?;
+        let part_len = if splits > 1 { splits * t * (qd + 2 * heads.nh) } else { 1 };
+        let part = ops::zeros::<f32>(g, part_len)?;
+        let p = |s: &CudaSlice<u32>| ops::ptr(g, s, 0);
+
+        let mut guard = self.scratch(t)?;
+        let s = guard.as_mut().expect("scratch");
+        let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
+        let (x, normed, qkv, q, attn, proj, gu, act) = (
+            sp(&s.x),
+            sp(&s.normed),
+            sp(&s.qkv),
+            sp(&s.q),
+            sp(&s.attn),
+            sp(&s.proj),
+            sp(&s.gu),
+            sp(&s.act),
+        );
+        let xb = ops::ptr(g, &s.xb, 0);
+        let eps = c.rms_norm_eps as f32;
+        ops::embed(g, self.embed.dtype, ops::ptr(g, &self.embed.buf, 0), p(&d_ids), x, t, h)?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let (kst, vst) = kv.ptrs(li);
+            ops::rms_norm(g, x, sp(&layer.attn_norm), eps, normed, t, h)?;
+            self.linear(&layer.qkv, normed, t, qkv, xb)?;
+            ops::rope_store_kv(
+                g,
+                qkv,
+                p(&d_pos),
+                p(&d_rows),
+                sp(&self.inv_freq),
+                self.half,
+                heads,
+                q,
+                kst,
+                vst,
+                t,
+            )?;
+            ops::attention(
+                g,
+                q,
+                kst,
+                vst,
+                p(&d_tiles),
+                tiles.len(),
+                p(&d_tables),
+                p(&d_off),
+                heads,
+                block_size,
+                c.sliding_window,
+                splits,
+                t,
+                attn,
+                sp(&part),
+            )?;
+            self.linear(&layer.o, attn, t, proj, xb)?;
+            ops::add(g, x, proj, t * h)?;
+            ops::rms_norm(g, x, sp(&layer.mlp_norm), eps, normed, t, h)?;
+            self.linear(&layer.gate_up, normed, t, gu, xb)?;
+            ops::silu_mul(g, gu, act, t, inter)?;
+            self.linear(&layer.down, act, t, proj, xb)?;
+            ops::add(g, x, proj, t * h)?;
+        }
+        ops::rms_norm(g, x, sp(&self.final_norm), eps, normed, t, h)?;
+        // The index arrays must outlive the queued kernels.
+        g.sync()?;
+        Ok(guard)
+    }
+
+    /// [`Model::forward_batch`](crate::model::Model::forward_batch) on the device: final-norm
+    /// hidden states `[t, hidden]` on the host.
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        chunks: &[SeqChunk],
+        block_size: usize,
+        kv: &mut DevKv,
+    ) -> Result<Vec<f32>> {
+        let t = tokens.len();
+        let h = self.cfg.hidden_size;
+        let guard = self.forward_device(tokens, chunks, kv, block_size)?;
+        let s = guard.as_ref().expect("scratch");
+        let mut out = vec![0f32; t * h];
+        self.gpu
+            .stream
+            .memcpy_dtoh(&s.normed.slice(..t * h), &mut out)
+            .map_err(|e| Error::Device(format!("download: {e:?}")))?;
+        Ok(out)
+    }
+
+    /// Runs the batch and picks the next token of every chunk on the device (LM head on each
+    /// chunk's last row, then [`ops::sample`] with `params[i]` for chunk `i`); only the ids come
+    /// back to the host.
+    pub fn forward_sample(
+        &self,
+        tokens: &[u32],
+        chunks: &[SeqChunk],
+        block_size: usize,
+        kv: &mut DevKv,
+        params: &[ops::SampleParams],
+    ) -> Result<Vec<u32>> {
+        if params.len() != chunks.len() {
+            return Err(Error::InvalidArgument("one sampling setting per sequence".into()));
+        }
+        let head = self.head().ok_or_else(|| {
+            Error::InvalidArgument("this model was loaded without an LM head (a reward model)".into())
+        })?;
+        let g = &*self.gpu;
+        let h = self.cfg.hidden_size;
+        let n = chunks.len();
+        let guard = self.forward_device(tokens, chunks, kv, block_size)?;
+        let s = guard.as_ref().expect("scratch");
+        let mut last = ops::zeros::<f32>(g, n * h)?;
+        let mut end = 0;
+        for (i, ch) in chunks.iter().enumerate() {
+            end += ch.len;
+            g.stream
+                .memcpy_dtod(
+                    &s.normed.slice((end - 1) * h..end * h),
+                    &mut last.slice_mut(i * h..(i + 1) * h),
+                )
+                .map_err(|e| Error::Device(format!("copy: {e:?}")))?;
+        }
+        let logits = ops::zeros::<f32>(g, n * head.n)?;
+        let scratch = ops::zeros::<f32>(g, n * head.n)?;
+        let xb = ops::zeros::<u16>(g, n * h)?;
+        let d_params = ops::upload(g, bytemuck::cast_slice::<_, u32>(params))?;
+        let ids = ops::zeros::<u32>(g, n)?;
+        self.matmul(head, ops::ptr(g, &last, 0), n, ops::ptr(g, &logits, 0), head.n, 0, ops::ptr(g, &xb, 0), &mut false)?;
+        ops::sample(g, ops::ptr(g, &logits, 0), ops::ptr(g, &d_params, 0), head.n, ops::ptr(g, &scratch, 0), ops::ptr(g, &ids, 0), n)?;
+        let out = ops::download(g, &ids)?;
+        drop(guard);
+        Ok(out[..n].to_vec())
+    }
+
+    /// LM head over host hidden rows -> host logits `[n, vocab]`.
+    pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>> {
+        let head = self.head().ok_or_else(|| {
+            Error::InvalidArgument("this model was loaded without an LM head (a reward model)".into())
+        })?;
+        let h = self.cfg.hidden_size;
+        let n = hidden.len() / h;
+        let g = &*self.gpu;
+        let x = ops::upload(g, hidden)?;
+        let out = ops::zeros::<f32>(g, n * head.n)?;
+        let xb = ops::zeros::<u16>(g, n * h)?;
+        self.matmul(head, ops::ptr(g, &x, 0), n, ops::ptr(g, &out, 0), head.n, 0, ops::ptr(g, &xb, 0), &mut false)?;
+        let mut v = ops::download(g, &out)?;
+        v.truncate(n * head.n);
+        Ok(v)
+    }
+}
