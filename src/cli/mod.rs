@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod convert;
 pub mod exec;
+pub mod extract;
 pub mod fetch;
 pub mod forward;
 pub mod generate;
@@ -52,6 +53,8 @@ pub enum Command {
     Mcts(mcts::MctsArgs),
     /// Solve one question with MCTS (PPM-valued answers with --ppm) and print the answer.
     Solve(mcts::SolveArgs),
+    /// Extract the SFT set (sft) or PPM preference pairs (pairs) from `rstar mcts` trees.
+    Extract(extract::ExtractArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -71,5 +74,6 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::FetchAssets(a) => fetch::run(a),
         Command::Mcts(a) => mcts::run(a),
         Command::Solve(a) => mcts::run_solve(a),
+        Command::Extract(a) => extract::run(a),
     }
 }
