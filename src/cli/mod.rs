@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod convert;
+pub mod evolve;
 pub mod exec;
 pub mod extract;
 pub mod fetch;
@@ -55,6 +56,8 @@ pub enum Command {
     Solve(mcts::SolveArgs),
     /// Extract the SFT set (sft) or PPM preference pairs (pairs) from `rstar mcts` trees.
     Extract(extract::ExtractArgs),
+    /// Self-evolution rounds: MCTS, extraction, policy SFT, PPM training, evaluation (resumable).
+    Evolve(evolve::EvolveArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -75,5 +78,6 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Mcts(a) => mcts::run(a),
         Command::Solve(a) => mcts::run_solve(a),
         Command::Extract(a) => extract::run(a),
+        Command::Evolve(a) => evolve::run(a),
     }
 }
