@@ -12,6 +12,7 @@ pub mod exec;
 pub mod extract;
 pub mod fetch;
 pub mod forward;
+pub mod gen_problems;
 pub mod generate;
 pub mod grade;
 pub mod mcts;
@@ -58,6 +59,8 @@ pub enum Command {
     Extract(extract::ExtractArgs),
     /// Self-evolution rounds: MCTS, extraction, policy SFT, PPM training, evaluation (resumable).
     Evolve(evolve::EvolveArgs),
+    /// Generate math word problems of graded difficulty (with code-augmented solutions).
+    GenProblems(gen_problems::GenProblemsArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -79,5 +82,6 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Solve(a) => mcts::run_solve(a),
         Command::Extract(a) => extract::run(a),
         Command::Evolve(a) => evolve::run(a),
+        Command::GenProblems(a) => gen_problems::run(a),
     }
 }

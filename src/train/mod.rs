@@ -9,6 +9,7 @@
 //! * [`checkpoint`]: Hugging Face model directories, `value_head.safetensors`, PEFT adapters and
 //!   resumable trainer state;
 //! * [`trainer`]: [`Trainer`], the loop the CLI (`rstar train`), the C API and the evolve driver use;
+//! * [`problems`]: generated math word problems of graded difficulty with code-augmented solutions;
 //! * [`evolve`]: the self-evolution driver (`rstar evolve`): rounds of MCTS, extraction, SFT, PPM
 //!   training and evaluation, resumable stage by stage.
 //!
@@ -21,6 +22,7 @@ pub mod evolve;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod problems;
 pub mod trainer;
 
 pub use model::{Grads, LoraSpec, Objective, Packed, Param, TrainModel};
