@@ -8,7 +8,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use rstar::search::tree::{End, Tree};
 use serde_json::{json, Value};
 
 const PROBLEMS: &str = r#"[{"question": "What is 6 times 7?", "answer": "42"},
@@ -113,28 +112,19 @@ fn one_round_writes_every_stage_and_a_rerun_skips_them() {
 
 /// A round-1 tree for "What is 6 times 7?" with a correct and a wrong trajectory.
 fn seeded_tree() -> Value {
-    let mut t = Tree::new("What is 6 times 7?");
-    t.nodes[0].visit_count = 2;
-    let g = t.add_child(0, "<code>\n# Step 1: multiply the numbers\nprint(6 * 7)\n<end_of_code>\n<output>42<end_of_output>");
-    let ga = t.add_child(
-        g,
-        "\n<answer>From the result, the product is \\boxed{42}.<end_of_answer>",
-    );
-    let b = t.add_child(
-        0,
-        "<code>\nprint(6 + 7)\n<end_of_code>\n<output>13<end_of_output>",
-    );
-    let ba = t.add_child(b, "\n<answer>\\boxed{13}<end_of_answer>");
-    for (id, v) in [(g, 1.0), (ga, 1.0), (b, -1.0), (ba, -1.0)] {
-        t.nodes[id].visit_count = 1;
-        t.nodes[id].value_sum = v;
-    }
-    for (id, a, ok) in [(ga, "42", true), (ba, "13", false)] {
-        t.nodes[id].end = Some(End::Answer);
-        t.nodes[id].final_answer = Some(a.into());
-        t.nodes[id].correct = Some(ok);
-    }
-    json!({"index": 0, "question": t.question, "answer": "42", "rstar": t.to_rstar_json()})
+    common::two_branch_record(
+        "What is 6 times 7?",
+        "42",
+        (
+            "<code>\n# Step 1: multiply the numbers\nprint(6 * 7)\n<end_of_code>\n<output>42<end_of_output>",
+            "\n<answer>From the result, the product is \\boxed{42}.<end_of_answer>",
+        ),
+        (
+            "<code>\nprint(6 + 7)\n<end_of_code>\n<output>13<end_of_output>",
+            "\n<answer>\\boxed{13}<end_of_answer>",
+            "13",
+        ),
+    )
 }
 
 #[test]

@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use rstar::search::tree::{End, Tree};
 use rstar::tokenizer::Tokenizer;
 use rstar::train::data::{load_pairs, load_sft, TokenContext, RSTAR_SFT_PROMPT};
 use rstar::train::{Task, TrainConfig, Trainer};
@@ -24,22 +23,7 @@ const BAD_ANSWER: &str = "\n<answer>\\boxed{13}<end_of_answer>";
 
 /// root: GOOD (Q 1) -> correct answer; BAD (Q -1) -> wrong answer.
 fn trees_file(dir: &Path) -> std::path::PathBuf {
-    let mut t = Tree::new(Q);
-    t.nodes[0].visit_count = 2;
-    let g = t.add_child(0, GOOD);
-    let ga = t.add_child(g, GOOD_ANSWER);
-    let b = t.add_child(0, BAD);
-    let ba = t.add_child(b, BAD_ANSWER);
-    for (id, v) in [(g, 1.0), (ga, 1.0), (b, -1.0), (ba, -1.0)] {
-        t.nodes[id].visit_count = 1;
-        t.nodes[id].value_sum = v;
-    }
-    for (id, ans, ok) in [(ga, "42", true), (ba, "13", false)] {
-        t.nodes[id].end = Some(End::Answer);
-        t.nodes[id].final_answer = Some(ans.into());
-        t.nodes[id].correct = Some(ok);
-    }
-    let line = json!({"index": 0, "question": Q, "answer": "42", "rstar": t.to_rstar_json()});
+    let line = common::two_branch_record(Q, "42", (GOOD, GOOD_ANSWER), (BAD, BAD_ANSWER, "13"));
     let p = dir.join("trees.jsonl");
     std::fs::write(&p, format!("{line}\n")).unwrap();
     p
