@@ -27,6 +27,9 @@
 // See [`OBS_LIMIT`].
 #define OBS_HALF 512
 
+// The highest level.
+#define MAX_LEVEL 4
+
 // Status codes shared by the C ABI (`rstar_status`). 0 is success.
 typedef enum rstar_status {
   RSTAR_STATUS_OK = 0,

@@ -3,12 +3,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
-use rstar::engine::ppm::Ppm;
-use rstar::engine::{EngineConfig, LoadedModel};
-use rstar::exec::{ExecConfig, Executor};
+use rstar::exec::Executor;
 use rstar::search::llm::{EnginePolicy, PpmValue};
 use rstar::search::{dataset, search, MctsConfig, Mode, Problem, SearchStats, ValueModel};
 
@@ -70,22 +67,7 @@ impl SearchArgs {
         &self,
         cfg: &MctsConfig,
     ) -> rstar::Result<(EnginePolicy, Option<PpmValue>, Executor)> {
-        cfg.validate()?;
-        let lm = Arc::new(LoadedModel::load(&self.policy)?);
-        let policy = EnginePolicy::new(lm, EngineConfig::default(), cfg)?;
-        let value = match &self.ppm {
-            Some(p) => Some(PpmValue::new(
-                Arc::new(Ppm::load(p)?),
-                EngineConfig::default(),
-                cfg,
-            )?),
-            None => None,
-        };
-        let exec = Executor::new(ExecConfig {
-            timeout_s: cfg.exec_timeout_s,
-            ..ExecConfig::default()
-        })?;
-        Ok((policy, value, exec))
+        rstar::search::llm::load_models(&self.policy, self.ppm.as_deref(), cfg)
     }
 }
 

@@ -7,9 +7,12 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod convert;
+pub mod evolve;
 pub mod exec;
+pub mod extract;
 pub mod fetch;
 pub mod forward;
+pub mod gen_problems;
 pub mod generate;
 pub mod grade;
 pub mod mcts;
@@ -52,6 +55,12 @@ pub enum Command {
     Mcts(mcts::MctsArgs),
     /// Solve one question with MCTS (PPM-valued answers with --ppm) and print the answer.
     Solve(mcts::SolveArgs),
+    /// Extract the SFT set (sft) or PPM preference pairs (pairs) from `rstar mcts` trees.
+    Extract(extract::ExtractArgs),
+    /// Self-evolution rounds: MCTS, extraction, policy SFT, PPM training, evaluation (resumable).
+    Evolve(evolve::EvolveArgs),
+    /// Generate math word problems of graded difficulty (with code-augmented solutions).
+    GenProblems(gen_problems::GenProblemsArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -71,5 +80,8 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::FetchAssets(a) => fetch::run(a),
         Command::Mcts(a) => mcts::run(a),
         Command::Solve(a) => mcts::run_solve(a),
+        Command::Extract(a) => extract::run(a),
+        Command::Evolve(a) => evolve::run(a),
+        Command::GenProblems(a) => gen_problems::run(a),
     }
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use rstar::train::optim::{OptimizerKind, Schedule};
-use rstar::train::{Progress, Task, TrainConfig, Trainer};
+use rstar::train::trainer::{prepare, state_dir};
+use rstar::train::{Progress, Task, TrainConfig};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TaskArg {
@@ -131,7 +132,7 @@ fn config(a: &TrainArgs) -> TrainConfig {
     }
 }
 
-fn line(p: &Progress) -> String {
+pub fn line(p: &Progress) -> String {
     format!(
         "step {}/{} epoch {} loss {:.4} lr {:.3e} grad_norm {:.3} {:.0} tok/s eta {:.0}s",
         p.step,
@@ -145,60 +146,87 @@ fn line(p: &Progress) -> String {
     )
 }
 
-/// Trains, printing progress on stderr (a bar on a terminal, log lines otherwise), and saves the
-/// model to `--out`.
-pub fn run(args: TrainArgs) -> rstar::Result<()> {
-    let mut trainer = Trainer::new(&args.model, config(&args))?;
-    let (n, skipped) = trainer.load_data(&args.data)?;
-    eprintln!(
-        "{}: {n} examples ({skipped} skipped), {} optimizer steps",
-        args.data.display(),
-        trainer.total_steps()
-    );
-    let state = args.out.join("checkpoint");
-    if args.resume {
-        if trainer.resume(&state)? {
-            eprintln!(
-                "resumed from {} at step {}",
-                state.display(),
-                trainer.steps_done()
+/// Training progress on stderr: a bar on a terminal, log lines otherwise (the first 10 steps,
+/// then every 10 s, and the last).
+pub struct TrainProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Instant,
+}
+
+impl TrainProgress {
+    pub fn new(total_steps: usize, done: usize) -> TrainProgress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total_steps as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-        } else {
-            eprintln!("no state in {}; starting fresh", state.display());
+            b.set_position(done as u64);
+            b
+        });
+        TrainProgress {
+            bar,
+            last_log: Instant::now(),
         }
     }
-    trainer.set_state_dir(Some(state));
-    let tty = std::io::stderr().is_terminal();
-    let bar = tty.then(|| {
-        let b = indicatif::ProgressBar::new(trainer.total_steps() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b.set_position(trainer.steps_done() as u64);
-        b
-    });
-    let mut last_log = Instant::now();
-    let last = trainer.run(None, &mut |p| {
-        match &bar {
+
+    pub fn update(&mut self, p: &Progress) {
+        match &self.bar {
             Some(b) => {
                 b.set_position(p.step as u64);
                 b.set_message(format!("loss {:.4} {:.0} tok/s", p.loss, p.tokens_per_sec));
             }
             None if p.step == p.total_steps
                 || p.step <= 10
-                || last_log.elapsed() > Duration::from_secs(10) =>
+                || self.last_log.elapsed() > Duration::from_secs(10) =>
             {
-                last_log = Instant::now();
+                self.last_log = Instant::now();
                 eprintln!("{}", line(p));
             }
             None => {}
         }
+    }
+
+    pub fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Trains, printing progress on stderr (a bar on a terminal, log lines otherwise), and saves the
+/// model to `--out`.
+pub fn run(args: TrainArgs) -> rstar::Result<()> {
+    let (mut trainer, prep) = prepare(
+        &args.model,
+        &args.data,
+        &args.out,
+        config(&args),
+        args.resume,
+    )?;
+    eprintln!(
+        "{}: {} examples ({} skipped), {} optimizer steps",
+        args.data.display(),
+        prep.examples,
+        prep.skipped,
+        trainer.total_steps()
+    );
+    let state = state_dir(&args.out);
+    if prep.resumed {
+        eprintln!(
+            "resumed from {} at step {}",
+            state.display(),
+            trainer.steps_done()
+        );
+    } else if args.resume {
+        eprintln!("no state in {}; starting fresh", state.display());
+    }
+    let mut shown = TrainProgress::new(trainer.total_steps(), trainer.steps_done());
+    let last = trainer.run(None, &mut |p| {
+        shown.update(p);
         true
     })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    shown.finish();
     trainer.save(&args.out)?;
     match last {
         Some(p) => eprintln!("{}\nsaved {}", line(&p), args.out.display()),

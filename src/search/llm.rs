@@ -187,3 +187,29 @@ impl ValueModel for PpmValue {
             .collect())
     }
 }
+
+/// The models a search runs on, loaded from their directories (or .gguf files): the policy, the
+/// PPM when given, and the executor with the config's timeout. `rstar mcts`, `rstar solve` and the
+/// evolve driver all load through here.
+pub fn load_models(
+    policy: &std::path::Path,
+    ppm: Option<&std::path::Path>,
+    cfg: &MctsConfig,
+) -> Result<(EnginePolicy, Option<PpmValue>, crate::exec::Executor)> {
+    cfg.validate()?;
+    let lm = Arc::new(LoadedModel::load(policy)?);
+    let policy = EnginePolicy::new(lm, EngineConfig::default(), cfg)?;
+    let value = match ppm {
+        Some(p) => Some(PpmValue::new(
+            Arc::new(Ppm::load(p)?),
+            EngineConfig::default(),
+            cfg,
+        )?),
+        None => None,
+    };
+    let exec = crate::exec::Executor::new(crate::exec::ExecConfig {
+        timeout_s: cfg.exec_timeout_s,
+        ..crate::exec::ExecConfig::default()
+    })?;
+    Ok((policy, value, exec))
+}

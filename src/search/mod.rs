@@ -6,6 +6,7 @@
 //! [`mcts::ValueModel`] and [`mcts::StepRunner`] traits, so it is tested with scripted ones.
 
 pub mod dataset;
+pub mod extract;
 pub mod llm;
 pub mod mcts;
 pub mod tree;

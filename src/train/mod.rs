@@ -8,16 +8,21 @@
 //! * [`data`]: SFT and preference-pair datasets (JSONL or JSON arrays) tokenized and packed;
 //! * [`checkpoint`]: Hugging Face model directories, `value_head.safetensors`, PEFT adapters and
 //!   resumable trainer state;
-//! * [`trainer`]: [`Trainer`], the loop the CLI (`rstar train`), the C API and the evolve driver use.
+//! * [`trainer`]: [`Trainer`], the loop the CLI (`rstar train`), the C API and the evolve driver use;
+//! * [`problems`]: generated math word problems of graded difficulty with code-augmented solutions;
+//! * [`evolve`]: the self-evolution driver (`rstar evolve`): rounds of MCTS, extraction, SFT, PPM
+//!   training and evaluation, resumable stage by stage.
 //!
 //! Everything runs on the CPU in f32; the loss of one optimizer step is normalised over the whole
 //! step (all micro-batches), so gradient accumulation gives the same update as one big batch.
 
 pub mod checkpoint;
 pub mod data;
+pub mod evolve;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod problems;
 pub mod trainer;
 
 pub use model::{Grads, LoraSpec, Objective, Packed, Param, TrainModel};

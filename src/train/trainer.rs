@@ -564,3 +564,43 @@ impl Trainer {
         Ok(true)
     }
 }
+
+/// What [`prepare`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Prepared {
+    pub examples: usize,
+    pub skipped: usize,
+    /// Whether training continues from saved state.
+    pub resumed: bool,
+}
+
+/// Where [`prepare`] keeps the resumable state of a run that saves to `out`.
+pub fn state_dir(out: &Path) -> PathBuf {
+    out.join("checkpoint")
+}
+
+/// The setup of `rstar train` (and of each training stage of the evolve driver): a trainer for
+/// `model_dir` on `data`, its resumable state in [`state_dir`]`(out)`, continued from there when
+/// `resume` is set and state exists. Train it with [`Trainer::run`], then [`Trainer::save`] to
+/// `out`.
+pub fn prepare(
+    model_dir: &Path,
+    data: &Path,
+    out: &Path,
+    config: TrainConfig,
+    resume: bool,
+) -> Result<(Trainer, Prepared)> {
+    let mut trainer = Trainer::new(model_dir, config)?;
+    let (examples, skipped) = trainer.load_data(data)?;
+    let state = state_dir(out);
+    let resumed = resume && trainer.resume(&state)?;
+    trainer.set_state_dir(Some(state));
+    Ok((
+        trainer,
+        Prepared {
+            examples,
+            skipped,
+            resumed,
+        },
+    ))
+}

@@ -119,3 +119,31 @@ pub fn check_backup_invariant(rstar: &serde_json::Value, pseudo_visits: bool) {
         }
     }
 }
+
+/// The `rstar mcts` JSONL record of a hand-built tree: under the root, `good` (Q 1) leading to
+/// the correct answer step `good_answer` (Q 1, final answer `answer`), and `bad` (Q -1) leading
+/// to the wrong answer step `bad_answer` (Q -1, final answer `bad_final`); one visit each.
+pub fn two_branch_record(
+    question: &str,
+    answer: &str,
+    (good, good_answer): (&str, &str),
+    (bad, bad_answer, bad_final): (&str, &str, &str),
+) -> serde_json::Value {
+    use rstar::search::tree::{End, Tree};
+    let mut t = Tree::new(question);
+    t.nodes[0].visit_count = 2;
+    let g = t.add_child(0, good);
+    let ga = t.add_child(g, good_answer);
+    let b = t.add_child(0, bad);
+    let ba = t.add_child(b, bad_answer);
+    for (id, v) in [(g, 1.0), (ga, 1.0), (b, -1.0), (ba, -1.0)] {
+        t.nodes[id].visit_count = 1;
+        t.nodes[id].value_sum = v;
+    }
+    for (id, a, ok) in [(ga, answer, true), (ba, bad_final, false)] {
+        t.nodes[id].end = Some(End::Answer);
+        t.nodes[id].final_answer = Some(a.into());
+        t.nodes[id].correct = Some(ok);
+    }
+    serde_json::json!({"index": 0, "question": question, "answer": answer, "rstar": t.to_rstar_json()})
+}
