@@ -115,3 +115,47 @@ extern "C" __global__ void fill_random_bf16(__nv_bfloat16* __restrict__ dst, lon
         dst[e] = __float2bfloat16_rn((2.0f * u - 1.0f) * scale);
     }
 }
+
+// Splits f32 rows into two bf16 halves for the exact-precision GEMM: hi = bf16(x) into dst[0, n),
+// lo = bf16(x - hi) into dst[n, 2n). A product with hi and lo stacked as 2m rows, summed by
+// `add_halves`, carries about 16 mantissa bits of each activation instead of 8.
+extern "C" __global__ void to_bf16_split(const float* __restrict__ src, __nv_bfloat16* __restrict__ dst, long long n) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        float x = src[e];
+        __nv_bfloat16 hi = __float2bfloat16_rn(x);
+        dst[e] = hi;
+        dst[n + e] = __float2bfloat16_rn(x - __bfloat162float(hi));
+    }
+}
+
+// out[r, col0 + j] = s[r, j] + s[m + r, j] for r < m, j < n (s has row stride n).
+extern "C" __global__ void add_halves(const float* __restrict__ s, float* __restrict__ out, int m, int n,
+                                      int ld, int col0) {
+    long long total = (long long)m * n;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        long long r = e / n;
+        int j = (int)(e % n);
+        out[r * ld + col0 + j] = s[e] + s[total + e];
+    }
+}
+
+// x[r] += y[r]; out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps): the residual add fused with the
+// next RMSNorm. grid: one block per row.
+extern "C" __global__ void add_rms_norm(float* __restrict__ x, const float* __restrict__ y,
+                                        const float* __restrict__ w, float eps,
+                                        float* __restrict__ out, int d) {
+    float* xr = x + (size_t)blockIdx.x * d;
+    const float* yr = y + (size_t)blockIdx.x * d;
+    float* orow = out + (size_t)blockIdx.x * d;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = xr[i] + yr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / (float)d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) orow[i] = w[i] * (xr[i] * inv);
+}

@@ -51,26 +51,45 @@ __device__ void gemv_rows(const float* __restrict__ x, const W* __restrict__ w, 
     float acc[M];
 #pragma unroll
     for (int i = 0; i < M; i++) acc[i] = 0.0f;
-    int kv = vec ? k - k % (32 * V * 2) : 0;
-    // Main loop: two 16-byte weight loads in flight per lane.
-    for (int k0 = lane * V; k0 < kv; k0 += 64 * V) {
-        float wa[V], wb[V];
-        load_vec<W>(wr + k0, wa);
-        load_vec<W>(wr + k0 + 32 * V, wb);
+    // Vector v covers elements [v * V, v * V + V); lane l takes vectors l, l + 32, ...: four
+    // 16-byte weight loads in flight per lane in the main loop, then single ones.
+    int nvec = vec ? k / V : 0;
+    int v = lane;
+    for (; v + 96 < nvec; v += 128) {
+        float wq[4][V];
+#pragma unroll
+        for (int u = 0; u < 4; u++) load_vec<W>(wr + (v + 32 * u) * V, wq[u]);
 #pragma unroll
         for (int i = 0; i < M; i++) {
             const float* xr = x + (size_t)i * k;
             float s = 0.0f;
 #pragma unroll
-            for (int e = 0; e < V; e += 4) {
-                float4 xa = *reinterpret_cast<const float4*>(xr + k0 + e);
-                float4 xb = *reinterpret_cast<const float4*>(xr + k0 + 32 * V + e);
-                s += wa[e] * xa.x + wa[e + 1] * xa.y + wa[e + 2] * xa.z + wa[e + 3] * xa.w;
-                s += wb[e] * xb.x + wb[e + 1] * xb.y + wb[e + 2] * xb.z + wb[e + 3] * xb.w;
+            for (int u = 0; u < 4; u++) {
+#pragma unroll
+                for (int e = 0; e < V; e += 4) {
+                    float4 xa = *reinterpret_cast<const float4*>(xr + (v + 32 * u) * V + e);
+                    s += wq[u][e] * xa.x + wq[u][e + 1] * xa.y + wq[u][e + 2] * xa.z + wq[u][e + 3] * xa.w;
+                }
             }
             acc[i] += s;
         }
     }
+    for (; v < nvec; v += 32) {
+        float wa[V];
+        load_vec<W>(wr + v * V, wa);
+#pragma unroll
+        for (int i = 0; i < M; i++) {
+            const float* xr = x + (size_t)i * k + v * V;
+            float s = 0.0f;
+#pragma unroll
+            for (int e = 0; e < V; e += 4) {
+                float4 xa = *reinterpret_cast<const float4*>(xr + e);
+                s += wa[e] * xa.x + wa[e + 1] * xa.y + wa[e + 2] * xa.z + wa[e + 3] * xa.w;
+            }
+            acc[i] += s;
+        }
+    }
+    int kv = nvec * V;
     for (int kk = kv + lane; kk < k; kk += 32) {
         float wv = to_f32(wr[kk]);
 #pragma unroll

@@ -91,7 +91,7 @@ sample_rows(const float* __restrict__ logits, const SampleParams* __restrict__ p
     if (sp.top_k > 0 && sp.top_k < (u32)n) {
         u32 lo = 0, hi = 0xffffffffu;
         while (lo < hi) {
-            u32 mid = lo + (hi - lo + 1) / 2;
+            u32 mid = (u32)(((u64)lo + (u64)hi + 1) >> 1);
             if (block_count_ge(z, n, mid) >= sp.top_k) lo = mid; else hi = mid - 1;
         }
         tau = lo;
@@ -100,7 +100,7 @@ sample_rows(const float* __restrict__ logits, const SampleParams* __restrict__ p
         float target = sp.top_p * block_mass_ge(z, n, tau, zmax);
         u32 lo = tau, hi = 0xffffffffu;
         while (lo < hi) {
-            u32 mid = lo + (hi - lo + 1) / 2;
+            u32 mid = (u32)(((u64)lo + (u64)hi + 1) >> 1);
             if (block_mass_ge(z, n, mid, zmax) >= target) lo = mid; else hi = mid - 1;
         }
         tau = lo;

@@ -48,11 +48,10 @@ export RSTAR_CUDA_INCLUDE="$INC"
 echo "headers:  $RSTAR_CUDA_INCLUDE"
 export RSTAR_CACHE_DIR="$OUTDIR/cache"
 
-# The test executable finds its fixtures at the path it was built in.
-src=$(strings "$BIN/cuda_kernels" | grep -o '/[^ ]*/tests/fixtures' | head -1)
-if [ -n "$src" ] && [ ! -e "$src" ]; then
-    mkdir -p "$(dirname "${src%/tests/fixtures}")"
-    ln -s "$PWD" "${src%/tests/fixtures}"
+# The test executable finds its fixtures under the directory it was built in.
+root=$(cat "$BIN/build-root" 2>/dev/null)
+if [ -n "$root" ] && [ ! -e "$root" ]; then
+    mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"
 fi
 
 export RSTAR_REQUIRE_GPU=1 RSTAR_REQUIRE_NVRTC=1 RUST_BACKTRACE=1

@@ -10,4 +10,6 @@ rm -rf gpu-bin && mkdir -p gpu-bin
 cp target/release/rstar gpu-bin/rstar
 cp "$exe" gpu-bin/cuda_kernels
 strip gpu-bin/rstar gpu-bin/cuda_kernels
+# The test executable reads its fixtures under the directory it was built in.
+pwd > gpu-bin/build-root
 ls -l gpu-bin

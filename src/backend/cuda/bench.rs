@@ -63,17 +63,6 @@ pub fn shape_config(name: &str) -> Result<ModelConfig> {
     ModelConfig::from_json(&v, std::path::Path::new(name))
 }
 
-fn elapsed_ms(gpu: &Gpu, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
-    let err = |e| Error::Device(format!("event: {e:?}"));
-    let start = gpu.ctx.new_event(None).map_err(err)?;
-    let end = gpu.ctx.new_event(None).map_err(err)?;
-    start.record(&gpu.stream).map_err(err)?;
-    f()?;
-    end.record(&gpu.stream).map_err(err)?;
-    end.synchronize().map_err(err)?;
-    Ok(start.elapsed_ms(&end).map_err(err)? as f64)
-}
-
 /// Device-to-device copy bandwidth in GB/s (bytes read + written).
 pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     let n = 1usize << 30;
@@ -82,7 +71,7 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     let err = |e| Error::Device(format!("copy: {e:?}"));
     gpu.stream.memcpy_dtod(&src, &mut dst).map_err(err)?;
     let reps = 10;
-    let ms = elapsed_ms(gpu, &mut || {
+    let ms = ops::timed_ms(gpu, &mut || {
         for _ in 0..reps {
             gpu.stream.memcpy_dtod(&src, &mut dst).map_err(err)?;
         }
@@ -102,7 +91,7 @@ pub fn tensor_core_peak(gpu: &Gpu) -> Result<f64> {
     let (pa, pb, pc) = (ops::ptr(gpu, &a, 0), ops::ptr(gpu, &b, 0), ops::ptr(gpu, &c, 0));
     ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
     let reps = 10;
-    let ms = elapsed_ms(gpu, &mut || {
+    let ms = ops::timed_ms(gpu, &mut || {
         for _ in 0..reps {
             ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
         }

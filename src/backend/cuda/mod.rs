@@ -269,6 +269,8 @@ pub struct Gpu {
     pub sm_count: usize,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     funcs: Mutex<HashMap<&'static str, CudaFunction>>,
+    /// Dynamic shared memory limit raised so far, per kernel.
+    smem_limits: Mutex<HashMap<&'static str, u32>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -322,6 +324,7 @@ impl Gpu {
             sm_count,
             modules: Mutex::new(HashMap::new()),
             funcs: Mutex::new(HashMap::new()),
+            smem_limits: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -373,6 +376,17 @@ impl Gpu {
             .expect("func lock")
             .insert(name, f.clone());
         Ok(f)
+    }
+
+    /// True (and remembered) when kernel `name` needs its shared memory limit raised to `bytes`.
+    pub(crate) fn raise_smem_limit(&self, name: &'static str, bytes: u32) -> bool {
+        let mut m = self.smem_limits.lock().expect("smem lock");
+        let cur = m.entry(name).or_insert(0);
+        if *cur >= bytes {
+            return false;
+        }
+        *cur = bytes;
+        true
     }
 
     /// Waits for all queued work.

@@ -104,8 +104,8 @@ struct Scratch {
     proj: CudaSlice<f32>,
     gu: CudaSlice<f32>,
     act: CudaSlice<f32>,
-    /// bf16 copy of a matmul input, `[cap, max(hidden, q_dim, intermediate)]`.
-    xb: CudaSlice<u16>,
+    /// Split-attention partials (grow-only).
+    part: CudaSlice<f32>,
 }
 
 /// Largest number of rows the GEMV kernels take in one launch; more rows go to the GEMM.
@@ -126,6 +126,8 @@ pub struct CudaModel {
     half: usize,
     tuner: GemmTuner,
     scratch: Mutex<Option<Scratch>>,
+    /// GEMM inputs as bf16 rows, and the stacked-halves product of the exact mode (grow-only).
+    gemm_bufs: Mutex<(CudaSlice<u16>, CudaSlice<f32>)>,
 }
 
 fn upload_linear(gpu: &Gpu, l: &Linear) -> Result<DevLinear> {
@@ -174,6 +176,7 @@ impl CudaModel {
             cfg: model.config.clone(),
             tuner: GemmTuner::default(),
             scratch: Mutex::new(None),
+            gemm_bufs: Mutex::new((ops::zeros(g, 1)?, ops::zeros(g, 1)?)),
             gpu,
         })
     }
@@ -241,6 +244,7 @@ impl CudaModel {
             cfg,
             tuner: GemmTuner::default(),
             scratch: Mutex::new(None),
+            gemm_bufs: Mutex::new((ops::zeros(g, 1)?, ops::zeros(g, 1)?)),
             gpu,
         })
     }
@@ -284,7 +288,6 @@ impl CudaModel {
             let c = &self.cfg;
             let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
             let g = &self.gpu;
-            let widest = h.max(qd).max(inter);
             *guard = Some(Scratch {
                 cap,
                 x: ops::zeros(g, cap * h)?,
@@ -295,19 +298,19 @@ impl CudaModel {
                 proj: ops::zeros(g, cap * h)?,
                 gu: ops::zeros(g, cap * 2 * inter)?,
                 act: ops::zeros(g, cap * inter)?,
-                xb: ops::zeros(g, cap * widest)?,
+                part: ops::zeros(g, 1)?,
             });
         }
         Ok(guard)
     }
 
-    /// `out[t, out_dim] = x[t, in] @ W.T + b` on the device; `xb` is scratch for bf16 rows.
-    fn linear(&self, l: &DevLinear, x: Ptr, t: usize, out: Ptr, xb: Ptr) -> Result<()> {
+    /// `out[t, out_dim] = x[t, in] @ W.T + b` on the device.
+    fn linear(&self, l: &DevLinear, x: Ptr, t: usize, out: Ptr) -> Result<()> {
         let g = &*self.gpu;
         let mut col = 0;
         let mut converted = false;
         for w in &l.parts {
-            self.matmul(w, x, t, out, l.out_dim, col, xb, &mut converted)?;
+            self.matmul(w, x, t, out, l.out_dim, col, &mut converted)?;
             col += w.n;
         }
         if let Some(b) = &l.bias {
@@ -316,21 +319,44 @@ impl CudaModel {
         Ok(())
     }
 
-    /// `out[i, col0 + j] = x[i] . w[j]` for `t` rows: the GEMV kernels up to [`GEMV_MAX_ROWS`]
-    /// rows or for non-bf16 weights, else the tuned GEMM on a bf16 copy of `x` (made in `xb` once;
-    /// `converted` tracks that across the parts of one linear layer).
+    /// `out[i, col0 + j] = x[i] . w[j]` for `t` rows: the GEMV kernels (f32 activations) up to
+    /// [`GEMV_MAX_ROWS`] rows or for non-bf16 weights, else the tuned tensor-core GEMM on bf16 copies
+    /// of `x`. In [`Precision::Exact`] the rows are split into bf16 high and low halves, stacked as
+    /// `2t` rows of one GEMM and summed (about f32 accuracy for bf16 weights); in `Fast` one bf16
+    /// copy is used. `converted` says the bf16 rows of this `x` are already in the buffer (the parts
+    /// of one linear layer share them).
     #[allow(clippy::too_many_arguments)]
-    fn matmul(&self, w: &DevMatrix, x: Ptr, t: usize, out: Ptr, ld: usize, col0: usize, xb: Ptr, converted: &mut bool) -> Result<()> {
+    fn matmul(&self, w: &DevMatrix, x: Ptr, t: usize, out: Ptr, ld: usize, col0: usize, converted: &mut bool) -> Result<()> {
         let g = &*self.gpu;
-        if t > GEMV_MAX_ROWS && w.dtype == DType::BF16 && w.k % 8 == 0 {
-            if !*converted {
+        if t <= GEMV_MAX_ROWS || w.dtype != DType::BF16 || w.k % 8 != 0 {
+            return ops::gemv(g, x, w, out, t, ld, col0);
+        }
+        let exact = crate::backend::cpu::precision() == crate::backend::cpu::Precision::Exact;
+        let rows = if exact { 2 * t } else { t };
+        let mut bufs = self.gemm_bufs.lock().expect("gemm buffers");
+        if bufs.0.len() < rows * w.k {
+            bufs.0 = ops::zeros(g, (rows * w.k).next_power_of_two())?;
+            *converted = false;
+        }
+        if exact && bufs.1.len() < rows * w.n {
+            bufs.1 = ops::zeros(g, (rows * w.n).next_power_of_two())?;
+        }
+        let xb = ops::ptr(g, &bufs.0, 0);
+        let wp = ops::ptr(g, &w.buf, 0);
+        if !*converted {
+            if exact {
+                ops::to_bf16_split(g, x, xb, t * w.k)?;
+            } else {
                 ops::to_bf16(g, x, xb, t * w.k)?;
-                *converted = true;
             }
-            self.tuner.gemm(g, xb, ops::ptr(g, &w.buf, 0), out, t, w.n, w.k, ld, col0)?;
-            Ok(())
+            *converted = true;
+        }
+        if exact {
+            let gs = ops::ptr(g, &bufs.1, 0);
+            self.tuner.gemm(g, xb, wp, gs, rows, w.n, w.k, w.n, 0)?;
+            ops::add_halves(g, gs, out, t, w.n, ld, col0)
         } else {
-            ops::gemv(g, x, w, out, t, ld, col0)
+            self.tuner.gemm(g, xb, wp, out, t, w.n, w.k, ld, col0).map(|_| ())
         }
     }
 
@@ -372,18 +398,28 @@ impl CudaModel {
         let spans: Vec<(usize, usize)> = chunks.iter().map(|ch| (ch.start, ch.len)).collect();
         let (tiles, max_chunks) = ops::attn_tiles(&spans, heads);
         let splits = ops::attn_splits(g, tiles.len(), heads.nkv, max_chunks);
-        let d_ids = ops::upload(g, tokens)?;
-        let d_pos = ops::upload(g, &pos)?;
-        let d_rows = ops::upload(g, &rows)?;
-        let d_tiles = ops::upload(g, bytemuck::cast_slice::<_, u32>(&tiles))?;
-        let d_tables = ops::upload(g, &tables)?;
-        let d_off = ops::upload(g, &table_off)?;
+        // One upload for all index arrays: ids | pos | rows | tiles | tables | table_off.
+        let mut idx: Vec<u32> = Vec::with_capacity(3 * t + 4 * tiles.len() + tables.len() + table_off.len());
+        let mut section = |v: &[u32]| {
+            let off = idx.len();
+            idx.extend_from_slice(v);
+            off
+        };
+        let o_ids = section(tokens);
+        let o_pos = section(&pos);
+        let o_rows = section(&rows);
+        let o_tiles = section(bytemuck::cast_slice(&tiles));
+        let o_tables = section(&tables);
+        let o_off = section(&table_off);
+        let d_idx = ops::upload(g, &idx)?;
+        let at = |o: usize| ops::ptr(g, &d_idx, o);
         let part_len = if splits > 1 { splits * t * (qd + 2 * heads.nh) } else { 1 };
-        let part = ops::zeros::<f32>(g, part_len)?;
-        let p = |s: &CudaSlice<u32>| ops::ptr(g, s, 0);
-
         let mut guard = self.scratch(t)?;
         let s = guard.as_mut().expect("scratch");
+        if s.part.len() < part_len {
+            s.part = ops::zeros(g, part_len.next_power_of_two())?;
+        }
+        let part = ops::ptr(g, &s.part, 0);
         let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
         let (x, normed, qkv, q, attn, proj, gu, act) = (
             sp(&s.x),
@@ -395,18 +431,20 @@ impl CudaModel {
             sp(&s.gu),
             sp(&s.act),
         );
-        let xb = ops::ptr(g, &s.xb, 0);
         let eps = c.rms_norm_eps as f32;
-        ops::embed(g, self.embed.dtype, ops::ptr(g, &self.embed.buf, 0), p(&d_ids), x, t, h)?;
+        ops::embed(g, self.embed.dtype, ops::ptr(g, &self.embed.buf, 0), at(o_ids), x, t, h)?;
+        // Each residual add is fused with the RMSNorm after it (the next layer's, or the final one).
+        if let Some(first) = self.layers.first() {
+            ops::rms_norm(g, x, sp(&first.attn_norm), eps, normed, t, h)?;
+        }
         for (li, layer) in self.layers.iter().enumerate() {
             let (kst, vst) = kv.ptrs(li);
-            ops::rms_norm(g, x, sp(&layer.attn_norm), eps, normed, t, h)?;
-            self.linear(&layer.qkv, normed, t, qkv, xb)?;
+            self.linear(&layer.qkv, normed, t, qkv)?;
             ops::rope_store_kv(
                 g,
                 qkv,
-                p(&d_pos),
-                p(&d_rows),
+                at(o_pos),
+                at(o_rows),
                 sp(&self.inv_freq),
                 self.half,
                 heads,
@@ -420,27 +458,29 @@ impl CudaModel {
                 q,
                 kst,
                 vst,
-                p(&d_tiles),
+                at(o_tiles),
                 tiles.len(),
-                p(&d_tables),
-                p(&d_off),
+                at(o_tables),
+                at(o_off),
                 heads,
                 block_size,
                 c.sliding_window,
                 splits,
                 t,
                 attn,
-                sp(&part),
+                part,
             )?;
-            self.linear(&layer.o, attn, t, proj, xb)?;
-            ops::add(g, x, proj, t * h)?;
-            ops::rms_norm(g, x, sp(&layer.mlp_norm), eps, normed, t, h)?;
-            self.linear(&layer.gate_up, normed, t, gu, xb)?;
+            self.linear(&layer.o, attn, t, proj)?;
+            ops::add_rms_norm(g, x, proj, sp(&layer.mlp_norm), eps, normed, t, h)?;
+            self.linear(&layer.gate_up, normed, t, gu)?;
             ops::silu_mul(g, gu, act, t, inter)?;
-            self.linear(&layer.down, act, t, proj, xb)?;
-            ops::add(g, x, proj, t * h)?;
+            self.linear(&layer.down, act, t, proj)?;
+            let next_norm = self.layers.get(li + 1).map_or(&self.final_norm, |l| &l.attn_norm);
+            ops::add_rms_norm(g, x, proj, sp(next_norm), eps, normed, t, h)?;
         }
-        ops::rms_norm(g, x, sp(&self.final_norm), eps, normed, t, h)?;
+        if self.layers.is_empty() {
+            ops::rms_norm(g, x, sp(&self.final_norm), eps, normed, t, h)?;
+        }
         // The index arrays must outlive the queued kernels.
         g.sync()?;
         Ok(guard)
@@ -502,10 +542,9 @@ impl CudaModel {
         }
         let logits = ops::zeros::<f32>(g, n * head.n)?;
         let scratch = ops::zeros::<f32>(g, n * head.n)?;
-        let xb = ops::zeros::<u16>(g, n * h)?;
         let d_params = ops::upload(g, bytemuck::cast_slice::<_, u32>(params))?;
         let ids = ops::zeros::<u32>(g, n)?;
-        self.matmul(head, ops::ptr(g, &last, 0), n, ops::ptr(g, &logits, 0), head.n, 0, ops::ptr(g, &xb, 0), &mut false)?;
+        self.matmul(head, ops::ptr(g, &last, 0), n, ops::ptr(g, &logits, 0), head.n, 0, &mut false)?;
         ops::sample(g, ops::ptr(g, &logits, 0), ops::ptr(g, &d_params, 0), head.n, ops::ptr(g, &scratch, 0), ops::ptr(g, &ids, 0), n)?;
         let out = ops::download(g, &ids)?;
         drop(guard);
@@ -522,8 +561,7 @@ impl CudaModel {
         let g = &*self.gpu;
         let x = ops::upload(g, hidden)?;
         let out = ops::zeros::<f32>(g, n * head.n)?;
-        let xb = ops::zeros::<u16>(g, n * h)?;
-        self.matmul(head, ops::ptr(g, &x, 0), n, ops::ptr(g, &out, 0), head.n, 0, ops::ptr(g, &xb, 0), &mut false)?;
+        self.matmul(head, ops::ptr(g, &x, 0), n, ops::ptr(g, &out, 0), head.n, 0, &mut false)?;
         let mut v = ops::download(g, &out)?;
         v.truncate(n * head.n);
         Ok(v)

@@ -46,7 +46,7 @@ pub fn launch(
     args: &[Arg],
 ) -> Result<()> {
     let f = gpu.func(file, name)?;
-    if smem > 48 * 1024 {
+    if smem > 48 * 1024 && gpu.raise_smem_limit(name, smem) {
         use cudarc::driver::sys::CUfunction_attribute_enum as FA;
         f.set_attribute(
             FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -216,6 +216,46 @@ pub fn add_bias(gpu: &Gpu, out: Ptr, b: Ptr, n: usize, ld: usize, rows: usize) -
     )
 }
 
+/// `x += y; out = rms_norm(x) * w` for `rows` rows of width `d`.
+#[allow(clippy::too_many_arguments)]
+pub fn add_rms_norm(gpu: &Gpu, x: Ptr, y: Ptr, w: Ptr, eps: f32, out: Ptr, rows: usize, d: usize) -> Result<()> {
+    launch(
+        gpu,
+        "elementwise",
+        "add_rms_norm",
+        (rows as u32, 1, 1),
+        256,
+        0,
+        &[Arg::P(x), Arg::P(y), Arg::P(w), Arg::F(eps), Arg::P(out), Arg::I(d as i32)],
+    )
+}
+
+/// `dst[..n] = bf16(src)`, `dst[n..2n] = bf16(src - dst[..n])`.
+pub fn to_bf16_split(gpu: &Gpu, src: Ptr, dst: Ptr, n: usize) -> Result<()> {
+    launch(
+        gpu,
+        "elementwise",
+        "to_bf16_split",
+        (grid_1d(n, 256), 1, 1),
+        256,
+        0,
+        &[Arg::P(src), Arg::P(dst), Arg::U(n as u64)],
+    )
+}
+
+/// `out[r, col0 + j] = s[r, j] + s[m + r, j]` (`s` is `[2m, n]`).
+pub fn add_halves(gpu: &Gpu, s: Ptr, out: Ptr, m: usize, n: usize, ld: usize, col0: usize) -> Result<()> {
+    launch(
+        gpu,
+        "elementwise",
+        "add_halves",
+        (grid_1d(m * n, 256), 1, 1),
+        256,
+        0,
+        &[Arg::P(s), Arg::P(out), Arg::I(m as i32), Arg::I(n as i32), Arg::I(ld as i32), Arg::I(col0 as i32)],
+    )
+}
+
 /// `dst = bf16(src)` over `n` elements.
 pub fn to_bf16(gpu: &Gpu, src: Ptr, dst: Ptr, n: usize) -> Result<()> {
     launch(
@@ -361,6 +401,18 @@ pub fn gemm_cublas(gpu: &Gpu, a: Ptr, b: Ptr, c: Ptr, m: usize, n: usize, k: usi
     .map_err(|e| err("cublasGemmEx", e))
 }
 
+/// Milliseconds the work queued by `f` takes on the device (CUDA events around it).
+pub fn timed_ms(gpu: &Gpu, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+    use cudarc::driver::sys::CUevent_flags;
+    let ev = || gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| err("event", e));
+    let (start, end) = (ev()?, ev()?);
+    start.record(&gpu.stream).map_err(|e| err("event", e))?;
+    f()?;
+    end.record(&gpu.stream).map_err(|e| err("event", e))?;
+    end.synchronize().map_err(|e| err("event", e))?;
+    Ok(start.elapsed_ms(&end).map_err(|e| err("event", e))? as f64)
+}
+
 /// Which GEMM implementation serves a shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmImpl {
@@ -392,21 +444,13 @@ impl GemmTuner {
         let pick = match known {
             Some(p) => p,
             None => {
-                let time = |imp: GemmImpl| -> Result<f32> {
+                let time = |imp: GemmImpl| -> Result<f64> {
                     let run = |imp| match imp {
                         GemmImpl::Wmma => gemm_wmma(gpu, a, b, c, m, n, k, ldc, col0),
                         GemmImpl::Cublas => gemm_cublas(gpu, a, b, c, m, n, k, ldc, col0),
                     };
                     run(imp)?; // warm-up
-                    let start = gpu.ctx.new_event(None).map_err(|e| err("event", e))?;
-                    let end = gpu.ctx.new_event(None).map_err(|e| err("event", e))?;
-                    start.record(&gpu.stream).map_err(|e| err("event", e))?;
-                    for _ in 0..3 {
-                        run(imp)?;
-                    }
-                    end.record(&gpu.stream).map_err(|e| err("event", e))?;
-                    end.synchronize().map_err(|e| err("event", e))?;
-                    start.elapsed_ms(&end).map_err(|e| err("event", e))
+                    timed_ms(gpu, &mut || (0..3).try_for_each(|_| run(imp)))
                 };
                 let (tw, tc) = (time(GemmImpl::Wmma)?, time(GemmImpl::Cublas)?);
                 let p = if tw <= tc { GemmImpl::Wmma } else { GemmImpl::Cublas };
