@@ -13,6 +13,7 @@ pub mod forward;
 pub mod generate;
 pub mod grade;
 pub mod mcts;
+pub mod progress;
 pub mod score;
 pub mod setup_python;
 pub mod train;
@@ -50,8 +51,10 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// MCTS data synthesis: one annotated tree per problem, appended to a resumable JSONL file.
     Mcts(mcts::MctsArgs),
-    /// Solve one question with MCTS (PPM-valued answers with --ppm) and print the answer.
+    /// Solve one question at test time (mcts, beam, best-of-n or greedy) and print the answer.
     Solve(mcts::SolveArgs),
+    /// Accuracy over a problem file: pass@1, maj@k, PPM-weighted@k, PPM-best; per-problem JSONL.
+    Eval(mcts::EvalArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -71,5 +74,6 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::FetchAssets(a) => fetch::run(a),
         Command::Mcts(a) => mcts::run(a),
         Command::Solve(a) => mcts::run_solve(a),
+        Command::Eval(a) => mcts::run_eval(a),
     }
 }
