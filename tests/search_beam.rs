@@ -7,8 +7,7 @@ mod common;
 use common::scripted::{values, Runner, Script};
 use rstar::search::eval::{self, Accuracy};
 use rstar::search::{
-    run_search, step_search, MctsConfig, Policy, Problem, SearchStats, StepRequest, Strategy,
-    Tree,
+    run_search, step_search, MctsConfig, Policy, Problem, SearchStats, StepRequest, Strategy, Tree,
 };
 
 const A: &str = "<code>\na = 3\n<end_of_step>";
@@ -77,7 +76,10 @@ fn beam_keeps_the_top_valued_and_answers_shrink_the_beam() {
     // Depth 1: B -> D .2, E .7 (the third sample duplicates D); A -> WRONG only (answer-child
     // rule), which leaves the beam and shrinks it to 1; the beam is [E].
     // Depth 2: E -> RIGHT, the beam is empty.
-    assert_eq!(pol.log, vec![String::new(), B.into(), A.into(), format!("{B}{E}")]);
+    assert_eq!(
+        pol.log,
+        vec![String::new(), B.into(), A.into(), format!("{B}{E}")]
+    );
     assert!(tag_of(t, &[C, D]).is_none() && tag_of(t, &[B, D, D]).is_none());
     let answers: Vec<(&str, Option<f64>)> = t
         .answers()
@@ -127,7 +129,13 @@ fn best_of_n_samples_n_then_one_per_step_and_values_only_answers() {
     let t = &trees[0];
     assert_eq!(
         pol.log,
-        vec![String::new(), A.into(), B.into(), C.into(), format!("{B}{D}")]
+        vec![
+            String::new(),
+            A.into(),
+            B.into(),
+            C.into(),
+            format!("{B}{D}")
+        ]
     );
     // Root: 3 samples; then 1 per trajectory; C's BAD step fails and ends that trajectory.
     assert_eq!(stats.candidates, 3 + 3 + 1);

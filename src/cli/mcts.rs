@@ -191,7 +191,9 @@ pub fn run(args: MctsArgs) -> rstar::Result<()> {
     cfg.search = Strategy::Mcts;
     let mut solver = args.search.solver(cfg)?;
     let mut display = Display::new(0, args.search.quiet);
-    let sum = solver.synthesize(&args.data, &args.out, args.batch, &mut |p| display.update(p));
+    let sum = solver.synthesize(&args.data, &args.out, args.batch, &mut |p| {
+        display.update(p)
+    });
     display.finish();
     let sum = sum?;
     let s = &sum.stats;
@@ -205,7 +207,11 @@ pub fn run(args: MctsArgs) -> rstar::Result<()> {
     if !args.search.quiet {
         eprintln!(
             "time: total {:.2}s = decode {:.2}s + ppm {:.2}s + exec {:.2}s + search {:.2}s",
-            s.total_seconds, s.policy_seconds, s.value_seconds, s.exec_seconds, s.bookkeeping_seconds
+            s.total_seconds,
+            s.policy_seconds,
+            s.value_seconds,
+            s.exec_seconds,
+            s.bookkeeping_seconds
         );
         eprintln!("engine: {}", solver.engine_stats());
     }

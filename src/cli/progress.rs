@@ -18,8 +18,10 @@ impl Display {
         let bar = (!quiet && tty).then(|| {
             let b = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} problems {elapsed_precise} | {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} problems {elapsed_precise} | {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b
         });

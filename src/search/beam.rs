@@ -121,15 +121,7 @@ pub fn step_search<'v>(
             ..cfg.clone()
         };
         expand(
-            problems,
-            &mut trees,
-            &leaves,
-            &step_cfg,
-            plan.rank,
-            policy,
-            &mut value,
-            runner,
-            stats,
+            problems, &mut trees, &leaves, &step_cfg, plan.rank, policy, &mut value, runner, stats,
         )?;
         for (i, f) in frontier.iter_mut().enumerate() {
             let children: Vec<NodeId> = f

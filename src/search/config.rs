@@ -104,13 +104,23 @@ mod tests {
         assert_eq!((c.rollouts, c.width, c.c_puct), (4, 3, 1.5));
         assert_eq!((c.temperature, c.top_p), (0.7, 0.9));
         assert_eq!(c.stop, vec!["<end_of_code>".to_string()]);
-        assert_eq!((c.errors_threshold, c.vote_size, c.max_step_tokens), (2, 4, 64));
+        assert_eq!(
+            (c.errors_threshold, c.vote_size, c.max_step_tokens),
+            (2, 4, 64)
+        );
         assert_eq!(c.exec_timeout_s, 5.0);
         assert_eq!((c.mode, c.search), (Mode::PpmAugmented, Strategy::Beam));
         // Untouched keys keep the defaults.
         assert_eq!(c.max_depth, MctsConfig::default().max_depth);
-        assert_eq!(parse("", Path::new("e.toml")).unwrap(), MctsConfig::default());
-        let j = parse(r#"{"rollouts": 2, "search": "best-of-n"}"#, Path::new("<json>")).unwrap();
+        assert_eq!(
+            parse("", Path::new("e.toml")).unwrap(),
+            MctsConfig::default()
+        );
+        let j = parse(
+            r#"{"rollouts": 2, "search": "best-of-n"}"#,
+            Path::new("<json>"),
+        )
+        .unwrap();
         assert_eq!((j.rollouts, j.search), (2, Strategy::BestOfN));
     }
 
@@ -126,9 +136,15 @@ mod tests {
         }
         assert!(e.to_string().contains("my.toml") && e.to_string().contains("rolouts"));
         let e = parse("width = \"eight\"\n", Path::new("w.toml")).unwrap_err();
-        assert!(matches!(&e, Error::Config { field, .. } if field == "width"), "{e}");
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "width"),
+            "{e}"
+        );
         let e = parse("search = \"dfs\"\n", Path::new("w.toml")).unwrap_err();
-        assert!(matches!(&e, Error::Config { field, .. } if field == "search"), "{e}");
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "search"),
+            "{e}"
+        );
         let e = parse("width = 0\n", Path::new("z.toml")).unwrap_err();
         assert!(e.to_string().contains("width must be at least 1"), "{e}");
         let e = parse("width = [\n", Path::new("t.toml")).unwrap_err();

@@ -53,7 +53,12 @@ pub struct ProblemResult {
 }
 
 /// The trajectories of one run's tree.
-pub fn trajectories(tree: &Tree, run: usize, strategy: Strategy, gt: Option<&str>) -> Vec<Trajectory> {
+pub fn trajectories(
+    tree: &Tree,
+    run: usize,
+    strategy: Strategy,
+    gt: Option<&str>,
+) -> Vec<Trajectory> {
     let ids: Vec<usize> = match strategy {
         Strategy::Mcts => tree.best_answer().into_iter().collect(),
         _ => tree.answers().map(|(i, _)| i).collect(),

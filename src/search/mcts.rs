@@ -304,11 +304,9 @@ impl SearchStats {
     /// Adds the wall time since `t0` to `total_seconds` and recomputes the bookkeeping share.
     pub(crate) fn finish(&mut self, t0: std::time::Instant) {
         self.total_seconds += t0.elapsed().as_secs_f64();
-        self.bookkeeping_seconds = (self.total_seconds
-            - self.policy_seconds
-            - self.exec_seconds
-            - self.value_seconds)
-            .max(0.0);
+        self.bookkeeping_seconds =
+            (self.total_seconds - self.policy_seconds - self.exec_seconds - self.value_seconds)
+                .max(0.0);
     }
 }
 

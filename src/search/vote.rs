@@ -39,7 +39,8 @@ pub fn top_by_value(cands: &[Candidate], k: usize) -> Vec<Candidate> {
 pub fn cluster(cands: &[Candidate]) -> Vec<Cluster> {
     let mut out: Vec<Cluster> = Vec::new();
     for (i, c) in cands.iter().enumerate() {
-        let same = |k: &Cluster| grade::equal(&c.answer, &k.answer) || grade::equal(&k.answer, &c.answer);
+        let same =
+            |k: &Cluster| grade::equal(&c.answer, &k.answer) || grade::equal(&k.answer, &c.answer);
         match out.iter_mut().find(|k| same(k)) {
             Some(k) => {
                 k.members.push(i);
@@ -123,7 +124,12 @@ mod tests {
     #[test]
     fn clusters_use_the_grader() {
         // 1/2, 0.5 and \frac{1}{2} are one answer to the grader; 2 is another.
-        let cs = [c("0.5", 0.1), c("2", 0.9), c("\\frac{1}{2}", 0.2), c("1/2", 0.3)];
+        let cs = [
+            c("0.5", 0.1),
+            c("2", 0.9),
+            c("\\frac{1}{2}", 0.2),
+            c("1/2", 0.3),
+        ];
         let k = cluster(&cs);
         assert_eq!(k.len(), 2);
         assert_eq!(k[0].answer, "0.5");

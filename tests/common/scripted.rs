@@ -89,4 +89,3 @@ impl ValueModel for Values {
 pub fn values(v: &[(&str, f64)]) -> Values {
     Values(v.iter().map(|(k, x)| (k.to_string(), *x)).collect(), 0)
 }
-
