@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::search::mcts::{MctsConfig, Policy, ScoreRequest, StepRequest, ValueModel};
 use crate::search::tree::NodeId;
 
+/// A proposed candidate's sequence and its generated token count.
+type Candidate = (SeqId, usize);
+
 /// The policy model on an [`Engine`].
 pub struct EnginePolicy {
     engine: Engine,
@@ -24,7 +27,7 @@ pub struct EnginePolicy {
     nodes: HashMap<(u64, NodeId), SeqId>,
     /// Per request of the last propose call: its problem and its candidates' sequences with
     /// their generated token counts.
-    pending: Vec<(u64, Vec<Option<(SeqId, usize)>>)>,
+    pending: Vec<(u64, Vec<Option<Candidate>>)>,
     /// Generated tokens so far.
     pub generated_tokens: u64,
     /// Tokens of the trees' unique content: each root prompt once, plus every adopted node's
