@@ -7,7 +7,7 @@ mod common;
 use common::scripted::{values, Runner, Script};
 use rstar::search::eval::{self, Accuracy};
 use rstar::search::{
-    run_search, step_search, MctsConfig, Policy, Problem, SearchStats, StepRequest, Strategy, Tree,
+    run_search, MctsConfig, Policy, Problem, SearchStats, StepRequest, Strategy, Tree,
 };
 
 const A: &str = "<code>\na = 3\n<end_of_step>";
@@ -25,6 +25,26 @@ fn problem() -> Problem {
         question: "What is 3 + 1?".into(),
         answer: None,
     }
+}
+
+/// Runs `cfg.search` on the one problem.
+fn go(
+    cfg: &MctsConfig,
+    pol: &mut dyn Policy,
+    vm: Option<&mut dyn rstar::search::ValueModel>,
+) -> (Tree, SearchStats) {
+    let mut stats = SearchStats::default();
+    let mut trees = run_search(
+        &[problem()],
+        cfg,
+        pol,
+        vm,
+        &Runner,
+        &mut stats,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    (trees.remove(0), stats)
 }
 
 fn tag_of(t: &Tree, text_path: &[&str]) -> Option<String> {
@@ -60,18 +80,8 @@ fn beam_keeps_the_top_valued_and_answers_shrink_the_beam() {
         max_depth: 6,
         ..MctsConfig::default()
     };
-    let mut stats = SearchStats::default();
-    let trees = step_search(
-        &[problem()],
-        &cfg,
-        &mut pol,
-        Some(&mut vm),
-        &Runner,
-        &mut stats,
-        &mut |_, _| true,
-    )
-    .unwrap();
-    let t = &trees[0];
+    let (t, _) = go(&cfg, &mut pol, Some(&mut vm));
+    let t = &t;
     // Depth 0: root -> A .5, B .9, C .1; beam of 2 = [B, A] (by value).
     // Depth 1: B -> D .2, E .7 (the third sample duplicates D); A -> WRONG only (answer-child
     // rule), which leaves the beam and shrinks it to 1; the beam is [E].
@@ -115,18 +125,8 @@ fn best_of_n_samples_n_then_one_per_step_and_values_only_answers() {
         width: 99, // unused by best-of-N
         ..MctsConfig::default()
     };
-    let mut stats = SearchStats::default();
-    let trees = run_search(
-        &[problem()],
-        &cfg,
-        &mut pol,
-        Some(&mut vm),
-        &Runner,
-        &mut stats,
-        &mut |_, _| true,
-    )
-    .unwrap();
-    let t = &trees[0];
+    let (t, stats) = go(&cfg, &mut pol, Some(&mut vm));
+    let t = &t;
     assert_eq!(
         pol.log,
         vec![
@@ -159,17 +159,8 @@ fn greedy_is_one_trajectory_at_temperature_zero() {
     assert_eq!(cfg.temperature, 0.0);
     assert_eq!(cfg.stop, vec!["<end_of_code>", "<end_of_answer>"]);
     let mut pol = Script::new(&[("", &[A, B]), (A, &[RIGHT, WRONG])]);
-    let mut stats = SearchStats::default();
-    let trees = run_search(
-        &[problem()],
-        &cfg,
-        &mut pol,
-        None,
-        &Runner,
-        &mut stats,
-        &mut |_, _| true,
-    )
-    .unwrap();
+    let (t, _) = go(&cfg, &mut pol, None);
+    let trees = [t];
     // One sample per step: A (the first), then RIGHT.
     assert_eq!(trees[0].nodes.len(), 3);
     assert_eq!(pol.log, vec![String::new(), A.to_string()]);
