@@ -17,6 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The K/V positions one block stages per step (`KB` in kernels/attention.cu).
+#define ATTN_KB 32
+
 // Version of this ABI. Grows when functions or trailing struct fields are added; existing
 // functions and struct prefixes never change meaning.
 #define RSTAR_ABI_VERSION 1
@@ -57,6 +60,9 @@ typedef struct rstar_model rstar_model;
 
 // A process reward model with its own KV cache (see `rstar_ppm_score`).
 typedef struct rstar_ppm rstar_ppm;
+
+// A policy (+ optional PPM) with a search configuration.
+typedef struct rstar_solver rstar_solver;
 
 // A training run (SFT or PPM) over one model and dataset.
 typedef struct rstar_trainer rstar_trainer;
@@ -101,6 +107,27 @@ typedef struct rstar_engine_params {
   // Most sequences generating at once (default 64).
   uint32_t max_active;
 } rstar_engine_params;
+
+// Progress of `rstar_solver_run_dataset`, passed to `rstar_solver_callback`.
+typedef struct rstar_solver_progress {
+  // sizeof(rstar_solver_progress) as the library was built; fields may be added at the end.
+  uint32_t struct_size;
+  // Problems finished.
+  uint64_t done;
+  // Problems in the run.
+  uint64_t total;
+  // Problems whose PPM-best answer is correct so far.
+  uint64_t solved;
+  // Search runs finished (problems × runs; MCTS rollouts count per problem).
+  uint64_t rollouts;
+  // Tokens the policy generated.
+  uint64_t tokens;
+  double elapsed_secs;
+} rstar_solver_progress;
+
+// Called after every search step and every finished batch of problems (progress valid only
+// during the call). Return false to cancel: the call then returns `RSTAR_STATUS_CANCELLED`.
+typedef bool (*rstar_solver_callback)(const struct rstar_solver_progress *progress, void *user_data);
 
 // Progress after an optimizer step, passed to `rstar_train_callback`.
 typedef struct rstar_train_progress {
@@ -335,6 +362,69 @@ enum rstar_status rstar_ppm_score(const struct rstar_ppm *ppm,
                                   const size_t *lens,
                                   size_t n_seqs,
                                   float *values);
+
+// Creates a solver: loads the policy (HF directory or .gguf), the PPM when `ppm_path` is not
+// NULL, and starts the Python executor. `config` is NULL (defaults) or the search configuration
+// as a JSON object or TOML text with the keys of `rstar --help`'s `--config` (`search`
+// "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
+// `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
+// `exec_timeout_s`, `max_step_tokens`, ...); an unknown key is `RSTAR_STATUS_FORMAT` naming it.
+// The annotation mode is always inference here. Returns `RSTAR_STATUS_EXEC` when the executor
+// cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
+//
+// # Safety
+// `policy_path` is a NUL-terminated UTF-8 path; `ppm_path` and `config` are NULL or
+// NUL-terminated UTF-8; `out` points to writable storage for a pointer.
+enum rstar_status rstar_solver_new(const char *policy_path,
+                                   const char *ppm_path,
+                                   const char *config,
+                                   struct rstar_solver **out);
+
+// Solves one question. On success `*result_json` receives a JSON object to free with
+// `rstar_string_free`: `{"question", "answer" (PPM-best, or null), "pass1", "majority",
+// "weighted", "k", "trajectories": [{"run", "tag", "answer", "value", "solution"}], "stats",
+// "engine"}`. Returns `RSTAR_STATUS_CANCELLED` when `rstar_solver_cancel` was called.
+//
+// # Safety
+// `solver` is a live solver; `question` is NUL-terminated UTF-8; `result_json` is writable.
+enum rstar_status rstar_solver_solve(const struct rstar_solver *solver,
+                                     const char *question,
+                                     char **result_json);
+
+// Evaluates a problem file (a JSON list, `{"example": [...]}` or JSONL of `{question,
+// answer}`): the first `limit` problems (0 = all), 8 in lock-step. When `results_path` is not
+// NULL, one JSON line per problem is written there (the file is overwritten). `callback` (may
+// be NULL) gets progress; returning false, or `rstar_solver_cancel`, stops the run with
+// `RSTAR_STATUS_CANCELLED` (lines already written stay). On success, if `summary_json` is not
+// NULL, it receives `{"accuracy": {"problems", "pass1", "majority", "weighted", "ppm_best",
+// "any"} (counts), "vote_size", "runs", "search", "stats", "tokens"}`; free it with
+// `rstar_string_free`.
+//
+// # Safety
+// `solver` is live; `data_path` is NUL-terminated UTF-8; `results_path` is NULL or
+// NUL-terminated UTF-8; `callback` is NULL or a valid function; `user_data` is passed through
+// untouched; `summary_json` is NULL or writable.
+enum rstar_status rstar_solver_run_dataset(const struct rstar_solver *solver,
+                                           const char *data_path,
+                                           size_t limit,
+                                           const char *results_path,
+                                           rstar_solver_callback callback,
+                                           void *user_data,
+                                           char **summary_json);
+
+// Asks the running (or the next) `rstar_solver_solve` / `rstar_solver_run_dataset` on this
+// solver to stop at its next search step. Safe to call from any thread.
+//
+// # Safety
+// `solver` is NULL (ignored) or a live solver.
+void rstar_solver_cancel(const struct rstar_solver *solver);
+
+// Frees a solver. NULL is ignored.
+//
+// # Safety
+// `solver` is NULL or came from `rstar_solver_new`, is not used afterwards, and no other
+// thread is inside a call on it.
+void rstar_solver_free(struct rstar_solver *solver);
 
 // Creates a trainer from a model directory and a JSON config. The config is an object with any of
 // the fields of the Rust `TrainConfig` (`task` "sft"|"ppm", `optimizer` "adamw"|"sgd", `lr`,

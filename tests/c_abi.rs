@@ -65,12 +65,22 @@ fn c_program_links_and_generates() {
 
     let dir = common::fixtures().join("models/llama-bf16-v5");
     let g = common::golden(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("problems.json");
+    std::fs::write(
+        &data,
+        r#"[{"question":"What is 6 times 7?","answer":"42"},
+            {"question":"What is 3 + 1?","answer":"4"},
+            {"question":"What is 2 + 2?","answer":"4"}]"#,
+    )
+    .unwrap();
     let ids: Vec<String> = g.greedy_prompt.iter().map(|i| i.to_string()).collect();
     let out = Command::new(&exe)
         .arg(&dir)
         .arg(ids.join(","))
         .arg(g.greedy_ids.len().to_string())
         .arg(common::fixtures().join("ppm/rstar-separate"))
+        .arg(&data)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -107,4 +117,53 @@ fn c_program_links_and_generates() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(streamed, hex, "streamed text equals the final text");
+    check_solver_output(&stdout);
+}
+
+/// The solver's JSON from C: shapes and the facts they must agree on (random weights: the
+/// answers themselves are garbage).
+fn check_solver_output(stdout: &str) {
+    if stdout.lines().any(|l| l.starts_with("solver: skipped")) {
+        eprintln!("solver part skipped: no Python executor");
+        return;
+    }
+    let line = |p: &str| -> serde_json::Value {
+        let l = stdout.lines().find_map(|l| l.strip_prefix(p)).unwrap();
+        serde_json::from_str(l).unwrap()
+    };
+    let solve = line("solve:");
+    assert_eq!(solve["question"], "What is 6 times 7?");
+    let trajs = solve["trajectories"].as_array().unwrap();
+    // best-of-n with best_of 2: at most 2 trajectories, all from run 0.
+    assert!(trajs.len() <= 2);
+    for t in trajs {
+        assert_eq!(t["run"], 0);
+        assert!(t["value"].as_f64().unwrap().abs() <= 1.0);
+        // An answer step is one that contains `boxed` (spec 2.1).
+        assert!(t["solution"].as_str().unwrap().contains("boxed"));
+    }
+    // The PPM-best answer is the answer of the highest-valued trajectory.
+    let best = trajs.iter().max_by(|a, b| {
+        a["value"]
+            .as_f64()
+            .unwrap()
+            .total_cmp(&b["value"].as_f64().unwrap())
+    });
+    match best {
+        Some(b) => assert_eq!(solve["answer"], b["answer"]),
+        None => assert!(solve["answer"].is_null()),
+    }
+    assert!(solve["stats"]["expansions"].as_u64().unwrap() >= 1);
+    assert!(
+        solve["engine"]["policy"]["tokens_computed"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let sum = line("summary:");
+    assert_eq!(sum["accuracy"]["problems"], 2, "limit 2 of 3 problems");
+    assert_eq!(sum["search"], "best-of-n");
+    for k in ["pass1", "majority", "weighted", "ppm_best", "any"] {
+        assert!(sum["accuracy"][k].as_u64().unwrap() <= 2);
+    }
 }

@@ -38,7 +38,10 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
             assert!(c.cubin.len() > 1000, "{name} {arch}: empty cubin");
             assert_eq!(&c.cubin[..4], b"\x7fELF", "{name} {arch}: not an ELF cubin");
             let spills = c.spills();
-            assert!(spills.is_empty(), "{name} {arch} spills registers: {spills:?}");
+            assert!(
+                spills.is_empty(),
+                "{name} {arch} spills registers: {spills:?}"
+            );
             if !c.log.contains("Used") {
                 eprintln!("{name} {arch}: no ptxas report in NVRTC's log:\n{}", c.log);
             }
@@ -94,7 +97,10 @@ impl Rng {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn p<T>(g: &Gpu, s: &CudaSlice<T>) -> ops::Ptr {
@@ -116,7 +122,11 @@ fn elementwise_kernels_match_cpu() {
     let w = r.vec(d);
     let mut want = vec![0f32; t * d];
     cpu::rms_norm(&x, &w, 1e-6, &mut want);
-    let (dx, dw, dout) = (ops::upload(&g, &x).unwrap(), ops::upload(&g, &w).unwrap(), ops::zeros::<f32>(&g, t * d).unwrap());
+    let (dx, dw, dout) = (
+        ops::upload(&g, &x).unwrap(),
+        ops::upload(&g, &w).unwrap(),
+        ops::zeros::<f32>(&g, t * d).unwrap(),
+    );
     ops::rms_norm(&g, p(&g, &dx), p(&g, &dw), 1e-6, p(&g, &dout), t, d).unwrap();
     let e = max_diff(&down(&g, &dout, t * d), &want);
     assert!(e < 1e-5, "rms_norm {e}");
@@ -154,12 +164,27 @@ fn elementwise_kernels_match_cpu() {
     let ids = [3u32, 0, 49, 17];
     for w in [
         Weight::from_f32(&table, vec![v, h]),
-        Weight::from_bf16(&table.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>(), vec![v, h]),
-        Weight::from_f16(&table.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(), vec![v, h]),
+        Weight::from_bf16(
+            &table.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>(),
+            vec![v, h],
+        ),
+        Weight::from_f16(
+            &table.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(),
+            vec![v, h],
+        ),
     ] {
         let m = ops::upload_matrix(&g, &w).unwrap();
         let out = ops::zeros::<f32>(&g, ids.len() * h).unwrap();
-        ops::embed(&g, w.dtype, p(&g, &m.buf), p(&g, &ops::upload(&g, &ids).unwrap()), p(&g, &out), ids.len(), h).unwrap();
+        ops::embed(
+            &g,
+            w.dtype,
+            p(&g, &m.buf),
+            p(&g, &ops::upload(&g, &ids).unwrap()),
+            p(&g, &out),
+            ids.len(),
+            h,
+        )
+        .unwrap();
         let mut want = vec![0f32; ids.len() * h];
         for (row, &id) in want.chunks_mut(h).zip(&ids) {
             w.row_to_f32(id as usize, row);
@@ -173,13 +198,18 @@ fn rope_and_kv_write_match_cpu() {
     let Some(g) = gpu() else { return };
     let mut r = Rng(11);
     let (nh, nkv, hd, t) = (6, 2, 32, 7);
-    let inv_freq: Vec<f32> = (0..12).map(|i| 1.0 / 10000f32.powf(i as f32 / 12.0)).collect(); // partial rotary: 24 of 32 dims
+    let inv_freq: Vec<f32> = (0..12)
+        .map(|i| 1.0 / 10000f32.powf(i as f32 / 12.0))
+        .collect(); // partial rotary: 24 of 32 dims
     let (qd, kvd) = (nh * hd, nkv * hd);
     let qkv = r.vec(t * (qd + 2 * kvd));
     let pos: Vec<u32> = (0..t as u32).map(|i| 100 + 37 * i).collect();
     let rows: Vec<u32> = (0..t as u32).map(|i| (i * 5 + 3) % 40).collect();
     let dq = ops::zeros::<f32>(&g, t * qd).unwrap();
-    let (dk, dv) = (ops::zeros::<f32>(&g, 40 * kvd).unwrap(), ops::zeros::<f32>(&g, 40 * kvd).unwrap());
+    let (dk, dv) = (
+        ops::zeros::<f32>(&g, 40 * kvd).unwrap(),
+        ops::zeros::<f32>(&g, 40 * kvd).unwrap(),
+    );
     let heads = ops::Heads { nh, nkv, hd };
     ops::rope_store_kv(
         &g,
@@ -195,7 +225,11 @@ fn rope_and_kv_write_match_cpu() {
         t,
     )
     .unwrap();
-    let (gq, gk, gv) = (down(&g, &dq, t * qd), down(&g, &dk, 40 * kvd), down(&g, &dv, 40 * kvd));
+    let (gq, gk, gv) = (
+        down(&g, &dq, t * qd),
+        down(&g, &dk, 40 * kvd),
+        down(&g, &dv, 40 * kvd),
+    );
     for i in 0..t {
         let mut row = qkv[i * (qd + 2 * kvd)..(i + 1) * (qd + 2 * kvd)].to_vec();
         let (qr, rest) = row.split_at_mut(qd);
@@ -218,8 +252,14 @@ fn gemv_and_gemm_match_cpu_matmul() {
         let wf = r.vec(n * k);
         for w in [
             Weight::from_f32(&wf, vec![n, k]),
-            Weight::from_bf16(&wf.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>(), vec![n, k]),
-            Weight::from_f16(&wf.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(), vec![n, k]),
+            Weight::from_bf16(
+                &wf.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>(),
+                vec![n, k],
+            ),
+            Weight::from_f16(
+                &wf.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(),
+                vec![n, k],
+            ),
         ] {
             let dm = ops::upload_matrix(&g, &w).unwrap();
             for m in [1usize, 2, 3, 5, 8, 11] {
@@ -228,7 +268,16 @@ fn gemv_and_gemm_match_cpu_matmul() {
                 let mut want = vec![0f32; m * ld];
                 cpu::matmul(&x, m, &w, &mut want, ld, 2);
                 let out = ops::upload(&g, &vec![0f32; m * ld]).unwrap();
-                ops::gemv(&g, p(&g, &ops::upload(&g, &x).unwrap()), &dm, p(&g, &out), m, ld, 2).unwrap();
+                ops::gemv(
+                    &g,
+                    p(&g, &ops::upload(&g, &x).unwrap()),
+                    &dm,
+                    p(&g, &out),
+                    m,
+                    ld,
+                    2,
+                )
+                .unwrap();
                 let got = down(&g, &out, m * ld);
                 let e = max_diff(&got, &want);
                 assert!(e < 1e-3, "gemv {:?} n={n} k={k} m={m}: {e}", w.dtype);
@@ -236,7 +285,11 @@ fn gemv_and_gemm_match_cpu_matmul() {
         }
     }
     // GEMM (hand-written and cuBLAS) against the CPU on bf16-rounded activations; edges included.
-    for &(m, n, k) in &[(130usize, 200usize, 72usize), (9, 128, 256), (256, 384, 512)] {
+    for &(m, n, k) in &[
+        (130usize, 200usize, 72usize),
+        (9, 128, 256),
+        (256, 384, 512),
+    ] {
         let wf: Vec<bf16> = r.vec(n * k).iter().map(|&x| bf16::from_f32(x)).collect();
         let w = Weight::from_bf16(&wf, vec![n, k]);
         let xr: Vec<bf16> = r.vec(m * k).iter().map(|&x| bf16::from_f32(x)).collect();
@@ -248,7 +301,11 @@ fn gemv_and_gemm_match_cpu_matmul() {
         let dx = ops::upload(&g, ops::bf16_bits(&xr)).unwrap();
         for imp in ["wmma", "cublas"] {
             let out = ops::upload(&g, &vec![0f32; m * ld]).unwrap();
-            let f = if imp == "wmma" { ops::gemm_wmma } else { ops::gemm_cublas };
+            let f = if imp == "wmma" {
+                ops::gemm_wmma
+            } else {
+                ops::gemm_cublas
+            };
             f(&g, p(&g, &dx), p(&g, &dm.buf), p(&g, &out), m, n, k, ld, 0).unwrap();
             let e = max_diff(&down(&g, &out, m * ld), &want);
             assert!(e < 2e-3, "{imp} m={m} n={n} k={k}: {e}");
@@ -260,7 +317,11 @@ fn gemv_and_gemm_match_cpu_matmul() {
 fn paged_attention_matches_cpu() {
     let Some(g) = gpu() else { return };
     let mut r = Rng(5);
-    for &(nh, nkv, hd, window) in &[(4usize, 2usize, 16usize, None), (7, 1, 64, Some(40usize)), (28, 4, 128, None)] {
+    for &(nh, nkv, hd, window) in &[
+        (4usize, 2usize, 16usize, None),
+        (7, 1, 64, Some(40usize)),
+        (28, 4, 128, None),
+    ] {
         let heads = ops::Heads { nh, nkv, hd };
         let (qd, kvd, bs) = (nh * hd, nkv * hd, 16);
         // Three sequences: a prefill chunk continuing a cached prefix, a long decode, a fresh prompt.
@@ -271,14 +332,35 @@ fn paged_attention_matches_cpu() {
         for &(s, l) in &spans {
             let nb = (s + l).div_ceil(bs);
             // Scattered, non-contiguous blocks.
-            tables.push((0..nb).map(|_| { next += 1; (next * 7) % nblocks as u32 }).collect());
+            tables.push(
+                (0..nb)
+                    .map(|_| {
+                        next += 1;
+                        (next * 7) % nblocks as u32
+                    })
+                    .collect(),
+            );
         }
         let k = r.vec(nblocks * bs * kvd);
         let v = r.vec(nblocks * bs * kvd);
         let t: usize = spans.iter().map(|s| s.1).sum();
         let q = r.vec(t * qd);
-        let seqs: Vec<cpu::AttnSeq> = spans.iter().zip(&tables).map(|(&(s, l), tb)| cpu::AttnSeq { table: tb, start: s, len: l }).collect();
-        let shape = cpu::AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, block_size: bs, window };
+        let seqs: Vec<cpu::AttnSeq> = spans
+            .iter()
+            .zip(&tables)
+            .map(|(&(s, l), tb)| cpu::AttnSeq {
+                table: tb,
+                start: s,
+                len: l,
+            })
+            .collect();
+        let shape = cpu::AttnShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            block_size: bs,
+            window,
+        };
         let mut want = vec![0f32; t * qd];
         cpu::attention(&q, &k, &v, &seqs, shape, &mut want);
         let (tiles, max_chunks) = ops::attn_tiles(&spans, heads);
@@ -288,7 +370,11 @@ fn paged_attention_matches_cpu() {
             off.push(flat.len() as u32);
             flat.extend_from_slice(tb);
         }
-        for splits in [1usize, 3, ops::attn_splits(&g, tiles.len(), nkv, max_chunks)] {
+        for splits in [
+            1usize,
+            3,
+            ops::attn_splits(&g, tiles.len(), nkv, max_chunks),
+        ] {
             let part = ops::zeros::<f32>(&g, splits * t * (qd + 2 * nh)).unwrap();
             let out = ops::zeros::<f32>(&g, t * qd).unwrap();
             let (dk, dv) = (ops::upload(&g, &k).unwrap(), ops::upload(&g, &v).unwrap());
@@ -297,7 +383,10 @@ fn paged_attention_matches_cpu() {
                 p(&g, &ops::upload(&g, &q).unwrap()),
                 p(&g, &dk),
                 p(&g, &dv),
-                p(&g, &ops::upload(&g, bytemuck::cast_slice::<_, u32>(&tiles)).unwrap()),
+                p(
+                    &g,
+                    &ops::upload(&g, bytemuck::cast_slice::<_, u32>(&tiles)).unwrap(),
+                ),
                 tiles.len(),
                 p(&g, &ops::upload(&g, &flat).unwrap()),
                 p(&g, &ops::upload(&g, &off).unwrap()),
@@ -311,7 +400,10 @@ fn paged_attention_matches_cpu() {
             )
             .unwrap();
             let e = max_diff(&down(&g, &out, t * qd), &want);
-            assert!(e < 1e-4, "attention nh={nh} nkv={nkv} hd={hd} window={window:?} splits={splits}: {e}");
+            assert!(
+                e < 1e-4,
+                "attention nh={nh} nkv={nkv} hd={hd} window={window:?} splits={splits}: {e}"
+            );
         }
     }
 }
@@ -337,10 +429,22 @@ fn device_sampling_matches_cpu_reference() {
     let dp = ops::upload(&g, bytemuck::cast_slice::<_, u32>(&params)).unwrap();
     let scratch = ops::zeros::<f32>(&g, rows * n).unwrap();
     let ids = ops::zeros::<u32>(&g, rows).unwrap();
-    ops::sample(&g, p(&g, &dl), p(&g, &dp), n, p(&g, &scratch), p(&g, &ids), rows).unwrap();
+    ops::sample(
+        &g,
+        p(&g, &dl),
+        p(&g, &dp),
+        n,
+        p(&g, &scratch),
+        p(&g, &ids),
+        rows,
+    )
+    .unwrap();
     let got = ops::download(&g, &ids).unwrap();
     for i in 0..rows {
-        let want = rstar::engine::sampling::device_sample_reference(&logits[i * n..(i + 1) * n], &params[i]);
+        let want = rstar::engine::sampling::device_sample_reference(
+            &logits[i * n..(i + 1) * n],
+            &params[i],
+        );
         assert_eq!(got[i], want, "row {i} {:?}", params[i]);
     }
 }
@@ -353,10 +457,17 @@ fn fixture_logits_match_cpu_backend() {
         let cpu_model = Model::load(&dir).unwrap();
         let mut gpu_model = Model::load(&dir).unwrap();
         gpu_model.to_device(Device::Cuda(0)).unwrap();
-        let ids: Vec<u32> = ids.iter().map(|&i| i % cpu_model.config.vocab_size as u32).collect();
+        let ids: Vec<u32> = ids
+            .iter()
+            .map(|&i| i % cpu_model.config.vocab_size as u32)
+            .collect();
         // Prefill in one pass (GEMM path), then token by token (GEMV path).
-        let want = cpu_model.forward(&ids, &mut cpu_model.new_cache(), true).unwrap();
-        let got = gpu_model.forward(&ids, &mut gpu_model.new_cache(), true).unwrap();
+        let want = cpu_model
+            .forward(&ids, &mut cpu_model.new_cache(), true)
+            .unwrap();
+        let got = gpu_model
+            .forward(&ids, &mut gpu_model.new_cache(), true)
+            .unwrap();
         let e = max_diff(&got, &want);
         let mut cache = gpu_model.new_cache();
         let v = cpu_model.config.vocab_size;
@@ -365,7 +476,10 @@ fn fixture_logits_match_cpu_backend() {
             let row = gpu_model.forward(&[id], &mut cache, false).unwrap();
             e_inc = e_inc.max(max_diff(&row, &want[i * v..(i + 1) * v]));
         }
-        println!("{}: max |cuda - cpu| prefill {e:.2e}, incremental {e_inc:.2e}", dir.display());
+        println!(
+            "{}: max |cuda - cpu| prefill {e:.2e}, incremental {e_inc:.2e}",
+            dir.display()
+        );
         assert!(e < 2e-2 && e_inc < 2e-2, "{}: {e} / {e_inc}", dir.display());
         // Greedy continuations agree wherever the CPU's top-2 margin exceeds the tolerance.
         let (mut cc, mut gc) = (cpu_model.new_cache(), gpu_model.new_cache());
@@ -376,9 +490,15 @@ fn fixture_logits_match_cpu_backend() {
         for step in 0..16 {
             let mut sorted = cl.clone();
             sorted.sort_by(|a, b| b.total_cmp(a));
-            let (a, b) = (rstar::engine::sampling::argmax(&cl), rstar::engine::sampling::argmax(&gl));
+            let (a, b) = (
+                rstar::engine::sampling::argmax(&cl),
+                rstar::engine::sampling::argmax(&gl),
+            );
             if sorted[0] - sorted[1] < 4e-2 {
-                println!("  greedy: stopped comparing at step {step} (margin {:.1e})", sorted[0] - sorted[1]);
+                println!(
+                    "  greedy: stopped comparing at step {step} (margin {:.1e})",
+                    sorted[0] - sorted[1]
+                );
                 break;
             }
             assert_eq!(a, b, "{}: greedy token {step}", dir.display());
@@ -401,7 +521,13 @@ fn engine_tree_on_device_matches_cpu() {
     let run = |lm: Arc<LoadedModel>| -> Vec<Vec<f32>> {
         let mut e = Engine::new(lm, EngineConfig::default()).unwrap();
         let root = e.add(&prefix).unwrap();
-        let kids: Vec<_> = (0..4).map(|i| { let c = e.fork(root).unwrap(); e.append(c, &[60 + i, 70 + i]).unwrap(); c }).collect();
+        let kids: Vec<_> = (0..4)
+            .map(|i| {
+                let c = e.fork(root).unwrap();
+                e.append(c, &[60 + i, 70 + i]).unwrap();
+                c
+            })
+            .collect();
         let grand = e.fork(kids[1]).unwrap();
         e.append(grand, &[5, 6, 7]).unwrap();
         let mut ids = kids.clone();

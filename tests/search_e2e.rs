@@ -93,3 +93,80 @@ fn mcts_trees_are_valid_and_resume_after_a_torn_line() {
     assert!(o.status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
 }
+
+#[test]
+fn eval_prints_accuracy_and_writes_one_line_per_problem() {
+    if let Err(e) = rstar::exec::Executor::new(rstar::exec::ExecConfig::default()) {
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("p.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\":\"What is 6 times 7?\",\"answer\":\"42\"}\n\
+         {\"question\":\"What is 3 + 1?\",\"answer\":\"4\"}\n\
+         {\"question\":\"What is 2 + 2?\",\"answer\":\"4\"}\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("s.toml");
+    std::fs::write(
+        &cfg,
+        "best_of = 2\nmax_depth = 2\nmax_step_tokens = 4\nruns = 2\n",
+    )
+    .unwrap();
+    let out = dir.path().join("r.jsonl");
+    let model = common::fixtures().join("models/qwen2-f32-v5");
+    let o = Command::new(env!("CARGO_BIN_EXE_rstar"))
+        .args(["eval", "--policy"])
+        .arg(&model)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--mode",
+            "best-of-n",
+            "--limit",
+            "2",
+            "--max-step-tokens",
+            "3",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.starts_with("problems 2 | pass@1 "), "{stdout}");
+    assert!(
+        stdout.contains("maj@8") && stdout.contains("ppm-best"),
+        "{stdout}"
+    );
+    let rs = lines(&out);
+    assert_eq!(rs.len(), 2);
+    for (i, r) in rs.iter().enumerate() {
+        assert_eq!(r["index"], i);
+        for t in r["trajectories"].as_array().unwrap() {
+            // Two runs (config file), each trajectory graded against the record.
+            assert!(t["run"] == 0 || t["run"] == 1);
+            let ok =
+                rstar::grade::equal(t["answer"].as_str().unwrap(), r["answer"].as_str().unwrap());
+            assert_eq!(t["correct"], ok);
+        }
+    }
+    // An unknown key is an error naming the key and the file.
+    std::fs::write(&cfg, "rolouts = 2\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rstar"))
+        .args(["eval", "--policy"])
+        .arg(&model)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s.toml") && err.contains("rolouts"), "{err}");
+}

@@ -1,15 +1,40 @@
-//! `rstar mcts` (data synthesis over a problem file, resumable JSONL of trees) and `rstar solve`
-//! (one question at test time).
+//! `rstar mcts` (data synthesis over a problem file, resumable JSONL of trees), `rstar solve`
+//! (one question at test time) and `rstar eval` (accuracy over a problem file).
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::Args;
-use rstar::exec::Executor;
-use rstar::search::llm::{EnginePolicy, PpmValue};
-use rstar::search::{dataset, search, MctsConfig, Mode, Problem, SearchStats, ValueModel};
+use clap::{Args, ValueEnum};
+use rstar::search::solver::Solver;
+use rstar::search::{config, MctsConfig, Mode, Strategy};
 
-/// Search knobs shared by `mcts` and `solve`.
+use super::progress::Display;
+
+/// The keys of a `--config` file (TOML, or JSON by content), shown by `--help`.
+const CONFIG_KEYS: &str = "A TOML file of search knobs; command-line flags override it; an unknown key is an error.
+Keys (defaults in brackets):
+  mode              annotation: terminal-guided | ppm-augmented | inference  [terminal-guided; mcts only]
+  search            test-time search: mcts | beam | best-of-n | greedy  [mcts]
+  rollouts          MCTS rollouts per run  [16]
+  width             candidates per expansion (samples per beam node)  [8]
+  beam_width        beam search: nodes kept per step  [8]
+  best_of           best-of-N: trajectories per run  [8]
+  runs              independent runs per problem at test time  [1]
+  vote_size         votes use the top-k trajectories by value, 0 = all  [8]
+  max_depth         steps per trajectory  [16]
+  c_puct            UCT exploration constant  [2.0]
+  errors_threshold  consecutive failing steps that end a branch  [1]
+  failure_rule      execution | error-substring | either  [execution]
+  answer_children   only-first-answer | one-answer-plus-code  [only-first-answer]
+  temperature, top_p, top_k, seed   sampling  [1.0, 1.0, 0, 0]
+  stop              stop strings  [<end_of_step>, <end_of_code>, <end_of_answer>]
+  max_step_tokens   tokens per generated step  [2048]
+  exec_timeout_s    seconds per executed program  [10.0]
+  value_scale       PPM value = tanh(raw / value_scale)  [5.0]
+  positive_reward, negative_reward   terminal rewards  [1.0, -1.0]
+  prompt_template   policy prompt, {question} replaced";
+
+/// Search knobs shared by `mcts`, `solve` and `eval`.
 #[derive(Args, Debug)]
 pub struct SearchArgs {
     /// Policy model directory or .gguf.
@@ -18,6 +43,9 @@ pub struct SearchArgs {
     /// Process preference model directory (enables PPM-augmented annotation / PPM values).
     #[arg(long)]
     pub ppm: Option<PathBuf>,
+    /// Search configuration file (TOML); flags override it.
+    #[arg(long, long_help = CONFIG_KEYS)]
+    pub config: Option<PathBuf>,
     /// Rollouts per problem (paper: 8 in round 1, 16 later).
     #[arg(long)]
     pub rollouts: Option<usize>,
@@ -34,40 +62,105 @@ pub struct SearchArgs {
     /// Consecutive failing steps that end a branch.
     #[arg(long)]
     pub errors_threshold: Option<u32>,
+    /// UCT exploration constant.
+    #[arg(long)]
+    pub c_puct: Option<f64>,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Stop string (repeat for several); replaces the configured list.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Seconds per executed program.
+    #[arg(long)]
+    pub exec_timeout: Option<f64>,
+    /// Hide the progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Test-time knobs shared by `solve` and `eval`.
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Test-time search (config key `search`).
+    #[arg(long, value_enum)]
+    pub mode: Option<SearchMode>,
+    /// Independent runs per problem.
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Votes use the top-k trajectories by value (0 = all).
+    #[arg(long)]
+    pub vote_size: Option<usize>,
+    /// Beam search: nodes kept per step.
+    #[arg(long)]
+    pub beam_width: Option<usize>,
+    /// Best-of-N: trajectories per run.
+    #[arg(long)]
+    pub best_of: Option<usize>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum SearchMode {
+    Greedy,
+    Mcts,
+    Beam,
+    BestOfN,
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
 }
 
 impl SearchArgs {
-    fn config(&self, mode: Mode) -> MctsConfig {
-        let mut c = MctsConfig {
-            mode,
-            ..MctsConfig::default()
+    /// Defaults, then the `--config` file, then the flags.
+    fn config(&self) -> rstar::Result<(MctsConfig, bool)> {
+        let (mut c, file_mode) = match &self.config {
+            Some(p) => {
+                let (c, keys) = config::load(p)?;
+                (c, keys.iter().any(|k| k == "mode"))
+            }
+            None => (MctsConfig::default(), false),
         };
-        if let Some(v) = self.rollouts {
-            c.rollouts = v;
+        set(&mut c.rollouts, self.rollouts);
+        set(&mut c.width, self.width);
+        set(&mut c.max_depth, self.max_depth);
+        set(&mut c.max_step_tokens, self.max_step_tokens);
+        set(&mut c.seed, self.seed);
+        set(&mut c.errors_threshold, self.errors_threshold);
+        set(&mut c.c_puct, self.c_puct);
+        set(&mut c.temperature, self.temperature);
+        set(&mut c.top_p, self.top_p);
+        set(&mut c.exec_timeout_s, self.exec_timeout);
+        if !self.stop.is_empty() {
+            c.stop = self.stop.clone();
         }
-        if let Some(v) = self.width {
-            c.width = v;
-        }
-        if let Some(v) = self.max_depth {
-            c.max_depth = v;
-        }
-        if let Some(v) = self.max_step_tokens {
-            c.max_step_tokens = v;
-        }
-        if let Some(v) = self.seed {
-            c.seed = v;
-        }
-        if let Some(v) = self.errors_threshold {
-            c.errors_threshold = v;
-        }
-        c
+        Ok((c, file_mode))
     }
 
-    fn models(
-        &self,
-        cfg: &MctsConfig,
-    ) -> rstar::Result<(EnginePolicy, Option<PpmValue>, Executor)> {
-        rstar::search::llm::load_models(&self.policy, self.ppm.as_deref(), cfg)
+    fn solver(&self, cfg: MctsConfig) -> rstar::Result<Solver> {
+        Solver::new(&self.policy, self.ppm.as_deref(), cfg)
+    }
+}
+
+impl TestArgs {
+    fn apply(&self, c: &mut MctsConfig) {
+        c.mode = Mode::Inference;
+        set(
+            &mut c.search,
+            self.mode.map(|m| match m {
+                SearchMode::Greedy => Strategy::Greedy,
+                SearchMode::Mcts => Strategy::Mcts,
+                SearchMode::Beam => Strategy::Beam,
+                SearchMode::BestOfN => Strategy::BestOfN,
+            }),
+        );
+        set(&mut c.runs, self.runs);
+        set(&mut c.vote_size, self.vote_size);
+        set(&mut c.beam_width, self.beam_width);
+        set(&mut c.best_of, self.best_of);
     }
 }
 
@@ -87,39 +180,41 @@ pub struct MctsArgs {
 }
 
 pub fn run(args: MctsArgs) -> rstar::Result<()> {
-    let mode = if args.search.ppm.is_some() {
-        Mode::PpmAugmented
-    } else {
-        Mode::TerminalGuided
-    };
-    let cfg = args.search.config(mode);
-    let problems = dataset::load_problems(&args.data)?;
-    let (mut policy, mut value, exec) = args.search.models(&cfg)?;
-    let t0 = std::time::Instant::now();
-    let sum = dataset::run_dataset(
-        &problems,
-        &args.out,
-        &cfg,
-        args.batch,
-        &mut policy,
-        value.as_mut().map(|v| v as &mut dyn ValueModel),
-        &exec,
-        &mut |done, total, s| {
-            let secs = t0.elapsed().as_secs_f64().max(1e-9);
-            eprintln!(
-                "[{done}/{total}] solved {}/{} | {:.2} rollouts/s | skipped {}",
-                s.solved,
-                done - s.skipped,
-                s.stats.rollouts as f64 / secs,
-                s.skipped
-            );
-        },
-    )?;
-    let gen = policy.generated_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    let (mut cfg, file_mode) = args.search.config()?;
+    if !file_mode {
+        cfg.mode = if args.search.ppm.is_some() {
+            Mode::PpmAugmented
+        } else {
+            Mode::TerminalGuided
+        };
+    }
+    cfg.search = Strategy::Mcts;
+    let mut solver = args.search.solver(cfg)?;
+    let mut display = Display::new(0, args.search.quiet);
+    let sum = solver.synthesize(&args.data, &args.out, args.batch, &mut |p| {
+        display.update(p)
+    });
+    display.finish();
+    let sum = sum?;
+    let s = &sum.stats;
     eprintln!(
         "done: {} problems ({} skipped), {} solved, {:.1} generated tokens/s",
-        sum.problems, sum.skipped, sum.solved, gen
+        sum.problems,
+        sum.skipped,
+        sum.solved,
+        sum.tokens as f64 / s.total_seconds.max(1e-9)
     );
+    if !args.search.quiet {
+        eprintln!(
+            "time: total {:.2}s = decode {:.2}s + ppm {:.2}s + exec {:.2}s + search {:.2}s",
+            s.total_seconds,
+            s.policy_seconds,
+            s.value_seconds,
+            s.exec_seconds,
+            s.bookkeeping_seconds
+        );
+        eprintln!("engine: {}", solver.engine_stats());
+    }
     Ok(())
 }
 
@@ -127,52 +222,91 @@ pub fn run(args: MctsArgs) -> rstar::Result<()> {
 pub struct SolveArgs {
     #[command(flatten)]
     pub search: SearchArgs,
+    #[command(flatten)]
+    pub test: TestArgs,
     /// The question.
     pub question: String,
-    /// Print the whole tree and stats as JSON.
+    /// Print the trajectories, votes and stats as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run_solve(args: SolveArgs) -> rstar::Result<()> {
-    let cfg = args.search.config(Mode::Inference);
-    let (mut policy, mut value, exec) = args.search.models(&cfg)?;
-    let p = Problem {
-        id: 0,
-        question: args.question.clone(),
-        answer: None,
-    };
-    let mut stats = SearchStats::default();
-    let trees = search(
-        std::slice::from_ref(&p),
-        &cfg,
-        &mut policy,
-        value.as_mut().map(|v| v as &mut dyn ValueModel),
-        &exec,
-        &mut stats,
-        &mut |_, _| true,
-    )?;
-    let tree = &trees[0];
-    let best = tree.best_answer();
-    let answer = best.and_then(|i| tree.nodes[i].final_answer.clone());
+    let (mut cfg, _) = args.search.config()?;
+    args.test.apply(&mut cfg);
+    let mut solver = args.search.solver(cfg)?;
+    let v = solver.solve(&args.question)?;
     let io_err = |e| rstar::Error::io("<stdout>", e);
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = serde_json::json!({
-            "answer": answer,
-            "trajectory": best.map(|i| tree.solution(i)),
-            "rstar": tree.to_rstar_json(),
-            "stats": stats,
-        });
         writeln!(out, "{v}").map_err(io_err)?;
-    } else {
-        match best {
-            Some(i) => {
-                writeln!(out, "{}", tree.solution(i)).map_err(io_err)?;
-                writeln!(out, "answer: {}", answer.unwrap_or_default()).map_err(io_err)?;
-            }
-            None => writeln!(out, "no answer found").map_err(io_err)?,
-        }
+        return Ok(());
     }
+    let best = v["trajectories"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["answer"] == v["answer"]));
+    match best {
+        Some(t) => {
+            writeln!(out, "{}", t["solution"].as_str().unwrap_or_default()).map_err(io_err)?;
+            writeln!(out, "answer: {}", v["answer"].as_str().unwrap_or_default())
+                .map_err(io_err)?;
+        }
+        None => writeln!(out, "no answer found").map_err(io_err)?,
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub search: SearchArgs,
+    #[command(flatten)]
+    pub test: TestArgs,
+    /// Problems: a JSON list, {"example": [...]} or JSONL of {question, answer}.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Evaluate the first N problems only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Per-problem results (JSONL: answers, votes, trajectories), overwritten.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Problems searched together.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+pub fn run_eval(args: EvalArgs) -> rstar::Result<()> {
+    let (mut cfg, _) = args.search.config()?;
+    args.test.apply(&mut cfg);
+    let mut solver = args.search.solver(cfg)?;
+    let mut display = Display::new(0, args.search.quiet);
+    let sum = solver.evaluate_file(
+        &args.data,
+        args.limit,
+        args.batch,
+        args.out.as_deref(),
+        &mut |p| display.update(p),
+    );
+    display.finish();
+    let sum = sum?;
+    let a = &sum.accuracy;
+    let k = if sum.vote_size == 0 {
+        "all".to_string()
+    } else {
+        sum.vote_size.to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "problems {} | pass@1 {:.4} | maj@{k} {:.4} | ppm-weighted@{k} {:.4} | ppm-best {:.4} | any {:.4}",
+        a.problems,
+        a.rate(a.pass1),
+        a.rate(a.majority),
+        a.rate(a.weighted),
+        a.rate(a.ppm_best),
+        a.rate(a.any),
+    )
+    .map_err(|e| rstar::Error::io("<stdout>", e))?;
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod gen_problems;
 pub mod generate;
 pub mod grade;
 pub mod mcts;
+pub mod progress;
 pub mod score;
 pub mod setup_python;
 pub mod train;
@@ -53,7 +54,7 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// MCTS data synthesis: one annotated tree per problem, appended to a resumable JSONL file.
     Mcts(mcts::MctsArgs),
-    /// Solve one question with MCTS (PPM-valued answers with --ppm) and print the answer.
+    /// Solve one question at test time (mcts, beam, best-of-n or greedy) and print the answer.
     Solve(mcts::SolveArgs),
     /// Extract the SFT set (sft) or PPM preference pairs (pairs) from `rstar mcts` trees.
     Extract(extract::ExtractArgs),
@@ -61,6 +62,8 @@ pub enum Command {
     Evolve(evolve::EvolveArgs),
     /// Generate math word problems of graded difficulty (with code-augmented solutions).
     GenProblems(gen_problems::GenProblemsArgs),
+    /// Accuracy over a problem file: pass@1, maj@k, PPM-weighted@k, PPM-best; per-problem JSONL.
+    Eval(mcts::EvalArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -83,5 +86,6 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Extract(a) => extract::run(a),
         Command::Evolve(a) => evolve::run(a),
         Command::GenProblems(a) => gen_problems::run(a),
+        Command::Eval(a) => mcts::run_eval(a),
     }
 }

@@ -6,6 +6,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod engine;
+pub mod solver;
 pub mod train;
 
 use std::cell::RefCell;

@@ -363,7 +363,12 @@ impl Model {
 
     /// Checks a batch against the model and the KV store (token ids, chunk cover, context length,
     /// block tables): the same rules for every device.
-    pub(crate) fn check_batch(&self, tokens: &[u32], chunks: &[SeqChunk], kv: &KvStore) -> Result<()> {
+    pub(crate) fn check_batch(
+        &self,
+        tokens: &[u32],
+        chunks: &[SeqChunk],
+        kv: &KvStore,
+    ) -> Result<()> {
         let c = &self.config;
         let t = tokens.len();
         let kvd = c.kv_dim();

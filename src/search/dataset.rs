@@ -142,10 +142,13 @@ pub struct RunSummary {
     pub skipped: usize,
     pub solved: usize,
     pub stats: SearchStats,
+    /// Tokens the policy generated in this run.
+    pub tokens: u64,
 }
 
 /// Runs the problems not yet in `out`, `batch` at a time in lock-step, appending one line per
-/// problem. `progress(done, total, summary)` after each batch.
+/// problem. `progress(done, total, summary)` after each batch and between rollouts; false
+/// cancels with [`Error::Cancelled`] (finished problems stay written).
 #[allow(clippy::too_many_arguments)]
 pub fn run_dataset<'v>(
     problems: &[Problem],
@@ -155,9 +158,10 @@ pub fn run_dataset<'v>(
     policy: &mut dyn Policy,
     mut value: Option<&mut (dyn ValueModel + 'v)>,
     runner: &dyn StepRunner,
-    progress: &mut dyn FnMut(usize, usize, &RunSummary),
+    progress: &mut dyn FnMut(usize, usize, &RunSummary) -> bool,
 ) -> Result<RunSummary> {
     let (mut file, done) = open_output(out)?;
+    let tokens0 = policy.tokens_generated();
     let todo: Vec<&Problem> = problems.iter().filter(|p| !done.contains(&p.id)).collect();
     let mut sum = RunSummary {
         problems: problems.len(),
@@ -167,15 +171,17 @@ pub fn run_dataset<'v>(
     let mut finished = sum.skipped;
     for chunk in todo.chunks(batch.max(1)) {
         let ps: Vec<Problem> = chunk.iter().map(|p| (*p).clone()).collect();
+        let mut stats = sum.stats;
         let trees = search(
             &ps,
             cfg,
             policy,
             value.as_deref_mut(),
             runner,
-            &mut sum.stats,
-            &mut |_, _| true,
+            &mut stats,
+            &mut |_, _| progress(finished, problems.len(), &sum),
         )?;
+        sum.stats = stats;
         for (p, t) in ps.iter().zip(&trees) {
             let r = record(p, t);
             if r["solved"] == true {
@@ -190,7 +196,10 @@ pub fn run_dataset<'v>(
                 .map_err(|e| Error::io(out, e))?;
             finished += 1;
         }
-        progress(finished, problems.len(), &sum);
+        sum.tokens = policy.tokens_generated() - tokens0;
+        if !progress(finished, problems.len(), &sum) {
+            return Err(Error::Cancelled);
+        }
     }
     Ok(sum)
 }

@@ -16,16 +16,24 @@ use crate::error::{Error, Result};
 use crate::search::mcts::{MctsConfig, Policy, ScoreRequest, StepRequest, ValueModel};
 use crate::search::tree::NodeId;
 
+/// A proposed candidate's sequence and its generated token count.
+type Candidate = (SeqId, usize);
+
 /// The policy model on an [`Engine`].
 pub struct EnginePolicy {
     engine: Engine,
     params: GenerateParams,
     template: String,
     nodes: HashMap<(u64, NodeId), SeqId>,
-    /// Per request of the last propose call: its problem and its candidates' sequences.
-    pending: Vec<(u64, Vec<Option<SeqId>>)>,
+    /// Per request of the last propose call: its problem and its candidates' sequences with
+    /// their generated token counts.
+    pending: Vec<(u64, Vec<Option<Candidate>>)>,
     /// Generated tokens so far.
     pub generated_tokens: u64,
+    /// Tokens of the trees' unique content: each root prompt once, plus every adopted node's
+    /// generated and appended tokens (engine `tokens_computed / tree_tokens` measures recompute
+    /// and discarded candidates).
+    pub tree_tokens: u64,
 }
 
 impl EnginePolicy {
@@ -49,6 +57,7 @@ impl EnginePolicy {
             nodes: HashMap::new(),
             pending: Vec::new(),
             generated_tokens: 0,
+            tree_tokens: 0,
         })
     }
 
@@ -71,6 +80,7 @@ impl EnginePolicy {
             ids.extend(self.encode(&path, false)?);
         }
         let s = self.engine.add(&ids)?;
+        self.tree_tokens += ids.len() as u64;
         self.nodes.insert((r.problem, r.node), s);
         Ok(s)
     }
@@ -88,17 +98,20 @@ impl Policy for EnginePolicy {
                 let mut params = self.params.clone();
                 params.sampling.seed = r.seed.wrapping_add(i as u64);
                 requests.push(Request { seq, params });
-                seqs.push(Some(seq));
+                seqs.push(Some((seq, 0)));
             }
             self.pending.push((r.problem, seqs));
         }
         let outs = self.engine.run(&requests, &mut |_, _| true)?;
         let mut texts: Vec<Vec<String>> = Vec::with_capacity(reqs.len());
         let mut it = outs.into_iter();
-        for _ in reqs {
+        for (r, _) in reqs.iter().enumerate() {
             let mut v = Vec::with_capacity(n);
-            for o in it.by_ref().take(n) {
+            for (k, o) in it.by_ref().take(n).enumerate() {
                 self.generated_tokens += o.ids.len() as u64;
+                if let Some(Some(c)) = self.pending[r].1.get_mut(k) {
+                    c.1 = o.ids.len();
+                }
                 // The reference re-appends the stop string that ended the step.
                 v.push(o.text + o.stop_string.as_deref().unwrap_or(""));
             }
@@ -108,13 +121,15 @@ impl Policy for EnginePolicy {
     }
 
     fn adopt(&mut self, req: usize, cand: usize, node: NodeId, appended: &str) -> Result<()> {
-        let (problem, seq) = self
+        let (problem, (seq, generated)) = self
             .pending
             .get_mut(req)
             .and_then(|(p, v)| Some((*p, v.get_mut(cand)?.take()?)))
             .ok_or_else(|| Error::Internal(format!("no candidate {cand} of request {req}")))?;
+        self.tree_tokens += generated as u64;
         if !appended.is_empty() {
             let ids = self.encode(appended, false)?;
+            self.tree_tokens += ids.len() as u64;
             self.engine.append(seq, &ids)?;
         }
         self.nodes.insert((problem, node), seq);
@@ -123,11 +138,15 @@ impl Policy for EnginePolicy {
 
     fn end_expansion(&mut self) -> Result<()> {
         for (_, seqs) in std::mem::take(&mut self.pending) {
-            for s in seqs.into_iter().flatten() {
+            for (s, _) in seqs.into_iter().flatten() {
                 self.engine.remove(s)?;
             }
         }
         Ok(())
+    }
+
+    fn tokens_generated(&self) -> u64 {
+        self.generated_tokens
     }
 
     fn release(&mut self, problem: u64) {

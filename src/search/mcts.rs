@@ -72,6 +72,35 @@ pub struct MctsConfig {
     pub prompt_template: String,
     /// Seconds per executed program.
     pub exec_timeout_s: f64,
+    /// Which search runs at test time (`rstar eval`, `rstar solve`, the C solver); `rstar mcts`
+    /// always runs MCTS.
+    pub search: Strategy,
+    /// Step beam search: nodes kept per step (B1, 8 in `sft_eval_bs`); `width` is the samples
+    /// per beam node (B2).
+    pub beam_width: usize,
+    /// Best-of-N: complete trajectories sampled per run (N).
+    pub best_of: usize,
+    /// Independent runs per problem at test time (seed varied per run); each MCTS run contributes
+    /// its highest-value answer, beam / best-of-N runs every answer they reach.
+    pub runs: usize,
+    /// Votes use the `vote_size` highest-valued trajectories (spec 7.4 `eval_maj.py --top_n`);
+    /// 0 = all.
+    pub vote_size: usize,
+}
+
+/// The test-time search (spec 3.4, 3.7, 1.4 greedy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// MCTS, `rollouts` per run.
+    Mcts,
+    /// Step-level beam search: `beam_width` nodes, `width` samples each, ranked by PPM value.
+    Beam,
+    /// `best_of` trajectories, one sample per step, the answer with the highest value wins.
+    BestOfN,
+    /// One trajectory at temperature 0, stopping only at `<end_of_code>` / `<end_of_answer>`
+    /// (`sft_eval_greedy.yaml`).
+    Greedy,
 }
 
 /// Serde-friendly mirror of [`FailureRule`].
@@ -119,6 +148,11 @@ impl Default for MctsConfig {
             stop: tags::STOP.iter().map(|s| s.to_string()).collect(),
             prompt_template: POLICY_PROMPT.into(),
             exec_timeout_s: 10.0,
+            search: Strategy::Mcts,
+            beam_width: 8,
+            best_of: 8,
+            runs: 1,
+            vote_size: 8,
         }
     }
 }
@@ -145,7 +179,34 @@ impl MctsConfig {
         if self.max_step_tokens == 0 {
             return bad("max_step_tokens must be at least 1");
         }
+        if self.beam_width == 0 || self.best_of == 0 || self.runs == 0 {
+            return bad("beam_width, best_of and runs must be at least 1");
+        }
+        if !(self.exec_timeout_s.is_finite() && self.exec_timeout_s > 0.0) {
+            return bad("exec_timeout_s must be > 0");
+        }
         Ok(())
+    }
+
+    /// The configuration the search actually runs with: greedy forces temperature 0 and the
+    /// greedy stop strings (spec 1.2, 1.4).
+    pub fn resolved(&self) -> MctsConfig {
+        let mut c = self.clone();
+        if c.search == Strategy::Greedy {
+            c.temperature = 0.0;
+            c.stop = vec![tags::END_OF_CODE.into(), tags::END_OF_ANSWER.into()];
+        }
+        c
+    }
+
+    /// The configuration of test-time run `run`: the seed moves per run.
+    pub fn for_run(&self, run: usize) -> MctsConfig {
+        MctsConfig {
+            seed: self
+                .seed
+                .wrapping_add((run as u64).wrapping_mul(0x1_0000_0001)),
+            ..self.clone()
+        }
     }
 
     /// The prompt for a question.
@@ -200,6 +261,10 @@ pub trait Policy {
     }
     /// A problem's search is over.
     fn release(&mut self, _problem: u64) {}
+    /// Tokens generated so far (for throughput reports; 0 when unknown).
+    fn tokens_generated(&self) -> u64 {
+        0
+    }
 }
 
 /// Values partial solutions (the PPM): results in [-1, 1].
@@ -231,6 +296,18 @@ pub struct SearchStats {
     pub exec_seconds: f64,
     pub value_seconds: f64,
     pub total_seconds: f64,
+    /// `total - policy - exec - value`: tree walks, dedupe, grading, assembling programs.
+    pub bookkeeping_seconds: f64,
+}
+
+impl SearchStats {
+    /// Adds the wall time since `t0` to `total_seconds` and recomputes the bookkeeping share.
+    pub(crate) fn finish(&mut self, t0: std::time::Instant) {
+        self.total_seconds += t0.elapsed().as_secs_f64();
+        self.bookkeeping_seconds =
+            (self.total_seconds - self.policy_seconds - self.exec_seconds - self.value_seconds)
+                .max(0.0);
+    }
 }
 
 /// Searches all problems together; returns their trees in input order. `on_rollout(done, total)`
@@ -291,7 +368,15 @@ pub fn search<'v>(
                 continue;
             }
             expand(
-                problems, &mut trees, &leaves, cfg, policy, &mut value, runner, stats,
+                problems,
+                &mut trees,
+                &leaves,
+                cfg,
+                cfg.mode != Mode::TerminalGuided,
+                policy,
+                &mut value,
+                runner,
+                stats,
             )?;
             for &(i, n) in &leaves {
                 cur[i] = trees[i].select_child(n, cfg.c_puct);
@@ -305,7 +390,7 @@ pub fn search<'v>(
     for p in problems {
         policy.release(p.id);
     }
-    stats.total_seconds += t_start.elapsed().as_secs_f64();
+    stats.finish(t_start);
     Ok(trees)
 }
 
@@ -342,12 +427,16 @@ pub fn keep_candidates(texts: &[String], rule: AnswerChildren) -> Vec<usize> {
     }
 }
 
+/// Expands `leaves` (tree index, node) with `cfg.width` candidates each: children created, run,
+/// judged, graded (annotation modes) or valued (inference), and backed up. `value_open`: new
+/// non-terminal children get the value model's pseudo-visit.
 #[allow(clippy::too_many_arguments)]
-fn expand<'v>(
+pub(crate) fn expand<'v>(
     problems: &[Problem],
     trees: &mut [Tree],
     leaves: &[(usize, NodeId)],
     cfg: &MctsConfig,
+    value_open: bool,
     policy: &mut dyn Policy,
     value: &mut Option<&mut (dyn ValueModel + 'v)>,
     runner: &dyn StepRunner,
@@ -488,7 +577,7 @@ fn expand<'v>(
                 }
             }
             None => {
-                if cfg.mode != Mode::TerminalGuided {
+                if value_open {
                     to_value.push(c);
                 }
             }

@@ -487,7 +487,10 @@ fn round(
             &mut pol,
             val.as_mut().map(|v| v as &mut dyn ValueModel),
             &exec,
-            &mut |done, total, _| on(Event::Problems { done, total }),
+            &mut |done, total, _| {
+                on(Event::Problems { done, total });
+                true
+            },
         )?;
         // Coverage over the whole file (earlier, interrupted runs included).
         let solved = read_trees(&trees)?

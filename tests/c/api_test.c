@@ -1,5 +1,7 @@
 /* C99 consumer of include/rstar.h: built with -std=c99 -Wall -Wextra -Werror and run by tests/c_abi.rs.
- * Usage: api_test MODEL_DIR ID,ID,... MAX_NEW_TOKENS PPM_DIR
+ * Usage: api_test MODEL_DIR ID,ID,... MAX_NEW_TOKENS PPM_DIR [DATA_JSON]
+ * With DATA_JSON (a problem file) the solver is exercised too: it prints `solve:<json>` and
+ * `summary:<json>`, or `solver: skipped` when the Python executor is unavailable.
  * Checks statuses, error messages, ownership rules, streaming and cancellation; prints the result JSON
  * of a greedy generation on the last line for the Rust side to compare with HF's golden ids. */
 #include <stdio.h>
@@ -34,6 +36,72 @@ static bool on_text(const char *text, size_t len, void *user_data) {
     return c->cancel_after == 0 || c->calls < c->cancel_after;
 }
 
+struct progress_count {
+    int calls;
+    int cancel_at;
+    uint64_t last_done;
+    uint64_t total;
+};
+
+static bool on_progress(const rstar_solver_progress *p, void *user_data) {
+    struct progress_count *c = (struct progress_count *)user_data;
+    if (p->struct_size < sizeof *p || p->done > p->total) return false;
+    c->calls++;
+    c->last_done = p->done;
+    c->total = p->total;
+    return c->cancel_at == 0 || c->calls < c->cancel_at;
+}
+
+static int solver_checks(const char *model_dir, const char *ppm_dir, const char *data) {
+    rstar_solver *solver = NULL;
+    char *json = NULL;
+    struct progress_count pc;
+    const char *config = "{\"search\": \"best-of-n\", \"best_of\": 2, \"max_depth\": 2, "
+                         "\"max_step_tokens\": 4, \"exec_timeout_s\": 5.0}";
+    rstar_status st;
+
+    /* Bad configurations are typed errors naming the key; nothing is created. */
+    CHECK(rstar_solver_new(model_dir, NULL, "{\"rolouts\": 3}", &solver) == RSTAR_STATUS_FORMAT);
+    CHECK(solver == NULL && strstr(rstar_last_error_message(), "rolouts") != NULL);
+    CHECK(rstar_solver_new(model_dir, NULL, "width = 0", &solver) == RSTAR_STATUS_FORMAT);
+    CHECK(rstar_solver_new("/nonexistent/policy", NULL, NULL, &solver) == RSTAR_STATUS_IO);
+    CHECK(rstar_solver_new(NULL, NULL, NULL, &solver) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_solver_solve(NULL, "q", &json) == RSTAR_STATUS_INVALID_ARGUMENT && json == NULL);
+
+    st = rstar_solver_new(model_dir, ppm_dir, config, &solver);
+    if (st == RSTAR_STATUS_EXEC) {
+        printf("solver: skipped (%s)\n", rstar_last_error_message());
+        return 0;
+    }
+    CHECK(st == RSTAR_STATUS_OK && solver != NULL);
+    CHECK(rstar_solver_solve(solver, NULL, &json) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_solver_solve(solver, "What is 6 times 7?", &json) == RSTAR_STATUS_OK);
+    CHECK(json != NULL && strstr(json, "\"trajectories\"") != NULL);
+    printf("solve:%s\n", json);
+    rstar_string_free(json);
+    json = NULL;
+
+    /* Cancelled from the callback: a status, no summary. */
+    memset(&pc, 0, sizeof pc);
+    pc.cancel_at = 1;
+    CHECK(rstar_solver_run_dataset(solver, data, 0, NULL, on_progress, &pc, &json) == RSTAR_STATUS_CANCELLED);
+    CHECK(json == NULL && pc.calls == 1);
+    /* Cancelled beforehand from "another thread": the next call stops. */
+    rstar_solver_cancel(solver);
+    CHECK(rstar_solver_run_dataset(solver, data, 0, NULL, NULL, NULL, NULL) == RSTAR_STATUS_CANCELLED);
+    CHECK(rstar_solver_run_dataset(solver, "/nonexistent/data.json", 0, NULL, NULL, NULL, &json) == RSTAR_STATUS_IO);
+
+    memset(&pc, 0, sizeof pc);
+    CHECK(rstar_solver_run_dataset(solver, data, 2, NULL, on_progress, &pc, &json) == RSTAR_STATUS_OK);
+    CHECK(json != NULL && pc.calls > 0 && pc.last_done == 2 && pc.total == 2);
+    printf("summary:%s\n", json);
+    rstar_string_free(json);
+    rstar_solver_free(solver);
+    rstar_solver_free(NULL);
+    rstar_solver_cancel(NULL);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     rstar_model *model = NULL;
     uint32_t prompt[64];
@@ -47,7 +115,7 @@ int main(int argc, char **argv) {
     char *text = NULL;
     uint32_t vocab = 0;
 
-    if (argc != 5) return 2;
+    if (argc != 5 && argc != 6) return 2;
     CHECK(rstar_abi_version() == RSTAR_ABI_VERSION);
     CHECK(strlen(rstar_version()) > 0);
 
@@ -157,6 +225,7 @@ int main(int argc, char **argv) {
         printf("ppm:%.6f,%.6f\n", values[0], values[1]);
         rstar_ppm_free(ppm);
     }
+    if (argc == 6 && solver_checks(argv[1], argv[4], argv[5]) != 0) return 1;
     rstar_model_free(model);
     rstar_model_free(NULL);
     rstar_string_free(NULL);

@@ -2,6 +2,8 @@
 //! scripts/make_fixtures.py (HF transformers, float32).
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::path::PathBuf;
 
 pub fn fixtures() -> PathBuf {

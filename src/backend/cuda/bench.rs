@@ -88,7 +88,11 @@ pub fn tensor_core_peak(gpu: &Gpu) -> Result<f64> {
     let c = ops::zeros::<f32>(gpu, s * s)?;
     ops::fill_random_bf16(gpu, ops::ptr(gpu, &a, 0), s * s, 1, 1.0)?;
     ops::fill_random_bf16(gpu, ops::ptr(gpu, &b, 0), s * s, 2, 1.0)?;
-    let (pa, pb, pc) = (ops::ptr(gpu, &a, 0), ops::ptr(gpu, &b, 0), ops::ptr(gpu, &c, 0));
+    let (pa, pb, pc) = (
+        ops::ptr(gpu, &a, 0),
+        ops::ptr(gpu, &b, 0),
+        ops::ptr(gpu, &c, 0),
+    );
     ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
     let reps = 10;
     let ms = ops::timed_ms(gpu, &mut || {
@@ -107,11 +111,16 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
         .ctx
         .name()
         .map_err(|e| Error::Device(format!("device name: {e:?}")))?;
-    log(&format!("device: {name} ({}, {} SMs)", gpu.arch, gpu.sm_count));
+    log(&format!(
+        "device: {name} ({}, {} SMs)",
+        gpu.arch, gpu.sm_count
+    ));
     let bw = copy_bandwidth(&gpu)?;
     log(&format!("copy bandwidth: {bw:.0} GB/s (read + write)"));
     let peak = tensor_core_peak(&gpu)?;
-    log(&format!("bf16 tensor-core peak (cuBLAS 8192^3): {peak:.0} TFLOP/s"));
+    log(&format!(
+        "bf16 tensor-core peak (cuBLAS 8192^3): {peak:.0} TFLOP/s"
+    ));
     let mcfg = shape_config(&cfg.shape)?;
     let t0 = Instant::now();
     let model = CudaModel::random(mcfg.clone(), gpu.clone(), 42)?;
@@ -139,7 +148,9 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
     let mut kv = DevKv::new(gpu.clone(), mcfg.num_layers, blocks * bs * mcfg.kv_dim())?;
     let vocab = mcfg.vocab_size as u32;
     let prompt = |n: usize, salt: u32| -> Vec<u32> {
-        (0..n as u32).map(|i| (i.wrapping_mul(2654435761) ^ salt) % vocab).collect()
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2654435761) ^ salt) % vocab)
+            .collect()
     };
 
     // Prefill: one sequence of prefill_tokens in one pass (the second run is timed: the first
@@ -234,4 +245,3 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
         "gemm_choice": gemm,
     }))
 }
-

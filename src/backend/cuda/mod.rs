@@ -25,7 +25,10 @@ use crate::error::{Error, Result};
 
 /// Kernel sources, compiled one NVRTC program per file with [`PRELUDE`] prepended.
 pub const SOURCES: &[(&str, &str)] = &[
-    ("elementwise", include_str!("../../../kernels/elementwise.cu")),
+    (
+        "elementwise",
+        include_str!("../../../kernels/elementwise.cu"),
+    ),
     ("gemv", include_str!("../../../kernels/gemv.cu")),
     ("gemm", include_str!("../../../kernels/gemm.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
@@ -86,10 +89,12 @@ pub fn ensure_nvrtc() -> Result<()> {
                 return Ok(());
             }
             let Some(dir) = std::env::var_os("RSTAR_CUDA_LIB_DIR") else {
-                return Err("NVRTC (libnvrtc.so) not found on the loader path; install the \
+                return Err(
+                    "NVRTC (libnvrtc.so) not found on the loader path; install the \
                             nvidia-cuda-nvrtc wheel or a CUDA toolkit and set LD_LIBRARY_PATH or \
                             RSTAR_CUDA_LIB_DIR"
-                    .into());
+                        .into(),
+                );
             };
             let dir = PathBuf::from(dir);
             // The builtins library must be loaded first and globally, or NVRTC fails to find it.
@@ -224,7 +229,11 @@ pub fn compile(name: &str, arch: &str) -> Result<Compiled> {
     let compiled = unsafe { result::compile_program(prog, &opts) };
     let log = read_log();
     let out = compiled
-        .map_err(|e| Error::Device(format!("compiling kernels/{name}.cu for {arch}: {e:?}\n{log}")))
+        .map_err(|e| {
+            Error::Device(format!(
+                "compiling kernels/{name}.cu for {arch}: {e:?}\n{log}"
+            ))
+        })
         .and_then(|_| {
             let mut size = 0usize;
             // SAFETY: prog compiled successfully; size is a valid out pointer.
@@ -257,7 +266,10 @@ fn cache_path(name: &str, arch: &str) -> Option<PathBuf> {
     for b in PRELUDE.bytes().chain(src.bytes()) {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
-    Some(base.join("kernels").join(format!("{name}-{arch}-{h:016x}.cubin")))
+    Some(
+        base.join("kernels")
+            .join(format!("{name}-{arch}-{h:016x}.cubin")),
+    )
 }
 
 /// A CUDA device with its stream, cuBLAS handle and loaded kernels.
@@ -391,6 +403,8 @@ impl Gpu {
 
     /// Waits for all queued work.
     pub fn sync(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| dev_err("synchronize", e))
+        self.stream
+            .synchronize()
+            .map_err(|e| dev_err("synchronize", e))
     }
 }

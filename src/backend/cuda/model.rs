@@ -189,7 +189,13 @@ impl CudaModel {
         let mut mat = |n: usize, k: usize| -> Result<DevMatrix> {
             let buf = ops::zeros::<u8>(g, n * k * 2)?;
             seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            ops::fill_random_bf16(g, ops::ptr(g, &buf, 0), n * k, seed, 1.0 / (k as f32).sqrt())?;
+            ops::fill_random_bf16(
+                g,
+                ops::ptr(g, &buf, 0),
+                n * k,
+                seed,
+                1.0 / (k as f32).sqrt(),
+            )?;
             Ok(DevMatrix {
                 buf,
                 dtype: DType::BF16,
@@ -197,7 +203,12 @@ impl CudaModel {
                 k,
             })
         };
-        let (h, qd, kvd, inter) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+        let (h, qd, kvd, inter) = (
+            cfg.hidden_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.intermediate_size,
+        );
         let ones = vec![1f32; h];
         let mut layers = Vec::new();
         for _ in 0..cfg.num_layers {
@@ -259,7 +270,12 @@ impl CudaModel {
 
     /// Bytes of all weight matrices on the device (what one decode step streams).
     pub fn weight_bytes(&self) -> usize {
-        let lin = |l: &DevLinear| l.parts.iter().map(|m| m.n * m.k * m.dtype.size()).sum::<usize>();
+        let lin = |l: &DevLinear| {
+            l.parts
+                .iter()
+                .map(|m| m.n * m.k * m.dtype.size())
+                .sum::<usize>()
+        };
         let layers: usize = self
             .layers
             .iter()
@@ -326,7 +342,16 @@ impl CudaModel {
     /// copy is used. `converted` says the bf16 rows of this `x` are already in the buffer (the parts
     /// of one linear layer share them).
     #[allow(clippy::too_many_arguments)]
-    fn matmul(&self, w: &DevMatrix, x: Ptr, t: usize, out: Ptr, ld: usize, col0: usize, converted: &mut bool) -> Result<()> {
+    fn matmul(
+        &self,
+        w: &DevMatrix,
+        x: Ptr,
+        t: usize,
+        out: Ptr,
+        ld: usize,
+        col0: usize,
+        converted: &mut bool,
+    ) -> Result<()> {
         let g = &*self.gpu;
         if t <= GEMV_MAX_ROWS || w.dtype != DType::BF16 || w.k % 8 != 0 {
             return ops::gemv(g, x, w, out, t, ld, col0);
@@ -356,7 +381,9 @@ impl CudaModel {
             self.tuner.gemm(g, xb, wp, gs, rows, w.n, w.k, w.n, 0)?;
             ops::add_halves(g, gs, out, t, w.n, ld, col0)
         } else {
-            self.tuner.gemm(g, xb, wp, out, t, w.n, w.k, ld, col0).map(|_| ())
+            self.tuner
+                .gemm(g, xb, wp, out, t, w.n, w.k, ld, col0)
+                .map(|_| ())
         }
     }
 
@@ -390,16 +417,15 @@ impl CudaModel {
             tables.extend_from_slice(&ch.table[..blocks]);
             for p in ch.start..ch.start + ch.len {
                 pos.push(p as u32);
-                rows.push(
-                    (ch.table[p / block_size] as usize * block_size + p % block_size) as u32,
-                );
+                rows.push((ch.table[p / block_size] as usize * block_size + p % block_size) as u32);
             }
         }
         let spans: Vec<(usize, usize)> = chunks.iter().map(|ch| (ch.start, ch.len)).collect();
         let (tiles, max_chunks) = ops::attn_tiles(&spans, heads);
         let splits = ops::attn_splits(g, tiles.len(), heads.nkv, max_chunks);
         // One upload for all index arrays: ids | pos | rows | tiles | tables | table_off.
-        let mut idx: Vec<u32> = Vec::with_capacity(3 * t + 4 * tiles.len() + tables.len() + table_off.len());
+        let mut idx: Vec<u32> =
+            Vec::with_capacity(3 * t + 4 * tiles.len() + tables.len() + table_off.len());
         let mut section = |v: &[u32]| {
             let off = idx.len();
             idx.extend_from_slice(v);
@@ -413,7 +439,11 @@ impl CudaModel {
         let o_off = section(&table_off);
         let d_idx = ops::upload(g, &idx)?;
         let at = |o: usize| ops::ptr(g, &d_idx, o);
-        let part_len = if splits > 1 { splits * t * (qd + 2 * heads.nh) } else { 1 };
+        let part_len = if splits > 1 {
+            splits * t * (qd + 2 * heads.nh)
+        } else {
+            1
+        };
         let mut guard = self.scratch(t)?;
         let s = guard.as_mut().expect("scratch");
         if s.part.len() < part_len {
@@ -432,7 +462,15 @@ impl CudaModel {
             sp(&s.act),
         );
         let eps = c.rms_norm_eps as f32;
-        ops::embed(g, self.embed.dtype, ops::ptr(g, &self.embed.buf, 0), at(o_ids), x, t, h)?;
+        ops::embed(
+            g,
+            self.embed.dtype,
+            ops::ptr(g, &self.embed.buf, 0),
+            at(o_ids),
+            x,
+            t,
+            h,
+        )?;
         // Each residual add is fused with the RMSNorm after it (the next layer's, or the final one).
         if let Some(first) = self.layers.first() {
             ops::rms_norm(g, x, sp(&first.attn_norm), eps, normed, t, h)?;
@@ -475,7 +513,10 @@ impl CudaModel {
             self.linear(&layer.gate_up, normed, t, gu)?;
             ops::silu_mul(g, gu, act, t, inter)?;
             self.linear(&layer.down, act, t, proj)?;
-            let next_norm = self.layers.get(li + 1).map_or(&self.final_norm, |l| &l.attn_norm);
+            let next_norm = self
+                .layers
+                .get(li + 1)
+                .map_or(&self.final_norm, |l| &l.attn_norm);
             ops::add_rms_norm(g, x, proj, sp(next_norm), eps, normed, t, h)?;
         }
         if self.layers.is_empty() {
@@ -519,10 +560,14 @@ impl CudaModel {
         params: &[ops::SampleParams],
     ) -> Result<Vec<u32>> {
         if params.len() != chunks.len() {
-            return Err(Error::InvalidArgument("one sampling setting per sequence".into()));
+            return Err(Error::InvalidArgument(
+                "one sampling setting per sequence".into(),
+            ));
         }
         let head = self.head().ok_or_else(|| {
-            Error::InvalidArgument("this model was loaded without an LM head (a reward model)".into())
+            Error::InvalidArgument(
+                "this model was loaded without an LM head (a reward model)".into(),
+            )
         })?;
         let g = &*self.gpu;
         let h = self.cfg.hidden_size;
@@ -544,8 +589,24 @@ impl CudaModel {
         let scratch = ops::zeros::<f32>(g, n * head.n)?;
         let d_params = ops::upload(g, bytemuck::cast_slice::<_, u32>(params))?;
         let ids = ops::zeros::<u32>(g, n)?;
-        self.matmul(head, ops::ptr(g, &last, 0), n, ops::ptr(g, &logits, 0), head.n, 0, &mut false)?;
-        ops::sample(g, ops::ptr(g, &logits, 0), ops::ptr(g, &d_params, 0), head.n, ops::ptr(g, &scratch, 0), ops::ptr(g, &ids, 0), n)?;
+        self.matmul(
+            head,
+            ops::ptr(g, &last, 0),
+            n,
+            ops::ptr(g, &logits, 0),
+            head.n,
+            0,
+            &mut false,
+        )?;
+        ops::sample(
+            g,
+            ops::ptr(g, &logits, 0),
+            ops::ptr(g, &d_params, 0),
+            head.n,
+            ops::ptr(g, &scratch, 0),
+            ops::ptr(g, &ids, 0),
+            n,
+        )?;
         let out = ops::download(g, &ids)?;
         drop(guard);
         Ok(out[..n].to_vec())
@@ -554,14 +615,24 @@ impl CudaModel {
     /// LM head over host hidden rows -> host logits `[n, vocab]`.
     pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>> {
         let head = self.head().ok_or_else(|| {
-            Error::InvalidArgument("this model was loaded without an LM head (a reward model)".into())
+            Error::InvalidArgument(
+                "this model was loaded without an LM head (a reward model)".into(),
+            )
         })?;
         let h = self.cfg.hidden_size;
         let n = hidden.len() / h;
         let g = &*self.gpu;
         let x = ops::upload(g, hidden)?;
         let out = ops::zeros::<f32>(g, n * head.n)?;
-        self.matmul(head, ops::ptr(g, &x, 0), n, ops::ptr(g, &out, 0), head.n, 0, &mut false)?;
+        self.matmul(
+            head,
+            ops::ptr(g, &x, 0),
+            n,
+            ops::ptr(g, &out, 0),
+            head.n,
+            0,
+            &mut false,
+        )?;
         let mut v = ops::download(g, &out)?;
         v.truncate(n * head.n);
         Ok(v)

@@ -93,7 +93,15 @@ fn dtype_suffix(dt: DType) -> Result<&'static str> {
 }
 
 /// `out[r] = table[ids[r]]` as f32, `h` wide.
-pub fn embed(gpu: &Gpu, dt: DType, table: Ptr, ids: Ptr, out: Ptr, t: usize, h: usize) -> Result<()> {
+pub fn embed(
+    gpu: &Gpu,
+    dt: DType,
+    table: Ptr,
+    ids: Ptr,
+    out: Ptr,
+    t: usize,
+    h: usize,
+) -> Result<()> {
     let name = match dtype_suffix(dt)? {
         "f32" => "embed_f32",
         "f16" => "embed_f16",
@@ -111,7 +119,15 @@ pub fn embed(gpu: &Gpu, dt: DType, table: Ptr, ids: Ptr, out: Ptr, t: usize, h: 
 }
 
 /// RMSNorm of `rows` rows of width `d`.
-pub fn rms_norm(gpu: &Gpu, x: Ptr, w: Ptr, eps: f32, out: Ptr, rows: usize, d: usize) -> Result<()> {
+pub fn rms_norm(
+    gpu: &Gpu,
+    x: Ptr,
+    w: Ptr,
+    eps: f32,
+    out: Ptr,
+    rows: usize,
+    d: usize,
+) -> Result<()> {
     launch(
         gpu,
         "elementwise",
@@ -119,7 +135,13 @@ pub fn rms_norm(gpu: &Gpu, x: Ptr, w: Ptr, eps: f32, out: Ptr, rows: usize, d: u
         (rows as u32, 1, 1),
         256,
         0,
-        &[Arg::P(x), Arg::P(w), Arg::F(eps), Arg::P(out), Arg::I(d as i32)],
+        &[
+            Arg::P(x),
+            Arg::P(w),
+            Arg::F(eps),
+            Arg::P(out),
+            Arg::I(d as i32),
+        ],
     )
 }
 
@@ -179,7 +201,12 @@ pub fn silu_mul(gpu: &Gpu, gu: Ptr, act: Ptr, rows: usize, inter: usize) -> Resu
         (grid_1d(n, 256), 1, 1),
         256,
         0,
-        &[Arg::P(gu), Arg::P(act), Arg::I(inter as i32), Arg::U(n as u64)],
+        &[
+            Arg::P(gu),
+            Arg::P(act),
+            Arg::I(inter as i32),
+            Arg::U(n as u64),
+        ],
     )
 }
 
@@ -218,7 +245,16 @@ pub fn add_bias(gpu: &Gpu, out: Ptr, b: Ptr, n: usize, ld: usize, rows: usize) -
 
 /// `x += y; out = rms_norm(x) * w` for `rows` rows of width `d`.
 #[allow(clippy::too_many_arguments)]
-pub fn add_rms_norm(gpu: &Gpu, x: Ptr, y: Ptr, w: Ptr, eps: f32, out: Ptr, rows: usize, d: usize) -> Result<()> {
+pub fn add_rms_norm(
+    gpu: &Gpu,
+    x: Ptr,
+    y: Ptr,
+    w: Ptr,
+    eps: f32,
+    out: Ptr,
+    rows: usize,
+    d: usize,
+) -> Result<()> {
     launch(
         gpu,
         "elementwise",
@@ -226,7 +262,14 @@ pub fn add_rms_norm(gpu: &Gpu, x: Ptr, y: Ptr, w: Ptr, eps: f32, out: Ptr, rows:
         (rows as u32, 1, 1),
         256,
         0,
-        &[Arg::P(x), Arg::P(y), Arg::P(w), Arg::F(eps), Arg::P(out), Arg::I(d as i32)],
+        &[
+            Arg::P(x),
+            Arg::P(y),
+            Arg::P(w),
+            Arg::F(eps),
+            Arg::P(out),
+            Arg::I(d as i32),
+        ],
     )
 }
 
@@ -244,7 +287,15 @@ pub fn to_bf16_split(gpu: &Gpu, src: Ptr, dst: Ptr, n: usize) -> Result<()> {
 }
 
 /// `out[r, col0 + j] = s[r, j] + s[m + r, j]` (`s` is `[2m, n]`).
-pub fn add_halves(gpu: &Gpu, s: Ptr, out: Ptr, m: usize, n: usize, ld: usize, col0: usize) -> Result<()> {
+pub fn add_halves(
+    gpu: &Gpu,
+    s: Ptr,
+    out: Ptr,
+    m: usize,
+    n: usize,
+    ld: usize,
+    col0: usize,
+) -> Result<()> {
     launch(
         gpu,
         "elementwise",
@@ -252,7 +303,14 @@ pub fn add_halves(gpu: &Gpu, s: Ptr, out: Ptr, m: usize, n: usize, ld: usize, co
         (grid_1d(m * n, 256), 1, 1),
         256,
         0,
-        &[Arg::P(s), Arg::P(out), Arg::I(m as i32), Arg::I(n as i32), Arg::I(ld as i32), Arg::I(col0 as i32)],
+        &[
+            Arg::P(s),
+            Arg::P(out),
+            Arg::I(m as i32),
+            Arg::I(n as i32),
+            Arg::I(ld as i32),
+            Arg::I(col0 as i32),
+        ],
     )
 }
 
@@ -293,7 +351,15 @@ pub struct DevMatrix {
 
 /// `out[i, col0 + j] = x[i] . w[j]` for `m` rows with the GEMV kernels (any m, 8 rows per pass).
 #[allow(clippy::too_many_arguments)]
-pub fn gemv(gpu: &Gpu, x: Ptr, w: &DevMatrix, out: Ptr, m: usize, ld: usize, col0: usize) -> Result<()> {
+pub fn gemv(
+    gpu: &Gpu,
+    x: Ptr,
+    w: &DevMatrix,
+    out: Ptr,
+    m: usize,
+    ld: usize,
+    col0: usize,
+) -> Result<()> {
     let sfx = dtype_suffix(w.dtype)?;
     let vec_width = if w.dtype == DType::F32 { 4 } else { 8 };
     let vec = (w.k % vec_width == 0) as i32;
@@ -345,7 +411,17 @@ pub fn gemv(gpu: &Gpu, x: Ptr, w: &DevMatrix, out: Ptr, m: usize, ld: usize, col
 
 /// Hand-written tensor-core GEMM: `c[i, col0 + j] = a[i] . b[j]` with bf16 `a [m, k]`, `b [n, k]`.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_wmma(gpu: &Gpu, a: Ptr, b: Ptr, c: Ptr, m: usize, n: usize, k: usize, ldc: usize, col0: usize) -> Result<()> {
+pub fn gemm_wmma(
+    gpu: &Gpu,
+    a: Ptr,
+    b: Ptr,
+    c: Ptr,
+    m: usize,
+    n: usize,
+    k: usize,
+    ldc: usize,
+    col0: usize,
+) -> Result<()> {
     launch(
         gpu,
         "gemm",
@@ -368,7 +444,17 @@ pub fn gemm_wmma(gpu: &Gpu, a: Ptr, b: Ptr, c: Ptr, m: usize, n: usize, k: usize
 
 /// The same product through cuBLAS (bf16 inputs, f32 output and accumulation).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_cublas(gpu: &Gpu, a: Ptr, b: Ptr, c: Ptr, m: usize, n: usize, k: usize, ldc: usize, col0: usize) -> Result<()> {
+pub fn gemm_cublas(
+    gpu: &Gpu,
+    a: Ptr,
+    b: Ptr,
+    c: Ptr,
+    m: usize,
+    n: usize,
+    k: usize,
+    ldc: usize,
+    col0: usize,
+) -> Result<()> {
     use cudarc::cublas::{result, sys};
     let (alpha, beta) = (1f32, 0f32);
     // Row-major C [m, ldc] is column-major C^T [n, m]: C^T = B (n x k) . A^T, where the row-major
@@ -404,7 +490,11 @@ pub fn gemm_cublas(gpu: &Gpu, a: Ptr, b: Ptr, c: Ptr, m: usize, n: usize, k: usi
 /// Milliseconds the work queued by `f` takes on the device (CUDA events around it).
 pub fn timed_ms(gpu: &Gpu, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
     use cudarc::driver::sys::CUevent_flags;
-    let ev = || gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| err("event", e));
+    let ev = || {
+        gpu.ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| err("event", e))
+    };
     let (start, end) = (ev()?, ev()?);
     start.record(&gpu.stream).map_err(|e| err("event", e))?;
     f()?;
@@ -438,9 +528,21 @@ impl GemmTuner {
 
     /// Runs the product with the faster implementation for this shape.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm(&self, gpu: &Gpu, a: Ptr, b: Ptr, c: Ptr, m: usize, n: usize, k: usize, ldc: usize, col0: usize) -> Result<GemmImpl> {
+    pub fn gemm(
+        &self,
+        gpu: &Gpu,
+        a: Ptr,
+        b: Ptr,
+        c: Ptr,
+        m: usize,
+        n: usize,
+        k: usize,
+        ldc: usize,
+        col0: usize,
+    ) -> Result<GemmImpl> {
         let key = (m.next_power_of_two(), n, k);
-        let known = Self::forced().or_else(|| self.choice.lock().expect("tuner").get(&key).copied());
+        let known =
+            Self::forced().or_else(|| self.choice.lock().expect("tuner").get(&key).copied());
         let pick = match known {
             Some(p) => p,
             None => {
@@ -453,7 +555,11 @@ impl GemmTuner {
                     timed_ms(gpu, &mut || (0..3).try_for_each(|_| run(imp)))
                 };
                 let (tw, tc) = (time(GemmImpl::Wmma)?, time(GemmImpl::Cublas)?);
-                let p = if tw <= tc { GemmImpl::Wmma } else { GemmImpl::Cublas };
+                let p = if tw <= tc {
+                    GemmImpl::Wmma
+                } else {
+                    GemmImpl::Cublas
+                };
                 self.choice.lock().expect("tuner").insert(key, p);
                 p
             }
@@ -467,7 +573,13 @@ impl GemmTuner {
 
     /// The measured choices so far: `((m bucket, n, k), impl)`.
     pub fn choices(&self) -> Vec<((usize, usize, usize), GemmImpl)> {
-        let mut v: Vec<_> = self.choice.lock().expect("tuner").iter().map(|(k, v)| (*k, *v)).collect();
+        let mut v: Vec<_> = self
+            .choice
+            .lock()
+            .expect("tuner")
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }
@@ -613,7 +725,15 @@ pub struct SampleParams {
 }
 
 /// Picks one token id per row of `logits [rows, n]`; `scratch` holds `rows * n` floats.
-pub fn sample(gpu: &Gpu, logits: Ptr, params: Ptr, n: usize, scratch: Ptr, out_ids: Ptr, rows: usize) -> Result<()> {
+pub fn sample(
+    gpu: &Gpu,
+    logits: Ptr,
+    params: Ptr,
+    n: usize,
+    scratch: Ptr,
+    out_ids: Ptr,
+    rows: usize,
+) -> Result<()> {
     launch(
         gpu,
         "sampling",
@@ -637,14 +757,20 @@ pub fn upload<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, data: &[T]) -> Result<Cu
 }
 
 /// Allocates `n` zeroed elements.
-pub fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSlice<T>> {
+pub fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    gpu: &Gpu,
+    n: usize,
+) -> Result<CudaSlice<T>> {
     gpu.stream
         .alloc_zeros::<T>(n.max(1))
         .map_err(|e| Error::OutOfMemory(format!("device allocation of {n} elements: {e:?}")))
 }
 
 /// Downloads a whole buffer (synchronising the stream).
-pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(gpu: &Gpu, s: &CudaSlice<T>) -> Result<Vec<T>> {
+pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+    gpu: &Gpu,
+    s: &CudaSlice<T>,
+) -> Result<Vec<T>> {
     gpu.stream.clone_dtoh(s).map_err(|e| err("download", e))
 }
 

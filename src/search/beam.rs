@@ -1,0 +1,165 @@
+//! Step-level beam search, best-of-N and greedy decoding (spec 3.7, 3.4, 1.4): the test-time
+//! searches next to MCTS. They grow the same [`Tree`] with the same expansion as MCTS (children
+//! deduplicated, code run, error and depth limits, PPM values), over many problems in lock-step,
+//! and differ only in which new children stay in the frontier:
+//!
+//! - **beam**: every child of every beam node is valued by the PPM; valid answers leave the
+//!   beam and each shrinks its width by one; the `beam_width - answers` highest-valued open
+//!   children (first on ties) are the next beam.
+//! - **best-of-N**: the root is expanded with `best_of` samples, then each open trajectory with
+//!   one sample per step; only answers are valued. Identical samples are merged, as in MCTS, so
+//!   fewer than N trajectories may come out.
+//! - **greedy**: best-of-1 at temperature 0 with the greedy stop strings ([`MctsConfig::resolved`]).
+//!
+//! The answer of a run is the answer node with the highest value ([`Tree::best_answer`]).
+
+use crate::error::{Error, Result};
+use crate::search::mcts::{
+    expand, MctsConfig, Mode, Policy, Problem, SearchStats, StepRunner, Strategy, ValueModel,
+};
+use crate::search::tree::{NodeId, Tree};
+
+/// Frontier rule of one strategy.
+struct Plan {
+    /// Frontier size (answers found shrink it).
+    keep: usize,
+    /// Samples per node at the root and below it.
+    root_width: usize,
+    node_width: usize,
+    /// Rank open children by value (beam) or keep them in creation order.
+    rank: bool,
+}
+
+fn plan(cfg: &MctsConfig) -> Result<Plan> {
+    Ok(match cfg.search {
+        Strategy::Beam => Plan {
+            keep: cfg.beam_width,
+            root_width: cfg.width,
+            node_width: cfg.width,
+            rank: true,
+        },
+        Strategy::BestOfN => Plan {
+            keep: cfg.best_of,
+            root_width: cfg.best_of,
+            node_width: 1,
+            rank: false,
+        },
+        Strategy::Greedy => Plan {
+            keep: 1,
+            root_width: 1,
+            node_width: 1,
+            rank: false,
+        },
+        Strategy::Mcts => {
+            return Err(Error::InvalidArgument(
+                "step_search runs beam, best-of-n or greedy; use mcts::search for mcts".into(),
+            ))
+        }
+    })
+}
+
+/// The next frontier of one problem from its new children (in creation order): answers shrink
+/// `keep`, invalid terminals drop out, open children are ranked by value when `rank`.
+fn next_frontier(tree: &Tree, children: &[NodeId], keep: &mut usize, rank: bool) -> Vec<NodeId> {
+    let mut open: Vec<NodeId> = Vec::new();
+    for &c in children {
+        let n = &tree.nodes[c];
+        if n.is_valid_answer() {
+            *keep = keep.saturating_sub(1);
+        } else if !n.is_terminal() {
+            open.push(c);
+        }
+    }
+    if rank {
+        // Stable: equal values keep creation order.
+        open.sort_by(|&a, &b| {
+            let v = |i: NodeId| tree.nodes[i].value.unwrap_or(f64::NEG_INFINITY);
+            v(b).total_cmp(&v(a))
+        });
+    }
+    open.truncate(*keep);
+    open
+}
+
+/// Runs beam search, best-of-N or greedy (by `cfg.search`) on all problems together; returns
+/// their trees in input order. Values are the PPM's (0 without one), as MCTS inference.
+/// `on_step(depth, max_depth)` after each expansion step; false cancels with [`Error::Cancelled`].
+pub fn step_search<'v>(
+    problems: &[Problem],
+    cfg: &MctsConfig,
+    policy: &mut dyn Policy,
+    mut value: Option<&mut (dyn ValueModel + 'v)>,
+    runner: &dyn StepRunner,
+    stats: &mut SearchStats,
+    on_step: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Vec<Tree>> {
+    cfg.validate()?;
+    let plan = plan(cfg)?;
+    let cfg = MctsConfig {
+        mode: Mode::Inference,
+        ..cfg.clone()
+    };
+    let t0 = std::time::Instant::now();
+    let mut trees: Vec<Tree> = problems.iter().map(|p| Tree::new(&p.question)).collect();
+    let mut frontier: Vec<Vec<NodeId>> = vec![vec![0]; problems.len()];
+    let mut keep = vec![plan.keep; problems.len()];
+    for depth in 0..cfg.max_depth {
+        let leaves: Vec<(usize, NodeId)> = frontier
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| f.iter().map(move |&n| (i, n)))
+            .collect();
+        if leaves.is_empty() {
+            break;
+        }
+        let step_cfg = MctsConfig {
+            width: if depth == 0 {
+                plan.root_width
+            } else {
+                plan.node_width
+            },
+            ..cfg.clone()
+        };
+        expand(
+            problems, &mut trees, &leaves, &step_cfg, plan.rank, policy, &mut value, runner, stats,
+        )?;
+        for (i, f) in frontier.iter_mut().enumerate() {
+            let children: Vec<NodeId> = f
+                .iter()
+                .flat_map(|&n| trees[i].nodes[n].children.clone())
+                .collect();
+            *f = next_frontier(&trees[i], &children, &mut keep[i], plan.rank);
+        }
+        if !on_step(depth + 1, cfg.max_depth) {
+            return Err(Error::Cancelled);
+        }
+    }
+    stats.rollouts += problems.len() as u64;
+    for p in problems {
+        policy.release(p.id);
+    }
+    stats.finish(t0);
+    Ok(trees)
+}
+
+/// Runs the test-time search `cfg.search` (MCTS in inference mode, or [`step_search`]).
+pub fn run_search<'v>(
+    problems: &[Problem],
+    cfg: &MctsConfig,
+    policy: &mut dyn Policy,
+    value: Option<&mut (dyn ValueModel + 'v)>,
+    runner: &dyn StepRunner,
+    stats: &mut SearchStats,
+    on_step: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Vec<Tree>> {
+    match cfg.search {
+        Strategy::Mcts => {
+            let cfg = MctsConfig {
+                mode: Mode::Inference,
+                ..cfg.clone()
+            };
+            crate::search::mcts::search(problems, &cfg, policy, value, runner, stats, on_step)
+        }
+        _ => step_search(problems, cfg, policy, value, runner, stats, on_step),
+    }
+}
