@@ -7,8 +7,9 @@
 //!
 //! Each worker is `python -I worker.py` (the script is embedded with `include_str!`) started with
 //! an empty environment. It pre-imports math, sympy, numpy and scipy (those installed), warms up
-//! sympy, and then forks a fresh child per snippet, so snippets share nothing but the
-//! copy-on-write warm heap. The child's sandbox (see the header of `worker.py`): a new PID
+//! sympy, and then forks a fresh child per snippet (from a zygote process that shares the warm
+//! heap and does nothing else, so forking stays cheap; see the header of `worker.py` for where
+//! the time goes), so snippets share nothing but the copy-on-write warm heap. The child's sandbox (see the header of `worker.py`): a new PID
 //! namespace when permitted (everything the snippet started dies with it), a new session so the
 //! whole group is killed on timeout, PR_SET_PDEATHSIG, closed descriptors, scrubbed environment,
 //! private temporary cwd, RLIMIT_CPU/AS/FSIZE/CORE/NPROC (plus a pids cgroup as root), Landlock
@@ -184,7 +185,8 @@ pub struct Executor {
 /// One live worker process and the thread reading its replies.
 struct Worker {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed (the worker's signal to exit by itself).
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     reader: Option<JoinHandle<()>>,
 }
@@ -228,7 +230,7 @@ impl Worker {
         });
         let mut w = Worker {
             child,
-            stdin,
+            stdin: Some(stdin),
             lines,
             reader: Some(reader),
         };
@@ -248,6 +250,18 @@ impl Worker {
     }
 
     fn kill(&mut self) {
+        // Closing stdin lets an idle worker exit by itself, reaping its zygote on the way; a
+        // busy or hung one is killed after a short grace period (its zygote and snippet then
+        // die by PR_SET_PDEATHSIG and are reaped by init).
+        if self.stdin.take().is_some() {
+            let until = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < until {
+                match self.child.try_wait() {
+                    Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                    _ => break,
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(h) = self.reader.take() {
@@ -271,9 +285,10 @@ impl Worker {
         });
         let mut line = job.to_string();
         line.push('\n');
-        self.stdin
+        let stdin = self.stdin.as_mut().ok_or("worker stdin closed")?;
+        stdin
             .write_all(line.as_bytes())
-            .and_then(|_| self.stdin.flush())
+            .and_then(|_| stdin.flush())
             .map_err(|e| format!("worker stdin: {e}"))?;
         // The worker enforces the timeout itself; this guard only catches a hung or dead worker.
         let guard = Duration::from_secs_f64(timeout_s + 30.0);
