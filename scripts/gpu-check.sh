@@ -71,7 +71,8 @@ b = json.load(open(sys.argv[1]))
 print("== summary (%s, %s)" % (b["device"], b["arch"]))
 print("limits: copy %.0f GB/s, bf16 tensor cores %.0f TFLOP/s" % (b["limits"]["copy_gb_s"], b["limits"]["bf16_tflop_s"]))
 for d in b["decode"]:
-    print("decode batch %d: %.1f tok/s (%.2f ms/step), %.1f%% of the HBM roofline per sequence" % (d["batch"], d["tok_s"], d["ms_per_step"], 100 * d["fraction_of_hbm_roofline"]))
+    print("decode batch %d%s: %.1f tok/s (%.2f ms/step), %.1f%% of the HBM roofline per sequence" % (d["batch"], "" if d["cuda_graphs"] else " (no CUDA graphs)", d["tok_s"], d["ms_per_step"], 100 * d["fraction_of_hbm_roofline"]))
+print("gemv alone: " + ", ".join("[%d x %d] %.0f GB/s" % (g["n"], g["k"], g["gb_s"]) for g in b["gemv_gb_s"]))
 p = b["prefill"]
 print("prefill %d tokens: %.0f tok/s, %.0f TFLOP/s = %.1f%% of tensor-core peak" % (p["tokens"], p["tok_s"], p["tflop_s"], 100 * p["fraction_of_tc_peak"]))
 print("gemm choice per shape:", ", ".join("%d/%d/%d:%s" % (g["m_bucket"], g["n"], g["k"], g["impl"]) for g in b["gemm_choice"]))

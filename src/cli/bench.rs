@@ -144,6 +144,9 @@ pub struct BenchCudaArgs {
     /// Decode batch sizes, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     pub batch: Vec<usize>,
+    /// exact: split-bf16 GEMMs (about f32 activations); fast: one bf16 GEMM per matmul.
+    #[arg(long, default_value = "fast")]
+    pub precision: String,
     /// Print one JSON object (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -159,6 +162,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 context_tokens: a.context_tokens,
                 decode_tokens: a.decode_tokens,
                 batches: a.batch,
+                precision: rstar::backend::cpu::Precision::parse(&a.precision).ok_or_else(
+                    || {
+                        rstar::Error::InvalidArgument(format!(
+                            "--precision {}: expected exact or fast",
+                            a.precision
+                        ))
+                    },
+                )?,
             };
             let v = rstar::backend::cuda::bench::bench_cuda(&cfg, |l| eprintln!("{l}"))?;
             if a.json {

@@ -26,6 +26,8 @@ pub struct CudaBenchConfig {
     /// Decode steps timed per batch size.
     pub decode_tokens: usize,
     pub batches: Vec<usize>,
+    /// `fast`: one bf16 GEMM per matmul; `exact`: split-bf16 (two GEMM row sets).
+    pub precision: crate::backend::cpu::Precision,
 }
 
 impl Default for CudaBenchConfig {
@@ -37,6 +39,7 @@ impl Default for CudaBenchConfig {
             context_tokens: 128,
             decode_tokens: 32,
             batches: vec![1, 32],
+            precision: crate::backend::cpu::Precision::Fast,
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn tensor_core_peak(gpu: &Gpu) -> Result<f64> {
 
 /// Runs the benchmark and returns one JSON object.
 pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Value> {
+    crate::backend::cpu::set_precision(cfg.precision);
     let gpu = Gpu::open(cfg.device)?;
     let name = gpu
         .ctx
@@ -132,6 +136,36 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
         wbytes as f64 / 1e9,
         t0.elapsed().as_secs_f64()
     ));
+    // The GEMV kernel alone on each decode matrix shape, one row.
+    let mut gemv_gb_s = Vec::new();
+    let (h, qd, kvd, inter) = (
+        mcfg.hidden_size,
+        mcfg.q_dim(),
+        mcfg.kv_dim(),
+        mcfg.intermediate_size,
+    );
+    for (gn, gk) in [(2 * inter, h), (h, inter), (qd + 2 * kvd, h), (h, qd)] {
+        let gw = ops::DevMatrix {
+            buf: ops::zeros::<u8>(&gpu, gn * gk * 2)?,
+            dtype: crate::model::DType::BF16,
+            n: gn,
+            k: gk,
+        };
+        let gx = ops::zeros::<f32>(&gpu, gk)?;
+        let go = ops::zeros::<f32>(&gpu, gn)?;
+        let (px, po) = (ops::ptr(&gpu, &gx, 0), ops::ptr(&gpu, &go, 0));
+        ops::gemv(&gpu, px, &gw, po, 1, gn, 0)?;
+        let reps = 20;
+        let ms = ops::timed_ms(&gpu, &mut || {
+            (0..reps).try_for_each(|_| ops::gemv(&gpu, px, &gw, po, 1, gn, 0))
+        })?;
+        let rate = (gn * gk * 2 * reps) as f64 / (ms * 1e-3) / 1e9;
+        log(&format!(
+            "gemv bf16 [{gn} x {gk}], 1 row: {rate:.0} GB/s of weights ({:.1}% of copy bandwidth)",
+            100.0 * rate / bw
+        ));
+        gemv_gb_s.push(json!({"n": gn, "k": gk, "gb_s": rate}));
+    }
     let bs = 16usize;
     let greedy = SampleParams {
         temperature: 0.0,
@@ -167,7 +201,7 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
     let t = Instant::now();
     model.forward_sample(&toks, &chunk, bs, &mut kv, &[greedy])?;
     let prefill_s = t.elapsed().as_secs_f64();
-    let (h, qd, l) = (mcfg.hidden_size, mcfg.q_dim(), mcfg.num_layers);
+    let l = mcfg.num_layers;
     let body_params = (wbytes / 2 - mcfg.vocab_size * h) as f64;
     let matmul_flops = 2.0 * body_params * p as f64 + 2.0 * (mcfg.vocab_size * h) as f64;
     let attn_flops = 4.0 * (p * (p + 1) / 2) as f64 * qd as f64 * l as f64;
@@ -180,7 +214,13 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
 
     // Decode: `b` sequences with a context_tokens prompt each, then decode_tokens greedy steps.
     let mut decode = Vec::new();
-    for &b in &cfg.batches {
+    let mut runs: Vec<(usize, bool)> = cfg.batches.iter().map(|&b| (b, true)).collect();
+    // Batch 1 again without CUDA graphs: the launch overhead graphs remove.
+    if cfg.batches.contains(&1) {
+        runs.push((1, false));
+    }
+    for (b, graphs) in runs {
+        model.set_graphs(graphs);
         let blocks_per = per_seq.div_ceil(bs) as u32;
         let tables: Vec<Vec<u32>> = (0..b as u32)
             .map(|s| (s * blocks_per..(s + 1) * blocks_per).collect())
@@ -223,11 +263,12 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
         let tok_s = (b * cfg.decode_tokens) as f64 / secs;
         let roofline = bw * 1e9 / wbytes as f64;
         log(&format!(
-            "decode batch {b}: {tok_s:.1} tok/s ({:.2} ms/step); batch-1 roofline {roofline:.1} tok/s",
+            "decode batch {b}{}: {tok_s:.1} tok/s ({:.2} ms/step); batch-1 roofline {roofline:.1} tok/s",
+            if graphs { "" } else { " (no CUDA graphs)" },
             1e3 * secs / cfg.decode_tokens as f64
         ));
         decode.push(json!({
-            "batch": b, "tok_s": tok_s, "ms_per_step": 1e3 * secs / cfg.decode_tokens as f64,
+            "batch": b, "cuda_graphs": graphs, "tok_s": tok_s, "ms_per_step": 1e3 * secs / cfg.decode_tokens as f64,
             "fraction_of_hbm_roofline": tok_s / b as f64 / roofline,
         }));
     }
@@ -239,6 +280,8 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
     Ok(json!({
         "device": name, "arch": gpu.arch, "shape": cfg.shape, "weight_bytes": wbytes,
         "limits": {"copy_gb_s": bw, "bf16_tflop_s": peak},
+        "precision": format!("{:?}", cfg.precision).to_lowercase(),
+        "gemv_gb_s": gemv_gb_s,
         "prefill": {"tokens": p, "tok_s": prefill_tok_s, "tflop_s": prefill_tflops,
                     "fraction_of_tc_peak": prefill_tflops / peak},
         "decode": decode,

@@ -322,7 +322,8 @@ impl Gpu {
         let sm_count = ctx
             .attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(|e| dev_err("device attribute", e))? as usize;
-        let stream = ctx.default_stream();
+        // A stream of its own: the legacy default stream cannot be captured into CUDA graphs.
+        let stream = ctx.new_stream().map_err(|e| dev_err("stream", e))?;
         // SAFETY: only probes dlopen candidates.
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
             return Err(Error::Device("cuBLAS (libcublas.so) not found".into()));

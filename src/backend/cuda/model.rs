@@ -3,6 +3,8 @@
 //! residual stream, f32 K/V in the paged store, and matmuls on the GEMV kernels (up to 8 rows) or a
 //! tensor-core GEMM over bf16-rounded activations (more rows, bf16 weights).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::CudaSlice;
@@ -106,6 +108,42 @@ struct Scratch {
     act: CudaSlice<f32>,
     /// Split-attention partials (grow-only).
     part: CudaSlice<f32>,
+    /// Index arrays of the batch (grow-only).
+    idx: CudaSlice<u32>,
+}
+
+/// What a captured forward pass depends on besides buffer addresses (tracked by the generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct GraphKey {
+    t: usize,
+    tiles: usize,
+    splits: usize,
+    /// Address of the K/V store (it moves when the store grows).
+    kv: u64,
+    exact: bool,
+}
+
+/// A CUDA graph that may move between threads.
+struct SendGraph(cudarc::driver::CudaGraph);
+
+// SAFETY: a graph exec is launched only while the model's graph mutex is held, on the model's own
+// stream; CUDA allows launching a graph exec from any host thread.
+unsafe impl Send for SendGraph {}
+
+impl std::fmt::Debug for SendGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CudaGraph")
+    }
+}
+
+#[derive(Debug)]
+enum GraphState {
+    /// Run eagerly once at this generation.
+    Seen(u64),
+    /// Captured at this generation.
+    Ready(SendGraph, u64),
+    /// Capture failed; always eager.
+    Failed,
 }
 
 /// Largest number of rows the GEMV kernels take in one launch; more rows go to the GEMM.
@@ -128,6 +166,10 @@ pub struct CudaModel {
     scratch: Mutex<Option<Scratch>>,
     /// GEMM inputs as bf16 rows, and the stacked-halves product of the exact mode (grow-only).
     gemm_bufs: Mutex<(CudaSlice<u16>, CudaSlice<f32>)>,
+    /// Bumped whenever a buffer the forward pass uses is reallocated.
+    generation: AtomicU64,
+    graphs: Mutex<HashMap<GraphKey, GraphState>>,
+    graphs_on: AtomicBool,
 }
 
 fn upload_linear(gpu: &Gpu, l: &Linear) -> Result<DevLinear> {
@@ -146,6 +188,12 @@ impl CudaModel {
     /// Uploads `model`'s weights to `gpu`.
     pub fn new(model: &Model, gpu: Arc<Gpu>) -> Result<CudaModel> {
         let g = &gpu;
+        let c = &model.config;
+        ops::attn_supported(Heads {
+            nh: c.num_heads,
+            nkv: c.num_kv_heads,
+            hd: c.head_dim,
+        })?;
         let layers = model
             .layers
             .iter()
@@ -177,6 +225,9 @@ impl CudaModel {
             tuner: GemmTuner::default(),
             scratch: Mutex::new(None),
             gemm_bufs: Mutex::new((ops::zeros(g, 1)?, ops::zeros(g, 1)?)),
+            generation: AtomicU64::new(0),
+            graphs: Mutex::new(HashMap::new()),
+            graphs_on: AtomicBool::new(std::env::var("RSTAR_CUDA_GRAPHS").as_deref() != Ok("0")),
             gpu,
         })
     }
@@ -256,8 +307,17 @@ impl CudaModel {
             tuner: GemmTuner::default(),
             scratch: Mutex::new(None),
             gemm_bufs: Mutex::new((ops::zeros(g, 1)?, ops::zeros(g, 1)?)),
+            generation: AtomicU64::new(0),
+            graphs: Mutex::new(HashMap::new()),
+            graphs_on: AtomicBool::new(std::env::var("RSTAR_CUDA_GRAPHS").as_deref() != Ok("0")),
             gpu,
         })
+    }
+
+    /// Turns CUDA-graph replay of repeated batch shapes on or off (default on unless
+    /// `RSTAR_CUDA_GRAPHS=0`).
+    pub fn set_graphs(&self, on: bool) {
+        self.graphs_on.store(on, Ordering::Relaxed);
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -300,6 +360,7 @@ impl CudaModel {
     fn scratch(&self, t: usize) -> Result<std::sync::MutexGuard<'_, Option<Scratch>>> {
         let mut guard = self.scratch.lock().expect("scratch lock");
         if guard.as_ref().is_none_or(|s| s.cap < t) {
+            self.generation.fetch_add(1, Ordering::Relaxed);
             let cap = t.next_power_of_two();
             let c = &self.cfg;
             let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -315,6 +376,7 @@ impl CudaModel {
                 gu: ops::zeros(g, cap * 2 * inter)?,
                 act: ops::zeros(g, cap * inter)?,
                 part: ops::zeros(g, 1)?,
+                idx: ops::zeros(g, 1)?,
             });
         }
         Ok(guard)
@@ -361,10 +423,12 @@ impl CudaModel {
         let mut bufs = self.gemm_bufs.lock().expect("gemm buffers");
         if bufs.0.len() < rows * w.k {
             bufs.0 = ops::zeros(g, (rows * w.k).next_power_of_two())?;
+            self.generation.fetch_add(1, Ordering::Relaxed);
             *converted = false;
         }
         if exact && bufs.1.len() < rows * w.n {
             bufs.1 = ops::zeros(g, (rows * w.n).next_power_of_two())?;
+            self.generation.fetch_add(1, Ordering::Relaxed);
         }
         let xb = ops::ptr(g, &bufs.0, 0);
         let wp = ops::ptr(g, &w.buf, 0);
@@ -423,22 +487,6 @@ impl CudaModel {
         let spans: Vec<(usize, usize)> = chunks.iter().map(|ch| (ch.start, ch.len)).collect();
         let (tiles, max_chunks) = ops::attn_tiles(&spans, heads);
         let splits = ops::attn_splits(g, tiles.len(), heads.nkv, max_chunks);
-        // One upload for all index arrays: ids | pos | rows | tiles | tables | table_off.
-        let mut idx: Vec<u32> =
-            Vec::with_capacity(3 * t + 4 * tiles.len() + tables.len() + table_off.len());
-        let mut section = |v: &[u32]| {
-            let off = idx.len();
-            idx.extend_from_slice(v);
-            off
-        };
-        let o_ids = section(tokens);
-        let o_pos = section(&pos);
-        let o_rows = section(&rows);
-        let o_tiles = section(bytemuck::cast_slice(&tiles));
-        let o_tables = section(&tables);
-        let o_off = section(&table_off);
-        let d_idx = ops::upload(g, &idx)?;
-        let at = |o: usize| ops::ptr(g, &d_idx, o);
         let part_len = if splits > 1 {
             splits * t * (qd + 2 * heads.nh)
         } else {
@@ -446,9 +494,31 @@ impl CudaModel {
         };
         let mut guard = self.scratch(t)?;
         let s = guard.as_mut().expect("scratch");
+        // Index arrays at fixed offsets of one device buffer (so a captured graph stays valid):
+        // ids | pos | rows (cap each) | tiles (4 cap) | table offsets (cap) | block tables.
+        let cap = s.cap;
+        let (o_ids, o_pos, o_rows, o_tiles, o_off, o_tables) =
+            (0, cap, 2 * cap, 3 * cap, 7 * cap, 8 * cap);
+        let mut idx = vec![0u32; 8 * cap + tables.len()];
+        idx[o_ids..o_ids + t].copy_from_slice(tokens);
+        idx[o_pos..o_pos + t].copy_from_slice(&pos);
+        idx[o_rows..o_rows + t].copy_from_slice(&rows);
+        let tw: &[u32] = bytemuck::cast_slice(&tiles);
+        idx[o_tiles..o_tiles + tw.len()].copy_from_slice(tw);
+        idx[o_off..o_off + table_off.len()].copy_from_slice(&table_off);
+        idx[o_tables..].copy_from_slice(&tables);
+        if s.idx.len() < idx.len() {
+            s.idx = ops::zeros(g, idx.len().next_power_of_two())?;
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
         if s.part.len() < part_len {
             s.part = ops::zeros(g, part_len.next_power_of_two())?;
+            self.generation.fetch_add(1, Ordering::Relaxed);
         }
+        g.stream
+            .memcpy_htod(&idx, &mut s.idx.slice_mut(..idx.len()))
+            .map_err(|e| Error::Device(format!("upload: {e:?}")))?;
+        let at = |o: usize| ops::ptr(g, &s.idx, o);
         let part = ops::ptr(g, &s.part, 0);
         let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
         let (x, normed, qkv, q, attn, proj, gu, act) = (
@@ -462,69 +532,138 @@ impl CudaModel {
             sp(&s.act),
         );
         let eps = c.rms_norm_eps as f32;
-        ops::embed(
-            g,
-            self.embed.dtype,
-            ops::ptr(g, &self.embed.buf, 0),
-            at(o_ids),
-            x,
+        let run = || -> Result<()> {
+            ops::embed(
+                g,
+                self.embed.dtype,
+                ops::ptr(g, &self.embed.buf, 0),
+                at(o_ids),
+                x,
+                t,
+                h,
+            )?;
+            // Each residual add is fused with the RMSNorm after it (the next layer's, or the final one).
+            if let Some(first) = self.layers.first() {
+                ops::rms_norm(g, x, sp(&first.attn_norm), eps, normed, t, h)?;
+            }
+            for (li, layer) in self.layers.iter().enumerate() {
+                let (kst, vst) = kv.ptrs(li);
+                self.linear(&layer.qkv, normed, t, qkv)?;
+                ops::rope_store_kv(
+                    g,
+                    qkv,
+                    at(o_pos),
+                    at(o_rows),
+                    sp(&self.inv_freq),
+                    self.half,
+                    heads,
+                    q,
+                    kst,
+                    vst,
+                    t,
+                )?;
+                ops::attention(
+                    g,
+                    q,
+                    kst,
+                    vst,
+                    at(o_tiles),
+                    tiles.len(),
+                    at(o_tables),
+                    at(o_off),
+                    heads,
+                    block_size,
+                    c.sliding_window,
+                    splits,
+                    t,
+                    attn,
+                    part,
+                )?;
+                self.linear(&layer.o, attn, t, proj)?;
+                ops::add_rms_norm(g, x, proj, sp(&layer.mlp_norm), eps, normed, t, h)?;
+                self.linear(&layer.gate_up, normed, t, gu)?;
+                ops::silu_mul(g, gu, act, t, inter)?;
+                self.linear(&layer.down, act, t, proj)?;
+                let next_norm = self
+                    .layers
+                    .get(li + 1)
+                    .map_or(&self.final_norm, |l| &l.attn_norm);
+                ops::add_rms_norm(g, x, proj, sp(next_norm), eps, normed, t, h)?;
+            }
+            if self.layers.is_empty() {
+                ops::rms_norm(g, x, sp(&self.final_norm), eps, normed, t, h)?;
+            }
+            Ok(())
+        };
+        let key = GraphKey {
             t,
-            h,
-        )?;
-        // Each residual add is fused with the RMSNorm after it (the next layer's, or the final one).
-        if let Some(first) = self.layers.first() {
-            ops::rms_norm(g, x, sp(&first.attn_norm), eps, normed, t, h)?;
-        }
-        for (li, layer) in self.layers.iter().enumerate() {
-            let (kst, vst) = kv.ptrs(li);
-            self.linear(&layer.qkv, normed, t, qkv)?;
-            ops::rope_store_kv(
-                g,
-                qkv,
-                at(o_pos),
-                at(o_rows),
-                sp(&self.inv_freq),
-                self.half,
-                heads,
-                q,
-                kst,
-                vst,
-                t,
-            )?;
-            ops::attention(
-                g,
-                q,
-                kst,
-                vst,
-                at(o_tiles),
-                tiles.len(),
-                at(o_tables),
-                at(o_off),
-                heads,
-                block_size,
-                c.sliding_window,
-                splits,
-                t,
-                attn,
-                part,
-            )?;
-            self.linear(&layer.o, attn, t, proj)?;
-            ops::add_rms_norm(g, x, proj, sp(&layer.mlp_norm), eps, normed, t, h)?;
-            self.linear(&layer.gate_up, normed, t, gu)?;
-            ops::silu_mul(g, gu, act, t, inter)?;
-            self.linear(&layer.down, act, t, proj)?;
-            let next_norm = self
-                .layers
-                .get(li + 1)
-                .map_or(&self.final_norm, |l| &l.attn_norm);
-            ops::add_rms_norm(g, x, proj, sp(next_norm), eps, normed, t, h)?;
-        }
-        if self.layers.is_empty() {
-            ops::rms_norm(g, x, sp(&self.final_norm), eps, normed, t, h)?;
-        }
+            tiles: tiles.len(),
+            splits,
+            kv: kv.ptrs(0).0,
+            exact: crate::backend::cpu::precision() == crate::backend::cpu::Precision::Exact,
+        };
+        self.run_graphed(key, &run)?;
         // The index arrays must outlive the queued kernels.
         g.sync()?;
         Ok(guard)
+    }
+
+    /// Runs `run` (the launches of one forward pass) eagerly the first time a shape is seen,
+    /// captures it into a CUDA graph the second time and replays the graph from then on: one
+    /// launch instead of hundreds per decode step. A graph is dropped when any buffer it points at
+    /// was reallocated since (the generation counter). `RSTAR_CUDA_GRAPHS=0` turns graphs off.
+    fn run_graphed(&self, key: GraphKey, run: &dyn Fn() -> Result<()>) -> Result<()> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        if !self.graphs_on.load(Ordering::Relaxed) {
+            return run();
+        }
+        let stream = &self.gpu.stream;
+        let mut graphs = self.graphs.lock().expect("graph lock");
+        let gen = self.generation.load(Ordering::Relaxed);
+        match graphs.get(&key) {
+            Some(GraphState::Ready(graph, g0)) if *g0 == gen => {
+                return graph
+                    .0
+                    .launch()
+                    .map_err(|e| Error::Device(format!("graph launch: {e:?}")));
+            }
+            Some(GraphState::Failed) => return run(),
+            Some(GraphState::Seen(g0)) if *g0 == gen => {
+                if stream
+                    .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                    .is_err()
+                {
+                    graphs.insert(key, GraphState::Failed);
+                    return run();
+                }
+                let ran = run();
+                let captured = stream.end_capture(CUgraphInstantiate_flags(0));
+                match (ran, captured) {
+                    (Ok(()), Ok(Some(graph))) => {
+                        graph
+                            .launch()
+                            .map_err(|e| Error::Device(format!("graph launch: {e:?}")))?;
+                        graphs.insert(key, GraphState::Ready(SendGraph(graph), gen));
+                        return Ok(());
+                    }
+                    _ => {
+                        // Not capturable (a library call refused): run this shape eagerly.
+                        graphs.insert(key, GraphState::Failed);
+                        return run();
+                    }
+                }
+            }
+            _ => {}
+        }
+        run()?;
+        if graphs.len() > 256 {
+            graphs.clear();
+        }
+        graphs.insert(
+            key,
+            GraphState::Seen(self.generation.load(Ordering::Relaxed)),
+        );
+        Ok(())
     }
 
     /// [`Model::forward_batch`](crate::model::Model::forward_batch) on the device: final-norm

@@ -133,7 +133,7 @@ pub fn rms_norm(
         "elementwise",
         "rms_norm",
         (rows as u32, 1, 1),
-        256,
+        1024,
         0,
         &[
             Arg::P(x),
@@ -173,7 +173,7 @@ pub fn rope_store_kv(
         "elementwise",
         "rope_store_kv",
         (t as u32, 1, 1),
-        256,
+        1024,
         0,
         &[
             Arg::P(qkv),
@@ -260,7 +260,7 @@ pub fn add_rms_norm(
         "elementwise",
         "add_rms_norm",
         (rows as u32, 1, 1),
-        256,
+        1024,
         0,
         &[
             Arg::P(x),
@@ -595,9 +595,22 @@ pub struct Tile {
     pub ntok: u32,
 }
 
-/// Rows of query heads a block takes at most (tokens x heads of one kv group).
-pub fn attn_rows_max(heads: Heads) -> usize {
-    32.max(heads.nh / heads.nkv)
+/// Rows of query heads a block takes at most (tokens x heads of one kv group): `ROWS` in
+/// kernels/attention.cu.
+pub fn attn_rows_max(_heads: Heads) -> usize {
+    32
+}
+
+/// Head layouts the attention kernel takes: at most 32 query heads per kv head, head dim <= 256.
+pub fn attn_supported(heads: Heads) -> Result<()> {
+    if heads.nkv == 0 || heads.nh % heads.nkv != 0 || heads.nh / heads.nkv > 32 || heads.hd > 256 {
+        return Err(Error::Unsupported(format!(
+            "CUDA attention with {} query heads, {} kv heads, head dim {} (needs at most 32 query \
+             heads per kv head and head dim <= 256)",
+            heads.nh, heads.nkv, heads.hd
+        )));
+    }
+    Ok(())
 }
 
 /// The K/V positions one block stages per step (`KB` in kernels/attention.cu).
@@ -631,7 +644,7 @@ pub fn attn_tiles(seqs: &[(usize, usize)], heads: Heads) -> (Vec<Tile>, usize) {
 /// Dynamic shared memory of one attention block.
 pub fn attn_smem(heads: Heads) -> usize {
     let (r, hd, kb) = (attn_rows_max(heads), heads.hd, ATTN_KB);
-    4 * (r * hd + kb * (hd + 1) + kb * hd + r * kb + r * hd + 3 * r)
+    4 * (r * (hd + 1) + kb * (hd + 1) + kb * hd + r * kb + 3 * r)
 }
 
 /// Paged causal attention for one layer. `tiles`, `tables` (all block tables concatenated) and
@@ -689,7 +702,7 @@ pub fn attention(
             "attention",
             "attn_combine",
             (t as u32, 1, 1),
-            256,
+            1024,
             0,
             &[
                 Arg::P(part),
@@ -705,11 +718,11 @@ pub fn attention(
 }
 
 /// How many K/V splits a launch of `n_tiles` tiles scanning up to `max_chunks` chunks should use:
-/// enough blocks to fill the device twice over, at least two chunks per split, at most 32.
+/// enough blocks to fill the device twice over, at least one chunk per split, at most 32.
 pub fn attn_splits(gpu: &Gpu, n_tiles: usize, nkv: usize, max_chunks: usize) -> usize {
     let blocks = n_tiles * nkv;
     let want = (2 * gpu.sm_count).div_ceil(blocks.max(1));
-    want.min(max_chunks / 2).clamp(1, 32)
+    want.min(max_chunks).clamp(1, 32)
 }
 
 /// Per-row sampling parameters (mirrors `struct SampleParams` in kernels/sampling.cu).
