@@ -415,7 +415,7 @@ impl CudaModel {
         converted: &mut bool,
     ) -> Result<()> {
         let g = &*self.gpu;
-        if t <= GEMV_MAX_ROWS || w.dtype != DType::BF16 || w.k % 8 != 0 {
+        if t <= GEMV_MAX_ROWS || w.dtype != DType::BF16 || !w.k.is_multiple_of(8) {
             return ops::gemv(g, x, w, out, t, ld, col0);
         }
         let exact = crate::backend::cpu::precision() == crate::backend::cpu::Precision::Exact;

@@ -362,7 +362,7 @@ pub fn gemv(
 ) -> Result<()> {
     let sfx = dtype_suffix(w.dtype)?;
     let vec_width = if w.dtype == DType::F32 { 4 } else { 8 };
-    let vec = (w.k % vec_width == 0) as i32;
+    let vec = w.k.is_multiple_of(vec_width) as i32;
     let wp = ptr(gpu, &w.buf, 0);
     let mut i = 0;
     while i < m {
@@ -603,7 +603,11 @@ pub fn attn_rows_max(_heads: Heads) -> usize {
 
 /// Head layouts the attention kernel takes: at most 32 query heads per kv head, head dim <= 256.
 pub fn attn_supported(heads: Heads) -> Result<()> {
-    if heads.nkv == 0 || heads.nh % heads.nkv != 0 || heads.nh / heads.nkv > 32 || heads.hd > 256 {
+    if heads.nkv == 0
+        || !heads.nh.is_multiple_of(heads.nkv)
+        || heads.nh / heads.nkv > 32
+        || heads.hd > 256
+    {
         return Err(Error::Unsupported(format!(
             "CUDA attention with {} query heads, {} kv heads, head dim {} (needs at most 32 query \
              heads per kv head and head dim <= 256)",
