@@ -15,18 +15,6 @@ extern "C" __global__ void embed_f32(const float* t, const u32* ids, float* out,
 extern "C" __global__ void embed_f16(const __half* t, const u32* ids, float* out, int h) { embed_rows(t, ids, out, h); }
 extern "C" __global__ void embed_bf16(const __nv_bfloat16* t, const u32* ids, float* out, int h) { embed_rows(t, ids, out, h); }
 
-// out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps); grid: one block per row.
-extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
-                                    float eps, float* __restrict__ out, int d) {
-    const float* xr = x + (size_t)blockIdx.x * d;
-    float* orow = out + (size_t)blockIdx.x * d;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = block_sum(ss);
-    float inv = 1.0f / sqrtf(ss / (float)d + eps);
-    for (int i = threadIdx.x; i < d; i += blockDim.x) orow[i] = w[i] * (xr[i] * inv);
-}
-
 // For token r at position pos[r]: rotates the first 2*half dims of every q and k head ("rotate
 // half" convention), writes q to q_out[r] and k, v to row kv_row[r] of the layer's K and V stores.
 // qkv rows are [q (nh*hd) | k (nkv*hd) | v (nkv*hd)]. grid: one block per token.
@@ -141,8 +129,8 @@ extern "C" __global__ void add_halves(const float* __restrict__ s, float* __rest
     }
 }
 
-// x[r] += y[r]; out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps): the residual add fused with the
-// next RMSNorm. grid: one block per row.
+// x[r] += y[r] (y may be null: plain RMSNorm); out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps): the
+// residual add fused with the next RMSNorm. grid: one block per row.
 extern "C" __global__ void add_rms_norm(float* __restrict__ x, const float* __restrict__ y,
                                         const float* __restrict__ w, float eps,
                                         float* __restrict__ out, int d) {
@@ -151,8 +139,11 @@ extern "C" __global__ void add_rms_norm(float* __restrict__ x, const float* __re
     float* orow = out + (size_t)blockIdx.x * d;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float v = xr[i] + yr[i];
-        xr[i] = v;
+        float v = xr[i];
+        if (y) {
+            v += yr[i];
+            xr[i] = v;
+        }
         ss += v * v;
     }
     ss = block_sum(ss);

@@ -341,7 +341,7 @@ impl CudaModel {
             .iter()
             .map(|l| lin(&l.qkv) + lin(&l.o) + lin(&l.gate_up) + lin(&l.down))
             .sum();
-        let head = self.head().map(|m| m.n * m.k * m.dtype.size()).unwrap_or(0);
+        let head = self.head().map_or(0, |m| m.n * m.k * m.dtype.size());
         layers + head
     }
 
@@ -350,11 +350,13 @@ impl CudaModel {
         self.tuner.choices()
     }
 
-    fn head(&self) -> Option<&DevMatrix> {
+    fn head(&self) -> Result<&DevMatrix> {
         if !self.has_head {
-            return None;
+            return Err(Error::InvalidArgument(
+                "this model was loaded without an LM head (a reward model)".into(),
+            ));
         }
-        Some(self.lm_head.as_ref().unwrap_or(&self.embed))
+        Ok(self.lm_head.as_ref().unwrap_or(&self.embed))
     }
 
     fn scratch(&self, t: usize) -> Result<std::sync::MutexGuard<'_, Option<Scratch>>> {
@@ -703,11 +705,7 @@ impl CudaModel {
                 "one sampling setting per sequence".into(),
             ));
         }
-        let head = self.head().ok_or_else(|| {
-            Error::InvalidArgument(
-                "this model was loaded without an LM head (a reward model)".into(),
-            )
-        })?;
+        let head = self.head()?;
         let g = &*self.gpu;
         let h = self.cfg.hidden_size;
         let n = chunks.len();
@@ -753,11 +751,7 @@ impl CudaModel {
 
     /// LM head over host hidden rows -> host logits `[n, vocab]`.
     pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>> {
-        let head = self.head().ok_or_else(|| {
-            Error::InvalidArgument(
-                "this model was loaded without an LM head (a reward model)".into(),
-            )
-        })?;
+        let head = self.head()?;
         let h = self.cfg.hidden_size;
         let n = hidden.len() / h;
         let g = &*self.gpu;

@@ -118,7 +118,7 @@ pub fn embed(
     )
 }
 
-/// RMSNorm of `rows` rows of width `d`.
+/// RMSNorm of `rows` rows of width `d` (`add_rms_norm` with nothing to add).
 pub fn rms_norm(
     gpu: &Gpu,
     x: Ptr,
@@ -128,21 +128,7 @@ pub fn rms_norm(
     rows: usize,
     d: usize,
 ) -> Result<()> {
-    launch(
-        gpu,
-        "elementwise",
-        "rms_norm",
-        (rows as u32, 1, 1),
-        1024,
-        0,
-        &[
-            Arg::P(x),
-            Arg::P(w),
-            Arg::F(eps),
-            Arg::P(out),
-            Arg::I(d as i32),
-        ],
-    )
+    add_rms_norm(gpu, x, 0, w, eps, out, rows, d)
 }
 
 /// Head layout of a rope / attention call.
@@ -243,7 +229,7 @@ pub fn add_bias(gpu: &Gpu, out: Ptr, b: Ptr, n: usize, ld: usize, rows: usize) -
     )
 }
 
-/// `x += y; out = rms_norm(x) * w` for `rows` rows of width `d`.
+/// `x += y; out = rms_norm(x) * w` for `rows` rows of width `d` (`y` = 0: no add).
 #[allow(clippy::too_many_arguments)]
 pub fn add_rms_norm(
     gpu: &Gpu,
