@@ -49,7 +49,12 @@ fn main() -> rstar::Result<()> {
     let flat = logits(&mut rng, vocab, 2.0);
     let peaked = logits(&mut rng, vocab, 30.0);
     for (name, row) in [("flat (random model)", &flat), ("peaked", &peaked)] {
-        for (t, k, p) in [(0.0, 0, 1.0), (1.0, 0, 1.0), (1.0, 0, 0.95), (0.9, 50, 0.95)] {
+        for (t, k, p) in [
+            (0.0, 0, 1.0),
+            (1.0, 0, 1.0),
+            (1.0, 0, 0.95),
+            (0.9, 50, 0.95),
+        ] {
             let params = SamplingParams {
                 temperature: t,
                 top_k: k,
