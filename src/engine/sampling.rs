@@ -201,13 +201,92 @@ fn prefix_reaching(cand: &mut [(f32, u32)], reached: impl Fn(f64) -> bool) -> (u
         }
     }
     cand[lo..hi].sort_unstable_by(by_desc);
-    for i in lo..hi {
-        acc += cand[i].0 as f64;
+    for (i, c) in cand[lo..hi].iter().enumerate() {
+        acc += c.0 as f64;
         if reached(acc) {
-            return (i + 1, acc);
+            return (lo + i + 1, acc);
         }
     }
     (hi, acc)
+}
+
+/// The CPU reference of the device sampler (`kernels/sampling.cu`, [`ops::sample`]): the same
+/// thresholds, draw and scan, with f64 sums. `temperature <= 0` is argmax (lowest id on ties);
+/// otherwise the kept set is every id whose `z = logit / T` is at least the larger of the top-k
+/// threshold (k-th largest z, ties kept) and the top-p threshold (the largest z whose kept mass,
+/// renormalised over the top-k set, reaches `top_p`); `u = rng(seed, counter)` picks the first id
+/// whose running kept mass exceeds `u` times the total.
+///
+/// [`ops::sample`]: crate::backend::cuda::ops::sample
+pub fn device_sample_reference(logits: &[f32], p: &crate::backend::cuda::ops::SampleParams) -> u32 {
+    if p.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let key = |f: f32| {
+        let b = f.to_bits();
+        if b & 0x8000_0000 != 0 {
+            !b
+        } else {
+            b | 0x8000_0000
+        }
+    };
+    let inv_t = 1.0 / p.temperature;
+    let z: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
+    let zmax = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut keys: Vec<u32> = z.iter().map(|&v| key(v)).collect();
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    let n = z.len();
+    let mut tau = 0u32;
+    if p.top_k > 0 && (p.top_k as usize) < n {
+        tau = keys[p.top_k as usize - 1];
+    }
+    let mass = |v: f32| ((v - zmax).exp()) as f64;
+    if p.top_p < 1.0 {
+        let total: f64 = z.iter().filter(|&&v| key(v) >= tau).map(|&v| mass(v)).sum();
+        let target = p.top_p as f64 * total;
+        let mut by_key: Vec<(u32, f64)> = z
+            .iter()
+            .filter(|&&v| key(v) >= tau)
+            .map(|&v| (key(v), mass(v)))
+            .collect();
+        by_key.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        let mut cum = 0f64;
+        let mut i = 0;
+        while i < by_key.len() {
+            let k = by_key[i].0;
+            while i < by_key.len() && by_key[i].0 == k {
+                cum += by_key[i].1;
+                i += 1;
+            }
+            if cum >= target {
+                tau = k;
+                break;
+            }
+        }
+    }
+    let kept = |v: f32| key(v) >= tau;
+    let total: f64 = z.iter().filter(|&&v| kept(v)).map(|&v| mass(v)).sum();
+    let splitmix = |mut x: u64| {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    };
+    let r = splitmix(p.seed ^ splitmix(p.counter));
+    let u = (r >> 40) as f64 / (1u64 << 24) as f64;
+    let target = u * total;
+    let mut run = 0f64;
+    let mut last = 0;
+    for (i, &v) in z.iter().enumerate() {
+        if kept(v) {
+            run += mass(v);
+            last = i;
+            if run > target {
+                return i as u32;
+            }
+        }
+    }
+    last as u32
 }
 
 #[cfg(test)]
@@ -396,83 +475,4 @@ mod tests {
             assert!((p - f).abs() < 0.015, "token {i}: {f} vs {p}");
         }
     }
-}
-
-/// The CPU reference of the device sampler (`kernels/sampling.cu`, [`ops::sample`]): the same
-/// thresholds, draw and scan, with f64 sums. `temperature <= 0` is argmax (lowest id on ties);
-/// otherwise the kept set is every id whose `z = logit / T` is at least the larger of the top-k
-/// threshold (k-th largest z, ties kept) and the top-p threshold (the largest z whose kept mass,
-/// renormalised over the top-k set, reaches `top_p`); `u = rng(seed, counter)` picks the first id
-/// whose running kept mass exceeds `u` times the total.
-///
-/// [`ops::sample`]: crate::backend::cuda::ops::sample
-pub fn device_sample_reference(logits: &[f32], p: &crate::backend::cuda::ops::SampleParams) -> u32 {
-    if p.temperature <= 0.0 {
-        return argmax(logits);
-    }
-    let key = |f: f32| {
-        let b = f.to_bits();
-        if b & 0x8000_0000 != 0 {
-            !b
-        } else {
-            b | 0x8000_0000
-        }
-    };
-    let inv_t = 1.0 / p.temperature;
-    let z: Vec<f32> = logits.iter().map(|&l| l * inv_t).collect();
-    let zmax = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut keys: Vec<u32> = z.iter().map(|&v| key(v)).collect();
-    keys.sort_unstable_by(|a, b| b.cmp(a));
-    let n = z.len();
-    let mut tau = 0u32;
-    if p.top_k > 0 && (p.top_k as usize) < n {
-        tau = keys[p.top_k as usize - 1];
-    }
-    let mass = |v: f32| ((v - zmax).exp()) as f64;
-    if p.top_p < 1.0 {
-        let total: f64 = z.iter().filter(|&&v| key(v) >= tau).map(|&v| mass(v)).sum();
-        let target = p.top_p as f64 * total;
-        let mut by_key: Vec<(u32, f64)> = z
-            .iter()
-            .filter(|&&v| key(v) >= tau)
-            .map(|&v| (key(v), mass(v)))
-            .collect();
-        by_key.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-        let mut cum = 0f64;
-        let mut i = 0;
-        while i < by_key.len() {
-            let k = by_key[i].0;
-            while i < by_key.len() && by_key[i].0 == k {
-                cum += by_key[i].1;
-                i += 1;
-            }
-            if cum >= target {
-                tau = k;
-                break;
-            }
-        }
-    }
-    let kept = |v: f32| key(v) >= tau;
-    let total: f64 = z.iter().filter(|&&v| kept(v)).map(|&v| mass(v)).sum();
-    let splitmix = |mut x: u64| {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    };
-    let r = splitmix(p.seed ^ splitmix(p.counter));
-    let u = (r >> 40) as f64 / (1u64 << 24) as f64;
-    let target = u * total;
-    let mut run = 0f64;
-    let mut last = 0;
-    for (i, &v) in z.iter().enumerate() {
-        if kept(v) {
-            run += mass(v);
-            last = i;
-            if run > target {
-                return i as u32;
-            }
-        }
-    }
-    last as u32
 }
