@@ -223,17 +223,9 @@ pub unsafe extern "C" fn rstar_model_load(
     path: *const c_char,
     out: *mut *mut rstar_model,
 ) -> Status {
-    guard(|| {
-        let out = self::out(out, "out")?;
-        *out = std::ptr::null_mut();
-        let path = c_str(path, "path")?;
-        let inner = LoadedModel::load(Path::new(path))?;
-        *out = Box::into_raw(Box::new(rstar_model {
-            inner: Arc::new(inner),
-            compute: Default::default(),
-        }));
-        Ok(())
-    })
+    // SAFETY: the caller's guarantees are those of `rstar_model_load_with_params`; NULL params
+    // are the defaults (cpu, exact, all cores).
+    unsafe { rstar_model_load_with_params(path, std::ptr::null(), out) }
 }
 
 fn default_model_params() -> rstar_model_params {
