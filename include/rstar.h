@@ -22,7 +22,7 @@
 
 // Version of this ABI. Grows when functions or trailing struct fields are added; existing
 // functions and struct prefixes never change meaning.
-#define RSTAR_ABI_VERSION 1
+#define RSTAR_ABI_VERSION 2
 
 // Observations longer than this are cut to the first and last [`OBS_HALF`] characters.
 #define OBS_LIMIT 1024
@@ -66,6 +66,21 @@ typedef struct rstar_solver rstar_solver;
 
 // A training run (SFT or PPM) over one model and dataset.
 typedef struct rstar_trainer rstar_trainer;
+
+// How a model is loaded and run. Fill with `rstar_model_default_params`, then change fields.
+typedef struct rstar_model_params {
+  // sizeof(rstar_model_params), set by rstar_model_default_params.
+  uint32_t struct_size;
+  // Matmul precision: 0 exact (f32 activations, the default), 1 fast (bf16 activations where
+  // the CPU supports it).
+  uint32_t precision;
+  // Compute threads of `rstar_model_generate*` on this model: 0 = one per core (the default).
+  // Engines and solvers built on the model run on the process-wide pool.
+  uint32_t threads;
+  // Where the model runs: a NUL-terminated "cpu", "cuda" or "cuda:N"; NULL = "cpu". A device
+  // this build or machine lacks is `RSTAR_STATUS_DEVICE`.
+  const char *device;
+} rstar_model_params;
 
 // Generation parameters. Fill with `rstar_generate_default_params` first, then change fields.
 typedef struct rstar_generate_params {
@@ -192,6 +207,22 @@ void rstar_ids_free(uint32_t *ids, size_t n);
 // # Safety
 // `path` is a NUL-terminated UTF-8 string; `out` points to writable storage for a pointer.
 enum rstar_status rstar_model_load(const char *path, struct rstar_model **out);
+
+// Fills `params` with defaults (and sets `struct_size`).
+//
+// # Safety
+// `params` is NULL (ignored) or writable.
+void rstar_model_default_params(struct rstar_model_params *params);
+
+// As `rstar_model_load`, on `params.device` and with its precision and threads; `params` may be
+// NULL for defaults. Returns `RSTAR_STATUS_INVALID_ARGUMENT` naming the field for a bad value and
+// `RSTAR_STATUS_DEVICE` when the device is unavailable.
+//
+// # Safety
+// As `rstar_model_load`; `params` is NULL or a struct filled by `rstar_model_default_params`.
+enum rstar_status rstar_model_load_with_params(const char *path,
+                                               const struct rstar_model_params *params,
+                                               struct rstar_model **out);
 
 // Frees a model. NULL is ignored.
 //

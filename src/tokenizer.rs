@@ -34,6 +34,10 @@ impl ChatMessage {
 /// A tokenizer plus the special tokens and chat template that come with it.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// `inner.get_vocab_size(true)`, computed once: `tokenizers` answers it by cloning the whole
+    /// vocabulary into a fresh map (tens of milliseconds for a 150k vocabulary), and `decode`
+    /// checks every id against it.
+    vocab_size: usize,
     chat_template: Option<String>,
     bos_token: Option<String>,
     eos_token: Option<String>,
@@ -144,6 +148,7 @@ impl Tokenizer {
             }
         };
         Ok(Tokenizer {
+            vocab_size: inner.get_vocab_size(true),
             inner,
             chat_template,
             bos_token: token_field(cfg, "bos_token"),
@@ -156,7 +161,7 @@ impl Tokenizer {
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// Text -> ids. `add_special_tokens` applies the tokenizer's post-processor (e.g. a BOS), as HF's
@@ -170,10 +175,10 @@ impl Tokenizer {
 
     /// Ids -> text.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size()) {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
             return Err(Error::InvalidArgument(format!(
                 "token id {bad} is out of range for vocabulary size {}",
-                self.vocab_size()
+                self.vocab_size
             )));
         }
         self.inner

@@ -99,6 +99,13 @@ fn c_program_links_and_generates() {
     .iter()
     .map(|s| format!("{:.6}", ppm.score_all_positions(s).unwrap().last().unwrap()))
     .collect();
+    // rstar_model_load_with_params on "cuda": RSTAR_STATUS_DEVICE (9) unless a GPU opens.
+    let cuda_status = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cuda model load: "))
+        .unwrap();
+    let gpu = rstar::backend::cuda::Gpu::open(0).is_ok();
+    assert_eq!(cuda_status, if gpu { "0" } else { "9" });
     let got_ppm = stdout.lines().find_map(|l| l.strip_prefix("ppm:")).unwrap();
     assert_eq!(got_ppm, want.join(","));
     let last = stdout.lines().rfind(|l| l.starts_with('{')).unwrap();

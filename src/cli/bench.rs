@@ -65,47 +65,14 @@ pub struct BenchModelArgs {
     /// Decode batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub batch: Vec<usize>,
-    /// Matmul precision: exact (f32 activations) or fast (bf16 activations where supported).
-    #[arg(long, default_value = "exact")]
-    pub precision: String,
     #[command(flatten)]
-    pub threads: ThreadsArg,
+    pub compute: super::ComputeArgs,
     /// Repeats (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `--threads N`: size of the compute pool (0: one per CPU).
-#[derive(Args, Debug, Clone, Copy)]
-pub struct ThreadsArg {
-    /// Compute threads (0: one per CPU).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-}
-
-impl ThreadsArg {
-    /// Sizes the global rayon pool (before any parallel work).
-    pub fn apply(self) -> Result<()> {
-        if self.threads > 0 {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(self.threads)
-                .build_global()
-                .map_err(|e| rstar::Error::InvalidArgument(format!("--threads: {e}")))?;
-        }
-        Ok(())
-    }
-}
-
-/// Parses `--precision` and makes it the process-wide matmul precision.
-pub fn apply_precision(p: &str) -> Result<()> {
-    let p = rstar::backend::cpu::Precision::parse(p).ok_or_else(|| {
-        rstar::Error::InvalidArgument(format!("--precision {p}: expected exact or fast"))
-    })?;
-    rstar::backend::cpu::set_precision(p);
-    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -179,31 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             Ok(())
         }
-        BenchKind::Model(a) => {
-            a.threads.apply()?;
-            apply_precision(&a.precision)?;
-            let model = rstar::model::Model::load(&a.model)?;
-            let weight_bytes = std::fs::read_dir(&a.model)
-                .map_err(|e| rstar::Error::io(&a.model, e))?
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum();
-            let cfg = rstar::backend::cpu::bench::ModelBenchConfig {
-                prompt_tokens: a.prompt_tokens,
-                decode_tokens: a.decode_tokens,
-                batches: a.batch,
-                repeats: a.repeats,
-            };
-            let r = rstar::backend::cpu::bench::bench_model(&model, weight_bytes, &cfg)?;
-            if a.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            }
-            Ok(())
-        }
+        BenchKind::Model(a) => a.compute.build()?.run(move || bench_model(a)),
         BenchKind::Tree(a) => {
             let lm = std::sync::Arc::new(rstar::engine::LoadedModel::load(&a.model)?);
             let shape = rstar::engine::bench::TreeShape {
@@ -254,4 +197,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `rstar bench model`, run inside the `--precision`/`--threads` settings.
+fn bench_model(a: BenchModelArgs) -> Result<()> {
+    let model = rstar::model::Model::load(&a.model)?;
+    let weight_bytes = std::fs::read_dir(&a.model)
+        .map_err(|e| rstar::Error::io(&a.model, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let cfg = rstar::backend::cpu::bench::ModelBenchConfig {
+        prompt_tokens: a.prompt_tokens,
+        decode_tokens: a.decode_tokens,
+        batches: a.batch,
+        repeats: a.repeats,
+    };
+    let r = rstar::backend::cpu::bench::bench_model(&model, weight_bytes, &cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    }
+    Ok(())
 }

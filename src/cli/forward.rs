@@ -17,11 +17,18 @@ pub struct ForwardArgs {
     /// Input token ids, comma separated (e.g. 3,17,42).
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     pub ids: Vec<u32>,
+    #[command(flatten)]
+    pub compute: super::ComputeArgs,
 }
 
-/// Prints `{"logits": [[...vocab floats...], ...]}`, one row per input position, computed in exact
-/// (f32) precision on the CPU (bf16 matmuls above 8 rows on CUDA).
+/// Prints `{"logits": [[...vocab floats...], ...]}`, one row per input position, computed in
+/// `--precision` (default exact: f32 activations; on CUDA, exact splits activations into two bf16
+/// halves for the GEMMs above 8 rows, fast rounds them to one).
 pub fn run(args: ForwardArgs) -> rstar::Result<()> {
+    args.compute.build()?.run(move || forward(args))
+}
+
+fn forward(args: ForwardArgs) -> rstar::Result<()> {
     let model = LoadedModel::load_on(&args.model, args.device)?.model;
     let mut cache = model.new_cache();
     let logits = model.forward(&args.ids, &mut cache, true)?;

@@ -61,9 +61,15 @@ pub struct GenerateArgs {
     /// instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub compute: super::ComputeArgs,
 }
 
 pub fn run(args: GenerateArgs) -> rstar::Result<()> {
+    args.compute.build()?.run(move || generate_cmd(args))
+}
+
+fn generate_cmd(args: GenerateArgs) -> rstar::Result<()> {
     if (args.chat || args.system.is_some()) && args.prompt.is_none() {
         return Err(rstar::Error::InvalidArgument(
             "--chat and --system need a text --prompt".into(),

@@ -34,7 +34,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the logits of every input position as JSON (exact f32 precision).
+    /// Print the logits of every input position as JSON (exact f32 precision by default).
     Forward(forward::ForwardArgs),
     /// Generate a continuation of a prompt (streams text, or prints JSON with --json).
     Generate(generate::GenerateArgs),
@@ -66,6 +66,24 @@ pub enum Command {
     Eval(mcts::EvalArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
+}
+
+/// `--precision exact|fast` and `--threads N`, shared by the commands that run a model on the CPU.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ComputeArgs {
+    /// Matmul precision: exact (f32 activations) or fast (bf16 activations where supported).
+    #[arg(long, default_value = "exact")]
+    pub precision: rstar::backend::cpu::Precision,
+    /// Compute threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ComputeArgs {
+    /// The run's settings; `Compute::run` applies them.
+    pub fn build(&self) -> rstar::Result<rstar::backend::cpu::Compute> {
+        rstar::backend::cpu::Compute::new(self.precision, self.threads, "--threads")
+    }
 }
 
 /// Runs the parsed command.

@@ -116,11 +116,26 @@ impl Sampler {
     }
 
     /// Picks the next token.
+    ///
+    /// Semantically this sorts the candidates by scaled logit (highest first, ties to the lower id),
+    /// keeps the nucleus prefix and draws from it in that order; no full sort is done: the nucleus
+    /// cut and the draw are both "the shortest sorted prefix whose mass reaches a target", found by
+    /// [`prefix_reaching`] in expected linear time, so a 152k vocabulary costs a few passes.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let p = self.params;
-        if p.temperature == 0.0 || p.top_k == 1 {
+        if p.temperature == 0.0 || p.top_k == 1 || logits.is_empty() {
             return argmax(logits);
         }
+        let (keep, mass) = self.nucleus(logits);
+        let u = self.rng.next_f64() * mass;
+        let (end, _) = prefix_reaching(&mut self.cand[..keep], |acc| acc > u);
+        self.cand[end - 1].1
+    }
+
+    /// Fills `cand` with `(unnormalised probability, id)` after temperature, top-k and top-p, the
+    /// kept set first (in no particular order); returns its size and mass. `logits` is non-empty.
+    fn nucleus(&mut self, logits: &[f32]) -> (usize, f64) {
+        let p = self.params;
         let inv_t = 1.0 / p.temperature;
         self.cand.clear();
         self.cand.extend(
@@ -129,41 +144,70 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, &l)| (l * inv_t, i as u32)),
         );
-        // Highest first; ties keep the lower id first.
-        let by_desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if p.top_k > 0 && p.top_k < self.cand.len() {
             self.cand.select_nth_unstable_by(p.top_k - 1, by_desc);
             self.cand.truncate(p.top_k);
         }
-        self.cand.sort_unstable_by(by_desc);
-        let max = self.cand[0].0;
+        let max = self
+            .cand
+            .iter()
+            .copied()
+            .min_by(by_desc)
+            .map_or(0.0, |c| c.0);
         let mut sum = 0f64;
         for c in self.cand.iter_mut() {
             c.0 = (c.0 - max).exp();
             sum += c.0 as f64;
         }
-        // Nucleus: keep the smallest prefix whose mass reaches top_p (always at least one token).
-        let mut keep = self.cand.len();
+        // Nucleus: the shortest prefix whose mass reaches top_p (always at least one token).
         if p.top_p < 1.0 {
-            let mut acc = 0f64;
-            for (i, c) in self.cand.iter().enumerate() {
-                acc += c.0 as f64 / sum;
-                if acc >= p.top_p as f64 {
-                    keep = i + 1;
-                    break;
-                }
-            }
+            let target = p.top_p as f64 * sum;
+            prefix_reaching(&mut self.cand, |acc| acc >= target)
+        } else {
+            (self.cand.len(), sum)
         }
-        let mass: f64 = self.cand[..keep].iter().map(|c| c.0 as f64).sum();
-        let mut u = self.rng.next_f64() * mass;
-        for c in &self.cand[..keep] {
-            u -= c.0 as f64;
-            if u < 0.0 {
-                return c.1;
-            }
-        }
-        self.cand[keep - 1].1
     }
+}
+
+/// Sampling order over `(probability or scaled logit, id)`: highest value first, ties to the
+/// lower id (a total order, so every selection below is deterministic).
+fn by_desc(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Below this many candidates the prefix search sorts and scans.
+const SORT_BELOW: usize = 64;
+
+/// The shortest prefix, in [`by_desc`] order, of the `(mass, id)` candidates whose running mass
+/// (an f64 sum) satisfies `reached`: returns its length `end` (the whole slice when no prefix
+/// does) and its mass, and leaves the slice permuted so that `cand[..end]` is that prefix with its
+/// last (lowest) member at `end - 1`. Bisects with `select_nth_unstable_by`: each round keeps the
+/// half holding the answer, so the expected cost is a few passes over the slice; only the final
+/// `SORT_BELOW` candidates are sorted. Equal to sorting everything and scanning, up to the
+/// rounding order of the f64 sums.
+fn prefix_reaching(cand: &mut [(f32, u32)], reached: impl Fn(f64) -> bool) -> (usize, f64) {
+    let (mut lo, mut hi) = (0, cand.len());
+    // Mass of cand[..lo], every member of which precedes every member of cand[lo..].
+    let mut acc = 0f64;
+    while hi - lo > SORT_BELOW {
+        let mid = lo + (hi - lo) / 2;
+        cand[lo..hi].select_nth_unstable_by(mid - lo, by_desc);
+        let upper: f64 = cand[lo..mid].iter().map(|c| c.0 as f64).sum();
+        if reached(acc + upper) {
+            hi = mid;
+        } else {
+            acc += upper;
+            lo = mid;
+        }
+    }
+    cand[lo..hi].sort_unstable_by(by_desc);
+    for (i, c) in cand[lo..hi].iter().enumerate() {
+        acc += c.0 as f64;
+        if reached(acc) {
+            return (lo + i + 1, acc);
+        }
+    }
+    (hi, acc)
 }
 
 /// The CPU reference of the device sampler (`kernels/sampling.cu`, [`ops::sample`]): the same
@@ -302,6 +346,112 @@ mod tests {
         let draws: Vec<u32> = (0..400).map(|_| s.sample(&logits)).collect();
         assert!(draws.iter().all(|&t| t < 2));
         assert!(draws.contains(&1));
+    }
+
+    /// The sampler as first written: a full sort of every candidate, then a linear scan.
+    fn full_sort_reference(p: SamplingParams, rng: &mut Rng, logits: &[f32]) -> (Vec<u32>, u32) {
+        let inv_t = 1.0 / p.temperature;
+        let mut cand: Vec<(f32, u32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (l * inv_t, i as u32))
+            .collect();
+        cand.sort_by(by_desc);
+        if p.top_k > 0 {
+            cand.truncate(p.top_k);
+        }
+        let max = cand[0].0;
+        let mut sum = 0f64;
+        for c in cand.iter_mut() {
+            c.0 = (c.0 - max).exp();
+            sum += c.0 as f64;
+        }
+        let mut keep = cand.len();
+        if p.top_p < 1.0 {
+            let mut acc = 0f64;
+            for (i, c) in cand.iter().enumerate() {
+                acc += c.0 as f64 / sum;
+                if acc >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        let kept: Vec<u32> = cand[..keep].iter().map(|c| c.1).collect();
+        let mass: f64 = cand[..keep].iter().map(|c| c.0 as f64).sum();
+        let mut u = rng.next_f64() * mass;
+        for c in &cand[..keep] {
+            u -= c.0 as f64;
+            if u < 0.0 {
+                return (kept, c.1);
+            }
+        }
+        (kept, cand[keep - 1].1)
+    }
+
+    #[test]
+    fn partial_selection_matches_full_sort() {
+        let mut gen = Rng::new(99);
+        let n = 5000;
+        let rows: Vec<(&str, Vec<f32>)> = vec![
+            (
+                "flat",
+                (0..n).map(|_| gen.next_f64() as f32 * 2.0).collect(),
+            ),
+            (
+                "peaked",
+                (0..n).map(|_| gen.next_f64() as f32 * 40.0).collect(),
+            ),
+            // Few distinct values: ties decided by id.
+            (
+                "ties",
+                (0..n).map(|_| (gen.next_u64() % 6) as f32).collect(),
+            ),
+            (
+                "masked",
+                (0..n)
+                    .map(|i| {
+                        if i % 3 == 0 {
+                            f32::NEG_INFINITY
+                        } else {
+                            gen.next_f64() as f32 * 8.0
+                        }
+                    })
+                    .collect(),
+            ),
+            ("tiny", vec![0.5, 2.0, 2.0, -1.0, 3.0]),
+        ];
+        let settings = [
+            (1.0, 0, 1.0),
+            (1.0, 0, 0.95),
+            (0.7, 0, 0.5),
+            (0.9, 50, 0.95),
+            (1.3, 200, 1.0),
+            (1.0, 3, 0.3),
+            (2.0, 0, 0.999),
+        ];
+        for (name, row) in &rows {
+            for &(temperature, top_k, top_p) in &settings {
+                let p = SamplingParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed: 5,
+                };
+                let mut fast = Sampler::new(p);
+                let mut reference = Rng::new(p.seed);
+                for draw in 0..40 {
+                    let (mut kept, want) = full_sort_reference(p, &mut reference, row);
+                    let mut probe = Sampler::new(p);
+                    let (keep, _) = probe.nucleus(row);
+                    let mut got_kept: Vec<u32> = probe.cand[..keep].iter().map(|c| c.1).collect();
+                    kept.sort_unstable();
+                    got_kept.sort_unstable();
+                    assert_eq!(got_kept, kept, "{name} {p:?}: kept set");
+                    assert_eq!(fast.sample(row), want, "{name} {p:?}: draw {draw}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::error::{Error, Result, Status};
 
 /// Version of this ABI. Grows when functions or trailing struct fields are added; existing
 /// functions and struct prefixes never change meaning.
-pub const RSTAR_ABI_VERSION: u32 = 1;
+pub const RSTAR_ABI_VERSION: u32 = 2;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -118,6 +118,25 @@ pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
 /// `const rstar_model *` may be called from several threads at once.
 pub struct rstar_model {
     inner: Arc<LoadedModel>,
+    /// Precision and threads of the generations run on this handle (`rstar_model_params`).
+    compute: crate::backend::cpu::Compute,
+}
+
+/// How a model is loaded and run. Fill with `rstar_model_default_params`, then change fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rstar_model_params {
+    /// sizeof(rstar_model_params), set by rstar_model_default_params.
+    pub struct_size: u32,
+    /// Matmul precision: 0 exact (f32 activations, the default), 1 fast (bf16 activations where
+    /// the CPU supports it).
+    pub precision: u32,
+    /// Compute threads of `rstar_model_generate*` on this model: 0 = one per core (the default).
+    /// Engines and solvers built on the model run on the process-wide pool.
+    pub threads: u32,
+    /// Where the model runs: a NUL-terminated "cpu", "cuda" or "cuda:N"; NULL = "cpu". A device
+    /// this build or machine lacks is `RSTAR_STATUS_DEVICE`.
+    pub device: *const c_char,
 }
 
 /// Called with each piece of generated text as it becomes final. `text` holds `len` bytes of UTF-8
@@ -204,13 +223,71 @@ pub unsafe extern "C" fn rstar_model_load(
     path: *const c_char,
     out: *mut *mut rstar_model,
 ) -> Status {
+    // SAFETY: the caller's guarantees are those of `rstar_model_load_with_params`; NULL params
+    // are the defaults (cpu, exact, all cores).
+    unsafe { rstar_model_load_with_params(path, std::ptr::null(), out) }
+}
+
+fn default_model_params() -> rstar_model_params {
+    rstar_model_params {
+        struct_size: std::mem::size_of::<rstar_model_params>() as u32,
+        precision: 0,
+        threads: 0,
+        device: std::ptr::null(),
+    }
+}
+
+/// Fills `params` with defaults (and sets `struct_size`).
+///
+/// # Safety
+/// `params` is NULL (ignored) or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rstar_model_default_params(params: *mut rstar_model_params) {
+    // SAFETY: NULL or a writable struct, per the contract.
+    if let Some(p) = unsafe { params.as_mut() } {
+        *p = default_model_params();
+    }
+}
+
+/// As `rstar_model_load`, on `params.device` and with its precision and threads; `params` may be
+/// NULL for defaults. Returns `RSTAR_STATUS_INVALID_ARGUMENT` naming the field for a bad value and
+/// `RSTAR_STATUS_DEVICE` when the device is unavailable.
+///
+/// # Safety
+/// As `rstar_model_load`; `params` is NULL or a struct filled by `rstar_model_default_params`.
+#[no_mangle]
+pub unsafe extern "C" fn rstar_model_load_with_params(
+    path: *const c_char,
+    params: *const rstar_model_params,
+    out: *mut *mut rstar_model,
+) -> Status {
     guard(|| {
         let out = self::out(out, "out")?;
         *out = std::ptr::null_mut();
         let path = c_str(path, "path")?;
-        let inner = LoadedModel::load(Path::new(path))?;
+        let p = read_params(params, default_model_params())?;
+        let precision = match p.precision {
+            0 => crate::backend::cpu::Precision::Exact,
+            1 => crate::backend::cpu::Precision::Fast,
+            v => {
+                return Err(Error::InvalidArgument(format!(
+                    "params.precision {v}: expected 0 (exact) or 1 (fast)"
+                )))
+            }
+        };
+        let device: crate::backend::Device = if p.device.is_null() {
+            crate::backend::Device::Cpu
+        } else {
+            c_str(p.device, "params.device")?
+                .parse()
+                .map_err(|e| Error::InvalidArgument(format!("params.device: {e}")))?
+        };
+        let compute =
+            crate::backend::cpu::Compute::new(precision, p.threads as usize, "params.threads")?;
+        let inner = compute.run(|| LoadedModel::load_on(Path::new(path), device))?;
         *out = Box::into_raw(Box::new(rstar_model {
             inner: Arc::new(inner),
+            compute,
         }));
         Ok(())
     })
@@ -388,7 +465,16 @@ fn run_generate(
             }
         }
     };
-    let o = generate(&m.inner, prompt, &params, &mut on_text)?;
+    /// The callback and its user data cross to the model's pool thread while this one waits.
+    struct CallerState<F>(F);
+    // SAFETY: the calling thread blocks in `Compute::run` until the closure returns, so the C
+    // callback and `user_data` are used by one thread at a time, as the header promises callers.
+    unsafe impl<F> Send for CallerState<F> {}
+    let state = CallerState(&mut on_text);
+    let o = m.compute.run(move || {
+        let state = state;
+        generate(&m.inner, prompt, &params, state.0)
+    })?;
     if !result.is_null() {
         // SAFETY: non-NULL output location owned by the caller.
         unsafe { *result = new_c_string(&result_json_value(&o).to_string()) };

@@ -102,6 +102,77 @@ static int solver_checks(const char *model_dir, const char *ppm_dir, const char 
     return 0;
 }
 
+/* rstar_model_params: device, precision and threads, each bad value a status naming the field; a
+ * greedy generation with one thread in exact precision must give the text of the default model. */
+static int model_params_checks(const rstar_model *model, const char *model_dir,
+                               const uint32_t *prompt, size_t n_prompt) {
+    rstar_model *m = NULL;
+    rstar_model_params mp;
+    rstar_generate_params params;
+    char *json = NULL;
+    char *greedy_json = NULL;
+    enum rstar_status st;
+
+    rstar_model_default_params(&mp);
+    CHECK(mp.struct_size == sizeof mp && mp.precision == 0 && mp.threads == 0 && mp.device == NULL);
+    mp.device = "cuda";
+    st = rstar_model_load_with_params(model_dir, &mp, &m);
+    /* A machine without a CUDA device (or a build without CUDA) answers with the device status. */
+    CHECK(st == RSTAR_STATUS_DEVICE || st == RSTAR_STATUS_OK);
+    if (st == RSTAR_STATUS_DEVICE) {
+        CHECK(m == NULL && strlen(rstar_last_error_message()) > 0);
+    }
+    rstar_model_free(m);
+    m = NULL;
+    printf("cuda model load: %d\n", (int)st);
+    mp.device = "tpu";
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(m == NULL && strstr(rstar_last_error_message(), "params.device") != NULL);
+    mp.device = "cpu";
+    mp.precision = 7;
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(m == NULL && strstr(rstar_last_error_message(), "params.precision") != NULL);
+
+    /* An older struct that ends before `device`: the garbage pointer past its end is not read. */
+    mp.precision = 0;
+    mp.threads = 1;
+    mp.device = (const char *)(uintptr_t)1;
+    mp.struct_size = (uint32_t)offsetof(rstar_model_params, device);
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_OK && m != NULL);
+    rstar_model_free(m);
+    m = NULL;
+
+    rstar_model_default_params(&mp);
+    mp.device = "cpu";
+    mp.threads = 1;
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_OK && m != NULL);
+    rstar_generate_default_params(&params);
+    params.max_new_tokens = 3;
+    params.ignore_eos = true;
+    CHECK(rstar_model_generate(model, prompt, n_prompt, &params, NULL, NULL, &greedy_json) == RSTAR_STATUS_OK);
+    CHECK(rstar_model_generate(m, prompt, n_prompt, &params, NULL, NULL, &json) == RSTAR_STATUS_OK);
+    {
+        /* Same ids as the default model (exact precision does not depend on the thread count). */
+        const char *a = strstr(json, "\"ids\"");
+        const char *b = strstr(greedy_json, "\"ids\"");
+        CHECK(a != NULL && b != NULL && strchr(a, ']') != NULL);
+        CHECK(strncmp(a, b, (size_t)(strchr(a, ']') - a + 1)) == 0);
+    }
+    rstar_string_free(greedy_json);
+    rstar_string_free(json);
+    rstar_model_free(m);
+    m = NULL;
+
+    mp.precision = 1;
+    mp.threads = 2;
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_OK);
+    CHECK(rstar_model_generate(m, prompt, n_prompt, &params, NULL, NULL, &json) == RSTAR_STATUS_OK);
+    CHECK(strstr(json, "\"ids\"") != NULL);
+    rstar_string_free(json);
+    rstar_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     rstar_model *model = NULL;
     uint32_t prompt[64];
@@ -167,6 +238,7 @@ int main(int argc, char **argv) {
     CHECK(rstar_model_generate(model, prompt, n_prompt, &params, NULL, NULL, &json) == RSTAR_STATUS_OK);
     CHECK(strstr(json, "\"prompt_tokens\"") != NULL);
     rstar_string_free(json);
+    if (model_params_checks(model, argv[1], prompt, n_prompt) != 0) return 1;
 
     /* Greedy generation, streamed; the Rust side compares the ids with HF's. */
     rstar_generate_default_params(&params);

@@ -12,8 +12,10 @@ use rayon::prelude::*;
 use crate::model::weights::{Weight, WeightData};
 
 pub mod bench;
+pub mod compute;
 pub mod simd;
 
+pub use compute::Compute;
 pub use simd::{kernel, precision, set_kernel, set_precision, Kernel, Precision};
 
 /// Below this many multiply-adds a matmul stays on the calling thread.

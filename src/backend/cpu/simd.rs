@@ -117,6 +117,14 @@ impl Precision {
     }
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Precision, String> {
+        Precision::parse(s).ok_or_else(|| format!("`{s}`: expected exact or fast"))
+    }
+}
+
 static KERNEL: AtomicU8 = AtomicU8::new(0);
 static PRECISION: AtomicU8 = AtomicU8::new(0);
 
@@ -148,13 +156,34 @@ pub fn set_kernel(k: Kernel) -> Result<(), String> {
     Ok(())
 }
 
-/// Current matmul precision (process-wide; `exact` unless set).
+thread_local! {
+    /// This thread's precision while a [`crate::backend::cpu::Compute::run`] is in progress.
+    static PRECISION_HERE: std::cell::Cell<Option<Precision>> = const { std::cell::Cell::new(None) };
+}
+
+/// Current matmul precision: the one of the [`crate::backend::cpu::Compute::run`] in progress on
+/// this thread, else the process-wide one (`exact` unless set).
 pub fn precision() -> Precision {
+    if let Some(p) = PRECISION_HERE.with(std::cell::Cell::get) {
+        return p;
+    }
     if PRECISION.load(Ordering::Relaxed) == 1 {
         Precision::Fast
     } else {
         Precision::Exact
     }
+}
+
+/// Runs `f` with [`precision`] answering `p` on this thread (restored afterwards, also on panic).
+pub(super) fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Precision>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PRECISION_HERE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(PRECISION_HERE.with(|c| c.replace(Some(p))));
+    f()
 }
 
 /// Sets the matmul precision for the whole process.

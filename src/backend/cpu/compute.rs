@@ -1,0 +1,78 @@
+//! Per-run compute settings for the CPU: matmul precision and the thread pool a run uses.
+//!
+//! A [`Compute`] is built once (by the CLI from `--precision`/`--threads`, by the C ABI from a
+//! model's params) and wraps each run: the work goes to its own rayon pool when a thread count is
+//! given (so two models in one process can use different counts, and nothing touches rayon's global
+//! pool), and [`precision`](super::precision) answers the run's precision on the thread doing it.
+
+use std::sync::Arc;
+
+use super::simd::{with_precision, Precision};
+use crate::error::{Error, Result};
+
+/// Matmul precision plus an optional dedicated thread pool.
+#[derive(Debug, Clone, Default)]
+pub struct Compute {
+    precision: Precision,
+    /// None: rayon's global pool (one thread per CPU).
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Compute {
+    /// `threads == 0` means the global pool (one thread per CPU); `field` names the setting in
+    /// errors (e.g. `--threads` or `params.threads`).
+    pub fn new(precision: Precision, threads: usize, field: &str) -> Result<Compute> {
+        let pool = if threads == 0 {
+            None
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("rstar-compute-{i}"))
+                .build()
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("{field} {threads}: cannot start the pool: {e}"))
+                })?;
+            Some(Arc::new(pool))
+        };
+        Ok(Compute { precision, pool })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Threads the run uses.
+    pub fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
+    /// Runs `f` with this precision, inside this pool when there is one (`f` then runs on one of
+    /// its threads and every parallel section inside it uses the pool).
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let p = self.precision;
+        match &self.pool {
+            Some(pool) => pool.install(|| with_precision(p, f)),
+            None => with_precision(p, f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_sets_pool_size_and_precision_for_its_duration() {
+        let before = super::super::precision();
+        let c = Compute::new(Precision::Fast, 3, "threads").unwrap();
+        let (threads, prec) = c.run(|| (rayon::current_num_threads(), super::super::precision()));
+        assert_eq!((threads, prec), (3, Precision::Fast));
+        assert_eq!(c.threads(), 3);
+        assert_eq!(super::super::precision(), before);
+        let c = Compute::new(Precision::Fast, 0, "threads").unwrap();
+        assert_eq!(c.run(super::super::precision), Precision::Fast);
+        assert_eq!(super::super::precision(), before);
+    }
+}
