@@ -722,19 +722,10 @@ impl CudaModel {
                 )
                 .map_err(|e| Error::Device(format!("copy: {e:?}")))?;
         }
-        let logits = ops::zeros::<f32>(g, n * head.n)?;
+        let logits = self.head_logits(ops::ptr(g, &last, 0), n)?;
         let scratch = ops::zeros::<f32>(g, n * head.n)?;
         let d_params = ops::upload(g, bytemuck::cast_slice::<_, u32>(params))?;
         let ids = ops::zeros::<u32>(g, n)?;
-        self.matmul(
-            head,
-            ops::ptr(g, &last, 0),
-            n,
-            ops::ptr(g, &logits, 0),
-            head.n,
-            0,
-            &mut false,
-        )?;
         ops::sample(
             g,
             ops::ptr(g, &logits, 0),
@@ -749,6 +740,15 @@ impl CudaModel {
         Ok(out[..n].to_vec())
     }
 
+    /// LM head over `n` device rows at `x` -> device logits `[n, vocab]`.
+    fn head_logits(&self, x: Ptr, n: usize) -> Result<CudaSlice<f32>> {
+        let head = self.head()?;
+        let g = &*self.gpu;
+        let out = ops::zeros::<f32>(g, n * head.n)?;
+        self.matmul(head, x, n, ops::ptr(g, &out, 0), head.n, 0, &mut false)?;
+        Ok(out)
+    }
+
     /// LM head over host hidden rows -> host logits `[n, vocab]`.
     pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>> {
         let head = self.head()?;
@@ -756,16 +756,7 @@ impl CudaModel {
         let n = hidden.len() / h;
         let g = &*self.gpu;
         let x = ops::upload(g, hidden)?;
-        let out = ops::zeros::<f32>(g, n * head.n)?;
-        self.matmul(
-            head,
-            ops::ptr(g, &x, 0),
-            n,
-            ops::ptr(g, &out, 0),
-            head.n,
-            0,
-            &mut false,
-        )?;
+        let out = self.head_logits(ops::ptr(g, &x, 0), n)?;
         let mut v = ops::download(g, &out)?;
         v.truncate(n * head.n);
         Ok(v)
