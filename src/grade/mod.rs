@@ -57,7 +57,7 @@ fn split_top<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
             b')' | b']' | b'}' => depth -= 1,
             _ => {}
         }
-        if depth == 0 && s[i..].starts_with(sep) {
+        if depth == 0 && b[i..].starts_with(sep.as_bytes()) {
             parts.push(&s[last..i]);
             i += sep.len();
             last = i;
