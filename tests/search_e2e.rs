@@ -23,7 +23,7 @@ fn mcts_command(
 ) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rstar"));
     cmd.args(["mcts", "--policy"])
-        .arg(&model)
+        .arg(model)
         .arg("--data")
         .arg(data)
         .arg("--out")
