@@ -45,8 +45,7 @@ fn evolve(dir: &Path, rounds: usize) -> (String, String) {
 }
 
 fn setup() -> Option<tempfile::TempDir> {
-    if let Err(e) = rstar::exec::Executor::new(rstar::exec::ExecConfig::default()) {
-        eprintln!("skipping: {e}");
+    if !common::executor_available() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

