@@ -12,6 +12,7 @@
 //! Results never depend on batching or caching: each token's arithmetic is the same whether it is
 //! computed alone, in a batch, or reused from the cache.
 
+use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -439,11 +440,16 @@ impl Engine {
 
     /// Next-token logits `[vocab]` of each sequence (computing what is pending), in one LM-head pass.
     pub fn logits(&mut self, ids: &[SeqId]) -> Result<Vec<Vec<f32>>> {
-        let hidden = self.last_hidden(ids)?;
-        let rows: Vec<f32> = hidden.iter().flat_map(|h| h.iter().copied()).collect();
-        let all = self.lm.model.logits(&rows)?;
+        let all = self.logits_rows(ids)?;
         let v = self.lm.model.config.vocab_size;
         Ok(all.chunks(v).map(<[f32]>::to_vec).collect())
+    }
+
+    /// [`Engine::logits`] as one row-major `[ids.len(), vocab]` buffer (no per-row copies).
+    fn logits_rows(&mut self, ids: &[SeqId]) -> Result<Vec<f32>> {
+        let hidden = self.last_hidden(ids)?;
+        let rows: Vec<f32> = hidden.iter().flat_map(|h| h.iter().copied()).collect();
+        self.lm.model.logits(&rows)
     }
 
     /// Generates for every request, `max_active` at a time (continuous batching: a finished
@@ -520,21 +526,30 @@ impl Engine {
             }
             let ids: Vec<SeqId> = active.iter().map(|a| requests[a.idx].seq).collect();
             let logits = if active.iter().any(|a| a.budget > 0) {
-                self.logits(&ids)?
+                self.logits_rows(&ids)?
             } else {
-                vec![Vec::new(); ids.len()]
+                Vec::new()
             };
             let t0 = Instant::now();
+            // Sequences sample independently (each has its own RNG stream): in parallel.
+            let vocab = lm.model.config.vocab_size;
+            let picks: Vec<Option<u32>> = active
+                .par_iter_mut()
+                .enumerate()
+                .map(|(k, a)| {
+                    (a.ids.len() < a.budget)
+                        .then(|| a.sampler.sample(&logits[k * vocab..(k + 1) * vocab]))
+                })
+                .collect();
             let mut finished = Vec::new();
             for (k, a) in active.iter_mut().enumerate() {
                 let r = &requests[a.idx];
                 let mut finish = None;
-                if a.ids.len() < a.budget {
+                if let Some(id) = picks[k] {
                     if a.t_first.is_none() {
                         a.prefill_seconds = a.t_start.elapsed().as_secs_f64();
                         a.t_first = Some(Instant::now());
                     }
-                    let id = a.sampler.sample(&logits[k]);
                     a.ids.push(id);
                     // A stop or EOS id ends generation and is kept in `ids`, not in the text.
                     if r.params.stop_token_ids.contains(&id) {
