@@ -7,7 +7,7 @@ mod common;
 use common::scripted::{values, Runner, Script};
 use rstar::search::eval::{self, Accuracy};
 use rstar::search::{
-    run_search, MctsConfig, Policy, Problem, SearchStats, StepRequest, Strategy, Tree,
+    run_search, MctsConfig, Models, Policy, Problem, SearchStats, StepRequest, Strategy, Tree,
 };
 
 const A: &str = "<code>\na = 3\n<end_of_step>";
@@ -34,16 +34,13 @@ fn go(
     vm: Option<&mut dyn rstar::search::ValueModel>,
 ) -> (Tree, SearchStats) {
     let mut stats = SearchStats::default();
-    let mut trees = run_search(
-        &[problem()],
-        cfg,
-        pol,
-        vm,
-        &Runner,
-        &mut stats,
-        &mut |_, _| true,
-    )
-    .unwrap();
+    let mut models = Models {
+        policy: pol,
+        value: vm,
+        runner: &Runner,
+    };
+    let mut trees =
+        run_search(&[problem()], cfg, &mut models, &mut stats, &mut |_, _| true).unwrap();
     (trees.remove(0), stats)
 }
 
@@ -207,18 +204,15 @@ fn runs_vote_with_grader_clusters() {
     };
     let mut stats = SearchStats::default();
     let mut steps = Vec::new();
-    let r = eval::solve_problems(
-        &[p],
-        &cfg,
-        &mut pol,
-        Some(&mut vm),
-        &Runner,
-        &mut stats,
-        &mut |d, t| {
-            steps.push((d, t));
-            true
-        },
-    )
+    let mut models = Models {
+        policy: &mut pol,
+        value: Some(&mut vm),
+        runner: &Runner,
+    };
+    let r = eval::solve_problems(&[p], &cfg, &mut models, &mut stats, &mut |d, t| {
+        steps.push((d, t));
+        true
+    })
     .unwrap()
     .remove(0);
     // Each run: one answer child at the root (rollout 2 finds the root exhausted).

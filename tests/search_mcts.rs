@@ -7,8 +7,8 @@ mod common;
 use common::scripted::{values, Runner, Script};
 use rstar::search::tree::{TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS};
 use rstar::search::{
-    keep_candidates, search, AnswerChildren, End, MctsConfig, Mode, Problem, SearchStats, Tree,
-    ValueModel,
+    keep_candidates, search, AnswerChildren, End, MctsConfig, Mode, Models, Problem, SearchStats,
+    Tree, ValueModel,
 };
 
 fn problem(answer: &str) -> Problem {
@@ -35,7 +35,22 @@ fn run(
     val: Option<&mut dyn ValueModel>,
 ) -> Vec<Tree> {
     let mut stats = SearchStats::default();
-    search(p, c, pol, val, &Runner, &mut stats, &mut |_, _| true).unwrap()
+    try_run(p, c, pol, val, &mut stats).unwrap()
+}
+
+fn try_run(
+    p: &[Problem],
+    c: &MctsConfig,
+    pol: &mut Script,
+    value: Option<&mut dyn ValueModel>,
+    stats: &mut SearchStats,
+) -> rstar::Result<Vec<Tree>> {
+    let mut models = Models {
+        policy: pol,
+        value,
+        runner: &Runner,
+    };
+    search(p, c, &mut models, stats, &mut |_, _| true)
 }
 
 fn node<'t>(t: &'t Tree, tag: &str) -> &'t rstar::search::Node {
@@ -275,45 +290,19 @@ fn ppm_augmented_needs_a_value_model_and_annotation_needs_answers() {
     let mut pol = Script::new(&[]);
     let mut stats = SearchStats::default();
     let c = cfg(Mode::PpmAugmented, 1, 1);
-    let e = search(
-        &[problem("4")],
-        &c,
-        &mut pol,
-        None,
-        &Runner,
-        &mut stats,
-        &mut |_, _| true,
-    );
+    let e = try_run(&[problem("4")], &c, &mut pol, None, &mut stats);
     assert!(e.is_err());
     let p = Problem {
         answer: None,
         ..problem("4")
     };
     let c = cfg(Mode::TerminalGuided, 1, 1);
-    assert!(search(
-        &[p],
-        &c,
-        &mut pol,
-        None,
-        &Runner,
-        &mut stats,
-        &mut |_, _| true
-    )
-    .is_err());
+    assert!(try_run(&[p], &c, &mut pol, None, &mut stats).is_err());
     let c = MctsConfig {
         width: 0,
         ..MctsConfig::default()
     };
-    assert!(search(
-        &[problem("4")],
-        &c,
-        &mut pol,
-        None,
-        &Runner,
-        &mut stats,
-        &mut |_, _| true
-    )
-    .is_err());
+    assert!(try_run(&[problem("4")], &c, &mut pol, None, &mut stats).is_err());
 }
 
 #[test]

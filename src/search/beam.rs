@@ -14,9 +14,7 @@
 //! The answer of a run is the answer node with the highest value ([`Tree::best_answer`]).
 
 use crate::error::{Error, Result};
-use crate::search::mcts::{
-    expand, MctsConfig, Mode, Policy, Problem, SearchStats, StepRunner, Strategy, ValueModel,
-};
+use crate::search::mcts::{expand, MctsConfig, Mode, Models, Problem, SearchStats, Strategy};
 use crate::search::tree::{NodeId, Tree};
 
 /// Frontier rule of one strategy.
@@ -84,12 +82,10 @@ fn next_frontier(tree: &Tree, children: &[NodeId], keep: &mut usize, rank: bool)
 /// Runs beam search, best-of-N or greedy (by `cfg.search`) on all problems together; returns
 /// their trees in input order. Values are the PPM's (0 without one), as MCTS inference.
 /// `on_step(depth, max_depth)` after each expansion step; false cancels with [`Error::Cancelled`].
-pub fn step_search<'v>(
+pub fn step_search(
     problems: &[Problem],
     cfg: &MctsConfig,
-    policy: &mut dyn Policy,
-    mut value: Option<&mut (dyn ValueModel + 'v)>,
-    runner: &dyn StepRunner,
+    models: &mut Models<'_, '_>,
     stats: &mut SearchStats,
     on_step: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Vec<Tree>> {
@@ -121,7 +117,7 @@ pub fn step_search<'v>(
             ..cfg.clone()
         };
         expand(
-            problems, &mut trees, &leaves, &step_cfg, plan.rank, policy, &mut value, runner, stats,
+            problems, &mut trees, &leaves, &step_cfg, plan.rank, models, stats,
         )?;
         for (i, f) in frontier.iter_mut().enumerate() {
             let children: Vec<NodeId> = f
@@ -136,19 +132,17 @@ pub fn step_search<'v>(
     }
     stats.rollouts += problems.len() as u64;
     for p in problems {
-        policy.release(p.id);
+        models.policy.release(p.id);
     }
     stats.finish(t0);
     Ok(trees)
 }
 
 /// Runs the test-time search `cfg.search` (MCTS in inference mode, or [`step_search`]).
-pub fn run_search<'v>(
+pub fn run_search(
     problems: &[Problem],
     cfg: &MctsConfig,
-    policy: &mut dyn Policy,
-    value: Option<&mut (dyn ValueModel + 'v)>,
-    runner: &dyn StepRunner,
+    models: &mut Models<'_, '_>,
     stats: &mut SearchStats,
     on_step: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Vec<Tree>> {
@@ -158,8 +152,8 @@ pub fn run_search<'v>(
                 mode: Mode::Inference,
                 ..cfg.clone()
             };
-            crate::search::mcts::search(problems, &cfg, policy, value, runner, stats, on_step)
+            crate::search::mcts::search(problems, &cfg, models, stats, on_step)
         }
-        _ => step_search(problems, cfg, policy, value, runner, stats, on_step),
+        _ => step_search(problems, cfg, models, stats, on_step),
     }
 }

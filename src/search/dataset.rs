@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::grade;
-use crate::search::mcts::{
-    search, MctsConfig, Policy, Problem, SearchStats, StepRunner, ValueModel,
-};
+use crate::search::mcts::{search, MctsConfig, Models, Problem, SearchStats};
 use crate::search::tree::Tree;
 
 /// Reads problem records (see [`problem_fields`] for the formats) from a JSON list, a
@@ -171,19 +169,16 @@ pub struct RunSummary {
 /// Runs the problems not yet in `out`, `batch` at a time in lock-step, appending one line per
 /// problem. `progress(done, total, summary)` after each batch and between rollouts; false
 /// cancels with [`Error::Cancelled`] (finished problems stay written).
-#[allow(clippy::too_many_arguments)]
-pub fn run_dataset<'v>(
+pub fn run_dataset(
     problems: &[Problem],
     out: &Path,
     cfg: &MctsConfig,
     batch: usize,
-    policy: &mut dyn Policy,
-    mut value: Option<&mut (dyn ValueModel + 'v)>,
-    runner: &dyn StepRunner,
+    models: &mut Models<'_, '_>,
     progress: &mut dyn FnMut(usize, usize, &RunSummary) -> bool,
 ) -> Result<RunSummary> {
     let (mut file, done) = open_output(out)?;
-    let tokens0 = policy.tokens_generated();
+    let tokens0 = models.policy.tokens_generated();
     let todo: Vec<&Problem> = problems.iter().filter(|p| !done.contains(&p.id)).collect();
     let mut sum = RunSummary {
         problems: problems.len(),
@@ -194,15 +189,9 @@ pub fn run_dataset<'v>(
     for chunk in todo.chunks(batch.max(1)) {
         let ps: Vec<Problem> = chunk.iter().map(|p| (*p).clone()).collect();
         let mut stats = sum.stats;
-        let trees = search(
-            &ps,
-            cfg,
-            policy,
-            value.as_deref_mut(),
-            runner,
-            &mut stats,
-            &mut |_, _| progress(finished, problems.len(), &sum),
-        )?;
+        let trees = search(&ps, cfg, models, &mut stats, &mut |_, _| {
+            progress(finished, problems.len(), &sum)
+        })?;
         sum.stats = stats;
         for (p, t) in ps.iter().zip(&trees) {
             let r = record(p, t);
@@ -218,7 +207,7 @@ pub fn run_dataset<'v>(
                 .map_err(|e| Error::io(out, e))?;
             finished += 1;
         }
-        sum.tokens = policy.tokens_generated() - tokens0;
+        sum.tokens = models.policy.tokens_generated() - tokens0;
         if !progress(finished, problems.len(), &sum) {
             return Err(Error::Cancelled);
         }

@@ -10,9 +10,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::grade;
 use crate::search::beam::run_search;
-use crate::search::mcts::{
-    MctsConfig, Policy, Problem, SearchStats, StepRunner, Strategy, ValueModel,
-};
+use crate::search::mcts::{MctsConfig, Models, Problem, SearchStats, Strategy};
 use crate::search::tree::Tree;
 use crate::search::vote::{self, Candidate, Votes};
 
@@ -120,12 +118,10 @@ pub fn result(p: &Problem, trajs: Vec<Trajectory>, vote_size: usize) -> ProblemR
 /// Runs `cfg.runs` runs of `cfg.search` over `problems` (all problems in lock-step within a
 /// run) and returns one result per problem, in input order. `on_step(done, total)` counts
 /// search steps (MCTS rollouts or beam depths) over all runs; false cancels.
-pub fn solve_problems<'v>(
+pub fn solve_problems(
     problems: &[Problem],
     cfg: &MctsConfig,
-    policy: &mut dyn Policy,
-    mut value: Option<&mut (dyn ValueModel + 'v)>,
-    runner: &dyn StepRunner,
+    models: &mut Models<'_, '_>,
     stats: &mut SearchStats,
     on_step: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Vec<ProblemResult>> {
@@ -137,15 +133,9 @@ pub fn solve_problems<'v>(
     let mut trajs: Vec<Vec<Trajectory>> = vec![Vec::new(); problems.len()];
     for run in 0..cfg.runs {
         let rc = cfg.for_run(run);
-        let trees = run_search(
-            problems,
-            &rc,
-            policy,
-            value.as_deref_mut(),
-            runner,
-            stats,
-            &mut |d, _| on_step(run * per_run + d, total),
-        )?;
+        let trees = run_search(problems, &rc, models, stats, &mut |d, _| {
+            on_step(run * per_run + d, total)
+        })?;
         for ((t, p), out) in trees.iter().zip(problems).zip(trajs.iter_mut()) {
             out.extend(trajectories(t, run, cfg.search, p.answer.as_deref()));
         }
@@ -215,19 +205,16 @@ pub struct Progress {
 
 /// Evaluates `problems`, `batch` at a time in lock-step, writing one JSON line per problem to
 /// `out` (when given) as soon as its batch is done. `progress` returning false cancels.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate<'v>(
+pub fn evaluate(
     problems: &[Problem],
     cfg: &MctsConfig,
     batch: usize,
-    policy: &mut dyn Policy,
-    mut value: Option<&mut (dyn ValueModel + 'v)>,
-    runner: &dyn StepRunner,
+    models: &mut Models<'_, '_>,
     mut out: Option<(&mut dyn Write, &std::path::Path)>,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<EvalSummary> {
     let t0 = std::time::Instant::now();
-    let tokens0 = policy.tokens_generated();
+    let tokens0 = models.policy.tokens_generated();
     let mut sum = EvalSummary {
         vote_size: cfg.vote_size,
         runs: cfg.runs,
@@ -246,15 +233,7 @@ pub fn evaluate<'v>(
                 prog.elapsed_s = t0.elapsed().as_secs_f64();
                 progress(&prog)
             };
-            solve_problems(
-                chunk,
-                cfg,
-                policy,
-                value.as_deref_mut(),
-                runner,
-                &mut stats,
-                &mut tick,
-            )?
+            solve_problems(chunk, cfg, models, &mut stats, &mut tick)?
         };
         sum.stats = stats;
         for r in &results {
@@ -273,12 +252,12 @@ pub fn evaluate<'v>(
         prog.done += chunk.len();
         prog.solved = sum.accuracy.ppm_best;
         prog.rollouts = sum.stats.rollouts;
-        prog.tokens = policy.tokens_generated() - tokens0;
+        prog.tokens = models.policy.tokens_generated() - tokens0;
         prog.elapsed_s = t0.elapsed().as_secs_f64();
         if !progress(&prog) {
             return Err(Error::Cancelled);
         }
     }
-    sum.tokens = policy.tokens_generated() - tokens0;
+    sum.tokens = models.policy.tokens_generated() - tokens0;
     Ok(sum)
 }

@@ -310,14 +310,20 @@ impl SearchStats {
     }
 }
 
+/// What a search runs on: the policy proposing steps, the value model (PPM) scoring them when
+/// there is one, and the runner executing their code.
+pub struct Models<'a, 'v> {
+    pub policy: &'a mut dyn Policy,
+    pub value: Option<&'a mut (dyn ValueModel + 'v)>,
+    pub runner: &'a dyn StepRunner,
+}
+
 /// Searches all problems together; returns their trees in input order. `on_rollout(done, total)`
 /// is called after each rollout; returning false cancels with [`Error::Cancelled`].
-pub fn search<'v>(
+pub fn search(
     problems: &[Problem],
     cfg: &MctsConfig,
-    policy: &mut dyn Policy,
-    mut value: Option<&mut (dyn ValueModel + 'v)>,
-    runner: &dyn StepRunner,
+    models: &mut Models<'_, '_>,
     stats: &mut SearchStats,
     on_rollout: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Vec<Tree>> {
@@ -330,7 +336,7 @@ pub fn search<'v>(
             )));
         }
     }
-    if cfg.mode == Mode::PpmAugmented && value.is_none() {
+    if cfg.mode == Mode::PpmAugmented && models.value.is_none() {
         return Err(Error::InvalidArgument(
             "ppm-augmented mode needs a value model (PPM)".into(),
         ));
@@ -373,9 +379,7 @@ pub fn search<'v>(
                 &leaves,
                 cfg,
                 cfg.mode != Mode::TerminalGuided,
-                policy,
-                &mut value,
-                runner,
+                models,
                 stats,
             )?;
             for &(i, n) in &leaves {
@@ -388,7 +392,7 @@ pub fn search<'v>(
         }
     }
     for p in problems {
-        policy.release(p.id);
+        models.policy.release(p.id);
     }
     stats.finish(t_start);
     Ok(trees)
@@ -431,15 +435,13 @@ pub fn keep_candidates(texts: &[String], rule: AnswerChildren) -> Vec<usize> {
 /// judged, graded (annotation modes) or valued (inference), and backed up. `value_open`: new
 /// non-terminal children get the value model's pseudo-visit.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn expand<'v>(
+pub(crate) fn expand(
     problems: &[Problem],
     trees: &mut [Tree],
     leaves: &[(usize, NodeId)],
     cfg: &MctsConfig,
     value_open: bool,
-    policy: &mut dyn Policy,
-    value: &mut Option<&mut (dyn ValueModel + 'v)>,
-    runner: &dyn StepRunner,
+    models: &mut Models<'_, '_>,
     stats: &mut SearchStats,
 ) -> Result<()> {
     let t0 = std::time::Instant::now();
@@ -454,7 +456,7 @@ pub(crate) fn expand<'v>(
                 seed: mix(cfg.seed, problems[i].id, n as u64),
             })
             .collect();
-        policy.propose(&reqs, cfg.width)?
+        models.policy.propose(&reqs, cfg.width)?
     };
     stats.policy_seconds += t0.elapsed().as_secs_f64();
     if texts.len() != leaves.len() {
@@ -506,7 +508,7 @@ pub(crate) fn expand<'v>(
     let results = if programs.is_empty() {
         Vec::new()
     } else {
-        runner.run_many(&programs)
+        models.runner.run_many(&programs)
     };
     stats.exec_seconds += t1.elapsed().as_secs_f64();
     stats.executions += programs.len() as u64;
@@ -554,7 +556,9 @@ pub(crate) fn expand<'v>(
             node.end = Some(End::Depth);
             node.final_answer = Some(TOO_MANY_STEPS.into());
         }
-        policy.adopt(new.req, new.cand, new.node, &appended)?;
+        models
+            .policy
+            .adopt(new.req, new.cand, new.node, &appended)?;
         match node.end {
             Some(e) if e.is_invalid() => tree.update(new.node, cfg.negative_reward),
             Some(_) => {
@@ -583,8 +587,8 @@ pub(crate) fn expand<'v>(
             }
         }
     }
-    policy.end_expansion()?;
-    let values: Vec<f64> = match value.as_mut() {
+    models.policy.end_expansion()?;
+    let values: Vec<f64> = match models.value.as_mut() {
         Some(vm) if !to_value.is_empty() => {
             let t2 = std::time::Instant::now();
             let reqs: Vec<ScoreRequest> = to_value

@@ -20,7 +20,7 @@ pub mod vote;
 
 pub use beam::{run_search, step_search};
 pub use mcts::{
-    keep_candidates, search, AnswerChildren, MctsConfig, Mode, Policy, Problem, ScoreRequest,
-    SearchStats, StepRequest, StepRunner, Strategy, ValueModel,
+    keep_candidates, search, AnswerChildren, MctsConfig, Mode, Models, Policy, Problem,
+    ScoreRequest, SearchStats, StepRequest, StepRunner, Strategy, ValueModel,
 };
 pub use tree::{End, Node, NodeId, Tree};

@@ -13,7 +13,7 @@ use crate::exec::Executor;
 use crate::search::dataset::{self, RunSummary};
 use crate::search::eval::{self, EvalSummary, Progress};
 use crate::search::llm::{EnginePolicy, PpmValue};
-use crate::search::mcts::{MctsConfig, Policy, Problem, SearchStats, ValueModel};
+use crate::search::mcts::{MctsConfig, Models, Policy, Problem, SearchStats, ValueModel};
 
 /// Policy + optional PPM + executor + configuration.
 pub struct Solver {
@@ -74,6 +74,15 @@ impl Solver {
     /// Solves one question with `cfg.search` over `cfg.runs` runs. The JSON holds `answer`
     /// (PPM-best), `pass1`, `majority`, `weighted`, `trajectories` (each `{run, tag, answer,
     /// value, solution}`), `stats` and `engine`.
+    /// The policy, the PPM (when loaded) and the executor, as a search takes them.
+    fn models(&mut self) -> Models<'_, '_> {
+        Models {
+            policy: &mut self.policy,
+            value: self.value.as_mut().map(|v| v as &mut dyn ValueModel),
+            runner: &self.exec,
+        }
+    }
+
     pub fn solve(&mut self, question: &str) -> Result<Value> {
         let p = Problem {
             id: 0,
@@ -83,13 +92,10 @@ impl Solver {
         let mut stats = SearchStats::default();
         let cancel = self.cancel.clone();
         let cfg = self.cfg.clone();
-        let value = self.value.as_mut().map(|v| v as &mut dyn ValueModel);
         let r = eval::solve_problems(
             std::slice::from_ref(&p),
             &cfg,
-            &mut self.policy,
-            value,
-            &self.exec,
+            &mut self.models(),
             &mut stats,
             &mut |_, _| !cancel.load(Ordering::Relaxed),
         );
@@ -133,14 +139,11 @@ impl Solver {
         self.take_cancel()?;
         let cancel = self.cancel.clone();
         let cfg = self.cfg.clone();
-        let value = self.value.as_mut().map(|v| v as &mut dyn ValueModel);
         let r = eval::evaluate(
             &problems,
             &cfg,
             batch,
-            &mut self.policy,
-            value,
-            &self.exec,
+            &mut self.models(),
             file.as_mut()
                 .map(|(w, p)| (w as &mut dyn std::io::Write, *p)),
             &mut |p| !cancel.load(Ordering::Relaxed) && progress(p),
@@ -162,15 +165,12 @@ impl Solver {
         let t0 = std::time::Instant::now();
         self.take_cancel()?;
         let cancel = self.cancel.clone();
-        let value = self.value.as_mut().map(|v| v as &mut dyn ValueModel);
         let r = dataset::run_dataset(
             &problems,
             out,
             &cfg,
             batch,
-            &mut self.policy,
-            value,
-            &self.exec,
+            &mut self.models(),
             &mut |done, total, s| {
                 !cancel.load(Ordering::Relaxed)
                     && progress(&Progress {

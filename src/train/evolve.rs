@@ -42,7 +42,7 @@ use crate::search::extract::{
 };
 use crate::search::llm::load_models;
 use crate::search::mcts::POLICY_PROMPT;
-use crate::search::{search, MctsConfig, Mode, Problem, SearchStats, ValueModel};
+use crate::search::{search, MctsConfig, Mode, Models, Problem, SearchStats, ValueModel};
 use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 
 /// Every knob of the driver.
@@ -378,9 +378,11 @@ fn count_correct(
         let trees = search(
             &blind,
             cfg,
-            &mut pol,
-            val.as_mut().map(|v| v as &mut dyn ValueModel),
-            &exec,
+            &mut Models {
+                policy: &mut pol,
+                value: val.as_mut().map(|v| v as &mut dyn ValueModel),
+                runner: &exec,
+            },
             &mut stats,
             &mut |_, _| true,
         )?;
@@ -484,9 +486,11 @@ fn round(
             &trees,
             &cfg,
             c.batch,
-            &mut pol,
-            val.as_mut().map(|v| v as &mut dyn ValueModel),
-            &exec,
+            &mut Models {
+                policy: &mut pol,
+                value: val.as_mut().map(|v| v as &mut dyn ValueModel),
+                runner: &exec,
+            },
             &mut |done, total, _| {
                 on(Event::Problems { done, total });
                 true
