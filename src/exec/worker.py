@@ -21,7 +21,12 @@
 #  - the warm heap is collapsed into transparent huge pages where the kernel allows
 #    (MADV_COLLAPSE; only memory no other process maps can be collapsed, hence the zygote does it
 #    before its first fork), so copying page tables at fork and tearing them down at exit is
-#    cheaper. Writes still copy only 4 KiB (the kernel splits a shared huge page on write).
+#    cheaper. Writes still copy only 4 KiB (the kernel splits a shared huge page on write);
+#  - an empty, untouched snippet directory is handed to the next snippet (on ext4 rmdir waits).
+# Measured (2-core VM, loaded, `rstar bench exec`'s five step programs): CPU per snippet
+# 20.3 -> 18.2 ms (supervisor 1.3 -> 1.1, zygote 3.2 -> 2.9, child 15.8 -> 14.2; page faults in
+# the child 1080 -> 970). What is left is mostly the kernel: ~5 us per copy-on-write fault, and
+# fork and exit copy and free page tables for the ~56 MB warm heap.
 # Protocol (owned by src/exec/mod.rs): one JSON object per line on stdin (a job), one JSON object
 # per line on stdout (a reply). The first line written is a hello line describing the interpreter.
 # Job:   {"id", "code", "timeout", "cpu", "mem", "out_cap", "nproc", "net_ns"}
