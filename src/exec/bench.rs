@@ -19,6 +19,66 @@ result = expand((x + b)**2 - x**2)
 # Now print the final answer
 print(result, result.subs(x, 2))
 ";
+
+/// The benchmark's step programs, all importing sympy: exact arithmetic and expansion, a linear
+/// equation, a rational series, number theory, a 2x2 matrix. `{a}`..`{e}` are replaced by numbers
+/// that change from run to run ([`bench_snippet`]), so that no cache (sympy's, or one warmed up
+/// in the worker) can answer a step it has seen before.
+pub const STEP_TEMPLATES: [&str; 5] = [
+    "from sympy import symbols, Rational, sqrt, expand
+# Step 1: define the side lengths
+a = Rational({a}, {b})
+b = sqrt({c}) * a
+x = symbols('x')
+# Step 2: expand the expression and evaluate it at x = {d}
+result = expand((x + b)**2 - x**2)
+# Now print the final answer
+print(result, result.subs(x, {d}))
+",
+    "from sympy import symbols, Eq, solve
+# Step 1: set up the equation {a}x + {b} = {c}
+x = symbols('x')
+solution = solve(Eq({a} * x + {b}, {c}), x)
+# Now print the final answer
+print(solution[0])
+",
+    "from sympy import Rational
+# Step 1: add up the terms 1/(k(k+{d})) for k = 1..{e}
+total = sum(Rational(1, k * (k + {d})) for k in range(1, {e} + 1))
+# Now print the final answer
+print(total)
+",
+    "from sympy import divisors, factorint, gcd
+# Step 1: factor n and add up its divisors
+n = {a} * {e}
+factors = factorint(n)
+# Now print the final answer
+print(factors, sum(divisors(n)), gcd(n, {c}))
+",
+    "from sympy import Matrix, Rational
+# Step 1: the coefficient matrix
+M = Matrix([[{a}, {b}], [{c}, Rational({d}, {e})]])
+# Now print the determinant and the inverse
+print(M.det(), M.inv())
+",
+];
+
+/// Run `i` of the benchmark: template `i % 5` with numbers derived from `i`.
+pub fn bench_snippet(i: usize) -> String {
+    let t = STEP_TEMPLATES[i % STEP_TEMPLATES.len()];
+    let j = i / STEP_TEMPLATES.len();
+    let a = 2 + j % 37;
+    let b = 3 + (j * 7) % 41;
+    let c = 2 + (j * 13) % 53;
+    let d = 1 + (j * 5) % 9;
+    let e = 10 + (j * 11) % 31;
+    t.replace("{a}", &a.to_string())
+        .replace("{b}", &b.to_string())
+        .replace("{c}", &c.to_string())
+        .replace("{d}", &d.to_string())
+        .replace("{e}", &e.to_string())
+}
+
 /// How much to run.
 #[derive(Debug, Clone)]
 pub struct BenchExecConfig {
@@ -31,7 +91,8 @@ pub struct BenchExecConfig {
 /// Measured rates.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchExecReport {
-    pub snippet: &'static str,
+    /// The step programs the runs rotate through, numbers varied per run ([`bench_snippet`]).
+    pub snippets: Vec<&'static str>,
     pub python: String,
     pub workers: usize,
     pub pool_runs: usize,
@@ -42,16 +103,18 @@ pub struct BenchExecReport {
     pub failures: usize,
 }
 
-/// Runs [`TYPICAL_STEP`] through a warm pool (after start-up) and by spawning the interpreter.
+/// Runs the [`STEP_TEMPLATES`] rotation (numbers varied per run) through a warm pool, after
+/// start-up and one warm-up round of other numbers, and by spawning the interpreter per snippet.
 pub fn bench_exec(cfg: &BenchExecConfig) -> Result<BenchExecReport> {
     let ex = Executor::new(ExecConfig {
         workers: cfg.workers,
         ..ExecConfig::default()
     })?;
     let workers = ex.worker_count();
-    // one warm-up round so every worker has served once
-    let _ = ex.run_many(&vec![TYPICAL_STEP; workers]);
-    let codes = vec![TYPICAL_STEP; cfg.n_pool.max(1)];
+    // one warm-up round so every worker has served once (runs numbered after the measured ones)
+    let warm: Vec<String> = (0..workers).map(|i| bench_snippet(1_000_000 + i)).collect();
+    let _ = ex.run_many(&warm);
+    let codes: Vec<String> = (0..cfg.n_pool.max(1)).map(bench_snippet).collect();
     let t = Instant::now();
     let results = ex.run_many(&codes);
     let pool_s = t.elapsed().as_secs_f64();
@@ -60,10 +123,10 @@ pub fn bench_exec(cfg: &BenchExecConfig) -> Result<BenchExecReport> {
     drop(ex);
     let n_spawn = cfg.n_spawn.max(1);
     let t = Instant::now();
-    for _ in 0..n_spawn {
+    for i in 0..n_spawn {
         let st = Command::new(&python)
             .arg("-c")
-            .arg(TYPICAL_STEP)
+            .arg(bench_snippet(i))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -79,7 +142,7 @@ pub fn bench_exec(cfg: &BenchExecConfig) -> Result<BenchExecReport> {
     let pool_per_s = codes.len() as f64 / pool_s;
     let spawn_per_s = n_spawn as f64 / spawn_s;
     Ok(BenchExecReport {
-        snippet: TYPICAL_STEP,
+        snippets: STEP_TEMPLATES.to_vec(),
         python: python.display().to_string(),
         workers,
         pool_runs: codes.len(),

@@ -6,10 +6,10 @@
 //! [`Ticket::poll`] / [`Ticket::wait`]), plus [`Executor::run`] and [`Executor::run_many`].
 //!
 //! Each worker is `python -I worker.py` (the script is embedded with `include_str!`) started with
-//! an empty environment. It pre-imports math, sympy, numpy and scipy (those installed), warms up
-//! sympy, and then forks a fresh child per snippet (from a zygote process that shares the warm
-//! heap and does nothing else, so forking stays cheap; see the header of `worker.py` for where
-//! the time goes), so snippets share nothing but the copy-on-write warm heap. The child's sandbox (see the header of `worker.py`): a new PID
+//! an empty environment. Its zygote process pre-imports math, sympy, numpy and scipy (those
+//! installed), warms up sympy, and then forks a fresh child per snippet and does nothing else, so
+//! forking stays cheap (see the header of `worker.py` for where the time goes); snippets share
+//! nothing but the copy-on-write warm heap. The child's sandbox (see the header of `worker.py`): a new PID
 //! namespace when permitted (everything the snippet started dies with it), a new session so the
 //! whole group is killed on timeout, PR_SET_PDEATHSIG, closed descriptors, scrubbed environment,
 //! private temporary cwd, RLIMIT_CPU/AS/FSIZE/CORE/NPROC (plus a pids cgroup as root), Landlock

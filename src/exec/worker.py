@@ -1,19 +1,32 @@
 # rstar executor worker: a warm Python process that runs each snippet in a fresh forked child.
 #
-# Where the time goes: a snippet's cost is dominated by page faults, not by Python. Every page of
+# Where the time goes: a snippet's cost is dominated by the kernel, not by Python. Every page of
 # the shared warm heap that a child (or the forking process, after a fork) writes costs a
-# copy-on-write fault, ~5 us here (a VM), and a typical sympy step touches ~1000 pages. So:
-#  - two processes share the warm heap: the supervisor (this process: protocol, pipes, timeouts,
-#    clean-up) and a zygote forked from it once, which only forks snippet children and reaps
-#    them, so the process that forks writes a few dozen pages per snippet, not hundreds;
+# copy-on-write fault, ~5 us here (a VM), and a typical sympy step touches ~1000 pages; fork
+# copies and exit tears down one page-table entry per 4 KiB page of the warm heap. So:
+#  - two processes: the supervisor (this process: protocol, pipes, timeouts, clean-up) stays
+#    small, imports none of the heavy modules, and forks a zygote once; the zygote imports math,
+#    sympy, numpy and scipy, warms them up, and then only forks snippet children and reaps them,
+#    so the process that forks writes a few dozen pages per snippet, not hundreds. The warm heap
+#    belongs to the zygote alone, which is what lets it be collapsed into huge pages (below);
+#  - the warm-up runs what typical steps reach (sympy's printers, subs/evalf, polys, solvers,
+#    matrices, calculus), so that each child does not build that lazily initialised state again
+#    in pages of its own; then gc.freeze(), and pymalloc's free blocks in partly used pools are
+#    taken, so that a child's new objects go to fresh pools instead of into hundreds of shared
+#    pages;
 #  - the zygote forks with libc's fork(), skipping os.fork()'s Python at-fork hooks, and prepares
 #    once what every child would otherwise build (seccomp program, Landlock attrs, scrubbed
 #    environment, stdout/stderr text files); a child gets its job from a pipe in a plain
 #    "cpu mem nproc / tmp / code" form rather than JSON;
 #  - the warm heap is collapsed into transparent huge pages where the kernel allows
-#    (MADV_COLLAPSE), so copying page tables at fork and tearing them down at exit is cheaper.
-# Measured on 2 cores under load: page faults per sympy step 1745 -> 1435, CPU 21-23 -> 15-19 ms.
-
+#    (MADV_COLLAPSE; only memory no other process maps can be collapsed, hence the zygote does it
+#    before its first fork), so copying page tables at fork and tearing them down at exit is
+#    cheaper. Writes still copy only 4 KiB (the kernel splits a shared huge page on write);
+#  - an empty, untouched snippet directory is handed to the next snippet (on ext4 rmdir waits).
+# Measured (2-core VM, loaded, `rstar bench exec`'s five step programs): CPU per snippet
+# 20.3 -> 18.2 ms (supervisor 1.3 -> 1.1, zygote 3.2 -> 2.9, child 15.8 -> 14.2; page faults in
+# the child 1080 -> 970). What is left is mostly the kernel: ~5 us per copy-on-write fault, and
+# fork and exit copy and free page tables for the ~56 MB warm heap.
 # Protocol (owned by src/exec/mod.rs): one JSON object per line on stdin (a job), one JSON object
 # per line on stdout (a reply). The first line written is a hello line describing the interpreter.
 # Job:   {"id", "code", "timeout", "cpu", "mem", "out_cap", "nproc", "net_ns"}
@@ -34,6 +47,7 @@
 import _signal
 import ast
 import ctypes
+import errno
 import fcntl
 import gc
 import json
@@ -44,6 +58,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -60,41 +75,56 @@ WORKER_PID = os.getpid()
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 
-MODULES = {}
-for _name in ("math", "sympy", "numpy", "scipy"):
-    try:
-        __import__(_name)
-        MODULES[_name] = True
-    except Exception:
-        MODULES[_name] = False
+MODULES = {}  # filled in by the zygote, which alone imports the heavy modules
+
+
+def _import_modules():
+    for name in ("math", "sympy", "numpy", "scipy"):
+        try:
+            __import__(name)
+            MODULES[name] = True
+        except Exception:
+            MODULES[name] = False
 
 
 def _warm_up():
-    # Load the lazily imported parts of sympy most steps touch, so children start warm.
+    # Build the lazily initialised state that typical steps reach (sympy's printers, evalf, the
+    # polys and solvers, matrices, calculus; numpy's printing), so that each child does not
+    # build it again in its own copy-on-write pages. Deliberately not the benchmark's snippets:
+    # other numbers and other expressions, so sympy's cache cannot answer a benchmark step.
+    import io
+
+    sink = io.StringIO()
     if MODULES.get("sympy"):
         try:
             import sympy
-            from sympy import Eq, Rational, factorint, simplify, solve, sqrt, symbols
+            from sympy import Eq, Matrix, N, Rational, factorint, simplify, solve, sqrt, symbols
 
-            x = symbols("x")
-            solve(Eq(x**2 - 3 * x + 2, 0), x)
-            simplify((x**2 - 1) / (x - 1) + sqrt(8) * Rational(1, 2))
-            factorint(360)
-            sympy.expand((x + 1) ** 3)
-            sympy.nsimplify(0.5)
-            sympy.Matrix([[1, 2], [3, 4]]).det()
+            x, y = symbols("x y")
+            r = Rational(7, 9) + Rational(5, 6) * Rational(2, 11)
+            e = sympy.expand((x + sqrt(5) * r) ** 3 - x**3)
+            print(e, e.subs(x, 3), r, sqrt(12), sympy.pi / 7, file=sink)
+            print(str(e), repr(r), sympy.sstr(e), sympy.latex(e / (x + 1)), file=sink)
+            print(N(sqrt(7), 12), e.subs(x, Rational(1, 3)).evalf(), float(r), int(r * 9), file=sink)
+            print(solve(Eq(x**2 - 7 * x + 10, 0), x), solve([x + 2 * y - 5, 3 * x - y - 1], [x, y]), file=sink)
+            print(simplify((x**2 - 9) / (x - 3) + sqrt(18) / 3), sympy.factor(x**3 - 6 * x**2 + 11 * x - 6), file=sink)
+            print(factorint(5040), sympy.expand((2 * x - 1) ** 4), sympy.nsimplify(0.25), file=sink)
+            m = Matrix([[2, 1], [5, 3]])
+            print(m.det(), m.inv(), m * m, file=sink)
+            print(sympy.diff(x**3 * sympy.sin(x), x), sympy.integrate(x**2 + 3 * x, (x, 0, 2)), file=sink)
+            print(sympy.integrate(sympy.exp(2 * x), x), sympy.limit(sympy.sin(x) / x, x, 0), file=sink)
+            print(sympy.binomial(9, 4), sympy.gcd(84, 36), sympy.isprime(97), sympy.Sum(1 / x**2, (x, 1, 5)).doit(), file=sink)
         except Exception:
             pass
     if MODULES.get("numpy"):
         try:
             import numpy
 
-            numpy.linalg.det(numpy.eye(2))
+            a = numpy.arange(4.0).reshape(2, 2) + 1
+            print(numpy.linalg.det(a), a, a.sum(), numpy.sqrt(a), file=sink)
         except Exception:
             pass
 
-
-_warm_up()
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
@@ -293,6 +323,34 @@ def _install_landlock(path):
     return ok
 
 
+def _fill_pools():
+    # Take every free block of pymalloc's partly used pools (the warm heap's holes), so that a
+    # child's new objects land in fresh pools rather than in hundreds of shared pages.
+    fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600)
+    saved = os.dup(2)
+    try:
+        os.dup2(fd, 2)
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    os.lseek(fd, 0, 0)
+    text = _read_all(fd).decode("ascii", "replace")
+    os.close(fd)
+    malloc = ctypes.pythonapi.PyObject_Malloc
+    malloc.restype = ctypes.c_void_p
+    malloc.argtypes = [ctypes.c_size_t]
+    taken = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and all(p.isdigit() for p in parts):
+            size, avail = int(parts[1]), int(parts[4])
+            for _ in range(avail):
+                malloc(size)
+            taken += avail
+    return taken
+
+
 MADV_COLLAPSE = 25
 HUGE = 2 << 20
 
@@ -449,7 +507,7 @@ def _child(job_r, out_w, err_w, st_w):
     if os.getpid() != me:  # a process the snippet forked fell through: it reports nothing
         os._exit(0 if status["error"] is None else 1)
     try:
-        os.write(3, json.dumps(status).encode())
+        os.write(3, b'{"error": null}' if status["error"] is None else json.dumps(status).encode())
     except BaseException:
         pass
     os._exit(0 if status["error"] is None else 1)
@@ -490,6 +548,7 @@ def _zygote_main(sock):
     # Requests (SOCK_SEQPACKET): b"F"/b"N" (fork; N adds a network namespace) carrying the
     # child's descriptors [job_r, out_w, err_w, st_w]; b"W" + pid (wait). Reply: an 8-byte
     # signed integer: the pid, the wait status, or -errno.
+    # Before serving it imports and warms up the modules and reports them (one JSON message).
     global CHILD_STDIO
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != WORKER_PID:
@@ -498,6 +557,8 @@ def _zygote_main(sock):
     os.dup2(null, 0)  # the protocol pipes belong to the supervisor alone
     os.close(null)
     os.close(PROTO_OUT)
+    _import_modules()
+    _warm_up()
     _prepare_seccomp((WORKER_PID, os.getpid(), HOST_PID))
     os.environ.clear()
     os.environ.update(CHILD_ENV)
@@ -506,6 +567,11 @@ def _zygote_main(sock):
         os.fdopen(1, "w", buffering=1 << 16, encoding="utf-8", closefd=False),
         os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False),
     )
+    gc.collect()
+    gc.freeze()  # children do not copy-on-write the warm heap when they collect
+    _fill_pools()
+    huge = _collapse_heap()  # the heap is ours alone (nobody forked it yet): it can collapse
+    sock.send(json.dumps({"modules": MODULES, "heap_huge_mb": huge >> 20}).encode())
     recv_fds = socket.recv_fds
     send = sock.send
     while True:
@@ -548,6 +614,7 @@ class _Zygote:
     def __init__(self):
         self.pid = None
         self.sock = None
+        self.info = {}
         self._start()
 
     def _start(self):
@@ -561,6 +628,11 @@ class _Zygote:
                 os._exit(0)
         b.close()
         self.sock, self.pid = a, pid
+        ready = a.recv(1 << 16)  # after its imports and warm-up: {"modules", "heap_huge_mb"}
+        try:
+            self.info = json.loads(ready)
+        except ValueError:
+            raise OSError("the zygote did not start")
 
     def _restart(self):
         try:
@@ -594,16 +666,56 @@ class _Zygote:
 
 
 ZYGOTE = None
+SPARE_DIR = None  # the last snippet's directory, left empty and unchanged: the next one's
+
+
+def _snippet_dir(base, seq):
+    # Creating and removing a directory costs ~1 ms of waiting on ext4, per snippet; so an empty
+    # directory that the snippet left as it was given is handed to the next snippet instead.
+    global SPARE_DIR
+    tmp, SPARE_DIR = SPARE_DIR, None
+    if tmp is None:
+        tmp = os.path.join(base, "s%d" % seq)
+        os.mkdir(tmp, 0o700)
+        if SANDBOX_UID is not None:
+            os.chown(tmp, SANDBOX_UID, SANDBOX_UID)
+    return tmp
+
+
+def _xattrs(path):
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except (AttributeError, OSError) as e:  # none where the filesystem has none
+        return [] if getattr(e, "errno", None) in (errno.ENOTSUP, errno.EOPNOTSUPP) else ["?"]
+
+
+def _release_dir(tmp):
+    # Keep the directory for the next snippet only if it is still a plain empty 0700 directory of
+    # the sandbox uid (the snippet and everything it started are gone by now); else remove it.
+    global SPARE_DIR
+    try:
+        st = os.lstat(tmp)
+        owner = os.getuid() if SANDBOX_UID is None else SANDBOX_UID
+        if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == owner:
+            if not os.listdir(tmp) and not _xattrs(tmp):
+                SPARE_DIR = tmp
+                return
+    except OSError:
+        pass
+    try:
+        if os.path.islink(tmp) or not os.path.isdir(tmp):
+            os.unlink(tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _run(job, base, seq):
     t0 = time.monotonic()
     timeout = float(job.get("timeout", 10.0))
     out_cap = int(job.get("out_cap", 1 << 20))
-    tmp = os.path.join(base, "s%d" % seq)
-    os.mkdir(tmp, 0o700)
-    if SANDBOX_UID is not None:
-        os.chown(tmp, SANDBOX_UID, SANDBOX_UID)
+    tmp = _snippet_dir(base, seq)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
@@ -620,7 +732,7 @@ def _run(job, base, seq):
     except OSError as e:
         for fd in (out_r, out_w, err_r, err_w, st_r, st_w, job_r, job_w):
             os.close(fd)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _release_dir(tmp)
         raise ValueError("the snippet is too large to hand to the child (%s)" % e)
     os.close(job_w)
     try:
@@ -628,7 +740,7 @@ def _run(job, base, seq):
     except OSError:
         for fd in (out_r, err_r, st_r):
             os.close(fd)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _release_dir(tmp)
         raise
     finally:
         for fd in (job_r, out_w, err_w, st_w):
@@ -640,7 +752,7 @@ def _run(job, base, seq):
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = None
-    deadline = t0 + timeout
+    deadline = time.monotonic() + timeout  # from the fork: a zygote restart does not count
     timed_out = truncated = False
     while True:
         now = time.monotonic()
@@ -688,7 +800,7 @@ def _run(job, base, seq):
         os.close(fd)
     if pidfd is not None:
         os.close(pidfd)
-    shutil.rmtree(tmp, ignore_errors=True)
+    _release_dir(tmp)
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     error = None
@@ -732,18 +844,15 @@ def main():
         except OSError:
             pass
     os.chmod(base, 0o711)
-    gc.collect()
-    gc.freeze()  # children do not copy-on-write the warm heap when they collect
     global ZYGOTE
-    huge = _collapse_heap()
     ZYGOTE = _Zygote()
     _emit(
         {
             "hello": True,
             "python": sys.version.split()[0],
-            "modules": MODULES,
+            "modules": ZYGOTE.info.get("modules", {}),
             "sandbox": SANDBOX,
-            "fork": {"zygote": ZYGOTE.pid, "heap_huge_mb": huge >> 20},
+            "fork": {"zygote": ZYGOTE.pid, "heap_huge_mb": ZYGOTE.info.get("heap_huge_mb", 0)},
         }
     )
     stdin = sys.stdin.buffer
