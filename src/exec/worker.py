@@ -834,9 +834,60 @@ def _run(job, base, seq):
     }
 
 
+def _sweep_stale():
+    # A worker killed with its host (PR_SET_PDEATHSIG, e.g. after a SIGKILL of the host) cannot
+    # clean up: remove what dead workers left. A temp dir is stale when nobody holds the flock on
+    # its .lock (held by its worker for life; works across PID namespaces sharing /tmp); a cgroup
+    # "rstar-exec-PID" beside ours is stale when PID is gone (rmdir also refuses a busy cgroup).
+    tmp = tempfile.gettempdir()
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        names = []
+    for name in names:
+        if not name.startswith("rstar-exec-"):
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            fd = os.open(os.path.join(path, ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # not ours, or not made by a worker of this version
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # alive
+        finally:
+            os.close(fd)
+    if PIDS_CGROUP is not None:
+        parent = os.path.dirname(PIDS_CGROUP)
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            names = []
+        for name in names:
+            pid = name[len("rstar-exec-") :]
+            if not name.startswith("rstar-exec-") or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue
+            try:
+                os.rmdir(os.path.join(parent, name))
+            except OSError:
+                pass
+
+
 def main():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    base = tempfile.mkdtemp(prefix="rstar-exec-")
+    _sweep_stale()
+    base = tempfile.mkdtemp(prefix="rstar-exec-%d-" % os.getpid())
+    lock = os.open(os.path.join(base, ".lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # held until this process ends, however it ends
     if PIDS_CGROUP is not None:
         try:
             with open(os.path.join(PIDS_CGROUP, "pids.max"), "w") as f:
