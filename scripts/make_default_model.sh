@@ -88,8 +88,20 @@ gen_sets() {
     gen "$WORK/evo-l3.jsonl" 3 "$EVO_L3" 203
     gen "$WORK/evo-l4.jsonl" 4 "$EVO_L4" 204
     cat "$WORK/evo-l2.jsonl" "$WORK/evo-l3.jsonl" "$WORK/evo-l4.jsonl" > "$WORK/evolve.jsonl"
-    for l in 1 2 3 4; do gen "$WORK/eval-l$l.jsonl" "$l" "$EVAL_PER_LEVEL" "$((300 + l))"; done
-    cat "$WORK"/eval-l{1,2,3,4}.jsonl > "$WORK/eval.jsonl"
+    # Held-out: drawn with twice the count, then every question of the training sets is dropped
+    # (small level-1 ranges repeat) and EVAL_PER_LEVEL are kept per level.
+    for l in 1 2 3 4; do gen "$WORK/eval-l$l.jsonl" "$l" "$((2 * EVAL_PER_LEVEL))" "$((300 + l))"; done
+    python3 - "$WORK" "$EVAL_PER_LEVEL" <<'PY'
+import json, sys
+work, keep = sys.argv[1], int(sys.argv[2])
+seen = set()
+for f in ("boot-l1", "boot-l2", "evo-l2", "evo-l3", "evo-l4"):
+    seen |= {json.loads(l)["question"] for l in open(f"{work}/{f}.jsonl")}
+with open(f"{work}/eval.jsonl", "w") as out:
+    for l in (1, 2, 3, 4):
+        rows = [r for r in open(f"{work}/eval-l{l}.jsonl") if json.loads(r)["question"] not in seen]
+        out.writelines(rows[:keep])
+PY
     mv "$WORK/boot.jsonl.tmp" "$WORK/boot.jsonl"
 }
 step "problems" "$WORK/boot.jsonl" gen_sets

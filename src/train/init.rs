@@ -527,7 +527,7 @@ mod tests {
         let c = InitConfig::default();
         let layer = (65536 + 256) + 2 * (32768 + 128) + 65536 + 3 * 256 * 704 + 512;
         assert_eq!(c.param_count(1024), 1024 * 256 + 4 * layer + 256);
-        assert_eq!(c.param_count(1024), 3_210_496);
+        assert_eq!(c.param_count(1024), 3_215_616);
         let w = init_weights(&tiny(), 300);
         let n: usize = w.iter().map(|(_, _, v)| v.len()).sum();
         assert_eq!(n, tiny().param_count(300));
