@@ -113,13 +113,15 @@ impl InitConfig {
         {
             return bad("hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size and max_position_embeddings must be positive".into());
         }
-        if self.hidden_size % self.num_heads != 0 || (self.hidden_size / self.num_heads) % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads)
+            || !(self.hidden_size / self.num_heads).is_multiple_of(2)
+        {
             return bad(format!(
                 "hidden_size {} must be num_heads {} times an even head dimension",
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_heads {} must be a multiple of num_kv_heads {}",
                 self.num_heads, self.num_kv_heads
