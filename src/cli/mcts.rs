@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use rstar::search::solver::Solver;
 use rstar::search::{config, MctsConfig, Mode, Strategy};
+use rstar::train::init;
 
 use super::progress::Display;
 
@@ -37,13 +38,17 @@ Keys (defaults in brackets):
 /// Search knobs shared by `mcts`, `solve` and `eval`.
 #[derive(Args, Debug)]
 pub struct SearchArgs {
-    /// Policy model directory or .gguf.
+    /// Policy model directory or .gguf. Required by `mcts`; `solve` and `eval` default to the
+    /// self-evolved default model in models/default/policy of the source tree, which
+    /// scripts/make_default_model.sh builds (not committed yet: without it this is an error).
     #[arg(long)]
-    pub policy: PathBuf,
+    pub policy: Option<PathBuf>,
     /// Process preference model directory (enables PPM-augmented annotation / PPM values).
+    /// Without --policy: models/default/ppm when present.
     #[arg(long)]
     pub ppm: Option<PathBuf>,
-    /// Search configuration file (TOML); flags override it.
+    /// Search configuration file (TOML); flags override it. Without --policy:
+    /// models/default/search.toml when present (the default model's own search settings).
     #[arg(long, long_help = CONFIG_KEYS)]
     pub config: Option<PathBuf>,
     /// Rollouts per problem (paper: 8 in round 1, 16 later).
@@ -117,7 +122,12 @@ fn set<T>(slot: &mut T, v: Option<T>) {
 impl SearchArgs {
     /// Defaults, then the `--config` file, then the flags.
     fn config(&self) -> rstar::Result<(MctsConfig, bool)> {
-        let (mut c, file_mode) = match &self.config {
+        let default_cfg = if self.policy.is_none() {
+            init::default_search_config()
+        } else {
+            None
+        };
+        let (mut c, file_mode) = match self.config.as_ref().or(default_cfg.as_ref()) {
             Some(p) => {
                 let (c, keys) = config::load(p)?;
                 (c, keys.iter().any(|k| k == "mode"))
@@ -140,8 +150,20 @@ impl SearchArgs {
         Ok((c, file_mode))
     }
 
+    /// The policy and PPM: the flags, or the default model (its PPM when present).
+    fn models(&self) -> rstar::Result<(PathBuf, Option<PathBuf>)> {
+        match &self.policy {
+            Some(p) => Ok((p.clone(), self.ppm.clone())),
+            None => Ok((
+                init::default_policy()?,
+                self.ppm.clone().or_else(init::default_ppm),
+            )),
+        }
+    }
+
     fn solver(&self, cfg: MctsConfig) -> rstar::Result<Solver> {
-        Solver::new(&self.policy, self.ppm.as_deref(), cfg)
+        let (policy, ppm) = self.models()?;
+        Solver::new(&policy, ppm.as_deref(), cfg)
     }
 }
 
@@ -180,6 +202,11 @@ pub struct MctsArgs {
 }
 
 pub fn run(args: MctsArgs) -> rstar::Result<()> {
+    if args.search.policy.is_none() {
+        return Err(rstar::Error::InvalidArgument(
+            "mcts needs --policy (the model whose search data is synthesized)".into(),
+        ));
+    }
     let (mut cfg, file_mode) = args.search.config()?;
     if !file_mode {
         cfg.mode = if args.search.ppm.is_some() {

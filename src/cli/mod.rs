@@ -15,6 +15,7 @@ pub mod forward;
 pub mod gen_problems;
 pub mod generate;
 pub mod grade;
+pub mod init_model;
 pub mod mcts;
 pub mod progress;
 pub mod score;
@@ -62,6 +63,8 @@ pub enum Command {
     Evolve(evolve::EvolveArgs),
     /// Generate math word problems of graded difficulty (with code-augmented solutions).
     GenProblems(gen_problems::GenProblemsArgs),
+    /// A new small model from scratch: BPE tokenizer trained on a problem file + random Qwen2 weights.
+    InitModel(init_model::InitModelArgs),
     /// Accuracy over a problem file: pass@1, maj@k, PPM-weighted@k, PPM-best; per-problem JSONL.
     Eval(mcts::EvalArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
@@ -104,6 +107,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Extract(a) => extract::run(a),
         Command::Evolve(a) => evolve::run(a),
         Command::GenProblems(a) => gen_problems::run(a),
+        Command::InitModel(a) => init_model::run(a),
         Command::Eval(a) => mcts::run_eval(a),
     }
 }

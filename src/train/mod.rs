@@ -9,6 +9,8 @@
 //! * [`checkpoint`]: Hugging Face model directories, `value_head.safetensors`, PEFT adapters and
 //!   resumable trainer state;
 //! * [`trainer`]: [`Trainer`], the loop the CLI (`rstar train`), the C API and the evolve driver use;
+//! * [`init`]: from-scratch models: a byte-level BPE tokenizer trained on problem text, a seeded
+//!   random Qwen2 decoder (`rstar init-model`);
 //! * [`problems`]: generated math word problems of graded difficulty with code-augmented solutions;
 //! * [`evolve`]: the self-evolution driver (`rstar evolve`): rounds of MCTS, extraction, SFT, PPM
 //!   training and evaluation, resumable stage by stage.
@@ -19,6 +21,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod evolve;
+pub mod init;
 pub mod model;
 pub mod ops;
 pub mod optim;
