@@ -11,7 +11,7 @@ use serde_json::Value;
 
 fn mcts(data: &std::path::Path, out: &std::path::Path) -> std::process::Output {
     let model = common::fixtures().join("models/qwen2-f32-v5");
-    mcts_command(&model, data, out, 6).output().unwrap()
+    mcts_command(&model, data, out, 6, 2).output().unwrap()
 }
 
 /// `rstar mcts` with a small search (3 rollouts of width 3, depth 3).
@@ -20,6 +20,7 @@ fn mcts_command(
     data: &std::path::Path,
     out: &std::path::Path,
     step_tokens: usize,
+    errors_threshold: usize,
 ) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rstar"));
     cmd.args(["mcts", "--policy"])
@@ -33,7 +34,7 @@ fn mcts_command(
             "--max-step-tokens",
             &step_tokens.to_string(),
             "--errors-threshold",
-            "2",
+            &errors_threshold.to_string(),
             "--batch",
             "2",
         ])
@@ -88,6 +89,61 @@ fn mcts_trees_are_valid_and_resume_after_a_torn_line() {
     let o = mcts(&data, &out);
     assert!(o.status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn a_path_that_fills_the_context_ends_as_too_deep() {
+    if !common::executor_available() {
+        return;
+    }
+    // The fixture policy with its context cut to the prompt plus a few tokens: steps of up to 6
+    // tokens fill it within two steps, and the search must end those paths (as too deep) rather
+    // than fail.
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::fixtures().join("models/qwen2-f32-v5");
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let question = "What is 6 times 7?";
+    let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let prompt = rstar::search::mcts::POLICY_PROMPT.replace("{question}", question);
+    let prompt_len = tok.encode(prompt, true).unwrap().len();
+    let cfg_path = model.join("config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = (prompt_len + 8).into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let data = dir.path().join("p.json");
+    std::fs::write(
+        &data,
+        format!(r#"[{{"question":"{question}","answer":"42"}}]"#),
+    )
+    .unwrap();
+    let out = dir.path().join("trees.jsonl");
+    // Errors would end paths before the context does.
+    let o = mcts_command(&model, &data, &out, 6, 100).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trees = lines(&out);
+    check_trees(&trees, dir.path());
+    let tree = trees[0]["rstar"].as_object().unwrap();
+    let full: Vec<_> = tree
+        .iter()
+        .filter(|(_, n)| n["end"] == "depth" && n["text"] == "")
+        .collect();
+    assert!(
+        !full.is_empty(),
+        "no path reached the context limit: {tree:?}"
+    );
+    for (tag, n) in full {
+        assert_eq!(
+            n["final_answer"],
+            rstar::search::tree::TOO_MANY_STEPS,
+            "{tag}"
+        );
+    }
 }
 
 /// Checks every tree of an `rstar mcts` output: the backup rule, Q in [-1, 1], a final answer or
@@ -187,7 +243,7 @@ fn mcts_on_real_gsm8k_problems_survives_sigkill() {
 
     // An uninterrupted run: the reference.
     let reference = dir.path().join("reference.jsonl");
-    let o = mcts_command(&policy, &data, &reference, 64)
+    let o = mcts_command(&policy, &data, &reference, 64, 2)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -209,7 +265,7 @@ fn mcts_on_real_gsm8k_problems_survives_sigkill() {
 
     // The same run, SIGKILLed as soon as its first problem is on disk, then restarted.
     let out = dir.path().join("killed.jsonl");
-    let mut child = mcts_command(&policy, &data, &out, 64)
+    let mut child = mcts_command(&policy, &data, &out, 64, 2)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -240,7 +296,7 @@ fn mcts_on_real_gsm8k_problems_survives_sigkill() {
         "the run was killed mid-way ({kept} of 3 lines written)"
     );
 
-    let o = mcts_command(&policy, &data, &out, 64).output().unwrap();
+    let o = mcts_command(&policy, &data, &out, 64, 2).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = lines(&out);
     // Nothing lost, nothing duplicated, and the redone problems come out as in the reference.

@@ -89,15 +89,22 @@ impl EnginePolicy {
 impl Policy for EnginePolicy {
     fn propose(&mut self, reqs: &[StepRequest<'_>], n: usize) -> Result<Vec<Vec<String>>> {
         self.end_expansion()?;
+        let max_ctx = self.engine.model().model.config.max_position_embeddings;
         let mut requests = Vec::with_capacity(reqs.len() * n);
-        for r in reqs {
+        // Parents that fill the context get `n` empty steps (which the search ends as too deep);
+        // their candidates are still forks, so adoption is the same for every candidate.
+        let mut full = vec![false; reqs.len()];
+        for (j, r) in reqs.iter().enumerate() {
             let parent = self.node_seq(r)?;
+            full[j] = self.engine.tokens(parent)?.len() >= max_ctx;
             let mut seqs = Vec::with_capacity(n);
             for i in 0..n {
                 let seq = self.engine.fork(parent)?;
                 let mut params = self.params.clone();
                 params.sampling.seed = r.seed.wrapping_add(i as u64);
-                requests.push(Request { seq, params });
+                if !full[j] {
+                    requests.push(Request { seq, params });
+                }
                 seqs.push(Some((seq, 0)));
             }
             self.pending.push((r.problem, seqs));
@@ -107,6 +114,11 @@ impl Policy for EnginePolicy {
         let mut it = outs.into_iter();
         for (r, _) in reqs.iter().enumerate() {
             let mut v = Vec::with_capacity(n);
+            if full[r] {
+                v.resize(n, String::new());
+                texts.push(v);
+                continue;
+            }
             for (k, o) in it.by_ref().take(n).enumerate() {
                 self.generated_tokens += o.ids.len() as u64;
                 if let Some(Some(c)) = self.pending[r].1.get_mut(k) {
@@ -192,11 +204,15 @@ impl PpmValue {
 impl ValueModel for PpmValue {
     fn value(&mut self, reqs: &[ScoreRequest<'_>]) -> Result<Vec<f64>> {
         let tok = self.lm.tokenizer()?;
+        let max_ctx = self.lm.model.config.max_position_embeddings;
         let seqs = reqs
             .iter()
             .map(|r| {
                 let text = self.template.replace("{question}", r.question) + &r.path.concat();
-                tok.encode(&text, true)
+                // A path longer than the PPM's context is valued by its longest prefix that fits.
+                let mut ids = tok.encode(&text, true)?;
+                ids.truncate(max_ctx);
+                Ok(ids)
             })
             .collect::<Result<Vec<_>>>()?;
         let raw = self.scorer.score(&seqs)?;
@@ -226,8 +242,11 @@ pub fn load_models(
         )?),
         None => None,
     };
+    // Without sympy the search still runs (steps that import it fail like any other error);
+    // callers can check `exec.info().modules` and say so.
     let exec = crate::exec::Executor::new(crate::exec::ExecConfig {
         timeout_s: cfg.exec_timeout_s,
+        require_sympy: false,
         ..crate::exec::ExecConfig::default()
     })?;
     Ok((policy, value, exec))

@@ -488,7 +488,7 @@ pub(crate) fn expand(
                 .collect::<Vec<_>>();
             let id = tree.add_child(leaf, text.clone());
             tree.nodes[id].kind = Some(kind);
-            let program = if kind.is_code() {
+            let program = if kind.is_code() && !text.is_empty() {
                 programs.push(steps::assemble_program(&ancestors, text));
                 Some(programs.len() - 1)
             } else {
@@ -525,6 +525,12 @@ pub(crate) fn expand(
         let node = &mut tree.nodes[new.node];
         let mut appended = String::new();
         match node.kind {
+            // No token could be generated (the path fills the policy's context, or the first
+            // token was EOS): the path cannot go on.
+            _ if node.text.is_empty() => {
+                node.end = Some(End::Depth);
+                node.final_answer = Some(TOO_MANY_STEPS.into());
+            }
             Some(StepKind::Answer) => {
                 node.end = Some(End::Answer);
                 node.final_answer = Some(grade::extract_answer(&node.text).unwrap_or_default());
