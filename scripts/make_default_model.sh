@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Builds librstar's default model from scratch with librstar's own pipeline (issue 8 item 8):
 #
-#   1. gen-problems: a bootstrap set with code-augmented solutions (levels 1-2), a harder
+#   1. gen-problems: a bootstrap set with code-augmented solutions (mostly levels 1-2), a harder
 #      evolution set (levels 2-4, answers only) and a held-out evaluation set (levels 1-4);
 #   2. init-model:   a byte-level BPE tokenizer trained on the bootstrap text + a random Qwen2
 #                    decoder (shape in scripts/default_model/init.env);
 #   3. train sft:    the bootstrap policy (round 0) on the programmatic solutions;
 #   4. eval:         round 0's greedy accuracy on the held-out set;
-#   5. evolve:       rounds of MCTS + extraction + SFT + PPM + evaluation
+#   5. evolve:       rounds of MCTS + extraction + SFT (with a replay draw of the bootstrap
+#                    set) + PPM + evaluation
 #                    (scripts/default_model/evolve.json). Round 1 is terminal-guided and trains
 #                    the first PPM from its Q-values (the PPM's initialisation is the round-1
 #                    policy, as in rStar); later rounds are PPM-augmented;
 #   6. copy:         the last trained policy and PPM, the search settings and the per-round
-#                    table into models/default/{policy,ppm,search.toml,rounds.json,rounds.md}.
+#                    table, and the held-out problems, into
+#                    models/default/{policy,ppm,search.toml,rounds.json,rounds.md,heldout.jsonl}.
 #
 # Every step is skipped when its output exists (evolve resumes stage by stage), so rerunning
 # after an interruption continues. Usage:
@@ -47,7 +49,7 @@ if [ "$QUICK" = 1 ]; then
     OUT=${RSTAR_RECIPE_OUT:-}
     EVOLVE_CONFIG=$HERE/evolve-quick.json
     ROUNDS=1
-    BOOT_L1=60; BOOT_L2=40; EVO_L2=8; EVO_L3=8; EVO_L4=8; EVAL_PER_LEVEL=3
+    BOOT_L1=60; BOOT_L2=40; BOOT_L3=10; BOOT_L4=10; EVO_L2=8; EVO_L3=8; EVO_L4=8; EVAL_PER_LEVEL=3
     SFT_EPOCHS=1; SFT_MAX_STEPS=20
 else
     WORK=${RSTAR_RECIPE_WORK:-default-model-work}
@@ -83,7 +85,9 @@ gen() { # FILE LEVEL COUNT SEED [--solutions]
 gen_sets() {
     gen "$WORK/boot-l1.jsonl" 1 "$BOOT_L1" 101 --solutions
     gen "$WORK/boot-l2.jsonl" 2 "$BOOT_L2" 102 --solutions
-    cat "$WORK/boot-l1.jsonl" "$WORK/boot-l2.jsonl" > "$WORK/boot.jsonl.tmp"
+    gen "$WORK/boot-l3.jsonl" 3 "$BOOT_L3" 103 --solutions
+    gen "$WORK/boot-l4.jsonl" 4 "$BOOT_L4" 104 --solutions
+    cat "$WORK"/boot-l[1-4].jsonl > "$WORK/boot.jsonl.tmp"
     gen "$WORK/evo-l2.jsonl" 2 "$EVO_L2" 202
     gen "$WORK/evo-l3.jsonl" 3 "$EVO_L3" 203
     gen "$WORK/evo-l4.jsonl" 4 "$EVO_L4" 204
@@ -95,7 +99,7 @@ gen_sets() {
 import json, sys
 work, keep = sys.argv[1], int(sys.argv[2])
 seen = set()
-for f in ("boot-l1", "boot-l2", "evo-l2", "evo-l3", "evo-l4"):
+for f in ("boot-l1", "boot-l2", "boot-l3", "boot-l4", "evo-l2", "evo-l3", "evo-l4"):
     seen |= {json.loads(l)["question"] for l in open(f"{work}/{f}.jsonl")}
 with open(f"{work}/eval.jsonl", "w") as out:
     for l in (1, 2, 3, 4):
@@ -141,6 +145,7 @@ step "round 0 eval" "$WORK/round0.txt" eval0
 # 5. Self-evolution (resumes stage by stage by itself).
 say "evolve: $ROUNDS rounds, config $EVOLVE_CONFIG ..."
 "$RSTAR" evolve --policy "$WORK/sft0" --data "$WORK/evolve.jsonl" --eval "$WORK/eval.jsonl" \
+    --replay "$WORK/boot.jsonl" \
     --rounds "$ROUNDS" --workdir "$WORK/evolve" --config "$EVOLVE_CONFIG"
 say "evolve done"
 
@@ -169,6 +174,8 @@ for src, name in ((policy, "policy"), (ppm, "ppm")):
         if os.path.isfile(os.path.join(src, f)):
             shutil.copy(os.path.join(src, f), dst)
 shutil.copy(search, os.path.join(out, "search.toml"))
+# The held-out problems of the table (never trained on), for `rstar eval` and the tests.
+shutil.copy(os.path.join(work, "eval.jsonl"), os.path.join(out, "heldout.jsonl"))
 r0 = open(os.path.join(work, "round0.txt")).read()
 m = re.search(r"problems (\d+) \| pass@1 ([0-9.]+)", r0)
 row0 = {"round": 0, "mode": "bootstrap-sft", "heldout": int(m.group(1)),

@@ -20,13 +20,17 @@ pub struct EvolveArgs {
     /// Held-out problems for evaluation (default: the last `holdout` fraction of --data).
     #[arg(long)]
     pub eval: Option<PathBuf>,
+    /// SFT examples mixed into every round's policy SFT set (e.g. the bootstrap set the base
+    /// policy was trained on); config "sft_replay" caps how many are drawn per round.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
     /// Work directory (round-N/ stages, rounds.json); a rerun skips finished stages.
     #[arg(long)]
     pub workdir: PathBuf,
     /// JSON config: {"mcts": {...}, "round1_rollouts", "batch", "ppm_from_round", "extract": {...},
-    /// "sft": {...}, "ppm": {...}, "holdout", "eval_limit", "eval_ppm_rollouts"}.
+    /// "sft": {...}, "ppm": {...}, "holdout", "eval_limit", "eval_ppm_rollouts", "sft_replay"}.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -105,6 +109,7 @@ pub fn run(a: EvolveArgs) -> rstar::Result<()> {
         policy: a.policy,
         data: a.data,
         eval_data: a.eval,
+        replay_data: a.replay,
         rounds: a.rounds,
         workdir: a.workdir,
         config,

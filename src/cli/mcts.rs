@@ -39,8 +39,8 @@ Keys (defaults in brackets):
 #[derive(Args, Debug)]
 pub struct SearchArgs {
     /// Policy model directory or .gguf. Required by `mcts`; `solve` and `eval` default to the
-    /// self-evolved default model in models/default/policy of the source tree, which
-    /// scripts/make_default_model.sh builds (not committed yet: without it this is an error).
+    /// self-evolved default model: models/default/policy of the source tree (committed; rebuilt
+    /// by scripts/make_default_model.sh), or of $RSTAR_DEFAULT_MODEL when set.
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Process preference model directory (enables PPM-augmented annotation / PPM values).
@@ -163,7 +163,16 @@ impl SearchArgs {
 
     fn solver(&self, cfg: MctsConfig) -> rstar::Result<Solver> {
         let (policy, ppm) = self.models()?;
-        Solver::new(&policy, ppm.as_deref(), cfg)
+        let solver = Solver::new(&policy, ppm.as_deref(), cfg)?;
+        let exec = solver.executor();
+        if !exec.info().modules.get("sympy").copied().unwrap_or(false) {
+            eprintln!(
+                "warning: Python `{}` cannot import sympy, so steps that use it fail; \
+                 `rstar setup-python` installs it (or set RSTAR_PYTHON)",
+                exec.python().display()
+            );
+        }
+        Ok(solver)
     }
 }
 

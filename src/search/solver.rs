@@ -74,6 +74,11 @@ impl Solver {
     /// Solves one question with `cfg.search` over `cfg.runs` runs. The JSON holds `answer`
     /// (PPM-best), `pass1`, `majority`, `weighted`, `trajectories` (each `{run, tag, answer,
     /// value, solution}`), `stats` and `engine`.
+    /// The executor (its interpreter and what that can import: [`Executor::info`]).
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
     /// The policy, the PPM (when loaded) and the executor, as a search takes them.
     fn models(&mut self) -> Models<'_, '_> {
         Models {

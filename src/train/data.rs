@@ -86,7 +86,7 @@ impl Loc<'_> {
 }
 
 /// Reads records from a JSON array file or a JSONL file (blank lines ignored).
-fn read_records(path: &Path) -> Result<Vec<(String, Value)>> {
+pub(crate) fn read_records(path: &Path) -> Result<Vec<(String, Value)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     if text.trim_start().starts_with('[') {
         let v: Vec<Value> = serde_json::from_str(&text)

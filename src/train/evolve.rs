@@ -8,7 +8,9 @@
 //!    `round1_rollouts` (the paper's 8), later rounds `mcts.rollouts` (16).
 //! 2. **extract**: the SFT set and the preference pairs of the round's trees
 //!    ([`crate::search::extract`]).
-//! 3. **sft**: the policy is trained **from the base model** on this round's SFT set (spec 5.2).
+//! 3. **sft**: the policy is trained **from the base model** on this round's SFT set (spec 5.2),
+//!    plus, with a replay file, a draw of its examples (`sft_replay`; e.g. the bootstrap set, so
+//!    that a base already fine-tuned on it does not forget what the round's trajectories miss).
 //! 4. **ppm**: the PPM is trained from the new policy (the latest one if this round trained
 //!    none) on this round's pairs.
 //! 5. **eval**: greedy pass@1 of the latest policy on the held-out problems (MCTS in inference
@@ -34,6 +36,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
 use crate::grade;
 use crate::search::dataset::{load_problems, run_dataset};
@@ -43,6 +46,7 @@ use crate::search::extract::{
 use crate::search::llm::load_models;
 use crate::search::mcts::POLICY_PROMPT;
 use crate::search::{search, MctsConfig, Mode, Models, Problem, SearchStats, ValueModel};
+use crate::train::data::read_records;
 use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 
 /// Every knob of the driver.
@@ -68,6 +72,9 @@ pub struct EvolveConfig {
     pub eval_limit: Option<usize>,
     /// Rollouts of the PPM-guided evaluation (0: off).
     pub eval_ppm_rollouts: usize,
+    /// With a replay file ([`EvolveOptions::replay_data`]): at most this many of its SFT
+    /// examples, drawn per round, join the round's SFT set (`None`: all of them).
+    pub sft_replay: Option<usize>,
 }
 
 impl Default for EvolveConfig {
@@ -91,6 +98,7 @@ impl Default for EvolveConfig {
             holdout: 0.2,
             eval_limit: None,
             eval_ppm_rollouts: 4,
+            sft_replay: None,
         }
     }
 }
@@ -126,6 +134,10 @@ pub struct EvolveOptions {
     pub data: PathBuf,
     /// Held-out problems (else a split of `data`).
     pub eval_data: Option<PathBuf>,
+    /// SFT examples mixed into every round's SFT set (e.g. the bootstrap set the base policy
+    /// was trained on), so that fine-tuning the base on one round's trajectories does not
+    /// forget what they do not cover. Any SFT format of `rstar train sft`.
+    pub replay_data: Option<PathBuf>,
     pub rounds: usize,
     pub workdir: PathBuf,
     pub config: EvolveConfig,
@@ -402,6 +414,39 @@ fn count_correct(
     Ok(correct)
 }
 
+/// Writes `dir/sft-train.jsonl`: the round's SFT records, then up to `count` records of `replay`
+/// (a seeded draw per round, in file order; all when `count` is `None`). Returns its path.
+fn with_replay(
+    sft: &Path,
+    replay: &Path,
+    count: Option<usize>,
+    round: usize,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let mut pool = read_records(replay)?;
+    let n = count.unwrap_or(pool.len()).min(pool.len());
+    // Partial Fisher-Yates: the first n of a seeded shuffle, then back in file order.
+    let mut rng = Rng::new(0x5eed_0000 + round as u64);
+    let mut idx: Vec<usize> = (0..pool.len()).collect();
+    for i in 0..n {
+        let j = i + (rng.next_u64() % (idx.len() - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut keep = idx[..n].to_vec();
+    keep.sort_unstable();
+    let mut text = String::new();
+    let records = read_records(sft)?
+        .into_iter()
+        .chain(keep.into_iter().map(|i| std::mem::take(&mut pool[i])));
+    for (_, v) in records {
+        text.push_str(&v.to_string());
+        text.push('\n');
+    }
+    let out = dir.join("sft-train.jsonl");
+    write_atomic(&out, text.as_bytes())?;
+    Ok(out)
+}
+
 /// Trains `task` from `from` on `data` into `out` (resuming from its state), then drops the state.
 fn train_stage(
     from: &Path,
@@ -526,7 +571,11 @@ fn round(
             return Ok(not_trained());
         }
         let out = dir.join("policy");
-        train_stage(&opts.policy, &sft_file, &out, c.sft.clone(), Task::Sft, on)
+        let data = match &opts.replay_data {
+            Some(replay) => with_replay(&sft_file, replay, c.sft_replay, r, &dir)?,
+            None => sft_file.clone(),
+        };
+        train_stage(&opts.policy, &data, &out, c.sft.clone(), Task::Sft, on)
     })?;
 
     let ppm = stage(&dir, r, Stage::Ppm, on, |on| {
@@ -675,6 +724,7 @@ mod tests {
             policy: dir.path().into(),
             data,
             eval_data: None,
+            replay_data: None,
             rounds: 1,
             workdir: dir.path().into(),
             config: EvolveConfig::default(),
@@ -687,6 +737,35 @@ mod tests {
         assert_eq!((t.len(), h.len()), (9, 1));
         opts.config.eval_limit = Some(0);
         assert_eq!(split_problems(&opts).unwrap().1.len(), 0);
+    }
+
+    #[test]
+    fn replay_appends_a_seeded_draw_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let sft = dir.path().join("sft.json");
+        std::fs::write(&sft, r#"[{"query": "a", "response": "r"}]"#).unwrap();
+        let replay = dir.path().join("boot.jsonl");
+        let lines: String = (0..10)
+            .map(|i| format!("{{\"query\": \"q{i}\", \"response\": \"{i}\"}}\n"))
+            .collect();
+        std::fs::write(&replay, lines).unwrap();
+        let queries = |round, count| {
+            let out = with_replay(&sft, &replay, count, round, dir.path()).unwrap();
+            read_records(&out)
+                .unwrap()
+                .into_iter()
+                .map(|(_, v)| v["query"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let a = queries(1, Some(4));
+        assert_eq!(a.len(), 5);
+        assert_eq!(a[0], "a");
+        let idx: Vec<usize> = a[1..].iter().map(|q| q[1..].parse().unwrap()).collect();
+        assert!(idx.windows(2).all(|w| w[0] < w[1]), "{idx:?}");
+        assert_eq!(queries(1, Some(4)), a, "same round, same draw");
+        assert_ne!(queries(2, Some(4)), a, "another round, another draw");
+        assert_eq!(queries(1, None).len(), 11);
+        assert_eq!(queries(1, Some(50)).len(), 11);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
     TokenizerBuilder,
@@ -231,6 +233,13 @@ pub fn train_tokenizer(
 ) -> Result<tokenizers::Tokenizer> {
     let err = |e: tokenizers::Error| Error::Tokenizer(format!("training the BPE tokenizer: {e}"));
     let byte_level = ByteLevel::new(false, false, true);
+    // Every digit is its own token (as in Qwen2 and Llama 3): a number then has one spelling
+    // wherever it appears (question, code, output, `\boxed{}`), so a small model copies it digit
+    // by digit instead of learning a separate merge for each context.
+    let pre = Sequence::new(vec![
+        PreTokenizerWrapper::Digits(Digits::new(true)),
+        PreTokenizerWrapper::ByteLevel(byte_level),
+    ]);
     let mut tok = TokenizerBuilder::<
         BPE,
         NormalizerWrapper,
@@ -240,7 +249,7 @@ pub fn train_tokenizer(
     >::new()
     .with_model(BPE::default())
     .with_normalizer(None)
-    .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(byte_level)))
+    .with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre)))
     .with_post_processor(None)
     .with_decoder(Some(DecoderWrapper::ByteLevel(byte_level)))
     .build()
@@ -421,9 +430,13 @@ pub fn init_model(data: &Path, out: &Path, c: &InitConfig) -> Result<InitSummary
     })
 }
 
-/// Where the default model lives: `models/default/` of the source tree.
+/// Where the default model lives: `$RSTAR_DEFAULT_MODEL` when set (e.g. for an installed
+/// binary), else `models/default/` of the source tree the binary was built from.
 pub fn default_model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default")
+    match std::env::var_os("RSTAR_DEFAULT_MODEL") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default"),
+    }
 }
 
 /// The recipe that builds the default model.
@@ -503,6 +516,16 @@ mod tests {
             tok.decode(ids.get_ids(), true).unwrap(),
             format!("a{}", tags::END_OF_STEP)
         );
+        // Digits are single tokens, spelled the same in every context.
+        for s in ["x = 5530\n", "\\boxed{5530}", "<output>5530"] {
+            let e = tok.encode(s, false).unwrap();
+            let toks = e.get_tokens();
+            let i = toks
+                .iter()
+                .position(|t| t == "5")
+                .unwrap_or_else(|| panic!("{toks:?}"));
+            assert_eq!(&toks[i..i + 4], ["5", "5", "3", "0"], "{s}: {toks:?}");
+        }
         // Merges were learned: a solution is much shorter in tokens than in bytes.
         let n = tok.encode(responses[0].as_str(), false).unwrap().len();
         assert!(n * 2 < responses[0].len(), "{n} tokens");
