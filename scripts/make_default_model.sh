@@ -6,15 +6,15 @@
 #   2. init-model:   a byte-level BPE tokenizer trained on the bootstrap text + a random Qwen2
 #                    decoder (shape in scripts/default_model/init.env);
 #   3. train sft:    the bootstrap policy (round 0) on the programmatic solutions;
-#   4. eval:         round 0's greedy accuracy on the held-out set;
-#   5. evolve:       rounds of MCTS + extraction + SFT (with a replay draw of the bootstrap
+#   4. evolve:       round 0 (the bootstrap policy's greedy accuracy on the held-out set), then
+#                    rounds of MCTS + extraction + SFT (with a replay draw of the bootstrap
 #                    set) + PPM + evaluation
 #                    (scripts/default_model/evolve.json). Round 1 is terminal-guided and trains
 #                    the first PPM from its Q-values (the PPM's initialisation is the round-1
 #                    policy, as in rStar); later rounds are PPM-augmented;
-#   6. copy:         the last trained policy and PPM, the search settings and the per-round
+#   5. copy:         the last trained policy and PPM, the search settings and the per-round
 #                    table, and the held-out problems, into
-#                    models/default/{policy,ppm,search.toml,rounds.json,rounds.md,heldout.jsonl}.
+#                    models/default/{policy,ppm,search.toml,rounds.{json,md,png},heldout.jsonl}.
 #
 # Every step is skipped when its output exists (evolve resumes stage by stage), so rerunning
 # after an interruption continues. Usage:
@@ -133,32 +133,23 @@ sft0() {
 }
 step "bootstrap sft" "$WORK/sft0" sft0
 
-# 4. Round 0's held-out accuracy (greedy), in the table's terms.
-eval0() {
-    "$RSTAR" eval --policy "$WORK/sft0" --config "$HERE/search.toml" --mode greedy \
-        --data "$WORK/eval.jsonl" --quiet > "$WORK/round0.txt.tmp"
-    mv "$WORK/round0.txt.tmp" "$WORK/round0.txt"
-    cat "$WORK/round0.txt" >&2
-}
-step "round 0 eval" "$WORK/round0.txt" eval0
-
-# 5. Self-evolution (resumes stage by stage by itself).
+# 4. Self-evolution (resumes stage by stage by itself).
 say "evolve: $ROUNDS rounds, config $EVOLVE_CONFIG ..."
 "$RSTAR" evolve --policy "$WORK/sft0" --data "$WORK/evolve.jsonl" --eval "$WORK/eval.jsonl" \
     --replay "$WORK/boot.jsonl" \
     --rounds "$ROUNDS" --workdir "$WORK/evolve" --config "$EVOLVE_CONFIG"
 say "evolve done"
 
-# 6. The default model.
+# 5. The default model.
 if [ -z "$OUT" ]; then
     say "quick run: nothing copied (set RSTAR_RECIPE_OUT to copy); work in $WORK"
     exit 0
 fi
 python3 - "$WORK" "$OUT" "$HERE/search.toml" <<'EOF'
-import json, os, re, shutil, sys
+import json, os, shutil, sys
 work, out, search = sys.argv[1:4]
 rounds = json.load(open(os.path.join(work, "evolve", "rounds.json")))
-last = len(rounds)
+last = rounds[-1]["round"]
 done = json.load(open(os.path.join(work, "evolve", f"round-{last}", "eval.done")))
 policy, ppm = done["policy"], done["ppm"]
 os.makedirs(out, exist_ok=True)
@@ -176,21 +167,20 @@ for src, name in ((policy, "policy"), (ppm, "ppm")):
 shutil.copy(search, os.path.join(out, "search.toml"))
 # The held-out problems of the table (never trained on), for `rstar eval` and the tests.
 shutil.copy(os.path.join(work, "eval.jsonl"), os.path.join(out, "heldout.jsonl"))
-r0 = open(os.path.join(work, "round0.txt")).read()
-m = re.search(r"problems (\d+) \| pass@1 ([0-9.]+)", r0)
-row0 = {"round": 0, "mode": "bootstrap-sft", "heldout": int(m.group(1)),
-        "greedy_pass1": float(m.group(2))} if m else None
-json.dump({"round0": row0, "rounds": rounds, "policy": policy, "ppm": ppm},
+shutil.copy(os.path.join(work, "evolve", "rounds.png"), os.path.join(out, "rounds.png"))
+json.dump({"rounds": rounds, "policy": policy, "ppm": ppm},
           open(os.path.join(out, "rounds.json"), "w"), indent=2)
 pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
 lines = ["| round | synthesis | coverage (train) | SFT examples | PPM pairs | greedy pass@1 (held-out) | PPM-guided MCTS (held-out) |",
          "|---|---|---|---|---|---|---|"]
-if row0:
-    lines.append(f"| 0 | bootstrap SFT | - | - | - | {pct(row0['greedy_pass1'])} | - |")
 for r in rounds:
+    if r["round"] == 0:
+        lines.append(f"| 0 | bootstrap SFT | - | - | - | {pct(r['greedy_pass1'])} ({r['greedy_correct']}/{r['heldout']}) | - |")
+        continue
+    guided = "-" if r["ppm_correct"] is None else f"{pct(r['ppm_accuracy'])} ({r['ppm_correct']}/{r['heldout']})"
     lines.append(f"| {r['round']} | {r['mode']} | {pct(r['coverage'])} ({r['solved']}/{r['problems']}) "
                  f"| {r['sft_examples']} | {r['pairs']} | {pct(r['greedy_pass1'])} ({r['greedy_correct']}/{r['heldout']}) "
-                 f"| {pct(r['ppm_accuracy'])} |")
+                 f"| {guided} |")
 open(os.path.join(out, "rounds.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

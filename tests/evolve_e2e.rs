@@ -70,8 +70,18 @@ fn one_round_writes_every_stage_and_a_rerun_skips_them() {
     // 3 problems, holdout 0.34 -> 1 held out (the last), 2 searched.
     assert_eq!(trees.lines().count(), 2);
     let rows = rounds(dir.path());
-    assert_eq!(rows.len(), 1);
-    let r = &rows[0];
+    assert_eq!(rows.len(), 2);
+    // Round 0: the base policy, evaluated only.
+    let r0 = &rows[0];
+    assert_eq!(
+        (r0["round"].as_u64(), r0["heldout"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(r0["mode"].is_null() && r0["problems"] == 0, "{r0}");
+    assert!(dir.path().join("work/round-0/eval.done").is_file());
+    let png = std::fs::read(dir.path().join("work/rounds.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let r = &rows[1];
     assert_eq!(r["round"], 1);
     assert_eq!(r["mode"], "terminal-guided");
     assert_eq!(
@@ -96,6 +106,7 @@ fn one_round_writes_every_stage_and_a_rerun_skips_them() {
     );
 
     let (_, err) = evolve(dir.path(), 1);
+    assert!(err.contains("round 0: eval done already, skipped"), "{err}");
     for s in STAGES {
         assert!(
             err.contains(&format!("round 1: {s} done already, skipped")),
@@ -140,7 +151,9 @@ fn seeded_round_trains_policy_and_ppm_and_round_two_uses_them() {
     // One correct trajectory -> one SFT example; pairs: the root's step pair and the trajectory
     // pair (margin 2, texts far apart).
     let rows = rounds(dir.path());
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["round"], 0);
+    let rows = &rows[1..];
     assert_eq!(
         (rows[0]["sft_examples"].as_u64(), rows[0]["pairs"].as_u64()),
         (Some(1), Some(2))

@@ -1,5 +1,6 @@
 //! `rstar evolve`: self-evolution rounds (MCTS synthesis, extraction, SFT, PPM, evaluation),
-//! resumable stage by stage; prints the per-round table and writes WORKDIR/rounds.json.
+//! resumable stage by stage; prints the per-round table and writes WORKDIR/rounds.json and its
+//! plot WORKDIR/rounds.png.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -121,6 +122,10 @@ pub fn run(a: EvolveArgs) -> rstar::Result<()> {
     let rows = evolve(&opts, &mut |e| shown.on(e))?;
     shown.clear();
     print!("{}", format_table(&rows));
-    eprintln!("wrote {}", opts.workdir.join("rounds.json").display());
+    eprintln!(
+        "wrote {} and {}",
+        opts.workdir.join("rounds.json").display(),
+        opts.workdir.join("rounds.png").display()
+    );
     Ok(())
 }

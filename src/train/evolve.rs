@@ -19,12 +19,14 @@
 //!    (inference MCTS with the latest PPM, `eval_ppm_rollouts` rollouts; skipped when 0 or no
 //!    PPM), and the solve coverage of the training problems from the round's trees.
 //!
-//! Layout of the work directory: `round-N/trees.jsonl`, `round-N/sft.json`, `round-N/pairs.json`,
+//! Round 0 only evaluates the base policy (greedy), the start of the table.
+//!
+//! Layout of the work directory: `round-0/eval.done`, `round-N/trees.jsonl`, `round-N/sft.json`, `round-N/pairs.json`,
 //! `round-N/policy/` and `round-N/ppm/` (Hugging Face directories), and a marker
 //! `round-N/<stage>.done` (the stage's result as JSON) per finished stage. A rerun skips stages
 //! that have a marker; an interrupted stage resumes where it can (the MCTS file skips problems
 //! already written, training continues from `policy/checkpoint` or `ppm/checkpoint`). After
-//! every round, `rounds.json` holds the per-round table ([`RoundRow`]).
+//! every round, `rounds.json` holds the per-round table ([`RoundRow`]) and `rounds.png` its plot.
 //!
 //! Problems: `data` holds the training problems; held-out problems come from `eval_data`, or
 //! else are the last `holdout` fraction of `data` (at least one when `data` has two or more).
@@ -47,6 +49,7 @@ use crate::search::llm::load_models;
 use crate::search::mcts::POLICY_PROMPT;
 use crate::search::{search, MctsConfig, Mode, Models, Problem, SearchStats, ValueModel};
 use crate::train::data::read_records;
+use crate::train::plot::{line_chart, Series};
 use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 
 /// Every knob of the driver.
@@ -238,8 +241,10 @@ pub struct EvalDone {
 /// One row of the per-round table (`rounds.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundRow {
+    /// 0: the base policy, evaluated only.
     pub round: usize,
-    pub mode: Mode,
+    /// The synthesis mode (`None` in round 0).
+    pub mode: Option<Mode>,
     pub problems: usize,
     pub solved: usize,
     /// solved / problems.
@@ -494,6 +499,116 @@ fn not_trained() -> TrainDone {
     }
 }
 
+/// Round `r`'s evaluation: greedy pass@1 of the latest policy (the base in round 0) on the
+/// held-out problems, and the PPM-guided accuracy when a PPM exists.
+fn evaluate_round(
+    opts: &EvolveOptions,
+    r: usize,
+    held: &[Problem],
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<EvalDone> {
+    let (c, w) = (&opts.config, &opts.workdir);
+    let t0 = Instant::now();
+    let policy = latest(w, r, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
+    let ppm = latest(w, r, Stage::Ppm)?;
+    let greedy = MctsConfig {
+        mode: Mode::Inference,
+        rollouts: 1,
+        width: 1,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        // The reference's greedy config tolerates 3 consecutive errors.
+        errors_threshold: 3,
+        ..c.mcts.clone()
+    };
+    let greedy_correct = count_correct(held, &greedy, &policy, None, c.batch, on)?;
+    let ppm_correct = match &ppm {
+        Some(p) if c.eval_ppm_rollouts > 0 => {
+            let guided = MctsConfig {
+                mode: Mode::Inference,
+                rollouts: c.eval_ppm_rollouts,
+                ..c.mcts.clone()
+            };
+            Some(count_correct(held, &guided, &policy, Some(p), c.batch, on)?)
+        }
+        _ => None,
+    };
+    Ok(EvalDone {
+        policy,
+        ppm,
+        heldout: held.len(),
+        greedy_correct,
+        ppm_correct,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Round 0: the base policy's held-out accuracy, the start of the table.
+fn base_round(
+    opts: &EvolveOptions,
+    held: &[Problem],
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<RoundRow> {
+    let dir = round_dir(&opts.workdir, 0);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let eval = stage(&dir, 0, Stage::Eval, on, |on| {
+        evaluate_round(opts, 0, held, on)
+    })?;
+    Ok(RoundRow {
+        round: 0,
+        mode: None,
+        problems: 0,
+        solved: 0,
+        coverage: 0.0,
+        sft_examples: 0,
+        pairs: 0,
+        policy_trained: false,
+        ppm_trained: false,
+        heldout: eval.heldout,
+        greedy_correct: eval.greedy_correct,
+        greedy_pass1: ratio(eval.greedy_correct, eval.heldout),
+        ppm_correct: eval.ppm_correct,
+        ppm_accuracy: eval.ppm_correct.map(|k| ratio(k, eval.heldout)),
+        seconds: [("eval".to_string(), eval.seconds)].into_iter().collect(),
+    })
+}
+
+/// `rounds.json` and its plot `rounds.png`.
+fn write_rounds(workdir: &Path, rows: &[RoundRow]) -> Result<()> {
+    let json = serde_json::to_vec_pretty(rows)
+        .map_err(|e| Error::Internal(format!("serialising rounds: {e}")))?;
+    write_atomic(&workdir.join("rounds.json"), &json)?;
+    write_atomic(&workdir.join("rounds.png"), &plot_rounds(rows)?)
+}
+
+/// The per-round table as a PNG line chart: held-out greedy pass@1, PPM-guided accuracy and the
+/// coverage of the training problems, per round.
+pub fn plot_rounds(rows: &[RoundRow]) -> Result<Vec<u8>> {
+    let series = |label: &str, color: [u8; 3], f: &dyn Fn(&RoundRow) -> Option<f64>| Series {
+        label: label.into(),
+        color,
+        points: rows.iter().filter_map(|r| Some((r.round, f(r)?))).collect(),
+    };
+    let x_max = rows.iter().map(|r| r.round).max().unwrap_or(1);
+    line_chart(
+        "self-evolution, per round",
+        "round",
+        x_max,
+        &[
+            series("greedy pass@1 (held-out)", [31, 100, 190], &|r| {
+                Some(r.greedy_pass1).filter(|_| r.heldout > 0)
+            }),
+            series("PPM-guided MCTS (held-out)", [220, 110, 20], &|r| {
+                r.ppm_accuracy
+            }),
+            series("coverage of the training problems", [40, 150, 60], &|r| {
+                Some(r.coverage).filter(|_| r.problems > 0)
+            }),
+        ],
+    )
+}
+
 /// One round; returns its row.
 fn round(
     opts: &EvolveOptions,
@@ -588,40 +703,7 @@ fn round(
     })?;
 
     let eval = stage(&dir, r, Stage::Eval, on, |on| {
-        let t0 = Instant::now();
-        let policy = latest(w, r, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
-        let ppm = latest(w, r, Stage::Ppm)?;
-        let greedy = MctsConfig {
-            mode: Mode::Inference,
-            rollouts: 1,
-            width: 1,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            // The reference's greedy config tolerates 3 consecutive errors.
-            errors_threshold: 3,
-            ..c.mcts.clone()
-        };
-        let greedy_correct = count_correct(held, &greedy, &policy, None, c.batch, on)?;
-        let ppm_correct = match &ppm {
-            Some(p) if c.eval_ppm_rollouts > 0 => {
-                let guided = MctsConfig {
-                    mode: Mode::Inference,
-                    rollouts: c.eval_ppm_rollouts,
-                    ..c.mcts.clone()
-                };
-                Some(count_correct(held, &guided, &policy, Some(p), c.batch, on)?)
-            }
-            _ => None,
-        };
-        Ok(EvalDone {
-            policy,
-            ppm,
-            heldout: held.len(),
-            greedy_correct,
-            ppm_correct,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
+        evaluate_round(opts, r, held, on)
     })?;
 
     let seconds = [
@@ -636,7 +718,7 @@ fn round(
     .collect();
     Ok(RoundRow {
         round: r,
-        mode: mcts.mode,
+        mode: Some(mcts.mode),
         problems: mcts.problems,
         solved: mcts.solved,
         coverage: ratio(mcts.solved, mcts.problems),
@@ -653,7 +735,8 @@ fn round(
     })
 }
 
-/// Runs (or resumes) `opts.rounds` rounds; writes `workdir/rounds.json` after each and returns
+/// Runs (or resumes) round 0 (the base policy's evaluation, when there are held-out problems)
+/// and `opts.rounds` rounds; writes `workdir/rounds.json` and `rounds.png` after each and returns
 /// the rows.
 pub fn evolve(opts: &EvolveOptions, on: &mut dyn FnMut(Event<'_>)) -> Result<Vec<RoundRow>> {
     opts.config.validate()?;
@@ -662,14 +745,17 @@ pub fn evolve(opts: &EvolveOptions, on: &mut dyn FnMut(Event<'_>)) -> Result<Vec
     }
     std::fs::create_dir_all(&opts.workdir).map_err(|e| Error::io(&opts.workdir, e))?;
     let (train, held) = split_problems(opts)?;
-    let mut rows = Vec::with_capacity(opts.rounds);
+    let mut rows = Vec::with_capacity(opts.rounds + 1);
+    if !held.is_empty() {
+        let row = base_round(opts, &held, on)?;
+        on(Event::Round(&row));
+        rows.push(row);
+    }
     for r in 1..=opts.rounds {
         let row = round(opts, r, &train, &held, on)?;
         on(Event::Round(&row));
         rows.push(row);
-        let json = serde_json::to_vec_pretty(&rows)
-            .map_err(|e| Error::Internal(format!("serialising rounds: {e}")))?;
-        write_atomic(&opts.workdir.join("rounds.json"), &json)?;
+        write_rounds(&opts.workdir, &rows)?;
     }
     Ok(rows)
 }
@@ -685,15 +771,22 @@ pub fn format_table(rows: &[RoundRow]) -> String {
             (Some(k), Some(a)) => format!("{} ({k}/{})", pct(a), r.heldout),
             _ => "-".into(),
         };
-        let mode = serde_json::to_value(r.mode)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let mode = match r.mode {
+            Some(m) => serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            None => "base".into(),
+        };
         out.push_str(&format!(
             "{:<6} {:<16} {:<17} {:<4} {:<6} {:<18} {}\n",
             r.round,
             mode,
-            format!("{} ({}/{})", pct(r.coverage), r.solved, r.problems),
+            if r.problems == 0 {
+                "-".into()
+            } else {
+                format!("{} ({}/{})", pct(r.coverage), r.solved, r.problems)
+            },
             r.sft_examples,
             r.pairs,
             format!(
