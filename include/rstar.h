@@ -377,7 +377,10 @@ enum rstar_status rstar_ppm_score(const struct rstar_ppm *ppm,
                                   float *values);
 
 // Creates a solver: loads the policy (HF directory or .gguf), the PPM when `ppm_path` is not
-// NULL, and starts the Python executor. `config` is NULL (defaults) or the search configuration
+// NULL, and starts the Python executor. A NULL `policy_path` means the self-evolved default model
+// (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm_path`
+// is NULL and its search settings when `config` is NULL; `RSTAR_STATUS_INVALID_ARGUMENT` when
+// it is missing. `config` is NULL (defaults) or the search configuration
 // as a JSON object or TOML text with the keys of `rstar --help`'s `--config` (`search`
 // "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
 // `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
@@ -386,8 +389,8 @@ enum rstar_status rstar_ppm_score(const struct rstar_ppm *ppm,
 // cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
 //
 // # Safety
-// `policy_path` is a NUL-terminated UTF-8 path; `ppm_path` and `config` are NULL or
-// NUL-terminated UTF-8; `out` points to writable storage for a pointer.
+// `policy_path`, `ppm_path` and `config` are NULL or NUL-terminated UTF-8; `out` points to
+// writable storage for a pointer.
 enum rstar_status rstar_solver_new(const char *policy_path,
                                    const char *ppm_path,
                                    const char *config,

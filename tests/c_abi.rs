@@ -167,6 +167,8 @@ fn check_solver_output(stdout: &str) {
             .unwrap()
             > 0
     );
+    // The default model (NULL policy) on the README's problem, in none of its training sets.
+    assert_eq!(line("default_solve:")["answer"], "120");
     let sum = line("summary:");
     assert_eq!(sum["accuracy"]["problems"], 2, "limit 2 of 3 problems");
     assert_eq!(sum["search"], "best-of-n");

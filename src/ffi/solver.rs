@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +16,7 @@ use crate::error::{Error, Result, Status};
 use crate::search::config;
 use crate::search::eval::Progress;
 use crate::search::solver::Solver;
+use crate::train::init;
 
 /// Problems searched together by `rstar_solver_run_dataset`.
 const DATASET_BATCH: usize = 8;
@@ -72,7 +73,10 @@ fn lock(s: &rstar_solver) -> Result<std::sync::MutexGuard<'_, Solver>> {
 }
 
 /// Creates a solver: loads the policy (HF directory or .gguf), the PPM when `ppm_path` is not
-/// NULL, and starts the Python executor. `config` is NULL (defaults) or the search configuration
+/// NULL, and starts the Python executor. A NULL `policy_path` means the self-evolved default model
+/// (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm_path`
+/// is NULL and its search settings when `config` is NULL; `RSTAR_STATUS_INVALID_ARGUMENT` when
+/// it is missing. `config` is NULL (defaults) or the search configuration
 /// as a JSON object or TOML text with the keys of `rstar --help`'s `--config` (`search`
 /// "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
 /// `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
@@ -81,8 +85,8 @@ fn lock(s: &rstar_solver) -> Result<std::sync::MutexGuard<'_, Solver>> {
 /// cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
 ///
 /// # Safety
-/// `policy_path` is a NUL-terminated UTF-8 path; `ppm_path` and `config` are NULL or
-/// NUL-terminated UTF-8; `out` points to writable storage for a pointer.
+/// `policy_path`, `ppm_path` and `config` are NULL or NUL-terminated UTF-8; `out` points to
+/// writable storage for a pointer.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_solver_new(
     policy_path: *const c_char,
@@ -93,19 +97,32 @@ pub unsafe extern "C" fn rstar_solver_new(
     guard(|| {
         let out = self::out(out, "out")?;
         *out = std::ptr::null_mut();
-        let policy = c_str(policy_path, "policy_path")?;
-        let ppm = if ppm_path.is_null() {
-            None
+        // NULL policy: the default model, with its PPM and search settings unless given.
+        let (policy, default_ppm, default_cfg) = if policy_path.is_null() {
+            (
+                init::default_policy()?,
+                init::default_ppm(),
+                init::default_search_config(),
+            )
         } else {
-            Some(Path::new(c_str(ppm_path, "ppm_path")?))
+            (
+                PathBuf::from(c_str(policy_path, "policy_path")?),
+                None,
+                None,
+            )
         };
-        let mut cfg = if config.is_null() {
-            Default::default()
+        let ppm = if ppm_path.is_null() {
+            default_ppm
         } else {
-            config::parse(c_str(config, "config")?, Path::new("<config>"))?
+            Some(PathBuf::from(c_str(ppm_path, "ppm_path")?))
+        };
+        let mut cfg = match (config.is_null(), default_cfg) {
+            (false, _) => config::parse(c_str(config, "config")?, Path::new("<config>"))?,
+            (true, Some(file)) => config::load(&file)?.0,
+            (true, None) => Default::default(),
         };
         cfg.mode = crate::search::Mode::Inference;
-        let solver = Solver::new(Path::new(policy), ppm, cfg)?;
+        let solver = Solver::new(&policy, ppm.as_deref(), cfg)?;
         let cancel = solver.cancel_flag();
         *out = Box::into_raw(Box::new(rstar_solver {
             inner: Mutex::new(solver),

@@ -65,7 +65,7 @@ static int solver_checks(const char *model_dir, const char *ppm_dir, const char 
     CHECK(solver == NULL && strstr(rstar_last_error_message(), "rolouts") != NULL);
     CHECK(rstar_solver_new(model_dir, NULL, "width = 0", &solver) == RSTAR_STATUS_FORMAT);
     CHECK(rstar_solver_new("/nonexistent/policy", NULL, NULL, &solver) == RSTAR_STATUS_IO);
-    CHECK(rstar_solver_new(NULL, NULL, NULL, &solver) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_solver_new(model_dir, NULL, NULL, NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
     CHECK(rstar_solver_solve(NULL, "q", &json) == RSTAR_STATUS_INVALID_ARGUMENT && json == NULL);
 
     st = rstar_solver_new(model_dir, ppm_dir, config, &solver);
@@ -99,6 +99,17 @@ static int solver_checks(const char *model_dir, const char *ppm_dir, const char 
     rstar_solver_free(solver);
     rstar_solver_free(NULL);
     rstar_solver_cancel(NULL);
+
+    /* A NULL policy is the self-evolved default model, with its PPM and search settings. */
+    solver = NULL;
+    CHECK(rstar_solver_new(NULL, NULL, NULL, &solver) == RSTAR_STATUS_OK && solver != NULL);
+    CHECK(rstar_solver_solve(solver,
+                             "A jacket costs $160. It is on sale for 25% off. What is the sale "
+                             "price in dollars?",
+                             &json) == RSTAR_STATUS_OK);
+    printf("default_solve:%s\n", json);
+    rstar_string_free(json);
+    rstar_solver_free(solver);
     return 0;
 }
 
