@@ -743,6 +743,10 @@ pub fn evolve(opts: &EvolveOptions, on: &mut dyn FnMut(Event<'_>)) -> Result<Vec
     if opts.rounds == 0 {
         return Err(Error::InvalidArgument("rounds must be at least 1".into()));
     }
+    if let Some(replay) = &opts.replay_data {
+        // Read it now: a bad replay file must not surface only after a round's search.
+        read_records(replay)?;
+    }
     std::fs::create_dir_all(&opts.workdir).map_err(|e| Error::io(&opts.workdir, e))?;
     let (train, held) = split_problems(opts)?;
     let mut rows = Vec::with_capacity(opts.rounds + 1);
@@ -859,6 +863,30 @@ mod tests {
         assert_ne!(queries(2, Some(4)), a, "another round, another draw");
         assert_eq!(queries(1, None).len(), 11);
         assert_eq!(queries(1, Some(50)).len(), 11);
+    }
+
+    #[test]
+    fn a_bad_replay_file_fails_before_any_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("boot.jsonl");
+        std::fs::write(&bad, "{\"query\": \"q\", \"response\": \"r\"}\nnot json\n").unwrap();
+        for (replay, want) in [
+            (dir.path().join("missing.jsonl"), "missing.jsonl"),
+            (bad, "line 2"),
+        ] {
+            let opts = EvolveOptions {
+                policy: dir.path().join("no-policy"),
+                data: dir.path().join("no-data.jsonl"),
+                eval_data: None,
+                replay_data: Some(replay),
+                rounds: 1,
+                workdir: dir.path().join("work"),
+                config: EvolveConfig::default(),
+            };
+            let e = evolve(&opts, &mut |_| {}).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(!dir.path().join("work").exists(), "nothing was started");
+        }
     }
 
     #[test]
