@@ -4,10 +4,15 @@ use clap::{Args, Subcommand};
 use rstar::exec::bench::{bench_exec, BenchExecConfig};
 use rstar::Result;
 
+/// `rstar bench KIND ...`, or `rstar bench --model DIR ...` for `rstar bench model --model DIR ...`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub kind: BenchKind,
+    pub kind: Option<BenchKind>,
+    /// Without a KIND: the model benchmark's options.
+    #[command(flatten)]
+    pub model: BenchModelArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,8 +59,9 @@ pub struct BenchTreeArgs {
 #[derive(Args, Debug)]
 pub struct BenchModelArgs {
     /// Model directory (e.g. from `cargo run --release --example make_bench_model`).
-    #[arg(long)]
-    pub model: std::path::PathBuf,
+    // Required by clap; an Option only so that `rstar bench KIND` parses without it.
+    #[arg(long, required = true)]
+    pub model: Option<std::path::PathBuf>,
     /// Prefill lengths.
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     pub prompt_tokens: Vec<usize>,
@@ -120,7 +126,8 @@ pub struct BenchCudaArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    match args.kind {
+    let kind = args.kind.unwrap_or(BenchKind::Model(args.model));
+    match kind {
         BenchKind::Cuda(a) => {
             let cfg = rstar::backend::cuda::bench::CudaBenchConfig {
                 shape: a.shape,
@@ -201,9 +208,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 /// `rstar bench model`, run inside the `--precision`/`--threads` settings.
 fn bench_model(a: BenchModelArgs) -> Result<()> {
-    let model = rstar::model::Model::load(&a.model)?;
-    let weight_bytes = std::fs::read_dir(&a.model)
-        .map_err(|e| rstar::Error::io(&a.model, e))?
+    let dir = a
+        .model
+        .ok_or_else(|| rstar::Error::InvalidArgument("rstar bench: --model is required".into()))?;
+    let model = rstar::model::Model::load(&dir)?;
+    let weight_bytes = std::fs::read_dir(&dir)
+        .map_err(|e| rstar::Error::io(&dir, e))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
         .filter_map(|e| e.metadata().ok())

@@ -24,12 +24,23 @@ pub struct ModelBenchConfig {
 pub struct PrefillResult {
     pub tokens: usize,
     pub tok_s: f64,
+    /// Model FLOPs per second: the matmuls of every layer, causal attention and the last
+    /// position's LM head (see [`prefill_flops`]).
+    pub gflop_s: f64,
+    /// `gflop_s` over the compute limit of the precision: the bf16 dot-product peak in `fast`
+    /// where the CPU has one, else the f32 FMA peak.
+    pub fraction_of_peak: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeResult {
     pub batch: usize,
     pub tok_s: f64,
+    /// Weight bytes streamed per second (every step reads the weights once for the whole batch)
+    /// over the read bandwidth: the roofline fraction of batch-1 decode.
+    pub fraction_of_read_limit: f64,
+    /// Tokens per second over batch 1's, when batch 1 was measured.
+    pub vs_batch1: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +68,18 @@ fn median(mut v: Vec<f64>) -> f64 {
         return 0.0;
     }
     v[v.len() / 2]
+}
+
+/// FLOPs of a `p`-token prefill from position 0 as [`time_prefill`] runs it: 2 per multiply-add of
+/// every layer's projections for every token, 4 per head dimension per visible key per head (QK
+/// and PV), and the LM head for the last position only.
+pub fn prefill_flops(c: &crate::model::ModelConfig, p: usize) -> f64 {
+    let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let per_layer = h * (qd + 2 * kvd) + qd * h + 3 * h * inter;
+    let matmul = 2.0 * (p * c.num_layers * per_layer) as f64;
+    let keys = (p * (p + 1) / 2) as f64;
+    let attention = 4.0 * keys * (c.num_heads * c.head_dim * c.num_layers) as f64;
+    matmul + attention + 2.0 * (c.vocab_size * h) as f64
 }
 
 fn token(i: usize, vocab: usize) -> u32 {
@@ -121,7 +144,7 @@ fn time_decode(model: &Model, b: usize, steps: usize) -> Result<f64> {
 }
 
 /// GB/s of all threads summing disjoint parts of `buf` (larger than the last-level cache).
-fn read_bandwidth(buf: &[u64]) -> f64 {
+pub fn read_bandwidth(buf: &[u64]) -> f64 {
     let t0 = Instant::now();
     let x = buf
         .par_chunks(1 << 16)
@@ -132,7 +155,7 @@ fn read_bandwidth(buf: &[u64]) -> f64 {
 }
 
 /// Register-resident multiply-add loops on every pool thread at once: (f32 GFLOP/s, bf16 GFLOP/s).
-fn compute_peaks() -> (f64, Option<f64>) {
+pub fn compute_peaks() -> (f64, Option<f64>) {
     let run = |f: fn(usize) -> f64| -> f64 {
         let iters = 4_000_000;
         let t0 = Instant::now();
@@ -256,30 +279,49 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
             dec[i].push(time_decode(model, b, cfg.decode_tokens)?);
         }
     }
+    let limits = Limits {
+        read_gb_s: median(bw),
+        f32_gflop_s: median(f32p),
+        bf16_gflop_s: (!bf16p.is_empty()).then(|| median(bf16p)),
+    };
+    let peak = match (precision(), limits.bf16_gflop_s) {
+        (super::Precision::Fast, Some(b)) => b,
+        _ => limits.f32_gflop_s,
+    };
+    let decode: Vec<(usize, f64)> = cfg
+        .batches
+        .iter()
+        .zip(dec)
+        .map(|(&b, v)| (b, median(v)))
+        .collect();
+    let batch1 = decode.iter().find(|d| d.0 == 1).map(|d| d.1);
     Ok(ModelBench {
         prefill: cfg
             .prompt_tokens
             .iter()
             .zip(pre)
-            .map(|(&tokens, v)| PrefillResult {
-                tokens,
-                tok_s: median(v),
+            .map(|(&tokens, v)| {
+                let tok_s = median(v);
+                let gflop_s = prefill_flops(&model.config, tokens) * tok_s / tokens as f64 / 1e9;
+                PrefillResult {
+                    tokens,
+                    tok_s,
+                    gflop_s,
+                    fraction_of_peak: gflop_s / peak,
+                }
             })
             .collect(),
-        decode: cfg
-            .batches
-            .iter()
-            .zip(dec)
-            .map(|(&batch, v)| DecodeResult {
+        decode: decode
+            .into_iter()
+            .map(|(batch, tok_s)| DecodeResult {
                 batch,
-                tok_s: median(v),
+                tok_s,
+                fraction_of_read_limit: tok_s / batch as f64 * weight_bytes as f64
+                    / (limits.read_gb_s * 1e9),
+                vs_batch1: batch1.map(|b1| tok_s / b1),
             })
             .collect(),
-        limits: Limits {
-            read_gb_s: median(bw),
-            f32_gflop_s: median(f32p),
-            bf16_gflop_s: (!bf16p.is_empty()).then(|| median(bf16p)),
-        },
+        limits,
         weight_bytes,
         kernel: kernel().name(),
         precision: match precision() {
@@ -288,4 +330,36 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         },
         threads: rayon::current_num_threads(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Qwen2.5-0.5B has 494,032,768 parameters (its model card); without the tied embedding
+    /// (151936 x 896), the 2 x 24 + 1 RMSNorm weights (896 each) and the 24 QKV biases (1152 each),
+    /// the projections hold 357,826,560.
+    #[test]
+    fn prefill_flops_count_the_published_parameters() {
+        let cfg = serde_json::json!({
+            "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "vocab_size": 151936, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "tie_word_embeddings": true
+        });
+        let c = crate::model::ModelConfig::from_json(&cfg, std::path::Path::new("q05")).unwrap();
+        let projections = 494_032_768 - 151_936 * 896 - 49 * 896 - 24 * 1152;
+        assert_eq!(projections, 357_826_560);
+        let lm_head = 2.0 * (151_936 * 896) as f64;
+        // One token attends to itself; four tokens to 1 + 2 + 3 + 4 keys.
+        let attn = |keys: usize| 4.0 * (keys * 14 * 64 * 24) as f64;
+        assert_eq!(
+            prefill_flops(&c, 1),
+            2.0 * projections as f64 + attn(1) + lm_head
+        );
+        assert_eq!(
+            prefill_flops(&c, 4),
+            8.0 * projections as f64 + attn(10) + lm_head
+        );
+    }
 }

@@ -7,14 +7,15 @@
 //! against; [`matmul`] dispatches to the path chosen at run time.
 
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use crate::model::weights::{Weight, WeightData};
 
+pub mod attention;
 pub mod bench;
 pub mod compute;
 pub mod simd;
 
+pub use attention::{attention, AttnSeq, AttnShape};
 pub use compute::Compute;
 pub use simd::{kernel, precision, set_kernel, set_precision, Kernel, Precision};
 
@@ -102,7 +103,20 @@ pub fn matmul_with(
     }
     let out = out[col0..].as_mut_ptr();
     macro_rules! go {
-        ($v:expr, $f:expr) => {{
+        ($v:expr, $f:expr) => {
+            go!($v, $f, None)
+        };
+        ($v:expr, $f:expr, $packed:ident, $widen:ident) => {
+            go!(
+                $v,
+                $f,
+                Some(simd::Packed {
+                    block: $packed,
+                    widen: simd::$widen,
+                })
+            )
+        };
+        ($v:expr, $f:expr, $p:expr) => {{
             let v = $v;
             assert!(v.len() >= n * k);
             let job = simd::Job {
@@ -113,7 +127,7 @@ pub fn matmul_with(
                 out,
                 ld,
             };
-            simd::run_job(&job, n, $f)
+            simd::run_job(&job, n, $f, $p)
         }};
     }
     match (kern, w.data()) {
@@ -132,25 +146,64 @@ pub fn matmul_with(
                     out,
                     ld,
                 };
-                simd::run_job(&job, n, simd::x86::block_avx512bf16::<simd::x86::DpBf16>)
+                simd::run_job(
+                    &job,
+                    n,
+                    simd::x86::block_avx512bf16::<simd::x86::DpBf16>,
+                    None,
+                )
             })
         }
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512 | Kernel::Avx512Bf16, d) => match d {
-            WeightData::F32(v) => go!(v, simd::x86::block_avx512::<simd::x86::Avx512F32>),
-            WeightData::BF16(v) => go!(v, simd::x86::block_avx512::<simd::x86::Avx512Bf16W>),
-            WeightData::F16(v) => go!(v, simd::x86::block_avx512::<simd::x86::Avx512F16>),
-        },
+        (Kernel::Avx512 | Kernel::Avx512Bf16, d) => {
+            let f32s = simd::x86::block_avx512::<simd::x86::Avx512F32>;
+            match d {
+                WeightData::F32(v) => go!(v, f32s),
+                WeightData::BF16(v) => go!(
+                    v,
+                    simd::x86::block_avx512::<simd::x86::Avx512Bf16W>,
+                    f32s,
+                    widen_bf16
+                ),
+                WeightData::F16(v) => go!(
+                    v,
+                    simd::x86::block_avx512::<simd::x86::Avx512F16>,
+                    f32s,
+                    widen_f16
+                ),
+            }
+        }
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2, d) => match d {
-            WeightData::F32(v) => go!(v, simd::x86::block_avx2::<simd::x86::Avx2F32>),
-            WeightData::BF16(v) => go!(v, simd::x86::block_avx2::<simd::x86::Avx2Bf16>),
-            WeightData::F16(v) => go!(v, simd::x86::block_avx2::<simd::x86::Avx2F16>),
-        },
+        (Kernel::Avx2, d) => {
+            let f32s = simd::x86::block_avx2::<simd::x86::Avx2F32>;
+            match d {
+                WeightData::F32(v) => go!(v, f32s),
+                WeightData::BF16(v) => go!(
+                    v,
+                    simd::x86::block_avx2::<simd::x86::Avx2Bf16>,
+                    f32s,
+                    widen_bf16
+                ),
+                WeightData::F16(v) => go!(
+                    v,
+                    simd::x86::block_avx2::<simd::x86::Avx2F16>,
+                    f32s,
+                    widen_f16
+                ),
+            }
+        }
         #[cfg(target_arch = "aarch64")]
         (Kernel::Neon, WeightData::F32(v)) => go!(v, simd::arm::block_neon::<simd::arm::NeonF32>),
         #[cfg(target_arch = "aarch64")]
-        (Kernel::Neon, WeightData::BF16(v)) => go!(v, simd::arm::block_neon::<simd::arm::NeonBf16>),
+        (Kernel::Neon, WeightData::BF16(v)) => {
+            let f32s = simd::arm::block_neon::<simd::arm::NeonF32>;
+            go!(
+                v,
+                simd::arm::block_neon::<simd::arm::NeonBf16>,
+                f32s,
+                widen_bf16
+            )
+        }
         (_, WeightData::F32(v)) => go!(v, simd::block_scalar::<f32>),
         (_, WeightData::BF16(v)) => go!(v, simd::block_scalar::<bf16>),
         (_, WeightData::F16(v)) => go!(v, simd::block_scalar::<f16>),
@@ -191,11 +244,41 @@ pub fn rope(row: &mut [f32], n_heads: usize, head_dim: usize, inv_freq: &[f32], 
     }
 }
 
-/// `gate = silu(gate) * up`, in place on `gate`.
+/// `gate = silu(gate) * up`, in place on `gate` (AVX2 with a vector `exp` where the path allows).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kernel(), Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16) {
+        // SAFETY: those paths are only selected on CPUs with AVX2 and FMA.
+        return unsafe { silu_mul_avx2(gate, up) };
+    }
+    silu_mul_scalar(gate, up)
+}
+
+/// Scalar reference of [`silu_mul`].
+pub fn silu_mul_scalar(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
+}
+
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = gate.len().min(up.len());
+    let main = n - n % 8;
+    let one = _mm256_set1_ps(1.0);
+    for i in (0..main).step_by(8) {
+        // SAFETY: `i + 8 <= n` elements of both slices.
+        let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let u = _mm256_loadu_ps(up.as_ptr().add(i));
+        let e = attention::x86::exp256(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        let r = _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u);
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), r);
+    }
+    silu_mul_scalar(&mut gate[main..n], &up[main..n]);
 }
 
 /// `x += y`.
@@ -215,84 +298,6 @@ pub fn softmax(x: &mut [f32]) {
     }
     let inv = 1.0 / sum;
     x.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// Head layout and masking of an attention call.
-#[derive(Debug, Clone, Copy)]
-pub struct AttnShape {
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    /// Rows per K/V block.
-    pub block_size: usize,
-    /// Keys further back than this are masked (sliding window), if set.
-    pub window: Option<usize>,
-}
-
-/// One sequence's slice of a batched attention call: its block table and the positions of its
-/// query rows (`start .. start + len`, laid out consecutively in `q`).
-#[derive(Debug, Clone, Copy)]
-pub struct AttnSeq<'a> {
-    pub table: &'a [u32],
-    pub start: usize,
-    pub len: usize,
-}
-
-/// Causal grouped-query attention over block-structured K/V for a batch of sequences.
-/// `q`: `[sum(len), n_heads * head_dim]`, sequence after sequence; `k`, `v`: one layer of the store,
-/// rows `[num_blocks * block_size, n_kv_heads * head_dim]`, already holding every query position's
-/// own key; `out`: like `q`. Each (row, head) is computed the same way whatever the batch, so a
-/// sequence's results do not depend on what it is batched with.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], seqs: &[AttnSeq], s: AttnShape, out: &mut [f32]) {
-    let qd = s.n_heads * s.head_dim;
-    let kvd = s.n_kv_heads * s.head_dim;
-    let group = s.n_heads / s.n_kv_heads;
-    let scale = 1.0 / (s.head_dim as f32).sqrt();
-    // (sequence, index within it) of every query row.
-    let owner: Vec<(usize, usize)> = seqs
-        .iter()
-        .enumerate()
-        .flat_map(|(si, sq)| (0..sq.len).map(move |t| (si, t)))
-        .collect();
-    let work = |idx: usize, o: &mut [f32]| {
-        let (r, h) = (idx / s.n_heads, idx % s.n_heads);
-        let (si, ti) = owner[r];
-        let sq = &seqs[si];
-        let pos = sq.start + ti;
-        let lo = match s.window {
-            Some(w) if pos + 1 > w => pos + 1 - w,
-            _ => 0,
-        };
-        let qh = &q[r * qd + h * s.head_dim..r * qd + (h + 1) * s.head_dim];
-        let kvh = (h / group) * s.head_dim;
-        let row = |j: usize| {
-            (sq.table[j / s.block_size] as usize * s.block_size + j % s.block_size) * kvd + kvh
-        };
-        let mut scores: Vec<f32> = (lo..=pos)
-            .map(|j| dot_f32(qh, &k[row(j)..row(j) + s.head_dim]) * scale)
-            .collect();
-        softmax(&mut scores);
-        o.fill(0.0);
-        for (p, j) in scores.iter().zip(lo..=pos) {
-            for (a, &b) in o.iter_mut().zip(&v[row(j)..row(j) + s.head_dim]) {
-                *a += p * b;
-            }
-        }
-    };
-    let total: usize = seqs
-        .iter()
-        .map(|sq| sq.len * (sq.start + sq.len) * qd)
-        .sum();
-    let out = &mut out[..owner.len() * qd];
-    if total < PAR_THRESHOLD {
-        out.chunks_mut(s.head_dim)
-            .enumerate()
-            .for_each(|(i, o)| work(i, o));
-    } else {
-        out.par_chunks_mut(s.head_dim)
-            .enumerate()
-            .for_each(|(i, o)| work(i, o));
-    }
 }
 
 #[cfg(test)]
@@ -318,6 +323,21 @@ mod tests {
         assert!((dot_f32(&x, &w) as f64 - naive_dot(&x, &w)).abs() < 1e-4);
         assert!((dot_bf16(&x, &wb) as f64 - naive_dot(&x, &wbf)).abs() < 1e-4);
         assert!((dot_f16(&x, &wh) as f64 - naive_dot(&x, &whf)).abs() < 1e-4);
+    }
+
+    #[test]
+    fn silu_mul_matches_scalar_reference() {
+        let g: Vec<f32> = (0..203).map(|i| (i as f32 - 100.0) * 0.37).collect();
+        let u: Vec<f32> = (0..203)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let mut want = g.clone();
+        silu_mul_scalar(&mut want, &u);
+        let mut got = g.clone();
+        silu_mul(&mut got, &u);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "[{i}] {a} vs {b}");
+        }
     }
 
     #[test]

@@ -209,24 +209,88 @@ unsafe impl<X, W> Sync for Job<X, W> {}
 /// Computes the columns `j0..j1` of a job for all its rows.
 pub(super) type BlockFn<X, W> = unsafe fn(&Job<X, W>, usize, usize);
 
-/// Runs `block` over column chunks of `n` on the rayon pool: chunks small enough for every thread
-/// to get several (batch-1 GEMV is bandwidth bound; both cores must stream), and for `m > 1` small
-/// enough that a chunk's weight rows stay in L2 while all `m` inputs pass over them. No allocation.
-pub(super) fn run_job<X, W>(job: &Job<X, W>, n: usize, block: BlockFn<X, W>) {
+/// The f32-weight variant of a path for a narrower weight dtype, used when many rows share each
+/// weight row: a chunk of weight rows is widened once into a per-thread f32 buffer (hot in L2) and
+/// every row tile then runs the plain f32 kernel on it, instead of widening in registers once per
+/// row tile. Widening is exact, so results are bit-identical to the unpacked path.
+pub(super) struct Packed<X, W> {
+    pub block: BlockFn<X, f32>,
+    pub widen: fn(&[W], &mut [f32]),
+}
+
+/// Rows from which a matmul packs its weights when it has a [`Packed`] variant.
+const PACK_MIN_M: usize = 16;
+
+pub(super) fn widen_bf16(w: &[bf16], out: &mut [f32]) {
+    for (o, b) in out.iter_mut().zip(w) {
+        *o = f32::from_bits((b.to_bits() as u32) << 16);
+    }
+}
+
+pub(super) fn widen_f16(w: &[f16], out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    w.convert_to_f32_slice(out);
+}
+
+thread_local! {
+    /// A chunk of weight rows widened to f32 (grows to the largest chunk, then reused).
+    static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `block` over column chunks of `n` on the rayon pool: for batch 1, chunks small enough for
+/// every thread to get several (GEMV is bandwidth bound; both cores must stream); for `m > 1`,
+/// [`GEMM_CHUNK`] weight rows, which stay in L2 while all `m` inputs pass over them.
+/// With `packed` and at least [`PACK_MIN_M`] rows, each chunk is widened first (see [`Packed`]).
+/// No allocation once the per-thread buffers have grown.
+pub(super) fn run_job<X, W>(
+    job: &Job<X, W>,
+    n: usize,
+    block: BlockFn<X, W>,
+    packed: Option<Packed<X, W>>,
+) {
     let threads = rayon::current_num_threads().max(1);
     let work = job.m * n * job.k;
-    let mut chunk = n.div_ceil(threads * 4);
-    if job.m > 1 {
-        let l2_rows = (192 * 1024) / (job.k * std::mem::size_of::<W>()).max(1);
-        chunk = chunk.min(l2_rows);
-    }
-    let chunk = chunk.max(8).next_multiple_of(8);
+    let packed = packed.filter(|_| job.m >= PACK_MIN_M);
+    // Batch 1 streams the weights once: chunks only fine enough that every thread gets several.
+    // Otherwise the GEMM's L1-sized chunk (the weights are reused by every row).
+    let chunk = if job.m > 1 {
+        GEMM_CHUNK
+    } else {
+        n.div_ceil(threads * 4).max(8).next_multiple_of(GEMM_CHUNK)
+    };
     let chunks = n.div_ceil(chunk);
     let one = |c: usize| {
         let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(n));
-        // SAFETY: `j0..j1` lies inside `0..n` and chunks are disjoint; the caller of `run_job`
-        // guarantees `job` covers `[m, k]` inputs, `[n, k]` weights and `m` output rows of `ld >= n`.
-        unsafe { block(job, j0, j1) }
+        match &packed {
+            Some(p) => PACKED.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                let k = job.k;
+                let len = (j1 - j0) * k;
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+                let buf = &mut buf[..len];
+                // SAFETY: weight rows `j0..j1 <= n` of `k` elements each lie inside `job.w`.
+                let w = unsafe { std::slice::from_raw_parts(job.w.add(j0 * k), (j1 - j0) * k) };
+                (p.widen)(w, buf);
+                let sub = Job {
+                    x: job.x,
+                    m: job.m,
+                    k,
+                    w: buf.as_ptr(),
+                    // SAFETY: column `j0 < n <= ld` of output row 0.
+                    out: unsafe { job.out.add(j0) },
+                    ld: job.ld,
+                };
+                // SAFETY: `sub` covers the same inputs and outputs as columns `j0..j1` of `job`,
+                // with its `j1 - j0` weight rows in `buf`.
+                unsafe { (p.block)(&sub, 0, j1 - j0) }
+            }),
+            // SAFETY: `j0..j1` lies inside `0..n` and chunks are disjoint; the caller of `run_job`
+            // guarantees `job` covers `[m, k]` inputs, `[n, k]` weights and `m` output rows of
+            // `ld >= n`.
+            None => unsafe { block(job, j0, j1) },
+        }
     };
     if threads == 1 || work < super::PAR_THRESHOLD || chunks == 1 {
         (0..chunks).for_each(one);
@@ -254,7 +318,14 @@ pub(super) trait Dot {
     fn wf(w: Self::W) -> f32;
 }
 
-/// One `R x C` tile at input row `i`, weight row `j`.
+/// Weight rows per parallel chunk when `m > 1`: a multiple of every path's tile widths (3 and 4
+/// GEMM columns, 8 GEMV columns), small enough that the chunk stays in L2 (for `k` up to about
+/// 5000 in f32) while every row tile passes over it, and fine enough to balance the threads.
+/// (Walking `k` in L1-sized blocks with the accumulators kept live measured slower here.)
+pub(super) const GEMM_CHUNK: usize = 24;
+
+/// One `R x C` tile at input row `i`, weight row `j`: each accumulator walks `k` in vector steps,
+/// then the fixed-order horizontal sum and the `k % STEP` leftover products one by one.
 #[inline(always)]
 unsafe fn tile<D: Dot, const R: usize, const C: usize>(jb: &Job<D::X, D::W>, i: usize, j: usize) {
     let k = jb.k;
@@ -315,11 +386,9 @@ unsafe fn block<D: Dot, const MR: usize, const NR: usize, const NV: usize>(
     j1: usize,
 ) {
     let mut i = 0;
-    if jb.m >= MR {
-        while i + MR <= jb.m {
-            cols::<D, MR, NR>(jb, i, j0, j1);
-            i += MR;
-        }
+    while i + MR <= jb.m {
+        cols::<D, MR, NR>(jb, i, j0, j1);
+        i += MR;
     }
     while i < jb.m {
         cols::<D, 1, NV>(jb, i, j0, j1);
@@ -699,8 +768,8 @@ mod tests {
     }
 
     /// Every available SIMD path matches the scalar reference (`dot_*` per element, f64-checked
-    /// tolerance) for f32/bf16/f16 weights, odd and even `k`, batch 1 and GEMM shapes; and a row's
-    /// result is bit-identical whether computed alone or in a batch.
+    /// tolerance) for f32/bf16/f16 weights, odd and even `k`, batch 1 and GEMM shapes, packed and
+    /// k-blocked; and a row's result is bit-identical whether computed alone or in a batch.
     #[test]
     fn simd_paths_match_scalar_reference() {
         for &(m, n, k) in &[
@@ -711,6 +780,9 @@ mod tests {
             (7, 53, 133),
             (13, 130, 96),
             (25, 17, 200),
+            // Packed weights (m >= PACK_MIN_M), long rows with a tail.
+            (17, 61, 1100),
+            (2, 50, 1037),
         ] {
             let x = rand_vec(m * k, (m * 1000 + k) as u64);
             let wv = rand_vec(n * k, (n * 7 + k) as u64);

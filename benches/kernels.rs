@@ -1,0 +1,214 @@
+//! Kernel microbenchmarks: `cargo bench --bench kernels [-- FILTER]`.
+//!
+//! Each line is the median of several runs of one kernel on one shape of Qwen2.5-0.5B, reported as
+//! a fraction of the machine limit measured in the same run (interleaved with the kernels):
+//! - GEMV (`m = 1`, decode): weight bytes per second against the read bandwidth, over a stack of
+//!   layers larger than the last-level cache so the weights come from memory as in a real decode;
+//! - GEMM (`m > 1`, prefill and batched decode): multiply-adds against the f32 FMA peak;
+//! - attention (causal prefill and single-token decode over a 512-token context): FLOP/s against
+//!   the f32 FMA peak.
+//!
+//! `RSTAR_KERNEL` picks the path as everywhere else; `RSTAR_BENCH_REPEATS` (default 5) the repeats.
+//! A FILTER (substring of a line's name) runs only the matching lines.
+
+use std::time::Instant;
+
+use half::bf16;
+use rstar::backend::cpu::bench::{compute_peaks, read_bandwidth};
+use rstar::backend::cpu::{self, AttnSeq, AttnShape};
+use rstar::model::weights::Weight;
+
+const HIDDEN: usize = 896;
+const INTER: usize = 4864;
+const HEADS: usize = 14;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 64;
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn bf16_weight(n: usize, k: usize, seed: u64) -> Weight {
+    let v: Vec<bf16> = rand_vec(n * k, seed)
+        .into_iter()
+        .map(|x| bf16::from_f32(x * 0.02))
+        .collect();
+    Weight::from_bf16(&v, vec![n, k])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `f` `repeats` times (after one warm-up) and returns the (median, fastest) seconds. The
+/// fastest run shows what the kernel does when the machine leaves it alone; the median what to
+/// expect.
+fn time(repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let runs: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let best = runs.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(runs), best)
+}
+
+struct Limits {
+    read_gb_s: Vec<f64>,
+    f32_gflop_s: Vec<f64>,
+    buf: Vec<u64>,
+}
+
+impl Limits {
+    /// Measures both limits once more (called between kernels so they share the machine's state).
+    fn sample(&mut self) {
+        self.read_gb_s.push(read_bandwidth(&self.buf));
+        self.f32_gflop_s.push(compute_peaks().0);
+    }
+    fn read(&self) -> f64 {
+        median(self.read_gb_s.clone())
+    }
+    fn flops(&self) -> f64 {
+        median(self.f32_gflop_s.clone())
+    }
+}
+
+fn report(label: &str, gflop_s: f64, best: f64, peak: f64) {
+    println!(
+        "{label:<26} {gflop_s:8.2} GFLOP/s {:5.1}% of f32 FMA peak (best {best:.2}, {:.1}%)",
+        100.0 * gflop_s / peak,
+        100.0 * best / peak
+    );
+}
+
+fn main() {
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let repeats: usize = std::env::var("RSTAR_BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut lim = Limits {
+        read_gb_s: vec![],
+        f32_gflop_s: vec![],
+        buf: vec![1u64; 64 << 20],
+    };
+    lim.sample();
+    println!(
+        "kernel {} | threads {} | read {:.1} GB/s | f32 FMA {:.1} GFLOP/s",
+        cpu::kernel().name(),
+        rayon::current_num_threads(),
+        lim.read(),
+        lim.flops()
+    );
+    let shapes = [
+        ("qkv", HIDDEN + 2 * KV_HEADS * HEAD_DIM, HIDDEN),
+        ("o", HIDDEN, HIDDEN),
+        ("gate_up", 2 * INTER, HIDDEN),
+        ("down", HIDDEN, INTER),
+    ];
+
+    // GEMV over 6 layers' weights (about 180 MB of bf16, far above the last-level cache).
+    if "gemv layer stack m=1 bf16".contains(&filter) {
+        let layers: Vec<Vec<Weight>> = (0..6)
+            .map(|l| {
+                shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(_, n, k))| bf16_weight(n, k, (l * 10 + i) as u64))
+                    .collect()
+            })
+            .collect();
+        let bytes: usize = layers.iter().flatten().map(|w| w.numel() * 2).sum();
+        let x = rand_vec(INTER, 7);
+        let mut out = vec![0f32; 2 * INTER];
+        let (s, best) = time(repeats, || {
+            for l in &layers {
+                for w in l {
+                    cpu::matmul(&x, 1, w, &mut out, w.shape[0], 0);
+                }
+            }
+        });
+        lim.sample();
+        let gb_s = bytes as f64 / s / 1e9;
+        println!(
+            "gemv layer stack m=1 bf16  {:8.2} GB/s  {:5.1}% of read bandwidth (best {:.2})",
+            gb_s,
+            100.0 * gb_s / lim.read(),
+            bytes as f64 / best / 1e9
+        );
+    }
+
+    for &m in &[8usize, 32, 128, 512] {
+        for &(name, n, k) in &shapes {
+            let label = format!("gemm {name} m={m} bf16");
+            if !label.contains(&filter) {
+                continue;
+            }
+            let w = bf16_weight(n, k, 99);
+            let x = rand_vec(m * k, 5);
+            let mut out = vec![0f32; m * n];
+            let (s, best) = time(repeats, || cpu::matmul(&x, m, &w, &mut out, n, 0));
+            lim.sample();
+            let flop = 2.0 * (m * n * k) as f64;
+            report(&label, flop / s / 1e9, flop / best / 1e9, lim.flops());
+        }
+    }
+
+    // Attention over one sequence's paged K/V: causal prefill of 512 rows, then one decode row.
+    let shape = AttnShape {
+        n_heads: HEADS,
+        n_kv_heads: KV_HEADS,
+        head_dim: HEAD_DIM,
+        block_size: 16,
+        window: None,
+    };
+    let ctx = 512;
+    let kvd = KV_HEADS * HEAD_DIM;
+    let qd = HEADS * HEAD_DIM;
+    let k = rand_vec(ctx * kvd, 11);
+    let v = rand_vec(ctx * kvd, 12);
+    let table: Vec<u32> = (0..(ctx / 16) as u32).rev().collect();
+    for (label, start, len) in [
+        ("attention prefill 512", 0, ctx),
+        ("attention decode ctx 512", ctx - 1, 1),
+    ] {
+        if !label.contains(&filter) {
+            continue;
+        }
+        let q = rand_vec(len * qd, 13);
+        let mut out = vec![0f32; len * qd];
+        let seqs = [AttnSeq {
+            table: &table,
+            start,
+            len,
+        }];
+        let (s, best) = time(repeats, || {
+            cpu::attention(&q, &k, &v, &seqs, shape, &mut out)
+        });
+        lim.sample();
+        // Two multiply-adds (QK and PV) per head dim per visible key per head.
+        let keys: usize = (start..start + len).map(|p| p + 1).sum();
+        let flop = 4.0 * (keys * HEADS * HEAD_DIM) as f64;
+        report(label, flop / s / 1e9, flop / best / 1e9, lim.flops());
+    }
+    println!(
+        "limits (medians over the run): read {:.1} GB/s, f32 FMA {:.1} GFLOP/s",
+        lim.read(),
+        lim.flops()
+    );
+}
