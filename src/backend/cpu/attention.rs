@@ -380,19 +380,8 @@ pub(super) mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::simd::tests::rand_vec;
     use super::*;
-
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Every available path against the scalar reference: MHA and GQA, head dims with and without
     /// a tail, sliding windows, several sequences of prefill and decode rows over shuffled blocks;

@@ -749,13 +749,13 @@ pub(super) unsafe fn block_scalar<W: RefDot>(jb: &Job<f32, W>, j0: usize, j1: us
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::{dot_bf16, dot_f16, dot_f32, matmul_with};
     use super::*;
     use crate::model::weights::Weight;
 
     /// xorshift floats in [-1, 1).
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {
