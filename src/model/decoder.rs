@@ -308,6 +308,11 @@ impl Model {
             })
             .collect();
         let eps = c.rms_norm_eps as f32;
+        let half = self.inv_freq.len();
+        let mut angles = vec![(0f32, 0f32); t * half];
+        for (a, &p) in angles.chunks_exact_mut(half.max(1)).zip(&pos) {
+            cpu::rope_angles(&self.inv_freq, p, a);
+        }
         let block_size = kv.block_size;
         let host = kv.host_mut()?;
 
@@ -337,8 +342,9 @@ impl Model {
             for (ti, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
                 let (qr, rest) = row.split_at_mut(qd);
                 let (kr, vr) = rest.split_at_mut(kvd);
-                cpu::rope(qr, c.num_heads, c.head_dim, &self.inv_freq, pos[ti]);
-                cpu::rope(kr, c.num_kv_heads, c.head_dim, &self.inv_freq, pos[ti]);
+                let sc = &angles[ti * half..(ti + 1) * half];
+                cpu::rope_rotate(qr, c.num_heads, c.head_dim, sc);
+                cpu::rope_rotate(kr, c.num_kv_heads, c.head_dim, sc);
                 q[ti * qd..(ti + 1) * qd].copy_from_slice(qr);
                 host.write(li, rows[ti], kr, vr);
             }

@@ -230,10 +230,23 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 /// Rotary embedding in HF's "rotate half" convention on rows `[n_heads * head_dim]`, rotating the
 /// first `2 * inv_freq.len()` dims of each head at position `pos`.
 pub fn rope(row: &mut [f32], n_heads: usize, head_dim: usize, inv_freq: &[f32], pos: usize) {
-    let half = inv_freq.len();
-    for (i, &f) in inv_freq.iter().enumerate() {
-        let angle = pos as f32 * f;
-        let (sin, cos) = angle.sin_cos();
+    let mut sc = vec![(0f32, 0f32); inv_freq.len()];
+    rope_angles(inv_freq, pos, &mut sc);
+    rope_rotate(row, n_heads, head_dim, &sc);
+}
+
+/// `(sin, cos)` of `pos * inv_freq[i]` for every frequency: one position's rotation, shared by
+/// its query and key rows and by every layer.
+pub fn rope_angles(inv_freq: &[f32], pos: usize, out: &mut [(f32, f32)]) {
+    for (o, &f) in out.iter_mut().zip(inv_freq) {
+        *o = (pos as f32 * f).sin_cos();
+    }
+}
+
+/// [`rope`] with the position's `(sin, cos)` pairs from [`rope_angles`].
+pub fn rope_rotate(row: &mut [f32], n_heads: usize, head_dim: usize, sc: &[(f32, f32)]) {
+    let half = sc.len();
+    for (i, &(sin, cos)) in sc.iter().enumerate() {
         for h in 0..n_heads {
             let base = h * head_dim;
             let a = row[base + i];
