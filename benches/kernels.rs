@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use half::bf16;
-use rstar::backend::cpu::bench::{compute_peaks, read_bandwidth};
+use rstar::backend::cpu::bench::{compute_peaks, rand_vec, read_bandwidth};
 use rstar::backend::cpu::{self, AttnSeq, AttnShape};
 use rstar::model::weights::Weight;
 
@@ -23,18 +23,6 @@ const INTER: usize = 4864;
 const HEADS: usize = 14;
 const KV_HEADS: usize = 2;
 const HEAD_DIM: usize = 64;
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn bf16_weight(n: usize, k: usize, seed: u64) -> Weight {
     let v: Vec<bf16> = rand_vec(n * k, seed)

@@ -167,6 +167,7 @@ fn item_scalar(it: &Item, k: &[f32], v: &[f32], s: &AttnShape, o: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     //! AVX2+FMA attention item and the vector `exp` it shares with the elementwise ops.
+    use super::super::simd::x86::hsum256;
     use super::*;
     use std::arch::x86_64::*;
 
@@ -206,14 +207,6 @@ pub(super) mod x86 {
             23,
         );
         _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(a: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 
     /// The 8 lane-sums of `a[0..8]` as one vector (lane t = sum of `a[t]`).
@@ -290,7 +283,7 @@ pub(super) mod x86 {
                             acc = _mm256_fmadd_ps(qv, kv, acc);
                             d += 8;
                         }
-                        let mut dot = hsum(acc);
+                        let mut dot = hsum256(acc);
                         for e in main..hd {
                             dot += *qh.add(e) * *kp.add(r + e);
                         }
@@ -319,7 +312,7 @@ pub(super) mod x86 {
                 _mm256_storeu_ps(ch.as_mut_ptr(), e);
                 sum = _mm256_add_ps(sum, e);
             }
-            let mut total = hsum(sum);
+            let mut total = hsum256(sum);
             let tail = c.into_remainder();
             if !tail.is_empty() {
                 let mut buf = [f32::NEG_INFINITY; 8];

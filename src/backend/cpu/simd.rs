@@ -484,8 +484,9 @@ pub(super) mod x86 {
         }
     }
 
+    /// Sum of the 8 lanes in a fixed order.
     #[inline(always)]
-    unsafe fn hsum256(a: __m256) -> f32 {
+    pub(in crate::backend::cpu) unsafe fn hsum256(a: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
@@ -769,18 +770,7 @@ pub(super) mod tests {
     use super::*;
     use crate::model::weights::Weight;
 
-    /// xorshift floats in [-1, 1).
-    pub(crate) fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    pub(crate) use super::super::bench::rand_vec;
 
     /// Every available SIMD path matches the scalar reference (`dot_*` per element, f64-checked
     /// tolerance) for f32/bf16/f16 weights, odd and even `k`, batch 1 and GEMM shapes, packed and
