@@ -341,15 +341,47 @@ pub(super) const GEMM_CHUNK: usize = 24;
 
 /// One `R x C` tile at input row `i`, weight row `j`: each accumulator walks `k` in vector steps,
 /// then the fixed-order horizontal sum and the `k % STEP` leftover products one by one.
+///
+/// With `next` (the GEMV path on x86), the `C` weight rows after this tile's are prefetched front
+/// to back, a slice per step, so the next tile finds them in cache. They are contiguous, so this
+/// turns `C` short streams the hardware prefetcher would ramp up on separately (rows of 896 bf16
+/// are 28 cache lines) into one linear read: measured on the 2-core Zen 3 VM, 8 interleaved
+/// 1792-byte rows read at 7.6-8 GB/s without it and 13.4-14.9 GB/s with it.
 #[inline(always)]
-unsafe fn tile<D: Dot, const R: usize, const C: usize>(jb: &Job<D::X, D::W>, i: usize, j: usize) {
+unsafe fn tile<D: Dot, const R: usize, const C: usize>(
+    jb: &Job<D::X, D::W>,
+    i: usize,
+    j: usize,
+    next: bool,
+) {
     let k = jb.k;
     let x = jb.x.add(i * k);
     let w = jb.w.add(j * k);
     let mut acc = [[D::zero(); C]; R];
     let main = k - k % D::STEP;
+    // Bytes of the next tile's rows to prefetch per vector step (whole cache lines).
+    let next_bytes = C * k * std::mem::size_of::<D::W>();
+    let per_step = if next && main > 0 {
+        next_bytes.div_ceil(main / D::STEP).next_multiple_of(64)
+    } else {
+        0
+    };
+    let next_rows = w.add(C * k) as *const i8;
     let mut kk = 0;
     while kk < main {
+        #[cfg(target_arch = "x86_64")]
+        if per_step > 0 {
+            let off = kk / D::STEP * per_step;
+            let mut b = 0;
+            while b < per_step && off + b < next_bytes {
+                // SAFETY: a prefetch never faults; the address lies inside the next tile's rows,
+                // which the caller guarantees exist (`next`).
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    next_rows.add(off + b),
+                );
+                b += 64;
+            }
+        }
         let mut wv = [D::lw(w.add(kk)); C];
         for (c, v) in wv.iter_mut().enumerate().skip(1) {
             *v = D::lw(w.add(c * k + kk));
@@ -383,11 +415,12 @@ unsafe fn cols<D: Dot, const R: usize, const C: usize>(
 ) {
     let mut j = j0;
     while j + C <= j1 {
-        tile::<D, R, C>(jb, i, j);
+        // GEMV tiles prefetch the next tile of the chunk (GEMM weights are hot in L2 already).
+        tile::<D, R, C>(jb, i, j, R == 1 && j + 2 * C <= j1);
         j += C;
     }
     while j < j1 {
-        tile::<D, R, 1>(jb, i, j);
+        tile::<D, R, 1>(jb, i, j, false);
         j += 1;
     }
 }
