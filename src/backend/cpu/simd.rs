@@ -267,7 +267,7 @@ pub(super) fn run_job<X, W>(
     let work = job.m * n * job.k;
     let packed = packed.filter(|_| job.m >= PACK_MIN_M);
     // Batch 1 streams the weights once: chunks only fine enough that every thread gets several.
-    // Otherwise the GEMM's L1-sized chunk (the weights are reused by every row).
+    // Otherwise the GEMM's chunk, which stays in L2 while every row passes over it.
     let chunk = if job.m > 1 {
         GEMM_CHUNK
     } else {
