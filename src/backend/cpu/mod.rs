@@ -229,10 +229,18 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 
 /// Rotary embedding in HF's "rotate half" convention on rows `[n_heads * head_dim]`, rotating the
 /// first `2 * inv_freq.len()` dims of each head at position `pos`.
+/// No allocation for up to 128 frequencies (head dims up to 256): callers run it once per row.
 pub fn rope(row: &mut [f32], n_heads: usize, head_dim: usize, inv_freq: &[f32], pos: usize) {
-    let mut sc = vec![(0f32, 0f32); inv_freq.len()];
-    rope_angles(inv_freq, pos, &mut sc);
-    rope_rotate(row, n_heads, head_dim, &sc);
+    let mut stack = [(0f32, 0f32); 128];
+    let mut heap = Vec::new();
+    let sc = if inv_freq.len() <= stack.len() {
+        &mut stack[..inv_freq.len()]
+    } else {
+        heap.resize(inv_freq.len(), (0f32, 0f32));
+        &mut heap[..]
+    };
+    rope_angles(inv_freq, pos, sc);
+    rope_rotate(row, n_heads, head_dim, sc);
 }
 
 /// `(sin, cos)` of `pos * inv_freq[i]` for every frequency: one position's rotation, shared by
