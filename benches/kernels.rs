@@ -6,7 +6,9 @@
 //!   layers larger than the last-level cache so the weights come from memory as in a real decode;
 //! - GEMM (`m > 1`, prefill and batched decode): multiply-adds against the f32 FMA peak;
 //! - attention (causal prefill and single-token decode over a 512-token context): FLOP/s against
-//!   the f32 FMA peak.
+//!   the f32 FMA peak;
+//! - sampling one token (temperature 1, no top-k/top-p) from a 151936-entry vocabulary: time per
+//!   draw against one argmax pass over the same logits, timed in the same run.
 //!
 //! `RSTAR_KERNEL` picks the path as everywhere else; `RSTAR_BENCH_REPEATS` (default 5) the repeats.
 //! A FILTER (substring of a line's name) runs only the matching lines.
@@ -193,6 +195,27 @@ fn main() {
         let keys: usize = (start..start + len).map(|p| p + 1).sum();
         let flop = 4.0 * (keys * HEADS * HEAD_DIM) as f64;
         report(label, flop / s / 1e9, flop / best / 1e9, lim.flops());
+    }
+    let label = "sample vocab 151936 t=1";
+    if label.contains(&filter) {
+        // Logits spread like a small model's (a few units), so the draw lands deep in the vocabulary.
+        let logits: Vec<f32> = rand_vec(151_936, 21).iter().map(|v| v * 6.0).collect();
+        let mut sampler = rstar::engine::Sampler::new(rstar::engine::SamplingParams {
+            temperature: 1.0,
+            seed: 3,
+            ..Default::default()
+        });
+        let mut sink = 0u32;
+        let (s, _) = time(repeats * 20, || sink ^= sampler.sample(&logits));
+        let (a, _) = time(repeats * 20, || {
+            sink ^= rstar::engine::sampling::argmax(std::hint::black_box(&logits))
+        });
+        println!(
+            "{label:<32} {:>8.1} us per draw ({:.1}x one argmax pass){}",
+            s * 1e6,
+            s / a,
+            if sink == u32::MAX { "!" } else { "" }
+        );
     }
     println!(
         "limits (medians over the run): read {:.1} GB/s, f32 FMA {:.1} GFLOP/s",

@@ -97,13 +97,24 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// A sampler owning its RNG stream and scratch space.
+/// A sampler owning its RNG stream (its scratch space is per thread, so thousands of concurrent
+/// samplers cost no memory each).
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
-    /// (probability, token) scratch, reused between calls.
+}
+
+/// Per-thread scratch of [`Sampler::sample`]: `(probability, token)` candidates and the bucket
+/// masses of [`prefix_reaching`]; grown once, then reused.
+#[derive(Default)]
+struct Scratch {
     cand: Vec<(f32, u32)>,
+    sums: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 impl Sampler {
@@ -111,7 +122,6 @@ impl Sampler {
         Sampler {
             params,
             rng: Rng::new(params.seed),
-            cand: Vec::new(),
         }
     }
 
@@ -120,52 +130,54 @@ impl Sampler {
     /// Semantically this sorts the candidates by scaled logit (highest first, ties to the lower id),
     /// keeps the nucleus prefix and draws from it in that order; no full sort is done: the nucleus
     /// cut and the draw are both "the shortest sorted prefix whose mass reaches a target", found by
-    /// [`prefix_reaching`] in expected linear time, so a 152k vocabulary costs a few passes.
+    /// [`prefix_reaching`] in a few linear passes, so a 152k vocabulary costs little.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let p = self.params;
         if p.temperature == 0.0 || p.top_k == 1 || logits.is_empty() {
             return argmax(logits);
         }
-        let (keep, mass) = self.nucleus(logits);
-        let u = self.rng.next_f64() * mass;
-        let (end, _) = prefix_reaching(&mut self.cand[..keep], |acc| acc > u);
-        self.cand[end - 1].1
+        SCRATCH.with(|s| {
+            let Scratch { cand, sums } = &mut *s.borrow_mut();
+            let (keep, mass) = nucleus(p, logits, cand, sums);
+            let u = self.rng.next_f64() * mass;
+            let (end, _) = prefix_reaching(&mut cand[..keep], sums, |acc| acc > u);
+            cand[end - 1].1
+        })
     }
+}
 
-    /// Fills `cand` with `(unnormalised probability, id)` after temperature, top-k and top-p, the
-    /// kept set first (in no particular order); returns its size and mass. `logits` is non-empty.
-    fn nucleus(&mut self, logits: &[f32]) -> (usize, f64) {
-        let p = self.params;
-        let inv_t = 1.0 / p.temperature;
-        self.cand.clear();
-        self.cand.extend(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| (l * inv_t, i as u32)),
-        );
-        if p.top_k > 0 && p.top_k < self.cand.len() {
-            self.cand.select_nth_unstable_by(p.top_k - 1, by_desc);
-            self.cand.truncate(p.top_k);
-        }
-        let max = self
-            .cand
+/// Fills `cand` with `(unnormalised probability, id)` after temperature, top-k and top-p, the
+/// kept set first (in no particular order); returns its size and mass. `logits` is non-empty.
+fn nucleus(
+    p: SamplingParams,
+    logits: &[f32],
+    cand: &mut Vec<(f32, u32)>,
+    sums: &mut Vec<f64>,
+) -> (usize, f64) {
+    let inv_t = 1.0 / p.temperature;
+    cand.clear();
+    cand.extend(
+        logits
             .iter()
-            .copied()
-            .min_by(by_desc)
-            .map_or(0.0, |c| c.0);
-        let mut sum = 0f64;
-        for c in self.cand.iter_mut() {
-            c.0 = (c.0 - max).exp();
-            sum += c.0 as f64;
-        }
-        // Nucleus: the shortest prefix whose mass reaches top_p (always at least one token).
-        if p.top_p < 1.0 {
-            let target = p.top_p as f64 * sum;
-            prefix_reaching(&mut self.cand, |acc| acc >= target)
-        } else {
-            (self.cand.len(), sum)
-        }
+            .enumerate()
+            .map(|(i, &l)| (l * inv_t, i as u32)),
+    );
+    if p.top_k > 0 && p.top_k < cand.len() {
+        cand.select_nth_unstable_by(p.top_k - 1, by_desc);
+        cand.truncate(p.top_k);
+    }
+    let max = cand.iter().copied().min_by(by_desc).map_or(0.0, |c| c.0);
+    let mut sum = 0f64;
+    for c in cand.iter_mut() {
+        c.0 = (c.0 - max).exp();
+        sum += c.0 as f64;
+    }
+    // Nucleus: the shortest prefix whose mass reaches top_p (always at least one token).
+    if p.top_p < 1.0 {
+        let target = p.top_p as f64 * sum;
+        prefix_reaching(cand, sums, |acc| acc >= target)
+    } else {
+        (cand.len(), sum)
     }
 }
 
@@ -178,36 +190,77 @@ fn by_desc(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
 /// Below this many candidates the prefix search sorts and scans.
 const SORT_BELOW: usize = 64;
 
-/// The shortest prefix, in [`by_desc`] order, of the `(mass, id)` candidates whose running mass
-/// (an f64 sum) satisfies `reached`: returns its length `end` (the whole slice when no prefix
-/// does) and its mass, and leaves the slice permuted so that `cand[..end]` is that prefix with its
-/// last (lowest) member at `end - 1`. Bisects with `select_nth_unstable_by`: each round keeps the
-/// half holding the answer, so the expected cost is a few passes over the slice; only the final
-/// `SORT_BELOW` candidates are sorted. Equal to sorting everything and scanning, up to the
-/// rounding order of the f64 sums.
-fn prefix_reaching(cand: &mut [(f32, u32)], reached: impl Fn(f64) -> bool) -> (usize, f64) {
-    let (mut lo, mut hi) = (0, cand.len());
-    // Mass of cand[..lo], every member of which precedes every member of cand[lo..].
+/// [`prefix_reaching`] groups masses by their top bits (exponent and 4 mantissa bits): for
+/// non-negative floats the bit pattern is monotone in the value, so every member of a higher
+/// bucket precedes every member of a lower one in [`by_desc`] order.
+const BUCKET_SHIFT: u32 = 19;
+/// Buckets up to +infinity's; NaN and negative masses (never produced: masses are exp of a
+/// difference to the maximum) would share the last.
+const BUCKETS: usize = (0x7F80_0000 >> BUCKET_SHIFT) + 1;
+
+fn bucket(v: f32) -> usize {
+    ((v.to_bits() >> BUCKET_SHIFT) as usize).min(BUCKETS - 1)
+}
+
+/// The shortest prefix, in [`by_desc`] order, of the non-negative `(mass, id)` candidates whose
+/// running mass (an f64 sum) satisfies `reached`: returns its length `end` (the whole slice when
+/// no prefix does) and its mass, and leaves the slice permuted so that `cand[..end]` is that
+/// prefix with its last (lowest) member at `end - 1`.
+///
+/// One pass sums the mass of each value bucket ([`BUCKET_SHIFT`]); walking the buckets from the
+/// top finds the one where the running mass is reached; two partition passes move the buckets
+/// above it to the front and its own members after them; only that bucket (a small fraction of a
+/// vocabulary) is sorted and scanned. Equal to sorting everything and scanning, up to the rounding
+/// order of the f64 sums. `sums` is scratch.
+fn prefix_reaching(
+    cand: &mut [(f32, u32)],
+    sums: &mut Vec<f64>,
+    reached: impl Fn(f64) -> bool,
+) -> (usize, f64) {
+    let scan = |cand: &mut [(f32, u32)], lo: usize, hi: usize, mut acc: f64| {
+        cand[lo..hi].sort_unstable_by(by_desc);
+        for (i, c) in cand[lo..hi].iter().enumerate() {
+            acc += c.0 as f64;
+            if reached(acc) {
+                return (lo + i + 1, acc);
+            }
+        }
+        (hi, acc)
+    };
+    if cand.len() <= SORT_BELOW {
+        return scan(cand, 0, cand.len(), 0.0);
+    }
+    sums.clear();
+    sums.resize(BUCKETS, 0.0);
+    for c in cand.iter() {
+        sums[bucket(c.0)] += c.0 as f64;
+    }
+    // Mass of the buckets above `b`, every member of which precedes every member of `b`.
     let mut acc = 0f64;
-    while hi - lo > SORT_BELOW {
-        let mid = lo + (hi - lo) / 2;
-        cand[lo..hi].select_nth_unstable_by(mid - lo, by_desc);
-        let upper: f64 = cand[lo..mid].iter().map(|c| c.0 as f64).sum();
-        if reached(acc + upper) {
-            hi = mid;
-        } else {
-            acc += upper;
-            lo = mid;
+    let Some(b) = (0..BUCKETS).rev().find(|&b| {
+        let hit = reached(acc + sums[b]);
+        if !hit {
+            acc += sums[b];
+        }
+        hit
+    }) else {
+        return (cand.len(), acc);
+    };
+    let mut lo = 0;
+    for j in 0..cand.len() {
+        if bucket(cand[j].0) > b {
+            cand.swap(lo, j);
+            lo += 1;
         }
     }
-    cand[lo..hi].sort_unstable_by(by_desc);
-    for (i, c) in cand[lo..hi].iter().enumerate() {
-        acc += c.0 as f64;
-        if reached(acc) {
-            return (lo + i + 1, acc);
+    let mut hi = lo;
+    for j in lo..cand.len() {
+        if bucket(cand[j].0) == b {
+            cand.swap(hi, j);
+            hi += 1;
         }
     }
-    (hi, acc)
+    scan(cand, lo, hi, acc)
 }
 
 /// The CPU reference of the device sampler (`kernels/sampling.cu`, [`ops::sample`]): the same
@@ -442,9 +495,9 @@ mod tests {
                 let mut reference = Rng::new(p.seed);
                 for draw in 0..40 {
                     let (mut kept, want) = full_sort_reference(p, &mut reference, row);
-                    let mut probe = Sampler::new(p);
-                    let (keep, _) = probe.nucleus(row);
-                    let mut got_kept: Vec<u32> = probe.cand[..keep].iter().map(|c| c.1).collect();
+                    let (mut cand, mut sums) = (Vec::new(), Vec::new());
+                    let (keep, _) = nucleus(p, row, &mut cand, &mut sums);
+                    let mut got_kept: Vec<u32> = cand[..keep].iter().map(|c| c.1).collect();
                     kept.sort_unstable();
                     got_kept.sort_unstable();
                     assert_eq!(got_kept, kept, "{name} {p:?}: kept set");
