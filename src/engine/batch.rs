@@ -103,6 +103,17 @@ pub struct Engine {
     seqs: HashMap<SeqId, Seq>,
     next_id: u64,
     stats: EngineStats,
+    /// Buffers of a step, reused so that decoding allocates nothing of the model's size per token.
+    bufs: StepBuffers,
+}
+
+#[derive(Default)]
+struct StepBuffers {
+    tokens: Vec<u32>,
+    hidden: Vec<f32>,
+    /// Last hidden rows of the sequences whose logits are asked for.
+    rows: Vec<f32>,
+    logits: Vec<f32>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -139,6 +150,7 @@ impl Engine {
             seqs: HashMap::new(),
             next_id: 0,
             stats: EngineStats::default(),
+            bufs: StepBuffers::default(),
         })
     }
 
@@ -384,12 +396,13 @@ impl Engine {
             if work.is_empty() {
                 return Ok(());
             }
-            let mut tokens = Vec::new();
+            let StepBuffers { tokens, hidden, .. } = &mut self.bufs;
+            tokens.clear();
             for &(id, start, n) in &work {
                 tokens.extend_from_slice(&self.seqs[&id].tokens[start..start + n]);
             }
             let t0 = Instant::now();
-            let hidden = {
+            {
                 let chunks: Vec<SeqChunk> = work
                     .iter()
                     .map(|&(id, start, len)| SeqChunk {
@@ -400,8 +413,8 @@ impl Engine {
                     .collect();
                 self.lm
                     .model
-                    .forward_batch(&tokens, &chunks, &mut self.kv)?
-            };
+                    .forward_batch_into(tokens, &chunks, &mut self.kv, hidden)?;
+            }
             self.stats.forward_seconds += t0.elapsed().as_secs_f64();
             self.stats.forward_passes += 1;
             self.stats.tokens_computed += tokens.len() as u64;
@@ -440,16 +453,27 @@ impl Engine {
 
     /// Next-token logits `[vocab]` of each sequence (computing what is pending), in one LM-head pass.
     pub fn logits(&mut self, ids: &[SeqId]) -> Result<Vec<Vec<f32>>> {
-        let all = self.logits_rows(ids)?;
+        self.logits_rows(ids)?;
         let v = self.lm.model.config.vocab_size;
-        Ok(all.chunks(v).map(<[f32]>::to_vec).collect())
+        Ok(self.bufs.logits.chunks(v).map(<[f32]>::to_vec).collect())
     }
 
-    /// [`Engine::logits`] as one row-major `[ids.len(), vocab]` buffer (no per-row copies).
-    fn logits_rows(&mut self, ids: &[SeqId]) -> Result<Vec<f32>> {
-        let hidden = self.last_hidden(ids)?;
-        let rows: Vec<f32> = hidden.iter().flat_map(|h| h.iter().copied()).collect();
-        self.lm.model.logits(&rows)
+    /// [`Engine::logits`] as one row-major `[ids.len(), vocab]` buffer, in `self.bufs.logits`.
+    fn logits_rows(&mut self, ids: &[SeqId]) -> Result<()> {
+        self.compute(ids)?;
+        let StepBuffers { rows, logits, .. } = &mut self.bufs;
+        rows.clear();
+        for id in ids {
+            let h = self
+                .seqs
+                .get(id)
+                .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))?
+                .last_hidden
+                .as_ref()
+                .ok_or_else(|| Error::Internal("missing hidden state".into()))?;
+            rows.extend_from_slice(h);
+        }
+        self.lm.model.logits_into(rows, logits)
     }
 
     /// Generates for every request, `max_active` at a time (continuous batching: a finished
@@ -525,11 +549,10 @@ impl Engine {
                 break;
             }
             let ids: Vec<SeqId> = active.iter().map(|a| requests[a.idx].seq).collect();
-            let logits = if active.iter().any(|a| a.budget > 0) {
-                self.logits_rows(&ids)?
-            } else {
-                Vec::new()
-            };
+            if active.iter().any(|a| a.budget > 0) {
+                self.logits_rows(&ids)?;
+            }
+            let logits = &self.bufs.logits;
             let t0 = Instant::now();
             // Sequences sample independently (each has its own RNG stream): in parallel.
             let vocab = lm.model.config.vocab_size;

@@ -66,12 +66,36 @@ pub(crate) struct Layer {
 }
 
 /// One sequence's part of a batched forward pass: its block table in the [`KvStore`] and the
-/// positions `start .. start + len` of its tokens (laid out consecutively in the token list).
-#[derive(Debug, Clone, Copy)]
-pub struct SeqChunk<'a> {
-    pub table: &'a [u32],
-    pub start: usize,
-    pub len: usize,
+/// positions `start .. start + len` of its tokens (laid out consecutively in the token list). The
+/// same record as the attention kernel's, so a batch passes to it as is.
+pub type SeqChunk<'a> = cpu::AttnSeq<'a>;
+
+/// The CPU forward pass's buffers (see [`Decoder::forward_batch_into`]), per thread.
+#[derive(Default)]
+struct Workspace {
+    /// KV row of every token.
+    rows: Vec<usize>,
+    /// RoPE `(sin, cos)` of every token's position, `inv_freq.len()` each.
+    angles: Vec<(f32, f32)>,
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    q: Vec<f32>,
+}
+
+thread_local! {
+    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
+}
+
+/// The first `len` elements of `buf`, grown (never shrunk) to hold them.
+fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }
 
 /// Opens a Hugging Face model directory: its parsed `config.json` and its weights.
@@ -282,52 +306,80 @@ impl Model {
         chunks: &[SeqChunk],
         kv: &mut KvStore,
     ) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.forward_batch_into(tokens, chunks, kv, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Decoder::forward_batch`] into `out` (resized to `[tokens.len(), hidden]`). On the CPU the
+    /// activations live in a per-thread workspace that only grows, so once `out` and the workspace
+    /// have reached a batch's size, a forward pass of that size allocates nothing.
+    pub fn forward_batch_into(
+        &self,
+        tokens: &[u32],
+        chunks: &[SeqChunk],
+        kv: &mut KvStore,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         self.check_batch(tokens, chunks, kv)?;
         if let Some(cuda) = &self.cuda {
             let block_size = kv.block_size;
-            return cuda.forward_batch(tokens, chunks, block_size, kv.cuda_mut()?);
+            *out = cuda.forward_batch(tokens, chunks, block_size, kv.cuda_mut()?)?;
+            return Ok(());
         }
+        WORKSPACE.with(|ws| self.forward_cpu(tokens, chunks, kv, &mut ws.borrow_mut(), out))
+    }
+
+    fn forward_cpu(
+        &self,
+        tokens: &[u32],
+        chunks: &[SeqChunk],
+        kv: &mut KvStore,
+        ws: &mut Workspace,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let c = &self.config;
         let t = tokens.len();
         let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         // Position and KV row of every token.
-        let mut pos = Vec::with_capacity(t);
-        let mut rows = Vec::with_capacity(t);
+        ws.rows.clear();
+        ws.angles.clear();
+        let half = self.inv_freq.len();
         for ch in chunks {
             for p in ch.start..ch.start + ch.len {
-                pos.push(p);
-                rows.push(kv.row(ch.table, p));
+                ws.rows.push(kv.row(ch.table, p));
+                let at = ws.angles.len();
+                ws.angles.resize(at + half, (0.0, 0.0));
+                cpu::rope_angles(&self.inv_freq, p, &mut ws.angles[at..]);
             }
         }
-        let attn_seqs: Vec<cpu::AttnSeq> = chunks
-            .iter()
-            .map(|ch| cpu::AttnSeq {
-                table: ch.table,
-                start: ch.start,
-                len: ch.len,
-            })
-            .collect();
         let eps = c.rms_norm_eps as f32;
-        let half = self.inv_freq.len();
-        let mut angles = vec![(0f32, 0f32); t * half];
-        for (a, &p) in angles.chunks_exact_mut(half.max(1)).zip(&pos) {
-            cpu::rope_angles(&self.inv_freq, p, a);
-        }
         let block_size = kv.block_size;
         let host = kv.host_mut()?;
-
-        // Activations, row-major [t, width].
-        let mut x = vec![0f32; t * h];
+        let Workspace {
+            rows,
+            angles,
+            x,
+            qkv,
+            attn,
+            proj,
+            gate_up,
+            act,
+            q,
+        } = ws;
+        // Activations, row-major [t, width]; every element is written before it is read.
+        let x = grown(x, t * h);
         for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
             self.embed.row_to_f32(id as usize, row);
         }
-        let mut normed = vec![0f32; t * h];
-        let mut qkv = vec![0f32; t * (qd + 2 * kvd)];
-        let mut attn = vec![0f32; t * qd];
-        let mut proj = vec![0f32; t * h];
-        let mut gate_up = vec![0f32; t * 2 * inter];
-        let mut act = vec![0f32; t * inter];
-        let mut q = vec![0f32; t * qd];
+        out.resize(t * h, 0.0);
+        let normed = &mut out[..t * h];
+        let qkv = grown(qkv, t * (qd + 2 * kvd));
+        let attn = grown(attn, t * qd);
+        let proj = grown(proj, t * h);
+        let gate_up = grown(gate_up, t * 2 * inter);
+        let act = grown(act, t * inter);
+        let q = grown(q, t * qd);
         let shape = cpu::AttnShape {
             n_heads: c.num_heads,
             n_kv_heads: c.num_kv_heads,
@@ -337,8 +389,8 @@ impl Model {
         };
 
         for (li, layer) in self.layers.iter().enumerate() {
-            cpu::rms_norm(&x, &layer.attn_norm, eps, &mut normed);
-            layer.qkv.forward(&normed, t, &mut qkv);
+            cpu::rms_norm(x, &layer.attn_norm, eps, normed);
+            layer.qkv.forward(normed, t, qkv);
             for (ti, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
                 let (qr, rest) = row.split_at_mut(qd);
                 let (kr, vr) = rest.split_at_mut(kvd);
@@ -349,22 +401,22 @@ impl Model {
                 host.write(li, rows[ti], kr, vr);
             }
             let (kl, vl) = host.layer(li);
-            cpu::attention(&q, kl, vl, &attn_seqs, shape, &mut attn);
-            layer.o.forward(&attn, t, &mut proj);
-            cpu::add_inplace(&mut x, &proj);
+            cpu::attention(q, kl, vl, chunks, shape, attn);
+            layer.o.forward(attn, t, proj);
+            cpu::add_inplace(x, proj);
 
-            cpu::rms_norm(&x, &layer.mlp_norm, eps, &mut normed);
-            layer.gate_up.forward(&normed, t, &mut gate_up);
+            cpu::rms_norm(x, &layer.mlp_norm, eps, normed);
+            layer.gate_up.forward(normed, t, gate_up);
             for (ti, row) in gate_up.chunks_exact_mut(2 * inter).enumerate() {
                 let (g, u) = row.split_at_mut(inter);
                 cpu::silu_mul(g, u);
                 act[ti * inter..(ti + 1) * inter].copy_from_slice(g);
             }
-            layer.down.forward(&act, t, &mut proj);
-            cpu::add_inplace(&mut x, &proj);
+            layer.down.forward(act, t, proj);
+            cpu::add_inplace(x, proj);
         }
-        cpu::rms_norm(&x, &self.final_norm, eps, &mut normed);
-        Ok(normed)
+        cpu::rms_norm(x, &self.final_norm, eps, normed);
+        Ok(())
     }
 
     /// Checks a batch against the model and the KV store (token ids, chunk cover, context length,
@@ -418,6 +470,14 @@ impl Model {
 
     /// LM head over hidden rows `[n, hidden]` -> logits `[n, vocab]`.
     pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.logits_into(hidden, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Decoder::logits`] into `out` (resized to `[rows, vocab]`; no allocation once it has
+    /// reached that size, on the CPU).
+    pub fn logits_into(&self, hidden: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let h = self.config.hidden_size;
         let n = hidden.len() / h;
         let v = self.config.vocab_size;
@@ -427,11 +487,12 @@ impl Model {
             )
         })?;
         if let Some(cuda) = &self.cuda {
-            return cuda.logits(hidden);
+            *out = cuda.logits(hidden)?;
+            return Ok(());
         }
-        let mut out = vec![0f32; n * v];
-        cpu::matmul(hidden, n, head, &mut out, v, 0);
-        Ok(out)
+        out.resize(n * v, 0.0);
+        cpu::matmul(hidden, n, head, &mut out[..n * v], v, 0);
+        Ok(())
     }
 
     /// Runs `tokens` and returns logits for every position `[t, vocab]` (`all = true`) or only the

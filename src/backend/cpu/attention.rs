@@ -74,6 +74,11 @@ pub fn attention_scalar(
     attention_with(Kernel::Scalar, q, k, v, seqs, s, out)
 }
 
+thread_local! {
+    /// (sequence, row within it) of every query row of an [`attention_with`] call.
+    static OWNER: std::cell::RefCell<Vec<(usize, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn attention_with(
     kern: Kernel,
     q: &[f32],
@@ -83,60 +88,72 @@ fn attention_with(
     s: AttnShape,
     out: &mut [f32],
 ) {
-    let qd = s.n_heads * s.head_dim;
-    let group = s.n_heads / s.n_kv_heads;
-    let gw = group * s.head_dim;
-    // (sequence, index within it) of every query row.
-    let owner: Vec<(usize, usize)> = seqs
-        .iter()
-        .enumerate()
-        .flat_map(|(si, sq)| (0..sq.len).map(move |t| (si, t)))
-        .collect();
-    let simd = matches!(kern, Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16);
-    let work = |idx: usize, o: &mut [f32]| {
-        let (r, g) = (idx / s.n_kv_heads, idx % s.n_kv_heads);
-        let (si, ti) = owner[r];
-        let sq = &seqs[si];
-        let pos = sq.start + ti;
-        let lo = match s.window {
-            Some(w) if pos + 1 > w => pos + 1 - w,
-            _ => 0,
+    // The caller's row table, reused between calls (no allocation per layer).
+    OWNER.with(|owner| {
+        let mut owner = owner.borrow_mut();
+        let qd = s.n_heads * s.head_dim;
+        let group = s.n_heads / s.n_kv_heads;
+        let gw = group * s.head_dim;
+        // (sequence, index within it) of every query row.
+        owner.clear();
+        owner.extend(
+            seqs.iter()
+                .enumerate()
+                .flat_map(|(si, sq)| (0..sq.len).map(move |t| (si, t))),
+        );
+        let owner = &*owner;
+        let simd = matches!(kern, Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16);
+        let work = |idx: usize, o: &mut [f32]| {
+            let (r, g) = (idx / s.n_kv_heads, idx % s.n_kv_heads);
+            let (si, ti) = owner[r];
+            let sq = &seqs[si];
+            let pos = sq.start + ti;
+            let lo = match s.window {
+                Some(w) if pos + 1 > w => pos + 1 - w,
+                _ => 0,
+            };
+            let item = Item {
+                q: &q[r * qd + g * gw..r * qd + (g + 1) * gw],
+                table: sq.table,
+                lo,
+                pos,
+                kv_col: g * s.head_dim,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                SCORES.with(|buf| {
+                    let (scores, rows) = &mut *buf.borrow_mut();
+                    rows.clear();
+                    scores.clear();
+                    // Grown in steps of 1024 keys: a decode that lengthens its context by one key
+                    // per token reallocates once per 1024 tokens, not at every doubling.
+                    let keys = (item.pos + 1 - item.lo).next_multiple_of(1024);
+                    rows.reserve_exact(keys);
+                    scores.reserve_exact(keys * group);
+                    rows.extend((item.lo..=item.pos).map(|j| item.row(j, &s)));
+                    assert!(rows.iter().all(|&r| r + s.head_dim <= k.len().min(v.len())));
+                    // SAFETY: `simd` is set only for paths whose CPU check covers AVX2 and FMA; every
+                    // row offset was checked against `k` and `v` just above.
+                    unsafe { x86::item_avx2(&item, k, v, rows, &s, scores, o) }
+                });
+                return;
+            }
+            let _ = simd;
+            item_scalar(&item, k, v, &s, o);
         };
-        let item = Item {
-            q: &q[r * qd + g * gw..r * qd + (g + 1) * gw],
-            table: sq.table,
-            lo,
-            pos,
-            kv_col: g * s.head_dim,
-        };
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            SCORES.with(|buf| {
-                let (scores, rows) = &mut *buf.borrow_mut();
-                rows.clear();
-                rows.extend((item.lo..=item.pos).map(|j| item.row(j, &s)));
-                assert!(rows.iter().all(|&r| r + s.head_dim <= k.len().min(v.len())));
-                // SAFETY: `simd` is set only for paths whose CPU check covers AVX2 and FMA; every
-                // row offset was checked against `k` and `v` just above.
-                unsafe { x86::item_avx2(&item, k, v, rows, &s, scores, o) }
-            });
-            return;
+        let total: usize = seqs
+            .iter()
+            .map(|sq| sq.len * (sq.start + sq.len) * qd)
+            .sum();
+        let out = &mut out[..owner.len() * qd];
+        if total < PAR_THRESHOLD {
+            out.chunks_mut(gw).enumerate().for_each(|(i, o)| work(i, o));
+        } else {
+            out.par_chunks_mut(gw)
+                .enumerate()
+                .for_each(|(i, o)| work(i, o));
         }
-        let _ = simd;
-        item_scalar(&item, k, v, &s, o);
-    };
-    let total: usize = seqs
-        .iter()
-        .map(|sq| sq.len * (sq.start + sq.len) * qd)
-        .sum();
-    let out = &mut out[..owner.len() * qd];
-    if total < PAR_THRESHOLD {
-        out.chunks_mut(gw).enumerate().for_each(|(i, o)| work(i, o));
-    } else {
-        out.par_chunks_mut(gw)
-            .enumerate()
-            .for_each(|(i, o)| work(i, o));
-    }
+    })
 }
 
 thread_local! {

@@ -282,7 +282,9 @@ pub(super) fn run_job<X, W>(
                 let k = job.k;
                 let len = (j1 - j0) * k;
                 if buf.len() < len {
-                    buf.resize(len, 0.0);
+                    // In 64 KiB steps: the chunks of most matmuls then fit the first size a thread
+                    // grows to, so a thread that meets a wider `k` later rarely reallocates.
+                    buf.resize(len.next_multiple_of(1 << 14), 0.0);
                 }
                 let buf = &mut buf[..len];
                 // SAFETY: weight rows `j0..j1 <= n` of `k` elements each lie inside `job.w`.

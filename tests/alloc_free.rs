@@ -1,0 +1,123 @@
+//! The CPU decode hot path allocates nothing once its buffers have grown: a counting global
+//! allocator watches the decoder's forward passes, the LM head and sampling over many decode steps
+//! of a batch (both the threaded and the packed-weight GEMM paths run at this size).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rstar::engine::{LoadedModel, Sampler, SamplingParams};
+use rstar::model::SeqChunk;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator with the caller's arguments unchanged; the
+// counter has no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as is (the caller upholds `alloc`'s contract).
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn decode_steps_allocate_nothing_once_warm() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for name in ["qwen2-bf16-v5", "llama-f32-v5", "phi3-f16-v5"] {
+        let lm = LoadedModel::load(&common::fixtures().join("models").join(name)).unwrap();
+        let model = &lm.model;
+        let vocab = model.config.vocab_size as u32;
+        // 16 sequences of 8 prompt tokens, each owning 4 blocks of 16 positions.
+        let (seqs, block, prompt, steps) = (16usize, 16usize, 8usize, 24usize);
+        let mut kv = model.new_kv_store(block, seqs * 4).unwrap();
+        let tables: Vec<Vec<u32>> = (0..seqs)
+            .map(|s| (0..4).map(|b| (s * 4 + b) as u32).collect())
+            .collect();
+        let mut samplers: Vec<Sampler> = (0..seqs)
+            .map(|s| {
+                Sampler::new(SamplingParams {
+                    temperature: 0.8,
+                    top_k: 20,
+                    top_p: 0.9,
+                    seed: s as u64,
+                })
+            })
+            .collect();
+        let (mut tokens, mut hidden, mut logits) = (Vec::new(), Vec::new(), Vec::new());
+        let mut chunks: Vec<SeqChunk> = Vec::with_capacity(seqs);
+        let mut next: Vec<u32> = (0..seqs as u32).map(|s| (s * 7 + 1) % vocab).collect();
+        let mut counted = Vec::new();
+        pool.install(|| {
+            // Prefill of every prompt in one pass.
+            tokens.extend((0..seqs * prompt).map(|i| (i as u32 * 13 + 5) % vocab));
+            chunks.extend(tables.iter().map(|t| SeqChunk {
+                table: t,
+                start: 0,
+                len: prompt,
+            }));
+            model
+                .forward_batch_into(&tokens, &chunks, &mut kv, &mut hidden)
+                .unwrap();
+            // Two passes of the same decode steps (the second rewrites the same KV rows): the
+            // first grows the buffers to their sizes; the second must not allocate.
+            for pass in 0..2 {
+                for step in 0..steps {
+                    let before = ALLOCATIONS.load(Ordering::Relaxed);
+                    tokens.clear();
+                    tokens.extend_from_slice(&next);
+                    chunks.clear();
+                    chunks.extend(tables.iter().map(|t| SeqChunk {
+                        table: t,
+                        start: prompt + step,
+                        len: 1,
+                    }));
+                    model
+                        .forward_batch_into(&tokens, &chunks, &mut kv, &mut hidden)
+                        .unwrap();
+                    model.logits_into(&hidden, &mut logits).unwrap();
+                    for (s, sampler) in samplers.iter_mut().enumerate() {
+                        let v = vocab as usize;
+                        next[s] = sampler.sample(&logits[s * v..(s + 1) * v]);
+                    }
+                    if pass == 1 {
+                        counted.push(ALLOCATIONS.load(Ordering::Relaxed) - before);
+                    }
+                }
+            }
+        });
+        // Per-thread scratch (packed weights, attention scores) grows the first time its thread
+        // meets a shape, and which worker steals which chunk is up to the scheduler: a worker may
+        // meet its first packed chunk only in the second pass. That is at most a few allocations
+        // per thread for the whole run; anything allocated per token would show in every step.
+        let total: usize = counted.iter().sum();
+        assert!(
+            total <= 4 && counted.iter().filter(|&&n| n > 0).count() <= 2,
+            "{name}: allocations per decode step {counted:?}"
+        );
+        assert!(next.iter().all(|&t| t < vocab));
+    }
+}
