@@ -51,6 +51,9 @@ pub struct BenchTreeArgs {
     /// KV cache budget in MiB.
     #[arg(long, default_value_t = 4096)]
     pub kv_budget_mb: usize,
+    /// Most sequences decoded together (the engine's `max_active`).
+    #[arg(long, default_value_t = rstar::engine::EngineConfig::default().max_active)]
+    pub max_active: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -165,6 +168,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             };
             let cfg = rstar::engine::EngineConfig {
                 kv_budget_bytes: a.kv_budget_mb << 20,
+                max_active: a.max_active.max(1),
                 ..Default::default()
             };
             let r = rstar::engine::bench::bench_tree(&lm, shape, cfg, &mut |level, nodes| {
