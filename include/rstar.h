@@ -104,7 +104,7 @@ typedef struct rstar_engine_params {
   uint32_t kv_budget_mb;
   // Most tokens per forward pass (default 512).
   uint32_t max_batch_tokens;
-  // Most sequences generating at once (default 64).
+  // Most sequences generating at once (default 256).
   uint32_t max_active;
 } rstar_engine_params;
 

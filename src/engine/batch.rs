@@ -34,7 +34,10 @@ pub struct EngineConfig {
     pub kv_budget_bytes: usize,
     /// Most tokens in one forward pass.
     pub max_batch_tokens: usize,
-    /// Most sequences generating at once in [`Engine::run`]; the rest wait.
+    /// Most sequences generating at once in [`Engine::run`]; the rest wait. Each active sequence
+    /// holds a row of logits per step (600 KB at a 152k vocabulary); on a CPU, decoding 256 rows
+    /// together measured 7% faster than 64 in `rstar bench tree` (the weights are widened once
+    /// per step for more rows).
     pub max_active: usize,
 }
 
@@ -44,7 +47,7 @@ impl Default for EngineConfig {
             block_size: 16,
             kv_budget_bytes: 1 << 30,
             max_batch_tokens: 512,
-            max_active: 64,
+            max_active: 256,
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct rstar_engine_params {
     pub kv_budget_mb: u32,
     /// Most tokens per forward pass (default 512).
     pub max_batch_tokens: u32,
-    /// Most sequences generating at once (default 64).
+    /// Most sequences generating at once (default 256).
     pub max_active: u32,
 }
 

@@ -70,7 +70,7 @@ pub(crate) struct Layer {
 /// same record as the attention kernel's, so a batch passes to it as is.
 pub type SeqChunk<'a> = cpu::AttnSeq<'a>;
 
-/// The CPU forward pass's buffers (see [`Decoder::forward_batch_into`]), per thread.
+/// The CPU forward pass's buffers (see [`Model::forward_batch_into`]), per thread.
 #[derive(Default)]
 struct Workspace {
     /// KV row of every token.
@@ -311,7 +311,7 @@ impl Model {
         Ok(out)
     }
 
-    /// [`Decoder::forward_batch`] into `out` (resized to `[tokens.len(), hidden]`). On the CPU the
+    /// [`Model::forward_batch`] into `out` (resized to `[tokens.len(), hidden]`). On the CPU the
     /// activations live in a per-thread workspace that only grows, so once `out` and the workspace
     /// have reached a batch's size, a forward pass of that size allocates nothing.
     pub fn forward_batch_into(
@@ -475,7 +475,7 @@ impl Model {
         Ok(out)
     }
 
-    /// [`Decoder::logits`] into `out` (resized to `[rows, vocab]`; no allocation once it has
+    /// [`Model::logits`] into `out` (resized to `[rows, vocab]`; no allocation once it has
     /// reached that size, on the CPU).
     pub fn logits_into(&self, hidden: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let h = self.config.hidden_size;
