@@ -177,3 +177,34 @@ fn expand_and_batched_run_equal_solo_generation() {
         eng2.stats()
     );
 }
+
+/// Forward passes run concurrently on a rayon pool of 8 threads (a caller's own parallel loop): a
+/// thread that waits inside one pass's parallel matmul may run another pass meanwhile (work
+/// stealing). The nested pass must neither trip over the per-thread scratch of the outer one (with
+/// a plain `borrow_mut` this panicked in 20 runs of 20) nor change its numbers: every result equals
+/// the same pass run alone.
+#[test]
+fn forwards_nested_by_work_stealing_match_alone() {
+    use rayon::prelude::*;
+    for name in ["qwen2-f32-v5", "llama-bf16-v5"] {
+        let lm = lm(name);
+        let prompts: Vec<Vec<u32>> = (0..48)
+            .map(|p| {
+                (0..60 + p)
+                    .map(|i| ((i * 17 + p * 5) % 300) as u32 + 1)
+                    .collect()
+            })
+            .collect();
+        let want: Vec<Vec<f32>> = prompts.iter().map(|t| reference(&lm, t)).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(8)
+            .build()
+            .unwrap();
+        let got: Vec<Vec<f32>> =
+            pool.install(|| prompts.par_iter().map(|t| reference(&lm, t)).collect());
+        assert!(
+            got == want,
+            "{name}: a nested forward pass changed a result"
+        );
+    }
+}

@@ -327,7 +327,9 @@ impl Model {
             *out = cuda.forward_batch(tokens, chunks, block_size, kv.cuda_mut()?)?;
             return Ok(());
         }
-        WORKSPACE.with(|ws| self.forward_cpu(tokens, chunks, kv, &mut ws.borrow_mut(), out))
+        cpu::with_scratch(&WORKSPACE, |ws| {
+            self.forward_cpu(tokens, chunks, kv, ws, out)
+        })
     }
 
     fn forward_cpu(

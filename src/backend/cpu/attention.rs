@@ -89,8 +89,7 @@ fn attention_with(
     out: &mut [f32],
 ) {
     // The caller's row table, reused between calls (no allocation per layer).
-    OWNER.with(|owner| {
-        let mut owner = owner.borrow_mut();
+    super::with_scratch(&OWNER, |owner| {
         let qd = s.n_heads * s.head_dim;
         let group = s.n_heads / s.n_kv_heads;
         let gw = group * s.head_dim;

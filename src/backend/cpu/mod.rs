@@ -133,8 +133,7 @@ pub fn matmul_with(
     match (kern, w.data()) {
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512Bf16, WeightData::BF16(v)) if prec == Precision::Fast => {
-            FAST_X.with(|buf| {
-                let mut buf = buf.borrow_mut();
+            with_scratch(&FAST_X, |buf| {
                 buf.clear();
                 buf.extend(x[..m * k].iter().map(|&a| bf16::from_f32(a)));
                 assert!(v.len() >= n * k);
@@ -208,6 +207,20 @@ pub fn matmul_with(
         (_, WeightData::BF16(v)) => go!(v, simd::block_scalar::<bf16>),
         (_, WeightData::F16(v)) => go!(v, simd::block_scalar::<f16>),
     }
+}
+
+/// Runs `f` on this thread's scratch value in `key`, or on a fresh one when the thread is already
+/// using it. Needed for scratch held across a parallel section: a thread waiting in a rayon join
+/// runs other tasks meanwhile (work stealing), and one of them may be another forward pass, if the
+/// caller runs several on the pool at once.
+pub(crate) fn with_scratch<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut T::default()),
+    })
 }
 
 thread_local! {
