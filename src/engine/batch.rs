@@ -129,6 +129,20 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+fn seq_in(seqs: &HashMap<SeqId, Seq>, id: SeqId) -> Result<&Seq> {
+    seqs.get(&id)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))
+}
+
+/// The hidden state of a computed sequence (a field of the engine, so that callers may hold other
+/// fields mutably meanwhile).
+fn hidden_of(seqs: &HashMap<SeqId, Seq>, id: SeqId) -> Result<&Arc<Vec<f32>>> {
+    seq_in(seqs, id)?
+        .last_hidden
+        .as_ref()
+        .ok_or_else(|| Error::Internal("missing hidden state".into()))
+}
+
 impl Engine {
     pub fn new(lm: Arc<LoadedModel>, cfg: EngineConfig) -> Result<Engine> {
         if cfg.block_size == 0 || cfg.max_batch_tokens == 0 || cfg.max_active == 0 {
@@ -174,9 +188,7 @@ impl Engine {
     }
 
     fn seq(&self, id: SeqId) -> Result<&Seq> {
-        self.seqs
-            .get(&id)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))
+        seq_in(&self.seqs, id)
     }
 
     fn seq_mut(&mut self, id: SeqId) -> Result<&mut Seq> {
@@ -445,12 +457,7 @@ impl Engine {
     pub fn last_hidden(&mut self, ids: &[SeqId]) -> Result<Vec<Arc<Vec<f32>>>> {
         self.compute(ids)?;
         ids.iter()
-            .map(|id| {
-                self.seq(*id)?
-                    .last_hidden
-                    .clone()
-                    .ok_or_else(|| Error::Internal("missing hidden state".into()))
-            })
+            .map(|&id| hidden_of(&self.seqs, id).cloned())
             .collect()
     }
 
@@ -466,15 +473,8 @@ impl Engine {
         self.compute(ids)?;
         let StepBuffers { rows, logits, .. } = &mut self.bufs;
         rows.clear();
-        for id in ids {
-            let h = self
-                .seqs
-                .get(id)
-                .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))?
-                .last_hidden
-                .as_ref()
-                .ok_or_else(|| Error::Internal("missing hidden state".into()))?;
-            rows.extend_from_slice(h);
+        for &id in ids {
+            rows.extend_from_slice(hidden_of(&self.seqs, id)?);
         }
         self.lm.model.logits_into(rows, logits)
     }
