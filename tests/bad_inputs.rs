@@ -215,6 +215,14 @@ fn bad_cli_input() {
         "--prompt",
     );
     cli_fails(&["frobnicate"], "frobnicate");
+    cli_fails(
+        &["generate", "--model", m, "--ids", "1", "--device", "gpu"],
+        "unknown device `gpu`",
+    );
+    cli_fails(
+        &["score", "--model", m, "--ids", "1", "--device", "tpu:0"],
+        "unknown device `tpu:0`",
+    );
     let (code, out, _) = rstar(&["generate", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("--max-new-tokens"));

@@ -540,3 +540,75 @@ fn engine_tree_on_device_matches_cpu() {
         assert!(e < 2e-2, "tree engine on device: {e}");
     }
 }
+
+#[test]
+fn engine_samples_on_device_as_the_reference_sampler() {
+    use rstar::engine::generate::GenerateParams;
+    use rstar::engine::sampling::{device_sample_reference, SamplingParams};
+    use rstar::engine::{Engine, EngineConfig, LoadedModel};
+    let Some(_g) = gpu() else { return };
+    let dir = common::fixtures().join("models/qwen2-bf16-v5");
+    let mut gl = LoadedModel::load(&dir).unwrap();
+    gl.model.to_device(Device::Cuda(0)).unwrap();
+    let lm = Arc::new(gl);
+    let prefix: Vec<u32> = (0..30u32).map(|i| (i * 13 + 5) % 90).collect();
+    for sampling in [
+        SamplingParams::default(),
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 20,
+            top_p: 0.9,
+            seed: 77,
+        },
+    ] {
+        let params = GenerateParams {
+            max_new_tokens: 8,
+            sampling,
+            ignore_eos: true,
+            ..Default::default()
+        };
+        // Four children decoded together, tokens drawn on the device.
+        let mut e = Engine::new(lm.clone(), EngineConfig::default()).unwrap();
+        let root = e.add(&prefix).unwrap();
+        let kids = e.expand(root, 4, &params).unwrap();
+        // Each child replayed alone: host logits of the device model, the device sampler's CPU
+        // reference with the child's seed and the token's index as counter.
+        for (i, kid) in kids.iter().enumerate() {
+            let mut r = Engine::new(lm.clone(), EngineConfig::default()).unwrap();
+            let s = r.add(&prefix).unwrap();
+            let mut p = sampling;
+            p.seed = sampling.seed + i as u64;
+            for (j, &got) in kid.output.ids.iter().enumerate() {
+                let logits = r.logits(&[s]).unwrap();
+                let want = device_sample_reference(&logits[0], &p.on_device(j as u64));
+                assert_eq!(got, want, "child {i} token {j} ({sampling:?})");
+                r.append(s, &[want]).unwrap();
+            }
+            assert_eq!(kid.output.ids.len(), 8);
+        }
+    }
+}
+
+#[test]
+fn ppm_scores_on_device_match_cpu() {
+    use rstar::engine::ppm::{Ppm, Scorer};
+    use rstar::engine::EngineConfig;
+    let Some(_g) = gpu() else { return };
+    let seqs: Vec<Vec<u32>> = vec![
+        (1..40).collect(),
+        (1..40).chain([70, 71, 72]).collect(),
+        (5..25).rev().collect(),
+    ];
+    for name in ["rstar-separate", "rstar-combined", "qwen2-prm"] {
+        let dir = common::fixtures().join("ppm").join(name);
+        let score = |ppm: Ppm| {
+            let mut s = Scorer::new(Arc::new(ppm), EngineConfig::default()).unwrap();
+            s.score(&seqs).unwrap()
+        };
+        let want = score(Ppm::load(&dir).unwrap());
+        let got = score(Ppm::load_on(&dir, Device::Cuda(0)).unwrap());
+        let e = max_diff(&got, &want);
+        println!("{name}: max |cuda - cpu| PPM value {e:.2e}");
+        assert!(e < 2e-2, "{name}: {got:?} vs {want:?}");
+    }
+}

@@ -33,6 +33,9 @@ pub struct BenchTreeArgs {
     /// Model directory.
     #[arg(long)]
     pub model: std::path::PathBuf,
+    /// Where the model runs: cpu, cuda or cuda:N (on CUDA, tokens are sampled on the device).
+    #[arg(long, default_value = "cpu")]
+    pub device: rstar::backend::Device,
     /// Tokens in the shared prompt.
     #[arg(long, default_value_t = 512)]
     pub prefix_tokens: usize,
@@ -158,7 +161,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         BenchKind::Model(a) => a.compute.build()?.run(move || bench_model(a)),
         BenchKind::Tree(a) => {
-            let lm = std::sync::Arc::new(rstar::engine::LoadedModel::load(&a.model)?);
+            let lm = std::sync::Arc::new(rstar::engine::LoadedModel::load_on(&a.model, a.device)?);
             let shape = rstar::engine::bench::TreeShape {
                 prefix_tokens: a.prefix_tokens,
                 width: a.width,

@@ -31,6 +31,7 @@ Keys (defaults in brackets):
   stop              stop strings  [<end_of_step>, <end_of_code>, <end_of_answer>]
   max_step_tokens   tokens per generated step  [2048]
   exec_timeout_s    seconds per executed program  [10.0]
+  device            where the policy and the PPM run: cpu | cuda | cuda:N  [cpu]
   value_scale       PPM value = tanh(raw / value_scale)  [5.0]
   positive_reward, negative_reward   terminal rewards  [1.0, -1.0]
   prompt_template   policy prompt, {question} replaced";
@@ -80,6 +81,9 @@ pub struct SearchArgs {
     /// Seconds per executed program.
     #[arg(long)]
     pub exec_timeout: Option<f64>,
+    /// Where the policy and the PPM run: cpu, cuda or cuda:N (default: the config's `device`, cpu).
+    #[arg(long)]
+    pub device: Option<rstar::backend::Device>,
     /// Hide the progress display.
     #[arg(long, short)]
     pub quiet: bool,
@@ -144,6 +148,7 @@ impl SearchArgs {
         set(&mut c.temperature, self.temperature);
         set(&mut c.top_p, self.top_p);
         set(&mut c.exec_timeout_s, self.exec_timeout);
+        set(&mut c.device, self.device.map(|d| d.to_string()));
         if !self.stop.is_empty() {
             c.stop = self.stop.clone();
         }

@@ -22,12 +22,15 @@ pub struct ScoreArgs {
     /// Also print the value at every position.
     #[arg(long)]
     pub all_positions: bool,
+    /// Where the PPM runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: rstar::backend::Device,
 }
 
 /// Prints `{"value": raw}` (plus `"values"` with --all-positions). The raw value is what the head
 /// outputs; rStar-Math's MCTS uses tanh(raw / 5).
 pub fn run(args: ScoreArgs) -> rstar::Result<()> {
-    let ppm = Ppm::load(&args.model)?;
+    let ppm = Ppm::load_on(&args.model, args.device)?;
     let ids = match (&args.ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => ppm.lm.tokenizer()?.encode(text, true)?,

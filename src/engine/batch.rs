@@ -11,6 +11,14 @@
 //!
 //! Results never depend on batching or caching: each token's arithmetic is the same whether it is
 //! computed alone, in a batch, or reused from the cache.
+//!
+//! Sampling: on the CPU each sequence draws from its [`Sampler`] (its own seeded stream). On a CUDA
+//! model the engine hands the last hidden rows to [`Model::sample_on_device`]: the LM head and the
+//! device sampler run there and only ids come back. The device draw is keyed on (seed, index of
+//! the token in the generation), so on either device a sequence's tokens depend on its seed alone,
+//! not on what it is batched with; the two devices' samplers draw different tokens.
+//!
+//! [`Model::sample_on_device`]: crate::model::Model::sample_on_device
 
 use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -34,10 +42,11 @@ pub struct EngineConfig {
     pub kv_budget_bytes: usize,
     /// Most tokens in one forward pass.
     pub max_batch_tokens: usize,
-    /// Most sequences generating at once in [`Engine::run`]; the rest wait. Each active sequence
-    /// holds a row of logits per step (600 KB at a 152k vocabulary); on a CPU, decoding 256 rows
-    /// together measured 7% faster than 64 in `rstar bench tree` (the weights are widened once
-    /// per step for more rows).
+    /// Most sequences generating at once in [`Engine::run`]; the rest wait. On a CPU each active
+    /// sequence holds a row of logits per step (600 KB at a 152k vocabulary), and decoding 256
+    /// rows together measured 7% faster than 64 in `rstar bench tree` (the weights are widened
+    /// once per step for more rows). On CUDA the LM head and the sampler run on the device and
+    /// only token ids come back.
     pub max_active: usize,
 }
 
@@ -479,6 +488,36 @@ impl Engine {
         self.lm.model.logits_into(rows, logits)
     }
 
+    /// The next token of each sequence in `ids` that has `Some` sampling settings, drawn on the
+    /// model's CUDA device from its last hidden state (LM head and sampler there; only ids come
+    /// back).
+    fn sample_on_device(
+        &mut self,
+        ids: &[SeqId],
+        params: &[Option<crate::backend::cuda::ops::SampleParams>],
+    ) -> Result<Vec<Option<u32>>> {
+        self.compute(ids)?;
+        let t0 = Instant::now();
+        let StepBuffers { rows, .. } = &mut self.bufs;
+        rows.clear();
+        let mut drawn = Vec::new();
+        for (&id, p) in ids.iter().zip(params) {
+            if let Some(p) = p {
+                rows.extend_from_slice(hidden_of(&self.seqs, id)?);
+                drawn.push(*p);
+            }
+        }
+        let got = self
+            .lm
+            .model
+            .sample_on_device(rows, &drawn)?
+            .ok_or_else(|| Error::Internal("device sampling on a CPU model".into()))?;
+        let mut got = got.into_iter();
+        let picks = params.iter().map(|p| p.and_then(|_| got.next())).collect();
+        self.stats.sample_seconds += t0.elapsed().as_secs_f64();
+        Ok(picks)
+    }
+
     /// Generates for every request, `max_active` at a time (continuous batching: a finished
     /// sequence leaves and a waiting one joins at once). Each request's sequence is extended in place
     /// with the generated ids. `on_text(request_index, text)` streams final text; returning false
@@ -552,21 +591,38 @@ impl Engine {
                 break;
             }
             let ids: Vec<SeqId> = active.iter().map(|a| requests[a.idx].seq).collect();
-            if active.iter().any(|a| a.budget > 0) {
-                self.logits_rows(&ids)?;
-            }
-            let logits = &self.bufs.logits;
-            let t0 = Instant::now();
-            // Sequences sample independently (each has its own RNG stream): in parallel.
-            let vocab = lm.model.config.vocab_size;
-            let picks: Vec<Option<u32>> = active
-                .par_iter_mut()
-                .enumerate()
-                .map(|(k, a)| {
-                    (a.ids.len() < a.budget)
-                        .then(|| a.sampler.sample(&logits[k * vocab..(k + 1) * vocab]))
-                })
+            // `Some(counter)` for each sequence that draws a token this step.
+            let draws: Vec<Option<u64>> = active
+                .iter()
+                .map(|a| (a.ids.len() < a.budget).then_some(a.ids.len() as u64))
                 .collect();
+            let picks: Vec<Option<u32>> = if draws.iter().all(Option::is_none) {
+                vec![None; active.len()]
+            } else if lm.model.cuda().is_some() {
+                let params: Vec<_> = active
+                    .iter()
+                    .zip(&draws)
+                    .map(|(a, d)| d.map(|c| requests[a.idx].params.sampling.on_device(c)))
+                    .collect();
+                self.sample_on_device(&ids, &params)?
+            } else {
+                self.logits_rows(&ids)?;
+                let logits = &self.bufs.logits;
+                let t0 = Instant::now();
+                // Sequences sample independently (each has its own RNG stream): in parallel.
+                let vocab = lm.model.config.vocab_size;
+                let picks = active
+                    .par_iter_mut()
+                    .zip(&draws)
+                    .enumerate()
+                    .map(|(k, (a, d))| {
+                        d.map(|_| a.sampler.sample(&logits[k * vocab..(k + 1) * vocab]))
+                    })
+                    .collect();
+                self.stats.sample_seconds += t0.elapsed().as_secs_f64();
+                picks
+            };
+            let t0 = Instant::now();
             let mut finished = Vec::new();
             for (k, a) in active.iter_mut().enumerate() {
                 let r = &requests[a.idx];

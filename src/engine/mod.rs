@@ -1,6 +1,6 @@
 //! The engine: a loaded model with its tokenizer and stop ids ([`LoadedModel`]); the batched,
 //! tree-structured [`Engine`] over a paged KV pool with prefix reuse ([`batch`], [`blocks`]);
-//! sampling ([`sampling`]); generation with stop strings ([`generate`]).
+//! sampling ([`sampling`]); generation with stop strings ([`mod@generate`]).
 
 pub mod batch;
 pub mod bench;

@@ -120,6 +120,17 @@ impl Ppm {
         })
     }
 
+    /// [`load`](Self::load), then moves the decoder to `device` (the value head stays on the host:
+    /// it reads one hidden row per score).
+    pub fn load_on(dir: &Path, device: crate::backend::Device) -> Result<Ppm> {
+        let mut ppm = Self::load(dir)?;
+        Arc::get_mut(&mut ppm.lm)
+            .ok_or_else(|| Error::Internal("PPM model shared while loading".into()))?
+            .model
+            .to_device(device)?;
+        Ok(ppm)
+    }
+
     /// Scores at every position of one sequence (computed alone, for inspection).
     pub fn score_all_positions(&self, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.is_empty() {

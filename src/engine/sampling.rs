@@ -47,6 +47,24 @@ impl SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// These settings for the device sampler ([`ops::sample`]), drawing its `counter`-th token.
+    /// The device's draw is `rng(seed, counter)`, so a sequence's tokens depend on its seed and
+    /// position only, not on what it is batched with; they are not the CPU sampler's tokens.
+    ///
+    /// [`ops::sample`]: crate::backend::cuda::ops::sample
+    pub fn on_device(&self, counter: u64) -> crate::backend::cuda::ops::SampleParams {
+        crate::backend::cuda::ops::SampleParams {
+            temperature: self.temperature,
+            top_k: u32::try_from(self.top_k).unwrap_or(u32::MAX),
+            top_p: self.top_p,
+            pad: 0,
+            seed: self.seed,
+            counter,
+        }
+    }
+}
+
 /// xoshiro256** (Blackman & Vigna), seeded with splitmix64.
 #[derive(Debug, Clone)]
 pub struct Rng {
@@ -130,7 +148,7 @@ impl Sampler {
     /// Semantically this sorts the candidates by scaled logit (highest first, ties to the lower id),
     /// keeps the nucleus prefix and draws from it in that order; no full sort is done: the nucleus
     /// cut and the draw are both "the shortest sorted prefix whose mass reaches a target", found by
-    /// [`prefix_reaching`] in a few linear passes, so a 152k vocabulary costs little.
+    /// `prefix_reaching` in a few linear passes, so a 152k vocabulary costs little.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let p = self.params;
         if p.temperature == 0.0 || p.top_k == 1 || logits.is_empty() {

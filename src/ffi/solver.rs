@@ -80,8 +80,8 @@ fn lock(s: &rstar_solver) -> Result<std::sync::MutexGuard<'_, Solver>> {
 /// as a JSON object or TOML text with the keys of `rstar --help`'s `--config` (`search`
 /// "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
 /// `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
-/// `exec_timeout_s`, `max_step_tokens`, ...); an unknown key is `RSTAR_STATUS_FORMAT` naming it.
-/// The annotation mode is always inference here. Returns `RSTAR_STATUS_EXEC` when the executor
+/// `exec_timeout_s`, `max_step_tokens`, `device` "cpu"|"cuda"|"cuda:N", ...); an unknown key is
+/// `RSTAR_STATUS_FORMAT` naming it. The annotation mode is always inference here. Returns `RSTAR_STATUS_EXEC` when the executor
 /// cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
 ///
 /// # Safety

@@ -497,6 +497,25 @@ impl Model {
         Ok(())
     }
 
+    /// On a CUDA device: the next token after each final-norm hidden row (`params[i]` for row `i`),
+    /// with the LM head and the sampler on the device, so only ids cross to the host. `None` on
+    /// the CPU, where callers take [`Model::logits_into`] and sample on the host.
+    pub fn sample_on_device(
+        &self,
+        hidden: &[f32],
+        params: &[crate::backend::cuda::ops::SampleParams],
+    ) -> Result<Option<Vec<u32>>> {
+        if self.lm_head.is_none() {
+            return Err(Error::InvalidArgument(
+                "this model was loaded without an LM head (a reward model)".into(),
+            ));
+        }
+        match &self.cuda {
+            Some(cuda) => cuda.sample_hidden(hidden, params).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Runs `tokens` and returns logits for every position `[t, vocab]` (`all = true`) or only the
     /// last one `[vocab]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all: bool) -> Result<Vec<f32>> {

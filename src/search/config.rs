@@ -149,5 +149,9 @@ mod tests {
         assert!(e.to_string().contains("width must be at least 1"), "{e}");
         let e = parse("width = [\n", Path::new("t.toml")).unwrap_err();
         assert!(matches!(e, Error::Format { .. }));
+        let e = parse("device = \"tpu\"\n", Path::new("d.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown device `tpu`"), "{e}");
+        let c = parse("device = \"cuda:1\"\n", Path::new("d.toml")).unwrap();
+        assert_eq!(c.device().unwrap(), crate::backend::Device::Cuda(1));
     }
 }

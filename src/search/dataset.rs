@@ -17,7 +17,7 @@ use crate::grade;
 use crate::search::mcts::{search, MctsConfig, Models, Problem, SearchStats};
 use crate::search::tree::Tree;
 
-/// Reads problem records (see [`problem_fields`] for the formats) from a JSON list, a
+/// Reads problem records (see `problem_fields` for the formats) from a JSON list, a
 /// `{"example": [...]}` object or JSONL.
 /// Ids are the record positions.
 pub fn load_problems(path: &Path) -> Result<Vec<Problem>> {

@@ -223,20 +223,21 @@ impl ValueModel for PpmValue {
     }
 }
 
-/// The models a search runs on, loaded from their directories (or .gguf files): the policy, the
-/// PPM when given, and the executor with the config's timeout. `rstar mcts`, `rstar solve` and the
-/// evolve driver all load through here.
+/// The models a search runs on, loaded from their directories (or .gguf files) onto the config's
+/// device: the policy, the PPM when given, and the executor with the config's timeout. `rstar
+/// mcts`, `rstar solve` and the evolve driver all load through here.
 pub fn load_models(
     policy: &std::path::Path,
     ppm: Option<&std::path::Path>,
     cfg: &MctsConfig,
 ) -> Result<(EnginePolicy, Option<PpmValue>, crate::exec::Executor)> {
     cfg.validate()?;
-    let lm = Arc::new(LoadedModel::load(policy)?);
+    let device = cfg.device()?;
+    let lm = Arc::new(LoadedModel::load_on(policy, device)?);
     let policy = EnginePolicy::new(lm, EngineConfig::default(), cfg)?;
     let value = match ppm {
         Some(p) => Some(PpmValue::new(
-            Arc::new(Ppm::load(p)?),
+            Arc::new(Ppm::load_on(p, device)?),
             EngineConfig::default(),
             cfg,
         )?),

@@ -80,6 +80,8 @@ pub struct MctsConfig {
     pub beam_width: usize,
     /// Best-of-N: complete trajectories sampled per run (N).
     pub best_of: usize,
+    /// Where the policy and the PPM run: `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
     /// Independent runs per problem at test time (seed varied per run); each MCTS run contributes
     /// its highest-value answer, beam / best-of-N runs every answer they reach.
     pub runs: usize,
@@ -153,6 +155,7 @@ impl Default for MctsConfig {
             best_of: 8,
             runs: 1,
             vote_size: 8,
+            device: "cpu".into(),
         }
     }
 }
@@ -185,7 +188,15 @@ impl MctsConfig {
         if !(self.exec_timeout_s.is_finite() && self.exec_timeout_s > 0.0) {
             return bad("exec_timeout_s must be > 0");
         }
+        self.device()?;
         Ok(())
+    }
+
+    /// The parsed `device`.
+    pub fn device(&self) -> Result<crate::backend::Device> {
+        self.device
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("device: {e}")))
     }
 
     /// The configuration the search actually runs with: greedy forces temperature 0 and the

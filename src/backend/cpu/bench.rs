@@ -70,7 +70,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// FLOPs of a `p`-token prefill from position 0 as [`time_prefill`] runs it: 2 per multiply-add of
+/// FLOPs of a `p`-token prefill from position 0 as `time_prefill` runs it: 2 per multiply-add of
 /// every layer's projections for every token, 4 per head dimension per visible key per head (QK
 /// and PV), and the LM head for the last position only.
 pub fn prefill_flops(c: &crate::model::ModelConfig, p: usize) -> f64 {

@@ -705,7 +705,6 @@ impl CudaModel {
                 "one sampling setting per sequence".into(),
             ));
         }
-        let head = self.head()?;
         let g = &*self.gpu;
         let h = self.cfg.hidden_size;
         let n = chunks.len();
@@ -722,7 +721,34 @@ impl CudaModel {
                 )
                 .map_err(|e| Error::Device(format!("copy: {e:?}")))?;
         }
-        let logits = self.head_logits(ops::ptr(g, &last, 0), n)?;
+        let ids = self.sample_rows(ops::ptr(g, &last, 0), n, params)?;
+        drop(guard);
+        Ok(ids)
+    }
+
+    /// Picks the next token after each of `n` final-norm hidden rows given on the host (row `i`
+    /// with `params[i]`): the LM head and [`ops::sample`] run on the device, and only the ids come
+    /// back. The tree engine's step on a CUDA model.
+    pub fn sample_hidden(&self, hidden: &[f32], params: &[ops::SampleParams]) -> Result<Vec<u32>> {
+        let h = self.cfg.hidden_size;
+        if hidden.len() != params.len() * h {
+            return Err(Error::InvalidArgument(
+                "one sampling setting per hidden row".into(),
+            ));
+        }
+        if params.is_empty() {
+            return Ok(Vec::new());
+        }
+        let g = &*self.gpu;
+        let x = ops::upload(g, hidden)?;
+        self.sample_rows(ops::ptr(g, &x, 0), params.len(), params)
+    }
+
+    /// LM head over `n` device rows at `x`, then one sampled id per row (`params[i]` for row `i`).
+    fn sample_rows(&self, x: Ptr, n: usize, params: &[ops::SampleParams]) -> Result<Vec<u32>> {
+        let head = self.head()?;
+        let g = &*self.gpu;
+        let logits = self.head_logits(x, n)?;
         let scratch = ops::zeros::<f32>(g, n * head.n)?;
         let d_params = ops::upload(g, bytemuck::cast_slice::<_, u32>(params))?;
         let ids = ops::zeros::<u32>(g, n)?;
@@ -735,9 +761,9 @@ impl CudaModel {
             ops::ptr(g, &ids, 0),
             n,
         )?;
-        let out = ops::download(g, &ids)?;
-        drop(guard);
-        Ok(out[..n].to_vec())
+        let mut out = ops::download(g, &ids)?;
+        out.truncate(n);
+        Ok(out)
     }
 
     /// LM head over `n` device rows at `x` -> device logits `[n, vocab]`.
