@@ -8,7 +8,8 @@
 #   scripts/gpu-pack.sh           # on the build machine: release binaries into gpu-bin/
 #   scripts/gpu-check.sh [DIR]    # on the GPU machine, from the repository root (DIR: gpu-bin)
 #
-# GPU_CHECK_SECTIONS picks sections (default: "tests cli tree bench7b").
+# GPU_CHECK_SECTIONS picks sections (default: "tests cli tree bench7b"; "cpu" adds the CPU
+# backend's tests and 2-thread benchmark on this machine's processor, for its AVX-512 paths).
 #
 # The GPU machine needs no Rust toolchain and no network. It needs the NVIDIA driver, NVRTC and
 # cuBLAS (CUDA 13; a CUDA toolkit or NVIDIA's PyPI wheels) and the CUDA headers; they are searched
@@ -99,6 +100,40 @@ print("== tree summary: %d nodes, computed/unique %d/%d = %.3f, tree %.2f s, nai
 d = {x["batch"]: x["tok_s"] for x in json.load(open(sys.argv[2]))["decode"] if x["cuda_graphs"]}
 print("== 0.5B decode: batch 1 %.1f tok/s, batch 16 %.1f tok/s = %.2fx" % (d[1], d[16], d[16] / d[1]))
 PY
+fi
+
+if want cpu; then
+echo "== CPU backend on this machine's processor"
+grep -m1 'model name' /proc/cpuinfo; nproc
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+for f in avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_bf16; do
+    [[ " $flags " == *" $f "* ]] && echo "  $f: yes" || echo "  $f: no"
+done
+# Every SIMD path this CPU has against the scalar reference, the logits of every path against
+# transformers (and fast precision against transformers in bf16), no allocation per token, and
+# the tree engine's bit-exactness, on whatever path is best here.
+"$BIN/lib_tests" backend::cpu --test-threads=1 2>&1 | tail -4 | tee "$OUTDIR/cpu-tests.log" || status=1
+for t in hf_parity alloc_free engine_tree; do
+    "$BIN/$t" --test-threads=1 --nocapture 2>&1 | grep -E "^(test |[a-z0-9]+: |[a-z0-9-]+ on )|passed|failed|panicked" \
+        | tee -a "$OUTDIR/cpu-tests.log" || status=1
+done
+if [[ " $flags " == *" avx512f "* ]]; then
+    Q05=${GPU_CHECK_MODEL_DIR:-/tmp/rstar-q05}
+    [ -f "$Q05/model.safetensors" ] || "$BIN/make_bench_model" qwen2.5-0.5b "$Q05" || status=1
+    for prec in exact fast; do
+        "$BIN/rstar" bench --model "$Q05" --threads 2 --precision $prec --prompt-tokens 512 \
+            --decode-tokens 16 --batch 1,16,32 --repeats 3 --json > "$OUTDIR/cpu-bench-$prec.json" || status=1
+        python3 - "$OUTDIR/cpu-bench-$prec.json" <<'PY' || true
+import json, sys
+b = json.load(open(sys.argv[1]))
+print(json.dumps(b["limits"]), "weight_bytes", b["weight_bytes"])
+for p in b["prefill"]:
+    print("prefill %d: %s" % (p["tokens"], {k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()}))
+for d in b["decode"]:
+    print("decode batch %d: %s" % (d["batch"], {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}))
+PY
+    done
+fi
 fi
 
 if want bench7b; then

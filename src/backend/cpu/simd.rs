@@ -269,7 +269,7 @@ pub(super) fn run_job<X, W>(
     // Batch 1 streams the weights once: chunks only fine enough that every thread gets several.
     // Otherwise the GEMM's chunk, which stays in L2 while every row passes over it.
     let chunk = if job.m > 1 {
-        GEMM_CHUNK
+        gemm_chunk()
     } else {
         n.div_ceil(threads * 4).max(8).next_multiple_of(GEMM_CHUNK)
     };
@@ -340,6 +340,19 @@ pub(super) trait Dot {
 /// 5000 in f32) while every row tile passes over it, and fine enough to balance the threads.
 /// (Walking `k` in L1-sized blocks with the accumulators kept live measured slower here.)
 pub(super) const GEMM_CHUNK: usize = 24;
+
+/// [`GEMM_CHUNK`], or `RSTAR_GEMM_CHUNK` rounded up to a multiple of it (a tuning knob for CPUs
+/// whose caches differ from the 2-core Zen 3 VM the default was measured on). Read once.
+fn gemm_chunk() -> usize {
+    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CHUNK.get_or_init(|| {
+        std::env::var("RSTAR_GEMM_CHUNK")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&c| c > 0)
+            .map_or(GEMM_CHUNK, |c| c.next_multiple_of(GEMM_CHUNK))
+    })
+}
 
 /// One `R x C` tile at input row `i`, weight row `j`: each accumulator walks `k` in vector steps,
 /// then the fixed-order horizontal sum and the `k % STEP` leftover products one by one.
