@@ -6,7 +6,8 @@
 # `rstar bench cuda` on a random Qwen2.5-Math-7B-shaped model with one summary.
 #
 #   scripts/gpu-pack.sh           # on the build machine: release binaries into gpu-bin/
-#   scripts/gpu-check.sh [DIR]    # on the GPU machine, from the repository root (DIR: gpu-bin)
+#   scripts/gpu-check.sh [DIR]    # on the GPU machine, from the repository root (DIR: gpu-bin,
+#                                 # or DIR.tar.xz unpacked there)
 #
 # GPU_CHECK_SECTIONS picks sections (default: "tests cli tree bench7b"; "cpu" adds the CPU
 # backend's tests and 2-thread benchmark on this machine's processor, for its AVX-512 paths).
@@ -17,6 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-gpu-bin}
+[ -d "$BIN" ] || [ ! -f "$BIN.tar.xz" ] || tar -xJf "$BIN.tar.xz"
 OUTDIR=${OUT:-gpu-check-out}
 mkdir -p "$OUTDIR"
 
@@ -118,6 +120,7 @@ for t in hf_parity alloc_free engine_tree; do
         | tee -a "$OUTDIR/cpu-tests.log" || status=1
 done
 if [[ " $flags " == *" avx512f "* ]]; then
+    RAYON_NUM_THREADS=2 RSTAR_BENCH_REPEATS=3 "$BIN/kernels" gemm 2>&1 | grep -E "gemm|kernel " || status=1
     Q05=${GPU_CHECK_MODEL_DIR:-/tmp/rstar-q05}
     [ -f "$Q05/model.safetensors" ] || "$BIN/make_bench_model" qwen2.5-0.5b "$Q05" || status=1
     for prec in exact fast; do

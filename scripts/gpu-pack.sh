@@ -16,7 +16,13 @@ cp target/release/examples/make_bench_model gpu-bin/make_bench_model
 cp "$(exe cuda_kernels)" gpu-bin/cuda_kernels
 cp "$(exe rstar)" gpu-bin/lib_tests
 for t in hf_parity alloc_free engine_tree; do cp "$(exe $t)" gpu-bin/$t; done
+cargo bench --bench kernels --no-run 2>&1 | tee -a /tmp/rstar-gpu-pack.log
+cp "$(exe kernels)" gpu-bin/kernels
 strip gpu-bin/*
 # The test executables read their fixtures under the directory it was built in.
 pwd > gpu-bin/build-root
 ls -l gpu-bin
+# The same, compressed (a fifth of the size), for a transfer that limits the working tree's size;
+# scripts/gpu-check.sh unpacks it when gpu-bin/ is absent.
+tar -cJf gpu-bin.tar.xz gpu-bin
+ls -l gpu-bin.tar.xz

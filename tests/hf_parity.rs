@@ -99,13 +99,7 @@ fn fast_precision_matches_transformers_bf16() {
             let g = common::golden(dir);
             let bytes = std::fs::read(dir.join("golden_bf16.safetensors")).unwrap();
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let bf16_run: Vec<f32> = st
-                .tensor("logits")
-                .unwrap()
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+            let bf16_run = common::f32_tensor(&st, "logits");
             let model = Model::load(dir).unwrap();
             let logits = fast.run(|| {
                 let mut cache = model.new_cache();

@@ -138,9 +138,12 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+fn unknown(id: SeqId) -> Error {
+    Error::InvalidArgument(format!("unknown sequence {}", id.0))
+}
+
 fn seq_in(seqs: &HashMap<SeqId, Seq>, id: SeqId) -> Result<&Seq> {
-    seqs.get(&id)
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))
+    seqs.get(&id).ok_or_else(|| unknown(id))
 }
 
 /// The hidden state of a computed sequence (a field of the engine, so that callers may hold other
@@ -201,9 +204,7 @@ impl Engine {
     }
 
     fn seq_mut(&mut self, id: SeqId) -> Result<&mut Seq> {
-        self.seqs
-            .get_mut(&id)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))
+        self.seqs.get_mut(&id).ok_or_else(|| unknown(id))
     }
 
     fn insert(&mut self, s: Seq) -> SeqId {
@@ -335,10 +336,7 @@ impl Engine {
 
     /// Drops a sequence; blocks nobody else uses become free (or stay cached if indexed).
     pub fn remove(&mut self, id: SeqId) -> Result<()> {
-        let s = self
-            .seqs
-            .remove(&id)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown sequence {}", id.0)))?;
+        let s = self.seqs.remove(&id).ok_or_else(|| unknown(id))?;
         for b in s.table {
             self.blocks.decref(b);
         }

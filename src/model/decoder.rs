@@ -84,18 +84,16 @@ struct Workspace {
     gate_up: Vec<f32>,
     act: Vec<f32>,
     q: Vec<f32>,
+    normed: Vec<f32>,
 }
 
 thread_local! {
     static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
 }
 
-/// The first `len` elements of `buf`, grown (never shrunk) to hold them.
+/// `len` elements of `buf` from a 64-byte boundary, `buf` grown (never shrunk) to hold them.
 fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
+    cpu::aligned(buf, len, 1)
 }
 
 /// Opens a Hugging Face model directory: its parsed `config.json` and its weights.
@@ -368,14 +366,14 @@ impl Model {
             gate_up,
             act,
             q,
+            normed,
         } = ws;
         // Activations, row-major [t, width]; every element is written before it is read.
         let x = grown(x, t * h);
         for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
             self.embed.row_to_f32(id as usize, row);
         }
-        out.resize(t * h, 0.0);
-        let normed = &mut out[..t * h];
+        let normed = grown(normed, t * h);
         let qkv = grown(qkv, t * (qd + 2 * kvd));
         let attn = grown(attn, t * qd);
         let proj = grown(proj, t * h);
@@ -418,6 +416,8 @@ impl Model {
             cpu::add_inplace(x, proj);
         }
         cpu::rms_norm(x, &self.final_norm, eps, normed);
+        out.clear();
+        out.extend_from_slice(normed);
         Ok(())
     }
 

@@ -29,6 +29,16 @@ pub struct Golden {
     pub greedy_ids: Vec<u32>,
 }
 
+/// An f32 tensor of a safetensors file, flattened.
+pub fn f32_tensor(st: &safetensors::SafeTensors, name: &str) -> Vec<f32> {
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
 pub fn golden(dir: &std::path::Path) -> Golden {
     let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -40,16 +50,9 @@ pub fn golden(dir: &std::path::Path) -> Golden {
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
             .collect()
     };
-    let logits = st
-        .tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
     Golden {
         input_ids: ids("input_ids"),
-        logits,
+        logits: f32_tensor(&st, "logits"),
         greedy_prompt: ids("greedy_prompt"),
         greedy_ids: ids("greedy_ids"),
     }

@@ -134,8 +134,10 @@ pub fn matmul_with(
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512Bf16, WeightData::BF16(v)) if prec == Precision::Fast => {
             with_scratch(&FAST_X, |buf| {
-                buf.clear();
-                buf.extend(x[..m * k].iter().map(|&a| bf16::from_f32(a)));
+                let buf = aligned(buf, m * k, 1 << 15);
+                for (b, &a) in buf.iter_mut().zip(&x[..m * k]) {
+                    *b = bf16::from_f32(a);
+                }
                 assert!(v.len() >= n * k);
                 let job = simd::Job {
                     x: buf.as_ptr(),
@@ -221,6 +223,22 @@ pub(crate) fn with_scratch<T: Default + 'static, R>(
         Ok(mut v) => f(&mut v),
         Err(_) => f(&mut T::default()),
     })
+}
+
+/// `len` floats of `buf` from its first 64-byte boundary (a cache line; one AVX-512 vector), growing
+/// `buf` (in steps of `step` floats) as needed. Rows of activations and widened weights whose width
+/// is a multiple of 16 then start on cache lines, so no vector load of theirs straddles two lines.
+/// The contents are unspecified: callers write before they read.
+pub(crate) fn aligned<T: Copy + Default>(buf: &mut Vec<T>, len: usize, step: usize) -> &mut [T] {
+    let slack = 64 / std::mem::size_of::<T>().max(1);
+    if buf.len() < len + slack {
+        buf.resize((len + slack).next_multiple_of(step.max(1)), T::default());
+    }
+    let off = match buf.as_ptr().align_offset(64) {
+        o if o < slack => o,
+        _ => 0,
+    };
+    &mut buf[off..off + len]
 }
 
 thread_local! {

@@ -281,12 +281,9 @@ pub(super) fn run_job<X, W>(
                 let mut buf = buf.borrow_mut();
                 let k = job.k;
                 let len = (j1 - j0) * k;
-                if buf.len() < len {
-                    // In 64 KiB steps: the chunks of most matmuls then fit the first size a thread
-                    // grows to, so a thread that meets a wider `k` later rarely reallocates.
-                    buf.resize(len.next_multiple_of(1 << 14), 0.0);
-                }
-                let buf = &mut buf[..len];
+                // In 64 KiB steps: the chunks of most matmuls then fit the first size a thread
+                // grows to, so a thread that meets a wider `k` later rarely reallocates.
+                let buf = super::aligned(&mut buf, len, 1 << 14);
                 // SAFETY: weight rows `j0..j1 <= n` of `k` elements each lie inside `job.w`.
                 let w = unsafe { std::slice::from_raw_parts(job.w.add(j0 * k), (j1 - j0) * k) };
                 (p.widen)(w, buf);
