@@ -9,14 +9,15 @@
 //! * [`Engine::run`] generates for many requests with continuous batching; [`Engine::expand`] samples
 //!   n continuations of one sequence, the expansion primitive of MCTS.
 //!
-//! Results never depend on batching or caching: each token's arithmetic is the same whether it is
-//! computed alone, in a batch, or reused from the cache.
+//! On the CPU, results never depend on batching or caching: each token's arithmetic is the same
+//! whether it is computed alone, in a batch, or reused from the cache. On CUDA they agree across
+//! batch shapes to rounding (GEMV vs GEMM, attention splits), not bit for bit.
 //!
 //! Sampling: on the CPU each sequence draws from its [`Sampler`] (its own seeded stream). On a CUDA
 //! model the engine hands the last hidden rows to [`Model::sample_on_device`]: the LM head and the
 //! device sampler run there and only ids come back. The device draw is keyed on (seed, index of
-//! the token in the generation), so on either device a sequence's tokens depend on its seed alone,
-//! not on what it is batched with; the two devices' samplers draw different tokens.
+//! the token in the generation), not on the batch; the two devices' samplers draw different
+//! tokens for the same seed.
 //!
 //! [`Model::sample_on_device`]: crate::model::Model::sample_on_device
 

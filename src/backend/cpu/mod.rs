@@ -225,9 +225,10 @@ pub(crate) fn with_scratch<T: Default + 'static, R>(
     })
 }
 
-/// `len` floats of `buf` from its first 64-byte boundary (a cache line; one AVX-512 vector), growing
-/// `buf` (in steps of `step` floats) as needed. Rows of activations and widened weights whose width
-/// is a multiple of 16 then start on cache lines, so no vector load of theirs straddles two lines.
+/// `len` elements of `buf` from its first 64-byte boundary (a cache line; one AVX-512 vector), growing
+/// `buf` (in steps of `step` elements) as needed. Rows of activations and widened weights whose
+/// width in bytes is a multiple of 64 then start on cache lines, so no vector load of theirs
+/// straddles two lines.
 /// The contents are unspecified: callers write before they read.
 pub(crate) fn aligned<T: Copy + Default>(buf: &mut Vec<T>, len: usize, step: usize) -> &mut [T] {
     let slack = 64 / std::mem::size_of::<T>().max(1);
