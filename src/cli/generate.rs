@@ -43,7 +43,8 @@ pub struct GenerateArgs {
     /// Keep the smallest set of tokens whose probability reaches P (1: off).
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
-    /// Random seed: the same seed gives the same output on the same device (on CUDA, tokens are drawn by the device sampler).
+    /// Random seed: the same seed gives the same output on the same device (on CUDA, tokens are
+    /// drawn by the device sampler).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop when the text contains this string (repeatable); the text is cut before it.

@@ -477,17 +477,22 @@ impl Model {
         Ok(out)
     }
 
+    /// The LM head, or an error for a model loaded without one (a reward model).
+    fn head(&self) -> Result<&Weight> {
+        self.lm_head.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "this model was loaded without an LM head (a reward model)".into(),
+            )
+        })
+    }
+
     /// [`Model::logits`] into `out` (resized to `[rows, vocab]`; no allocation once it has
     /// reached that size, on the CPU).
     pub fn logits_into(&self, hidden: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let h = self.config.hidden_size;
         let n = hidden.len() / h;
         let v = self.config.vocab_size;
-        let head = self.lm_head.as_ref().ok_or_else(|| {
-            Error::InvalidArgument(
-                "this model was loaded without an LM head (a reward model)".into(),
-            )
-        })?;
+        let head = self.head()?;
         if let Some(cuda) = &self.cuda {
             *out = cuda.logits(hidden)?;
             return Ok(());
@@ -505,11 +510,7 @@ impl Model {
         hidden: &[f32],
         params: &[crate::backend::cuda::ops::SampleParams],
     ) -> Result<Option<Vec<u32>>> {
-        if self.lm_head.is_none() {
-            return Err(Error::InvalidArgument(
-                "this model was loaded without an LM head (a reward model)".into(),
-            ));
-        }
+        self.head()?;
         match &self.cuda {
             Some(cuda) => cuda.sample_hidden(hidden, params).map(Some),
             None => Ok(None),
