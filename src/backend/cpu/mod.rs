@@ -119,14 +119,7 @@ pub fn matmul_with(
         ($v:expr, $f:expr, $p:expr) => {{
             let v = $v;
             assert!(v.len() >= n * k);
-            let job = simd::Job {
-                x: x.as_ptr(),
-                m,
-                k,
-                w: v.as_ptr(),
-                out,
-                ld,
-            };
+            let job = simd::Job::new(x.as_ptr(), m, k, v.as_ptr(), out, ld);
             simd::run_job(&job, n, $f, $p)
         }};
     }
@@ -139,14 +132,7 @@ pub fn matmul_with(
                     *b = bf16::from_f32(a);
                 }
                 assert!(v.len() >= n * k);
-                let job = simd::Job {
-                    x: buf.as_ptr(),
-                    m,
-                    k,
-                    w: v.as_ptr(),
-                    out,
-                    ld,
-                };
+                let job = simd::Job::new(buf.as_ptr(), m, k, v.as_ptr(), out, ld);
                 simd::run_job(
                     &job,
                     n,

@@ -200,6 +200,23 @@ pub(super) struct Job<X, W> {
     pub w: *const W,
     pub out: *mut f32,
     pub ld: usize,
+    /// The weights are read from memory (the mmap), not from a packed chunk hot in L2.
+    stream: bool,
+}
+
+impl<X, W> Job<X, W> {
+    /// A matmul reading its weights from memory (see [`Job`] for the operands).
+    pub fn new(x: *const X, m: usize, k: usize, w: *const W, out: *mut f32, ld: usize) -> Self {
+        Job {
+            x,
+            m,
+            k,
+            w,
+            out,
+            ld,
+            stream: true,
+        }
+    }
 }
 
 // SAFETY: a `Job` is shared between rayon tasks that write disjoint column ranges of `out` and only
@@ -295,6 +312,7 @@ pub(super) fn run_job<X, W>(
                     // SAFETY: column `j0 < n <= ld` of output row 0.
                     out: unsafe { job.out.add(j0) },
                     ld: job.ld,
+                    stream: false,
                 };
                 // SAFETY: `sub` covers the same inputs and outputs as columns `j0..j1` of `job`,
                 // with its `j1 - j0` weight rows in `buf`.
@@ -427,8 +445,9 @@ unsafe fn cols<D: Dot, const R: usize, const C: usize>(
 ) {
     let mut j = j0;
     while j + C <= j1 {
-        // GEMV tiles prefetch the next tile of the chunk (GEMM weights are hot in L2 already).
-        tile::<D, R, C>(jb, i, j, R == 1 && j + 2 * C <= j1);
+        // GEMV tiles reading from memory prefetch the next tile of the chunk (packed weights are
+        // hot in L2 already).
+        tile::<D, R, C>(jb, i, j, R == 1 && jb.stream && j + 2 * C <= j1);
         j += C;
     }
     while j < j1 {
@@ -437,14 +456,42 @@ unsafe fn cols<D: Dot, const R: usize, const C: usize>(
     }
 }
 
-/// Columns `j0..j1` for all rows: `MR x NR` GEMM tiles over the chunk's weight rows (hot in L2),
-/// leftover rows and small `m` as `1 x NV` GEMV tiles.
+/// Columns `j0..j1` for all rows. Packed weights (hot in L2) and batch 1: row tile by row tile,
+/// `MR x NR` GEMM tiles and, for leftover rows and batch 1, `1 x NV` GEMV tiles.
+///
+/// A small batch whose weights are read from memory (fewer rows than [`PACK_MIN_M`]) goes the other
+/// way round: each group of `NR` weight rows meets every input row while it is in L1, and the first
+/// row's tile prefetches the next group, so the stream overlaps the other rows' arithmetic. Row tile
+/// by row tile, the first tile waited on memory while the others found the chunk in L2: measured on
+/// the 2-core Zen 3 VM, batch-8 decode of the 0.5B shape went from 49-51 to 63-81 tok/s.
 #[inline(always)]
 unsafe fn block<D: Dot, const MR: usize, const NR: usize, const NV: usize>(
     jb: &Job<D::X, D::W>,
     j0: usize,
     j1: usize,
 ) {
+    if jb.stream && jb.m > 1 {
+        let mut j = j0;
+        while j + NR <= j1 {
+            let next = j + 2 * NR <= j1;
+            let mut i = 0;
+            while i + MR <= jb.m {
+                tile::<D, MR, NR>(jb, i, j, next && i == 0);
+                i += MR;
+            }
+            while i < jb.m {
+                tile::<D, 1, NR>(jb, i, j, next && i == 0);
+                i += 1;
+            }
+            j += NR;
+        }
+        let mut i = 0;
+        while i < jb.m {
+            cols::<D, 1, 1>(jb, i, j, j1);
+            i += 1;
+        }
+        return;
+    }
     let mut i = 0;
     while i + MR <= jb.m {
         cols::<D, MR, NR>(jb, i, j0, j1);
