@@ -459,8 +459,8 @@ unsafe fn cols<D: Dot, const R: usize, const C: usize>(
 /// Columns `j0..j1` for all rows. Packed weights (hot in L2) and batch 1: row tile by row tile,
 /// `MR x NR` GEMM tiles and, for leftover rows and batch 1, `1 x NV` GEMV tiles.
 ///
-/// A small batch whose weights are read from memory (fewer rows than [`PACK_MIN_M`]) goes the other
-/// way round: each group of `NR` weight rows meets every input row while it is in L1, and the first
+/// A small batch (fewer rows than [`PACK_MIN_M`]) whose weights are read from memory goes the
+/// other way round: each group of `NR` weight rows meets every input row while it is in L1, and the first
 /// row's tile prefetches the next group, so the stream overlaps the other rows' arithmetic. Row tile
 /// by row tile, the first tile waited on memory while the others found the chunk in L2: measured on
 /// the 2-core Zen 3 VM, batch-8 decode of the 0.5B shape went from 49-51 to 63-81 tok/s.
@@ -470,7 +470,7 @@ unsafe fn block<D: Dot, const MR: usize, const NR: usize, const NV: usize>(
     j0: usize,
     j1: usize,
 ) {
-    if jb.stream && jb.m > 1 {
+    if jb.stream && jb.m > 1 && jb.m < PACK_MIN_M {
         let mut j = j0;
         while j + NR <= j1 {
             let next = j + 2 * NR <= j1;
