@@ -456,6 +456,25 @@ unsafe fn cols<D: Dot, const R: usize, const C: usize>(
     }
 }
 
+/// Every input row against weight rows `j..j + C`: `MR x C` tiles, `1 x C` for leftover rows; with
+/// `next`, the first tile prefetches the `C` weight rows that follow.
+#[inline(always)]
+unsafe fn rows<D: Dot, const MR: usize, const C: usize>(
+    jb: &Job<D::X, D::W>,
+    j: usize,
+    next: bool,
+) {
+    let mut i = 0;
+    while i + MR <= jb.m {
+        tile::<D, MR, C>(jb, i, j, next && i == 0);
+        i += MR;
+    }
+    while i < jb.m {
+        tile::<D, 1, C>(jb, i, j, next && i == 0);
+        i += 1;
+    }
+}
+
 /// Columns `j0..j1` for all rows. Packed weights (hot in L2) and batch 1: row tile by row tile,
 /// `MR x NR` GEMM tiles and, for leftover rows and batch 1, `1 x NV` GEMV tiles.
 ///
@@ -475,22 +494,12 @@ unsafe fn block<D: Dot, const MR: usize, const NR: usize, const NV: usize>(
     if jb.stream && jb.m > 1 && jb.m < PACK_MIN_M {
         let mut j = j0;
         while j + NR <= j1 {
-            let next = j + 2 * NR <= j1;
-            let mut i = 0;
-            while i + MR <= jb.m {
-                tile::<D, MR, NR>(jb, i, j, next && i == 0);
-                i += MR;
-            }
-            while i < jb.m {
-                tile::<D, 1, NR>(jb, i, j, next && i == 0);
-                i += 1;
-            }
+            rows::<D, MR, NR>(jb, j, j + 2 * NR <= j1);
             j += NR;
         }
-        let mut i = 0;
-        while i < jb.m {
-            cols::<D, 1, 1>(jb, i, j, j1);
-            i += 1;
+        while j < j1 {
+            rows::<D, MR, 1>(jb, j, false);
+            j += 1;
         }
         return;
     }
