@@ -202,6 +202,11 @@ pub(super) struct Job<X, W> {
     pub ld: usize,
     /// The weights are read from memory (the mmap), not from a packed chunk hot in L2.
     stream: bool,
+    /// A packed chunk's job: the next chunk's stored weights (`ahead_len` bytes, or null), which
+    /// its tiles prefetch into L2 a slice each while they compute, so the next widening finds
+    /// them there instead of waiting on memory.
+    ahead: *const i8,
+    ahead_len: usize,
 }
 
 impl<X, W> Job<X, W> {
@@ -215,6 +220,8 @@ impl<X, W> Job<X, W> {
             out,
             ld,
             stream: true,
+            ahead: std::ptr::null(),
+            ahead_len: 0,
         }
     }
 }
@@ -304,6 +311,8 @@ pub(super) fn run_job<X, W>(
                 // SAFETY: weight rows `j0..j1 <= n` of `k` elements each lie inside `job.w`.
                 let w = unsafe { std::slice::from_raw_parts(job.w.add(j0 * k), (j1 - j0) * k) };
                 (p.widen)(w, buf);
+                // The chunk this thread most likely takes next (rayon splits ranges in halves).
+                let (n0, n1) = (j1, (j1 + chunk).min(n));
                 let sub = Job {
                     x: job.x,
                     m: job.m,
@@ -313,6 +322,9 @@ pub(super) fn run_job<X, W>(
                     out: unsafe { job.out.add(j0) },
                     ld: job.ld,
                     stream: false,
+                    // SAFETY: weight rows `n0..n1 <= n` lie inside `job.w` (empty at the end).
+                    ahead: unsafe { job.w.add(n0 * k) } as *const i8,
+                    ahead_len: (n1 - n0) * k * std::mem::size_of::<W>(),
                 };
                 // SAFETY: `sub` covers the same inputs and outputs as columns `j0..j1` of `job`,
                 // with its `j1 - j0` weight rows in `buf`.
@@ -469,14 +481,39 @@ unsafe fn cols<D: Dot, const R: usize, const C: usize>(
 ) {
     let mut j = j0;
     while j + C <= j1 {
+        ahead(jb, i, R, j - j0, C, j1 - j0);
         // GEMV tiles reading from memory prefetch the next tile of the chunk (packed weights are
         // hot in L2 already).
         tile::<D, R, C>(jb, i, j, R == 1 && jb.stream && j + 2 * C <= j1);
         j += C;
     }
     while j < j1 {
+        ahead(jb, i, R, j - j0, 1, j1 - j0);
         tile::<D, R, 1>(jb, i, j, false);
         j += 1;
+    }
+}
+
+/// The slice of [`Job::ahead`] that the tile of rows `i..i + r` and chunk columns `c..c + w` (of
+/// `cols`) prefetches into L2: the next chunk's bytes spread evenly over the chunk's tiles, a few
+/// cache lines each, so the prefetches never crowd the tile's own loads. Measured on the 2-core
+/// Zen 3 VM, widening waited on memory for about 12% of batch-32 decode without it.
+#[inline(always)]
+unsafe fn ahead<X, W>(jb: &Job<X, W>, i: usize, r: usize, c: usize, w: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if !jb.ahead.is_null() && jb.ahead_len > 0 {
+        let (len, m) = (jb.ahead_len, jb.m);
+        let rows = (i * len / m, (i + r) * len / m);
+        let span = rows.1 - rows.0;
+        let (a, b) = (rows.0 + span * c / cols, rows.0 + span * (c + w) / cols);
+        let mut off = a & !63;
+        while off < b {
+            // SAFETY: a prefetch never faults; `off < ahead_len`, inside the next chunk.
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                jb.ahead.add(off),
+            );
+            off += 64;
+        }
     }
 }
 
