@@ -101,7 +101,10 @@ fn attention_with(
                 .flat_map(|(si, sq)| (0..sq.len).map(move |t| (si, t))),
         );
         let owner = &*owner;
-        let simd = matches!(kern, Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16);
+        let simd = matches!(
+            kern,
+            Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx
+        );
         let work = |idx: usize, o: &mut [f32]| {
             let (r, g) = (idx / s.n_kv_heads, idx % s.n_kv_heads);
             let (si, ti) = owner[r];

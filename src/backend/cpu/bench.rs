@@ -27,8 +27,8 @@ pub struct PrefillResult {
     /// Model FLOPs per second: the matmuls of every layer, causal attention and the last
     /// position's LM head (see [`prefill_flops`]).
     pub gflop_s: f64,
-    /// `gflop_s` over the compute limit of the precision: the bf16 dot-product peak in `fast`
-    /// where the CPU has one, else the f32 FMA peak.
+    /// `gflop_s` over the compute limit of the precision: in `fast`, the AMX bf16 tile peak on
+    /// the `amx` path, else the bf16 dot-product peak where the CPU has one; else the f32 FMA peak.
     pub fraction_of_peak: f64,
 }
 
@@ -47,8 +47,11 @@ pub struct DecodeResult {
 pub struct Limits {
     pub read_gb_s: f64,
     pub f32_gflop_s: f64,
-    /// `None` where the CPU has no bf16 dot-product instruction.
+    /// `vdpbf16ps`; `None` where the CPU has no bf16 dot-product instruction.
     pub bf16_gflop_s: Option<f64>,
+    /// AMX `tdpbf16ps` (16 x 16 x 32 per instruction); `None` off the `amx` path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amx_bf16_gflop_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,8 +185,9 @@ pub fn read_bandwidth(buf: &[u64]) -> f64 {
     one.max(eight)
 }
 
-/// Register-resident multiply-add loops on every pool thread at once: (f32 GFLOP/s, bf16 GFLOP/s).
-pub fn compute_peaks() -> (f64, Option<f64>) {
+/// Register-resident multiply-add loops on every pool thread at once: (f32 GFLOP/s, bf16
+/// dot-product GFLOP/s, AMX bf16 GFLOP/s).
+pub fn compute_peaks() -> (f64, Option<f64>, Option<f64>) {
     let run = |f: fn(usize) -> f64| -> f64 {
         let iters = 4_000_000;
         let t0 = Instant::now();
@@ -194,17 +198,19 @@ pub fn compute_peaks() -> (f64, Option<f64>) {
     #[cfg(target_arch = "x86_64")]
     {
         let f32_peak = match k {
-            Kernel::Avx512 | Kernel::Avx512Bf16 => run(peak::fma512),
+            Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => run(peak::fma512),
             Kernel::Avx2 => run(peak::fma256),
             _ => run(peak::fma_scalar),
         };
-        let bf16 = (k == Kernel::Avx512Bf16).then(|| run(peak::dpbf16));
-        (f32_peak, bf16)
+        let bf16 = matches!(k, Kernel::Avx512Bf16 | Kernel::Amx).then(|| run(peak::dpbf16));
+        // SAFETY: the `amx` path is only selected where AMX is available.
+        let amx = (k == Kernel::Amx).then(|| run(|n| unsafe { super::amx::peak(n / 16) }));
+        (f32_peak, bf16, amx)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = k;
-        (run(peak::fma_scalar), None)
+        (run(peak::fma_scalar), None, None)
     }
 }
 
@@ -290,18 +296,17 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
     let buf = vec![1u64; 64 << 20]; // 512 MiB
     let reps = cfg.repeats.max(1);
     let mut bw = Vec::new();
-    let (mut f32p, mut bf16p) = (Vec::new(), Vec::new());
+    let (mut f32p, mut bf16p, mut amxp) = (Vec::new(), Vec::new(), Vec::new());
     let mut pre = vec![Vec::new(); cfg.prompt_tokens.len()];
     let mut dec = vec![Vec::new(); cfg.batches.len()];
     // Warm-up: page in the weights.
     time_decode(model, 1, 2)?;
     for _ in 0..reps {
         bw.push(read_bandwidth(&buf));
-        let (f, b) = compute_peaks();
+        let (f, b, a) = compute_peaks();
         f32p.push(f);
-        if let Some(b) = b {
-            bf16p.push(b);
-        }
+        bf16p.extend(b);
+        amxp.extend(a);
         for (i, &p) in cfg.prompt_tokens.iter().enumerate() {
             pre[i].push(p as f64 / time_prefill(model, p)?);
         }
@@ -313,9 +318,11 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         read_gb_s: median(bw),
         f32_gflop_s: median(f32p),
         bf16_gflop_s: (!bf16p.is_empty()).then(|| median(bf16p)),
+        amx_bf16_gflop_s: (!amxp.is_empty()).then(|| median(amxp)),
     };
-    let peak = match (precision(), limits.bf16_gflop_s) {
-        (super::Precision::Fast, Some(b)) => b,
+    let peak = match (precision(), limits.amx_bf16_gflop_s, limits.bf16_gflop_s) {
+        (super::Precision::Fast, Some(a), _) => a,
+        (super::Precision::Fast, None, Some(b)) => b,
         _ => limits.f32_gflop_s,
     };
     let decode: Vec<(usize, f64)> = cfg

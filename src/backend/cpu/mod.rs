@@ -10,6 +10,8 @@ use half::{bf16, f16};
 
 use crate::model::weights::{Weight, WeightData};
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod attention;
 pub mod bench;
 pub mod compute;
@@ -77,8 +79,10 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
 /// `out` has row stride `ld`. This is `x @ w.T`, the layout of every HF linear layer.
 ///
 /// Runs on the path [`kernel`] selects (see [`simd`]); each element's arithmetic is independent of
-/// `m` and of the other rows. In [`Precision::Fast`] on the `avx512bf16` path with bf16 weights the
-/// activations are rounded to bf16 first (a per-thread scratch buffer, reused across calls).
+/// `m` and of the other rows. In [`Precision::Fast`] on the `avx512bf16` and `amx` paths with bf16
+/// weights the activations are rounded to bf16 first (a per-thread scratch buffer, reused across
+/// calls); on `amx`, matmuls of `amx::MIN_M` (8) rows or more run on AMX tiles, which sum in another
+/// order than the smaller ones.
 pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0: usize) {
     matmul_with(kernel(), precision(), x, m, w, out, ld, col0)
 }
@@ -125,7 +129,15 @@ pub fn matmul_with(
     }
     match (kern, w.data()) {
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512Bf16, WeightData::BF16(v)) if prec == Precision::Fast => {
+        (Kernel::Amx, WeightData::BF16(v))
+            if prec == Precision::Fast && k.is_multiple_of(amx::KB) && m >= amx::MIN_M =>
+        {
+            // SAFETY: the path is available (asserted above), so AMX is; `out` covers `m` rows of
+            // `n` columns at stride `ld` (asserted above) and is borrowed mutably for the call.
+            unsafe { amx::matmul(x, m, k, v, n, out, ld) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512Bf16 | Kernel::Amx, WeightData::BF16(v)) if prec == Precision::Fast => {
             with_scratch(&FAST_X, |buf| {
                 let buf = aligned(buf, m * k, 1 << 15);
                 for (b, &a) in buf.iter_mut().zip(&x[..m * k]) {
@@ -142,7 +154,7 @@ pub fn matmul_with(
             })
         }
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512 | Kernel::Avx512Bf16, d) => {
+        (Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx, d) => {
             let f32s = simd::x86::block_avx512::<simd::x86::Avx512F32>;
             match d {
                 WeightData::F32(v) => go!(v, f32s),
@@ -286,7 +298,10 @@ pub fn rope_rotate(row: &mut [f32], n_heads: usize, head_dim: usize, sc: &[(f32,
 /// `gate = silu(gate) * up`, in place on `gate` (AVX2 with a vector `exp` where the path allows).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(kernel(), Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16) {
+    if matches!(
+        kernel(),
+        Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx
+    ) {
         // SAFETY: those paths are only selected on CPUs with AVX2 and FMA.
         return unsafe { silu_mul_avx2(gate, up) };
     }

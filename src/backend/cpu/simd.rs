@@ -10,9 +10,11 @@
 //!
 //! Paths: `scalar` (the reference in `super`), `avx2` (AVX2+FMA+F16C, 8 lanes), `avx512`
 //! (AVX-512F/BW, 16 lanes), `avx512bf16` (AVX-512 plus `vdpbf16ps` for bf16 weights in `fast`
-//! precision) and `neon` (aarch64, f32/bf16 weights). Weights are read in their stored dtype straight
-//! from the mmap and widened in registers. `RSTAR_KERNEL=scalar|avx2|avx512|avx512bf16|neon` forces a
-//! path (an unavailable one is an error at first use); otherwise the best available is used.
+//! precision), `amx` (`avx512bf16` plus AMX tiles for `fast` bf16 matmuls of 8 rows or more: see
+//! `amx.rs`, whose order of summation differs) and `neon` (aarch64, f32/bf16 weights). Weights
+//! are read in their stored dtype straight from the mmap and widened in registers.
+//! `RSTAR_KERNEL=scalar|avx2|avx512|avx512bf16|amx|neon` forces a path (an unavailable one is an
+//! error at first use); otherwise the best available is used.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -27,15 +29,17 @@ pub enum Kernel {
     Avx512 = 3,
     Avx512Bf16 = 4,
     Neon = 5,
+    Amx = 6,
 }
 
 impl Kernel {
     /// Every path, slowest first.
-    const ALL: [Kernel; 5] = [
+    const ALL: [Kernel; 6] = [
         Kernel::Scalar,
         Kernel::Avx2,
         Kernel::Avx512,
         Kernel::Avx512Bf16,
+        Kernel::Amx,
         Kernel::Neon,
     ];
 
@@ -46,6 +50,7 @@ impl Kernel {
             Kernel::Avx2 => "avx2",
             Kernel::Avx512 => "avx512",
             Kernel::Avx512Bf16 => "avx512bf16",
+            Kernel::Amx => "amx",
             Kernel::Neon => "neon",
         }
     }
@@ -73,6 +78,8 @@ impl Kernel {
             Kernel::Avx512Bf16 => {
                 Kernel::Avx512.available() && is_x86_feature_detected!("avx512bf16")
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => Kernel::Avx512Bf16.available() && super::amx::available(),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -101,8 +108,8 @@ pub enum Precision {
     /// f32 activations, f32 accumulation (HF float32 parity).
     #[default]
     Exact = 0,
-    /// Activations rounded to bf16 for matmuls with bf16 weights on the `avx512bf16` path
-    /// (`vdpbf16ps`, f32 accumulation); on other paths the same as `exact`.
+    /// Activations rounded to bf16 for matmuls with bf16 weights on the `avx512bf16` and `amx`
+    /// paths (`vdpbf16ps` or AMX tiles, f32 accumulation); on other paths the same as `exact`.
     Fast = 1,
 }
 
@@ -136,7 +143,7 @@ pub fn kernel() -> Kernel {
     let k = match std::env::var("RSTAR_KERNEL") {
         Ok(s) if !s.is_empty() => {
             let k = Kernel::parse(&s).unwrap_or_else(|| {
-                panic!("RSTAR_KERNEL={s}: expected scalar, avx2, avx512, avx512bf16 or neon")
+                panic!("RSTAR_KERNEL={s}: expected scalar, avx2, avx512, avx512bf16, amx or neon")
             });
             assert!(k.available(), "RSTAR_KERNEL={s}: this CPU cannot run it");
             k
@@ -814,7 +821,7 @@ pub(super) mod x86 {
     /// The CPU supports AVX-512F/BW (and F16C); `jb` and `j0..j1` are in bounds (see [`Job`]).
     #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
     pub unsafe fn block_avx512<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
-        block::<D, 6, 4, 8>(jb, j0, j1)
+        block::<D, 4, 6, 8>(jb, j0, j1)
     }
 
     /// AVX512_BF16 entry point, tiles as [`block_avx512`].
@@ -980,6 +987,9 @@ pub(super) mod tests {
             // Packed weights (m >= PACK_MIN_M), long rows with a tail.
             (17, 61, 1100),
             (2, 50, 1037),
+            // k a multiple of 32 (the AMX path): odd activation groups, a partial weight tile.
+            (33, 70, 256),
+            (1, 40, 64),
         ] {
             let x = rand_vec(m * k, (m * 1000 + k) as u64);
             let wv = rand_vec(n * k, (n * 7 + k) as u64);
@@ -1005,7 +1015,9 @@ pub(super) mod tests {
                         let mut out = vec![f32::NAN; m * ld];
                         matmul_with(kern, prec, &x, m, w, &mut out, ld, 2);
                         // Fast on the bf16 path rounds activations: bf16 relative error per product.
-                        let tol = if prec == Precision::Fast && kern == Kernel::Avx512Bf16 {
+                        let tol = if prec == Precision::Fast
+                            && matches!(kern, Kernel::Avx512Bf16 | Kernel::Amx)
+                        {
                             1e-2 * (k as f32).sqrt()
                         } else {
                             2e-5 * (k as f32).sqrt()
@@ -1021,9 +1033,23 @@ pub(super) mod tests {
                             }
                             let mut alone = vec![0f32; n];
                             matmul_with(kern, prec, &x[i * k..(i + 1) * k], 1, w, &mut alone, n, 0);
+                            let batched = &out[i * ld + 2..i * ld + 2 + n];
+                            // AMX tiles from `amx::MIN_M` rows, `vdpbf16ps` alone: another order.
+                            #[cfg(target_arch = "x86_64")]
+                            if kern == Kernel::Amx
+                                && prec == Precision::Fast
+                                && wi == 1
+                                && m >= super::super::amx::MIN_M
+                                && k.is_multiple_of(super::super::amx::KB)
+                            {
+                                for (a, b) in alone.iter().zip(batched) {
+                                    assert!((a - b).abs() <= tol, "amx row {i}: {a} vs {b}");
+                                }
+                                continue;
+                            }
                             assert_eq!(
                                 &alone[..],
-                                &out[i * ld + 2..i * ld + 2 + n],
+                                batched,
                                 "{} {prec:?}: row {i} alone != batched",
                                 kern.name()
                             );
