@@ -24,9 +24,10 @@ use std::sync::OnceLock;
 use half::bf16;
 use rayon::prelude::*;
 
-/// Rows from which a `fast` bf16 matmul on the `amx` path uses the tiles. Batch 8 of the 0.5B
-/// shape decoded 123 tok/s with them against 106 with `vdpbf16ps`; batch 1, 14-15.5 against 22.5.
-pub(super) const MIN_M: usize = 8;
+/// Rows from which a `fast` bf16 matmul on the `amx` path uses the tiles. On the 2-core Xeon, batch
+/// 2 / 4 / 8 decode of the 0.5B shape ran 42.5 / 83 / 154 tok/s with them from 2 rows, against
+/// 40 / 64 / 155 from 8 rows (`vdpbf16ps` below); batch 1 streamed by AMX, 14-15.5 against 22.5.
+pub(super) const MIN_M: usize = 2;
 /// Elements of `k` per tile step (16 pairs of bf16 = one 64-byte tile row).
 pub(super) const KB: usize = 32;
 /// Rows of a tile, and f32 columns of an output tile.

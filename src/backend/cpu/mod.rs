@@ -81,7 +81,7 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
 /// Runs on the path [`kernel`] selects (see [`simd`]); each element's arithmetic is independent of
 /// `m` and of the other rows. In [`Precision::Fast`] on the `avx512bf16` and `amx` paths with bf16
 /// weights the activations are rounded to bf16 first (a per-thread scratch buffer, reused across
-/// calls); on `amx`, matmuls of `amx::MIN_M` (8) rows or more run on AMX tiles, which sum in another
+/// calls); on `amx`, matmuls of `amx::MIN_M` (2) rows or more run on AMX tiles, which sum in another
 /// order than the smaller ones.
 pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0: usize) {
     matmul_with(kernel(), precision(), x, m, w, out, ld, col0)

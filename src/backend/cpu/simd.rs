@@ -10,7 +10,7 @@
 //!
 //! Paths: `scalar` (the reference in `super`), `avx2` (AVX2+FMA+F16C, 8 lanes), `avx512`
 //! (AVX-512F/BW, 16 lanes), `avx512bf16` (AVX-512 plus `vdpbf16ps` for bf16 weights in `fast`
-//! precision), `amx` (`avx512bf16` plus AMX tiles for `fast` bf16 matmuls of 8 rows or more: see
+//! precision), `amx` (`avx512bf16` plus AMX tiles for `fast` bf16 matmuls of 2 rows or more: see
 //! `amx.rs`, whose order of summation differs) and `neon` (aarch64, f32/bf16 weights). Weights
 //! are read in their stored dtype straight from the mmap and widened in registers.
 //! `RSTAR_KERNEL=scalar|avx2|avx512|avx512bf16|amx|neon` forces a path (an unavailable one is an
