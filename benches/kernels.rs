@@ -58,6 +58,8 @@ fn time(repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
 struct Limits {
     read_gb_s: Vec<f64>,
     f32_gflop_s: Vec<f64>,
+    /// The bf16 peak of the `fast` matmuls: AMX tiles on the `amx` path, else `vdpbf16ps`.
+    bf16_gflop_s: Vec<f64>,
     buf: Vec<u64>,
 }
 
@@ -65,7 +67,9 @@ impl Limits {
     /// Measures both limits once more (called between kernels so they share the machine's state).
     fn sample(&mut self) {
         self.read_gb_s.push(read_bandwidth(&self.buf));
-        self.f32_gflop_s.push(compute_peaks().0);
+        let (f32_peak, dp, amx) = compute_peaks();
+        self.f32_gflop_s.push(f32_peak);
+        self.bf16_gflop_s.extend(amx.or(dp));
     }
     fn read(&self) -> f64 {
         median(self.read_gb_s.clone())
@@ -76,8 +80,12 @@ impl Limits {
 }
 
 fn report(label: &str, gflop_s: f64, best: f64, peak: f64) {
+    report_vs(label, gflop_s, best, peak, "f32 FMA peak");
+}
+
+fn report_vs(label: &str, gflop_s: f64, best: f64, peak: f64, of: &str) {
     println!(
-        "{label:<26} {gflop_s:8.2} GFLOP/s {:5.1}% of f32 FMA peak (best {best:.2}, {:.1}%)",
+        "{label:<26} {gflop_s:8.2} GFLOP/s {:5.1}% of {of} (best {best:.2}, {:.1}%)",
         100.0 * gflop_s / peak,
         100.0 * best / peak
     );
@@ -95,6 +103,7 @@ fn main() {
     let mut lim = Limits {
         read_gb_s: vec![],
         f32_gflop_s: vec![],
+        bf16_gflop_s: vec![],
         buf: vec![1u64; 64 << 20],
     };
     lim.sample();
@@ -156,6 +165,35 @@ fn main() {
             lim.sample();
             let flop = 2.0 * (m * n * k) as f64;
             report(&label, flop / s / 1e9, flop / best / 1e9, lim.flops());
+        }
+    }
+
+    // The same shapes in `fast` precision, where the path has bf16 products (`avx512bf16`: the
+    // `vdpbf16ps` peak; `amx`: the AMX tile peak).
+    if !lim.bf16_gflop_s.is_empty() {
+        let fast = cpu::Compute::new(cpu::Precision::Fast, 0, "fast").unwrap();
+        let of = if cpu::kernel() == cpu::Kernel::Amx {
+            "AMX bf16 peak"
+        } else {
+            "bf16 dot peak"
+        };
+        for &m in &[8usize, 32, 512] {
+            for &(name, n, k) in &shapes {
+                let label = format!("gemm {name} m={m} bf16 fast");
+                if !label.contains(&filter) {
+                    continue;
+                }
+                let w = bf16_weight(n, k, 99);
+                let x = rand_vec(m * k, 5);
+                let mut out = vec![0f32; m * n];
+                let (s, best) = time(repeats, || {
+                    fast.run(|| cpu::matmul(&x, m, &w, &mut out, n, 0))
+                });
+                lim.sample();
+                let flop = 2.0 * (m * n * k) as f64;
+                let peak = median(lim.bf16_gflop_s.clone());
+                report_vs(&label, flop / s / 1e9, flop / best / 1e9, peak, of);
+            }
         }
     }
 
