@@ -1,32 +1,34 @@
-//! Intel AMX tiles (`tdpbf16ps`) for `fast` matmuls with bf16 weights: the `amx` kernel path.
+//! Intel AMX tiles (`tdpbf16ps`) for matmuls with bf16 weights: the `amx` kernel path.
 //!
 //! `out = x @ w.T` is computed transposed, `out.T = w @ x.T`. The weights, stored `[n, k]` in bf16,
 //! are AMX's A operand, loaded straight from the mmap 16 rows by 32 elements (one 64-byte line per
-//! row) at a time. The activations, rounded to bf16 as `fast` rounds them on the `avx512bf16` path,
-//! are packed once per matmul into B's pair-interleaved layout (see [`pack_x`]). A 16 x 16 f32 tile
-//! of `out.T` accumulates `tdpbf16ps` over the 32-wide blocks of `k`, front to back.
+//! row) at a time. The activations are packed once per matmul into B's pair-interleaved layout
+//! (see [`pack_x`]): in `fast` rounded to bf16, as the `avx512bf16` path rounds them; in `exact`
+//! split into three bf16 terms `hi + mid + lo`, which carry all 24 bits of each f32, and whose
+//! products (exact in f32) are accumulated apart and summed smallest first. A 16 x 16 f32 tile of
+//! `out.T` accumulates `tdpbf16ps` over the 32-wide blocks of `k`, front to back.
 //!
-//! Every output element takes the same steps whatever `m` (from [`MIN_M`] on), the tile it lands in
-//! or its neighbours: the instruction computes each element from its own weight row and activation
-//! row only, and padded rows and columns are zeros whose outputs are dropped. Below [`MIN_M`] rows
-//! the `vdpbf16ps` path runs instead, which sums in another order: on this path, unlike every other,
-//! a row's `fast` result differs in its last bits between a matmul of fewer than [`MIN_M`] rows and
-//! one of more (batched decode against decode alone, a prefill against the same tokens decoded one
-//! by one). Streamed from memory by AMX, batch-1 decode of the 0.5B shape measured 14-15.5 tok/s
-//! against 22.5 for `vdpbf16ps` (2-core Xeon VM), so batch 1 keeps `vdpbf16ps`. Used where `k` is a
-//! multiple of 32 (the widths of every model family this crate loads); other `k` take the
-//! `vdpbf16ps` path at every `m`.
+//! Every output element takes the same steps whatever `m`, the tile it lands in or its neighbours:
+//! the instruction computes each element from its own weight row and activation column only, and
+//! padded rows and columns are zeros whose outputs are dropped. So in `exact`, where every `m`
+//! takes this path, batched results equal results computed alone, as on every other path. In
+//! `fast`, batch-1 matmuls (below [`MIN_M`] rows) take the `vdpbf16ps` path instead, which sums
+//! in another order: there a row's `fast` result differs in its last bits between a matmul of one
+//! row and one of several. (Streamed from memory by AMX, batch-1 `fast` decode of the 0.5B shape
+//! measured 19.6-19.8 tok/s against 22.4-22.7 for `vdpbf16ps`; in `exact` AMX matches the f32
+//! path's 18.5-19.3.) Used where `k` is a multiple of 32 (the widths of every model family this
+//! crate loads); other `k` take the `avx512bf16` path's kernels at every `m`.
 
 use std::arch::asm;
-use std::arch::x86_64::__cpuid_count;
+use std::arch::x86_64::{__cpuid_count, _mm_prefetch, _MM_HINT_T1};
 use std::sync::OnceLock;
 
 use half::bf16;
 use rayon::prelude::*;
 
-/// Rows from which a `fast` bf16 matmul on the `amx` path uses the tiles. On the 2-core Xeon, batch
-/// 2 / 4 / 8 decode of the 0.5B shape ran 42.5 / 83 / 154 tok/s with them from 2 rows, against
-/// 40 / 64 / 155 from 8 rows (`vdpbf16ps` below); batch 1 streamed by AMX, 14-15.5 against 22.5.
+/// Rows from which a `fast` bf16 matmul on the `amx` path uses the tiles (`exact` uses them at
+/// every `m`). On the 2-core Xeon, batch 2 / 4 / 8 `fast` decode of the 0.5B shape ran 42.5 / 83 /
+/// 154 tok/s with them from 2 rows, against 40 / 64 / 155 from 8 rows (`vdpbf16ps` below).
 pub(super) const MIN_M: usize = 2;
 /// Elements of `k` per tile step (16 pairs of bf16 = one 64-byte tile row).
 pub(super) const KB: usize = 32;
@@ -114,35 +116,114 @@ impl Drop for Tiles {
     }
 }
 
-/// Rounds activation rows `x` (`[m, k]`, `k % 32 == 0`) to bf16 into AMX B tiles: group `g` holds
-/// rows `16g..16g + 16` (zeros past `m`), and its block `b` of `k` is the 1 KiB tile at element
-/// `(g * k / 32 + b) * 512`, whose pair-row `p`, column `c` holds `x[16g + c][32b + 2p..][..2]`.
-pub fn pack_x(x: &[f32], m: usize, k: usize, out: &mut [bf16]) {
+/// Activation rows `x` (`[m, k]`, `k % 32 == 0`) as AMX B tiles, each row as `parts` bf16 terms
+/// (1: its rounding; 3: `hi + mid + lo`, each the rounding of what the earlier ones leave, which
+/// together carry all 24 bits of an f32). Group `g` holds rows `g * rows_per_group(parts)..`, one
+/// tile column per term (term `s` of the group's row `q` in column `q * parts + s`; unused columns
+/// and rows past `m` are zeros). Its block `b` of `k` is the 1 KiB tile at element
+/// `(g * k / 32 + b) * 512`, whose pair-row `p`, column `c` holds the column's term of elements
+/// `32b + 2p` and `32b + 2p + 1`.
+pub fn pack_x(x: &[f32], m: usize, k: usize, parts: usize, out: &mut [bf16]) {
     let kbs = k / KB;
-    let groups = m.div_ceil(T);
+    let rpg = rows_per_group(parts);
+    let groups = m.div_ceil(rpg);
     assert!(k.is_multiple_of(KB) && x.len() >= m * k && out.len() >= groups * kbs * TILE);
+    assert!(parts == 1 || parts == 3);
     out[..groups * kbs * TILE]
         .par_chunks_mut(kbs * TILE)
         .enumerate()
         .for_each(|(g, grp)| {
-            for (b, tile) in grp.chunks_exact_mut(TILE).enumerate() {
-                for c in 0..T {
-                    let r = g * T + c;
-                    if r < m {
-                        let src = &x[r * k + b * KB..r * k + (b + 1) * KB];
-                        for (p, pair) in src.chunks_exact(2).enumerate() {
-                            tile[p * 2 * T + 2 * c] = bf16::from_f32(pair[0]);
-                            tile[p * 2 * T + 2 * c + 1] = bf16::from_f32(pair[1]);
-                        }
-                    } else {
-                        for p in 0..T {
-                            tile[p * 2 * T + 2 * c] = bf16::ZERO;
-                            tile[p * 2 * T + 2 * c + 1] = bf16::ZERO;
-                        }
-                    }
-                }
+            let rows = rpg.min(m - g * rpg);
+            if rows * parts < T {
+                grp.fill(bf16::ZERO);
+            }
+            for q in 0..rows {
+                let row = &x[(g * rpg + q) * k..][..k];
+                // SAFETY: the `amx` path implies AVX-512F/BW; `grp` holds `kbs` tiles and column
+                // `q * parts + parts - 1 < 16`.
+                unsafe { pack_row(row, grp, q * parts, parts) };
             }
         });
+}
+
+/// Writes the `parts` terms of one activation row into tile columns `col..col + parts` of a
+/// group's `k / 32` tiles: per block of 32 elements, each term's 16 bf16 pairs go down one column
+/// (a scatter of 16 dwords, one per tile row). The rounding is [`bf16::from_f32`]'s, bit for bit
+/// (nearest even; a NaN keeps its payload, made quiet).
+///
+/// # Safety
+/// The CPU supports AVX-512F/BW; `grp.len() >= row.len() / 32 * 512` and `col + parts <= 16`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_row(row: &[f32], grp: &mut [bf16], col: usize, parts: usize) {
+    use std::arch::x86_64::*;
+    let round = |v: __m512| -> __m512 {
+        let bits = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let up = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
+        let high = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
+        let nan = _mm512_cmpgt_epi32_mask(
+            _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFF_FFFF)),
+            _mm512_set1_epi32(0x7F80_0000),
+        );
+        let quiet = _mm512_and_si512(_mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000)), high);
+        _mm512_castsi512_ps(_mm512_mask_mov_epi32(
+            _mm512_and_si512(up, high),
+            nan,
+            quiet,
+        ))
+    };
+    // Word 2i + 1 of each input (the bf16 in a rounded f32's high half), both inputs in order.
+    let odd = _mm512_set_epi16(
+        63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19,
+        17, 15, 13, 11, 9, 7, 5, 3, 1,
+    );
+    // Dword offsets of the 16 tile rows (64 bytes apart).
+    let rows = _mm512_set_epi32(
+        240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0,
+    );
+    for (b, block) in row.chunks_exact(KB).enumerate() {
+        let mut rest = [
+            _mm512_loadu_ps(block.as_ptr()),
+            _mm512_loadu_ps(block.as_ptr().add(16)),
+        ];
+        let base = grp.as_mut_ptr().add(b * TILE + 2 * col) as *mut i32;
+        for s in 0..parts {
+            let t = [round(rest[0]), round(rest[1])];
+            let pairs = _mm512_permutex2var_epi16(
+                _mm512_castps_si512(t[0]),
+                odd,
+                _mm512_castps_si512(t[1]),
+            );
+            _mm512_i32scatter_epi32::<4>(base.add(s), rows, pairs);
+            rest = [_mm512_sub_ps(rest[0], t[0]), _mm512_sub_ps(rest[1], t[1])];
+        }
+    }
+}
+
+/// Scalar reference of [`pack_x`].
+#[cfg(test)]
+fn pack_x_scalar(x: &[f32], m: usize, k: usize, parts: usize, out: &mut [bf16]) {
+    let rpg = rows_per_group(parts);
+    for (g, grp) in out.chunks_exact_mut(k / KB * TILE).enumerate() {
+        grp.fill(bf16::ZERO);
+        for q in 0..rpg.min(m.saturating_sub(g * rpg)) {
+            let row = &x[(g * rpg + q) * k..][..k];
+            for (e, &v) in row.iter().enumerate() {
+                let at = e / KB * TILE + e % KB / 2 * 2 * T + 2 * q * parts + e % 2;
+                let mut rest = v;
+                for s in 0..parts {
+                    let t = bf16::from_f32(rest);
+                    grp[at + 2 * s] = t;
+                    rest -= t.to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// Activation rows per packed group: 16 tile columns hold 16 rows of one term or 5 of three.
+fn rows_per_group(parts: usize) -> usize {
+    T / parts
 }
 
 thread_local! {
@@ -153,11 +234,14 @@ thread_local! {
 }
 
 /// `out[i * ld + j] = sum_k x[i, k] * w[j, k]` for `i < m`, `j < n`: bf16 weights `[n, k]` with
-/// `k % 32 == 0`, activations rounded to bf16, f32 accumulation.
+/// `k % 32 == 0`, f32 accumulation; the activations rounded to bf16 (`parts == 1`, `fast`) or split
+/// into three bf16 terms whose products are accumulated apart and summed smallest first
+/// (`parts == 3`, `exact`: the f32 activations to within their last bit; see [`pack_x`]).
 ///
 /// # Safety
 /// [`available`] returned true; `out` is valid for writes of rows `0..m` of `n` elements at stride
 /// `ld >= n`, and nothing else accesses them during the call.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul(
     x: &[f32],
     m: usize,
@@ -166,17 +250,25 @@ pub unsafe fn matmul(
     n: usize,
     out: *mut f32,
     ld: usize,
+    parts: usize,
 ) {
     assert!(k.is_multiple_of(KB) && k > 0 && w.len() >= n * k && x.len() >= m * k);
+    assert!(parts == 1 || parts == 3);
     if m == 0 || n == 0 {
         return;
     }
     super::with_scratch(&XB, |xb| {
-        let groups = m.div_ceil(T);
+        let groups = m.div_ceil(rows_per_group(parts));
         let xb = super::aligned(xb, groups * k * T, 1 << 14);
-        pack_x(x, m, k, xb);
+        pack_x(x, m, k, parts, xb);
         let threads = rayon::current_num_threads().max(1);
-        let chunk = MAX_TASK;
+        // Batch 1 streams the weights from memory: tasks only fine enough that every thread gets
+        // several (as the GEMV's chunks).
+        let chunk = if m == 1 {
+            n.div_ceil(threads * 4).next_multiple_of(2 * T)
+        } else {
+            MAX_TASK
+        };
         let job = Job {
             x: xb.as_ptr(),
             groups,
@@ -186,6 +278,7 @@ pub unsafe fn matmul(
             n,
             out,
             ld,
+            parts,
         };
         let chunks = n.div_ceil(chunk);
         let one = |c: usize| {
@@ -210,6 +303,8 @@ struct Job {
     n: usize,
     out: *mut f32,
     ld: usize,
+    /// bf16 terms per activation row (see [`pack_x`]).
+    parts: usize,
 }
 
 // SAFETY: shared by rayon tasks that only read `x` and `w` and write disjoint columns of `out`,
@@ -226,11 +321,10 @@ impl Job {
         TAIL.with(|tail| {
             let mut tail = tail.borrow_mut();
             // Weight tiles: straight from `w`, or the zero-padded copy of a partial last tile.
-            let mut a = [std::ptr::null::<bf16>(); MAX_TASK / T];
             let tiles = (j1 - j0).div_ceil(T);
-            for (t, at) in a.iter_mut().enumerate().take(tiles) {
+            let mut a = |t: usize| {
                 let r = j0 + t * T;
-                *at = if r + T <= self.n {
+                if r + T <= self.n {
                     self.w.add(r * k)
                 } else {
                     let rows = self.n - r;
@@ -240,8 +334,8 @@ impl Job {
                     let src = std::slice::from_raw_parts(self.w.add(r * k), rows * k);
                     tail[..rows * k].copy_from_slice(src);
                     tail.as_ptr()
-                };
-            }
+                }
+            };
             // Activation groups outside, weight tiles inside: a pair of groups is read once per
             // task while the task's weight rows (in L2) pass over it.
             let mut g = 0;
@@ -250,7 +344,18 @@ impl Job {
                 let mut t = 0;
                 while t < tiles {
                     let na = (tiles - t).min(2);
-                    self.block([a[t], a[t + na - 1]], na, g, nb, j0 + t * T);
+                    // At batch 1 the weights stream from memory: the next tiles' rows
+                    // (contiguous) are prefetched into L2 a slice per step.
+                    let next = t + na;
+                    let ahead = if self.m == 1 && next < tiles {
+                        let len = (tiles - next).min(2) * T;
+                        let len = len.min(self.n - (j0 + next * T));
+                        (self.w.add((j0 + next * T) * k) as *const i8, len * k * 2)
+                    } else {
+                        (std::ptr::null(), 0)
+                    };
+                    let (a0, a1) = (a(t), a(t + na - 1));
+                    self.block([a0, a1], na, g, nb, j0 + t * T, ahead);
                     t += na;
                 }
                 g += nb;
@@ -261,7 +366,15 @@ impl Job {
     /// `na` weight tiles at `a` (rows `j..`) against activation groups `g..g + nb`: accumulate
     /// over all of `k`, then write the valid part of each 16 x 16 tile of `out.T` to `out`.
     #[inline(always)]
-    unsafe fn block(&self, a: [*const bf16; 2], na: usize, g: usize, nb: usize, j: usize) {
+    unsafe fn block(
+        &self,
+        a: [*const bf16; 2],
+        na: usize,
+        g: usize,
+        nb: usize,
+        j: usize,
+        (ahead, ahead_len): (*const i8, usize),
+    ) {
         let k = self.k;
         let kbs = k / KB;
         let sa = k * 2; // bytes between weight rows
@@ -275,7 +388,14 @@ impl Job {
             "tilezero tmm3",
             options(nostack, nomem)
         );
+        let per_step = ahead_len.div_ceil(kbs).next_multiple_of(64);
         for b in 0..kbs {
+            let mut off = b * per_step;
+            while off < ahead_len.min((b + 1) * per_step) {
+                // SAFETY: a prefetch never faults; `off` lies inside the next weight tiles.
+                _mm_prefetch::<_MM_HINT_T1>(ahead.add(off));
+                off += 64;
+            }
             asm!(
                 "tileloadd tmm4, [{a} + {s}]",
                 "tileloadd tmm6, [{b} + {t}]",
@@ -322,20 +442,41 @@ impl Job {
             s = in(reg) T * 4,
             options(nostack)
         );
+        let rpg = rows_per_group(self.parts);
         for ai in 0..na {
             let rows = (self.n - (j + ai * T)).min(T);
             for bi in 0..nb {
-                let i0 = (g + bi) * T;
-                let tile = &c.0[(ai * 2 + bi) * T * T..][..T * T];
-                for ci in 0..(self.m - i0).min(T) {
-                    let o = self.out.add((i0 + ci) * self.ld + j + ai * T);
-                    for r in 0..rows {
-                        *o.add(r) = tile[r * T + ci];
-                    }
+                let q0 = (g + bi) * rpg;
+                let tile = c.0.as_ptr().add((ai * 2 + bi) * T * T);
+                for q in 0..(self.m - q0).min(rpg) {
+                    let o = self.out.add((q0 + q) * self.ld + j + ai * T);
+                    // SAFETY: the `amx` path implies AVX-512F; the columns read lie in the tile
+                    // and the `rows` lanes written are output columns `j + ai * T..` of row
+                    // `q0 + q`, inside the caller's bounds.
+                    store_column(tile, q * self.parts, self.parts, rows, o);
                 }
             }
         }
     }
+}
+
+/// Output row `o[..rows]` from columns `col..col + parts` of a 16 x 16 f32 tile (one gather per
+/// column): the terms' products summed smallest first (`-0.0 + v` is `v`, bit for bit).
+///
+/// # Safety
+/// The CPU supports AVX-512F; `tile` holds 256 floats, `col + parts <= 16`, `o` is writable for
+/// `rows <= 16` floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_column(tile: *const f32, col: usize, parts: usize, rows: usize, o: *mut f32) {
+    use std::arch::x86_64::*;
+    let idx = _mm512_set_epi32(
+        240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0,
+    );
+    let mut sum = _mm512_set1_ps(-0.0);
+    for s in (0..parts).rev() {
+        sum = _mm512_add_ps(sum, _mm512_i32gather_ps::<4>(idx, tile.add(col + s)));
+    }
+    _mm512_mask_storeu_ps(o, ((1u32 << rows) - 1) as u16, sum);
 }
 
 /// Four 16 x 16 f32 output tiles.
@@ -370,4 +511,41 @@ pub unsafe fn peak(iters: usize) -> f64 {
         );
     }
     (iters * 4 * T * T * KB * 2) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector packer against the scalar one, bit for bit: both term counts, partial groups,
+    /// and inputs that round up, tie, overflow to infinity, or are NaN, infinite or denormal.
+    #[test]
+    fn pack_x_matches_scalar_reference() {
+        if !available() {
+            return println!("skipped: no AMX on this CPU");
+        }
+        let (m, k) = (13, 96);
+        let mut x = super::super::simd::tests::rand_vec(m * k, 3);
+        let special = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::MAX,
+            1e-40,
+            -3.0e-39,
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            f32::from_bits(0x7FC0_1234),
+            0.1,
+        ];
+        x[..special.len()].copy_from_slice(&special);
+        for parts in [1, 3] {
+            let len = m.div_ceil(rows_per_group(parts)) * k / KB * TILE;
+            let (mut want, mut got) = (vec![bf16::ONE; len], vec![bf16::ONE; len]);
+            pack_x_scalar(&x, m, k, parts, &mut want);
+            pack_x(&x, m, k, parts, &mut got);
+            let bits = |v: &[bf16]| v.iter().map(|b| b.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "parts {parts}");
+        }
+    }
 }

@@ -82,7 +82,8 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
 /// `m` and of the other rows. In [`Precision::Fast`] on the `avx512bf16` and `amx` paths with bf16
 /// weights the activations are rounded to bf16 first (a per-thread scratch buffer, reused across
 /// calls); on `amx`, matmuls of `amx::MIN_M` (2) rows or more run on AMX tiles, which sum in another
-/// order than the smaller ones.
+/// order than the batch-1 ones. In `exact` on `amx`, bf16 weights run on AMX tiles at every `m`,
+/// with each f32 activation split into three bf16 terms (see `amx.rs`).
 pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0: usize) {
     matmul_with(kernel(), precision(), x, m, w, out, ld, col0)
 }
@@ -130,11 +131,12 @@ pub fn matmul_with(
     match (kern, w.data()) {
         #[cfg(target_arch = "x86_64")]
         (Kernel::Amx, WeightData::BF16(v))
-            if prec == Precision::Fast && k.is_multiple_of(amx::KB) && m >= amx::MIN_M =>
+            if k.is_multiple_of(amx::KB) && (prec == Precision::Exact || m >= amx::MIN_M) =>
         {
+            let parts = if prec == Precision::Exact { 3 } else { 1 };
             // SAFETY: the path is available (asserted above), so AMX is; `out` covers `m` rows of
             // `n` columns at stride `ld` (asserted above) and is borrowed mutably for the call.
-            unsafe { amx::matmul(x, m, k, v, n, out, ld) }
+            unsafe { amx::matmul(x, m, k, v, n, out, ld, parts) }
         }
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512Bf16 | Kernel::Amx, WeightData::BF16(v)) if prec == Precision::Fast => {

@@ -10,8 +10,8 @@
 //!
 //! Paths: `scalar` (the reference in `super`), `avx2` (AVX2+FMA+F16C, 8 lanes), `avx512`
 //! (AVX-512F/BW, 16 lanes), `avx512bf16` (AVX-512 plus `vdpbf16ps` for bf16 weights in `fast`
-//! precision), `amx` (`avx512bf16` plus AMX tiles for `fast` bf16 matmuls of 2 rows or more: see
-//! `amx.rs`, whose order of summation differs) and `neon` (aarch64, f32/bf16 weights). Weights
+//! precision), `amx` (`avx512bf16` plus AMX tiles for bf16 weights: `exact` at every batch size,
+//! with f32 activations split into three bf16 terms, and `fast` from 2 rows; see `amx.rs`) and `neon` (aarch64, f32/bf16 weights). Weights
 //! are read in their stored dtype straight from the mmap and widened in registers.
 //! `RSTAR_KERNEL=scalar|avx2|avx512|avx512bf16|amx|neon` forces a path (an unavailable one is an
 //! error at first use); otherwise the best available is used.
@@ -105,7 +105,8 @@ impl Kernel {
 /// Numerics of the matmuls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// f32 activations, f32 accumulation (HF float32 parity).
+    /// f32 activations, f32 accumulation (HF float32 parity). On the `amx` path, bf16 weights
+    /// multiply the activations' exact split into three bf16 terms on AMX tiles.
     #[default]
     Exact = 0,
     /// Activations rounded to bf16 for matmuls with bf16 weights on the `avx512bf16` and `amx`
@@ -1037,7 +1038,7 @@ pub(super) mod tests {
                             let mut alone = vec![0f32; n];
                             matmul_with(kern, prec, &x[i * k..(i + 1) * k], 1, w, &mut alone, n, 0);
                             let batched = &out[i * ld + 2..i * ld + 2 + n];
-                            // AMX tiles from `amx::MIN_M` rows, `vdpbf16ps` alone: another order.
+                            // `fast`: AMX tiles from `amx::MIN_M` rows, `vdpbf16ps` alone.
                             #[cfg(target_arch = "x86_64")]
                             if kern == Kernel::Amx
                                 && prec == Precision::Fast
