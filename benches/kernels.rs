@@ -4,7 +4,9 @@
 //! a fraction of the machine limit measured in the same run (interleaved with the kernels):
 //! - GEMV (`m = 1`, decode): weight bytes per second against the read bandwidth, over a stack of
 //!   layers larger than the last-level cache so the weights come from memory as in a real decode;
-//! - GEMM (`m > 1`, prefill and batched decode): multiply-adds against the f32 FMA peak;
+//! - GEMM (`m > 1`, prefill and batched decode): multiply-adds against the f32 FMA peak, and on
+//!   paths with bf16 products the same shapes in `fast` (`... bf16 fast`) against the path's bf16
+//!   peak (`vdpbf16ps` on `avx512bf16`, the AMX tiles on `amx`);
 //! - attention (causal prefill and single-token decode over a 512-token context): FLOP/s against
 //!   the f32 FMA peak;
 //! - sampling one token (temperature 1, no top-k/top-p) from a 151936-entry vocabulary: time per
@@ -152,34 +154,22 @@ fn main() {
         );
     }
 
-    for &m in &[8usize, 32, 128, 512] {
-        for &(name, n, k) in &shapes {
-            let label = format!("gemm {name} m={m} bf16");
-            if !label.contains(&filter) {
-                continue;
-            }
-            let w = bf16_weight(n, k, 99);
-            let x = rand_vec(m * k, 5);
-            let mut out = vec![0f32; m * n];
-            let (s, best) = time(repeats, || cpu::matmul(&x, m, &w, &mut out, n, 0));
-            lim.sample();
-            let flop = 2.0 * (m * n * k) as f64;
-            report(&label, flop / s / 1e9, flop / best / 1e9, lim.flops());
+    // Every shape in `exact` (against the f32 FMA peak) and, where the path has bf16 products, in
+    // `fast` (against its bf16 peak: `vdpbf16ps` on `avx512bf16`, the AMX tiles on `amx`).
+    for prec in [cpu::Precision::Exact, cpu::Precision::Fast] {
+        let fast = prec == cpu::Precision::Fast;
+        if fast && lim.bf16_gflop_s.is_empty() {
+            continue;
         }
-    }
-
-    // The same shapes in `fast` precision, where the path has bf16 products (`avx512bf16`: the
-    // `vdpbf16ps` peak; `amx`: the AMX tile peak).
-    if !lim.bf16_gflop_s.is_empty() {
-        let fast = cpu::Compute::new(cpu::Precision::Fast, 0, "fast").unwrap();
-        let of = if cpu::kernel() == cpu::Kernel::Amx {
-            "AMX bf16 peak"
-        } else {
-            "bf16 dot peak"
+        let compute = cpu::Compute::new(prec, 0, "precision").unwrap();
+        let of = match (fast, cpu::kernel()) {
+            (false, _) => "f32 FMA peak",
+            (true, cpu::Kernel::Amx) => "AMX bf16 peak",
+            _ => "bf16 dot peak",
         };
-        for &m in &[8usize, 32, 512] {
+        for &m in &[8usize, 32, 128, 512] {
             for &(name, n, k) in &shapes {
-                let label = format!("gemm {name} m={m} bf16 fast");
+                let label = format!("gemm {name} m={m} bf16{}", if fast { " fast" } else { "" });
                 if !label.contains(&filter) {
                     continue;
                 }
@@ -187,11 +177,15 @@ fn main() {
                 let x = rand_vec(m * k, 5);
                 let mut out = vec![0f32; m * n];
                 let (s, best) = time(repeats, || {
-                    fast.run(|| cpu::matmul(&x, m, &w, &mut out, n, 0))
+                    compute.run(|| cpu::matmul(&x, m, &w, &mut out, n, 0))
                 });
                 lim.sample();
                 let flop = 2.0 * (m * n * k) as f64;
-                let peak = median(lim.bf16_gflop_s.clone());
+                let peak = if fast {
+                    median(lim.bf16_gflop_s.clone())
+                } else {
+                    lim.flops()
+                };
                 report_vs(&label, flop / s / 1e9, flop / best / 1e9, peak, of);
             }
         }
