@@ -15,8 +15,8 @@
 //! `fast`, batch-1 matmuls (below [`MIN_M`] rows) take the `vdpbf16ps` path instead, which sums
 //! in another order: there a row's `fast` result differs in its last bits between a matmul of one
 //! row and one of several. (Streamed from memory by AMX, batch-1 `fast` decode of the 0.5B shape
-//! measured 19.6-19.8 tok/s against 22.4-22.7 for `vdpbf16ps`; in `exact` AMX matches the f32
-//! path's 18.5-19.3.) Used where `k` is a multiple of 32 (the widths of every model family this
+//! measured 21.1-21.3 tok/s against 22.9-23.5 for `vdpbf16ps`; in `exact` AMX's 21.3-21.6 beat the
+//! f32 path's 19.1-20.0.) Used where `k` is a multiple of 32 (the widths of every model family this
 //! crate loads); other `k` take the `avx512bf16` path's kernels at every `m`.
 
 use std::arch::asm;
