@@ -11,8 +11,9 @@
 //! Paths: `scalar` (the reference in `super`), `avx2` (AVX2+FMA+F16C, 8 lanes), `avx512`
 //! (AVX-512F/BW, 16 lanes), `avx512bf16` (AVX-512 plus `vdpbf16ps` for bf16 weights in `fast`
 //! precision), `amx` (`avx512bf16` plus AMX tiles for bf16 weights: `exact` at every batch size,
-//! with f32 activations split into three bf16 terms, and `fast` from 2 rows; see `amx.rs`) and `neon` (aarch64, f32/bf16 weights). Weights
-//! are read in their stored dtype straight from the mmap and widened in registers.
+//! with f32 activations split into three bf16 terms, and `fast` from 2 rows; see `amx.rs`) and
+//! `neon` (aarch64, f32/bf16 weights). Weights are read in their stored dtype straight from the
+//! mmap and widened in registers.
 //! `RSTAR_KERNEL=scalar|avx2|avx512|avx512bf16|amx|neon` forces a path (an unavailable one is an
 //! error at first use); otherwise the best available is used.
 
@@ -825,7 +826,7 @@ pub(super) mod x86 {
     /// The CPU supports AVX-512F/BW (and F16C); `jb` and `j0..j1` are in bounds (see [`Job`]).
     #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
     pub unsafe fn block_avx512<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
-        block::<D, 4, 6, 8>(jb, j0, j1)
+        block::<D, 6, 4, 8>(jb, j0, j1)
     }
 
     /// AVX512_BF16 entry point, tiles as [`block_avx512`].
