@@ -403,17 +403,17 @@ impl Model {
             let (kl, vl) = host.layer(li);
             cpu::attention(q, kl, vl, chunks, shape, attn);
             layer.o.forward(attn, t, proj);
-            cpu::add_inplace(x, proj);
+            cpu::for_rows(x, h, proj, h, cpu::add_inplace);
 
             cpu::rms_norm(x, &layer.mlp_norm, eps, normed);
             layer.gate_up.forward(normed, t, gate_up);
-            for (ti, row) in gate_up.chunks_exact_mut(2 * inter).enumerate() {
-                let (g, u) = row.split_at_mut(inter);
-                cpu::silu_mul(g, u);
-                act[ti * inter..(ti + 1) * inter].copy_from_slice(g);
-            }
+            cpu::for_rows(act, inter, gate_up, 2 * inter, |a, row| {
+                let (g, u) = row.split_at(inter);
+                a.copy_from_slice(g);
+                cpu::silu_mul(a, u);
+            });
             layer.down.forward(act, t, proj);
-            cpu::add_inplace(x, proj);
+            cpu::for_rows(x, h, proj, h, cpu::add_inplace);
         }
         cpu::rms_norm(x, &self.final_norm, eps, normed);
         out.clear();

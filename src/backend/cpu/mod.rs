@@ -247,16 +247,43 @@ thread_local! {
     static FAST_X: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Rows from which the row-wise elementwise ops (RMSNorm, SiLU-mul, residual adds) split their rows
+/// across the pool (a prefill's worth; a decode step's few rows stay on the calling thread). Each
+/// row's arithmetic is the same either way.
+pub const PAR_ROWS: usize = 64;
+
+/// Runs `f` on every pair of matching `a` and `b` rows (widths `da`, `db`), on the pool from
+/// [`PAR_ROWS`] rows.
+pub fn for_rows<A: Send, B: Sync>(
+    a: &mut [A],
+    da: usize,
+    b: &[B],
+    db: usize,
+    f: impl Fn(&mut [A], &[B]) + Sync,
+) {
+    use rayon::prelude::*;
+    if a.len() / da.max(1) >= PAR_ROWS {
+        a.par_chunks_exact_mut(da)
+            .zip(b.par_chunks_exact(db))
+            .with_min_len(8)
+            .for_each(|(ar, br)| f(ar, br));
+    } else {
+        a.chunks_exact_mut(da)
+            .zip(b.chunks_exact(db))
+            .for_each(|(ar, br)| f(ar, br));
+    }
+}
+
 /// RMSNorm over rows of width `w.len()`: `out = x / sqrt(mean(x^2) + eps) * w`, as HF computes it in f32.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
-    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+    for_rows(out, d, x, d, |or, xr| {
         let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
             *o = g * (v * inv);
         }
-    }
+    })
 }
 
 /// Rotary embedding in HF's "rotate half" convention on rows `[n_heads * head_dim]`, rotating the
