@@ -250,10 +250,10 @@ thread_local! {
 /// Rows from which the row-wise elementwise ops (RMSNorm, SiLU-mul, residual adds) split their rows
 /// across the pool (a prefill's worth; a decode step's few rows stay on the calling thread). Each
 /// row's arithmetic is the same either way.
-pub const PAR_ROWS: usize = 64;
+const PAR_ROWS: usize = 64;
 
 /// Runs `f` on every pair of matching `a` and `b` rows (widths `da`, `db`), on the pool from
-/// [`PAR_ROWS`] rows.
+/// `PAR_ROWS` (64) rows.
 pub fn for_rows<A: Send, B: Sync>(
     a: &mut [A],
     da: usize,
