@@ -321,21 +321,22 @@ impl Job {
         let k = self.k;
         TAIL.with(|tail| {
             let mut tail = tail.borrow_mut();
-            // Weight tiles: straight from `w`, or the zero-padded copy of a partial last tile.
+            // Weight tiles: straight from `w`, or the zero-padded copy of a partial last tile
+            // (made once per task).
             let tiles = (j1 - j0).div_ceil(T);
-            let mut a = |t: usize| {
-                let r = j0 + t * T;
-                if r + T <= self.n {
-                    self.w.add(r * k)
-                } else {
-                    let rows = self.n - r;
-                    tail.clear();
-                    tail.resize(T * k, bf16::ZERO);
-                    // SAFETY: rows `r..n` of `w` exist.
-                    let src = std::slice::from_raw_parts(self.w.add(r * k), rows * k);
-                    tail[..rows * k].copy_from_slice(src);
-                    tail.as_ptr()
-                }
+            let last = j0 + (tiles - 1) * T;
+            let tail_at = (last + T > self.n).then(|| {
+                let rows = self.n - last;
+                tail.clear();
+                tail.resize(T * k, bf16::ZERO);
+                // SAFETY: rows `last..n` of `w` exist.
+                let src = std::slice::from_raw_parts(self.w.add(last * k), rows * k);
+                tail[..rows * k].copy_from_slice(src);
+                tail.as_ptr()
+            });
+            let a = |t: usize| match tail_at {
+                Some(p) if t == tiles - 1 => p,
+                _ => self.w.add((j0 + t * T) * k),
             };
             // Activation groups outside, weight tiles inside: a pair of groups is read once per
             // task while the task's weight rows (in L2) pass over it.
