@@ -101,10 +101,7 @@ fn attention_with(
                 .flat_map(|(si, sq)| (0..sq.len).map(move |t| (si, t))),
         );
         let owner = &*owner;
-        let simd = matches!(
-            kern,
-            Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx
-        );
+        let simd = kern.has_avx2_fma();
         let work = |idx: usize, o: &mut [f32]| {
             let (r, g) = (idx / s.n_kv_heads, idx % s.n_kv_heads);
             let (si, ti) = owner[r];

@@ -327,10 +327,7 @@ pub fn rope_rotate(row: &mut [f32], n_heads: usize, head_dim: usize, sc: &[(f32,
 /// `gate = silu(gate) * up`, in place on `gate` (AVX2 with a vector `exp` where the path allows).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(
-        kernel(),
-        Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx
-    ) {
+    if kernel().has_avx2_fma() {
         // SAFETY: those paths are only selected on CPUs with AVX2 and FMA.
         return unsafe { silu_mul_avx2(gate, up) };
     }

@@ -88,6 +88,15 @@ impl Kernel {
         }
     }
 
+    /// Whether the path is only selected on CPUs with AVX2 and FMA (every x86 path but `scalar`),
+    /// so the AVX2 elementwise and attention kernels may run under it.
+    pub fn has_avx2_fma(self) -> bool {
+        matches!(
+            self,
+            Kernel::Avx2 | Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx
+        )
+    }
+
     /// The paths this CPU can run, slowest first.
     pub fn available_all() -> Vec<Kernel> {
         Kernel::ALL.into_iter().filter(|k| k.available()).collect()
