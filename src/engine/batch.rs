@@ -21,7 +21,6 @@
 //!
 //! [`Model::sample_on_device`]: crate::model::Model::sample_on_device
 
-use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -610,14 +609,12 @@ impl Engine {
                 let t0 = Instant::now();
                 // Sequences sample independently (each has its own RNG stream): in parallel.
                 let vocab = lm.model.config.vocab_size;
-                let picks = active
-                    .par_iter_mut()
-                    .zip(&draws)
-                    .enumerate()
-                    .map(|(k, (a, d))| {
-                        d.map(|_| a.sampler.sample(&logits[k * vocab..(k + 1) * vocab]))
-                    })
-                    .collect();
+                let mut slots: Vec<_> = active.iter_mut().zip(&draws).map(|s| (s, None)).collect();
+                crate::backend::cpu::par_chunks_mut(&mut slots, 1, |k, s| {
+                    let ((a, d), pick) = &mut s[0];
+                    *pick = d.map(|_| a.sampler.sample(&logits[k * vocab..(k + 1) * vocab]));
+                });
+                let picks = slots.into_iter().map(|(_, p)| p).collect();
                 self.stats.sample_seconds += t0.elapsed().as_secs_f64();
                 picks
             };

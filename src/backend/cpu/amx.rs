@@ -24,7 +24,6 @@ use std::arch::x86_64::{__cpuid_count, _mm_prefetch, _MM_HINT_T1};
 use std::sync::OnceLock;
 
 use half::bf16;
-use rayon::prelude::*;
 
 /// Rows from which a `fast` bf16 matmul on the `amx` path uses the tiles (`exact` uses them at
 /// every `m`). On the 2-core Xeon, batch 2 / 4 / 8 `fast` decode of the 0.5B shape ran 42.5 / 83 /
@@ -129,21 +128,18 @@ pub fn pack_x(x: &[f32], m: usize, k: usize, parts: usize, out: &mut [bf16]) {
     let groups = m.div_ceil(rpg);
     assert!(k.is_multiple_of(KB) && x.len() >= m * k && out.len() >= groups * kbs * TILE);
     assert!(parts == 1 || parts == 3);
-    out[..groups * kbs * TILE]
-        .par_chunks_mut(kbs * TILE)
-        .enumerate()
-        .for_each(|(g, grp)| {
-            let rows = rpg.min(m - g * rpg);
-            if rows * parts < T {
-                grp.fill(bf16::ZERO);
-            }
-            for q in 0..rows {
-                let row = &x[(g * rpg + q) * k..][..k];
-                // SAFETY: the `amx` path implies AVX-512F/BW; `grp` holds `kbs` tiles and column
-                // `q * parts + parts - 1 < 16`.
-                unsafe { pack_row(row, grp, q * parts, parts) };
-            }
-        });
+    super::par_chunks_mut(&mut out[..groups * kbs * TILE], kbs * TILE, |g, grp| {
+        let rows = rpg.min(m - g * rpg);
+        if rows * parts < T {
+            grp.fill(bf16::ZERO);
+        }
+        for q in 0..rows {
+            let row = &x[(g * rpg + q) * k..][..k];
+            // SAFETY: the `amx` path implies AVX-512F/BW; `grp` holds `kbs` tiles and column
+            // `q * parts + parts - 1 < 16`.
+            unsafe { pack_row(row, grp, q * parts, parts) };
+        }
+    });
 }
 
 /// Writes the `parts` terms of one activation row into tile columns `col..col + parts` of a
@@ -289,7 +285,7 @@ pub unsafe fn matmul(
         if threads == 1 || m * n * k < super::PAR_THRESHOLD || chunks == 1 {
             (0..chunks).for_each(one);
         } else {
-            (0..chunks).into_par_iter().for_each(one);
+            super::par_for(chunks, one);
         }
     })
 }

@@ -6,8 +6,6 @@
 //! sequence's results are the same alone or batched. [`attention_scalar`] is the reference the SIMD
 //! path is tested against: per head, scores, softmax, then the probability-weighted sum of values.
 
-use rayon::prelude::*;
-
 use super::simd::{kernel, Kernel};
 use super::{dot_f32, softmax, PAR_THRESHOLD};
 
@@ -148,9 +146,7 @@ fn attention_with(
         if total < PAR_THRESHOLD {
             out.chunks_mut(gw).enumerate().for_each(|(i, o)| work(i, o));
         } else {
-            out.par_chunks_mut(gw)
-                .enumerate()
-                .for_each(|(i, o)| work(i, o));
+            super::par_chunks_mut(out, gw, work);
         }
     })
 }

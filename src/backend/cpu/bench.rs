@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::simd::{kernel, precision, Kernel};
@@ -162,11 +161,16 @@ fn time_decode(model: &Model, b: usize, steps: usize) -> Result<f64> {
 /// GB/s of all threads reading disjoint parts of `buf` (larger than the last-level cache): the
 /// better of two access patterns, one sequential stream per thread and 8 interleaved streams per
 /// thread (as a GEMV tile reads 8 weight rows; on some machines several streams per core are
-/// needed to reach the memory's rate).
+/// needed to reach the memory's rate). Runs on the threads the model's matmuls run on (the team of
+/// the [`super::Compute::run`] in progress, else the rayon pool).
 pub fn read_bandwidth(buf: &[u64]) -> f64 {
     let rate = |f: fn(&[u64]) -> u64| {
         let t0 = Instant::now();
-        let x = buf.par_chunks(1 << 16).map(f).reduce(|| 0, |a, b| a ^ b);
+        let x = std::sync::atomic::AtomicU64::new(0);
+        super::par_for(buf.len().div_ceil(1 << 16), |c| {
+            let part = &buf[c << 16..((c + 1) << 16).min(buf.len())];
+            x.fetch_xor(f(part), std::sync::atomic::Ordering::Relaxed);
+        });
         std::hint::black_box(x);
         (buf.len() * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9
     };
@@ -185,13 +189,18 @@ pub fn read_bandwidth(buf: &[u64]) -> f64 {
     one.max(eight)
 }
 
-/// Register-resident multiply-add loops on every pool thread at once: (f32 GFLOP/s, bf16
-/// dot-product GFLOP/s, AMX bf16 GFLOP/s).
+/// Register-resident multiply-add loops on every compute thread at once (as [`read_bandwidth`]):
+/// (f32 GFLOP/s, bf16 dot-product GFLOP/s, AMX bf16 GFLOP/s).
 pub fn compute_peaks() -> (f64, Option<f64>, Option<f64>) {
     let run = |f: fn(usize) -> f64| -> f64 {
         let iters = 4_000_000;
         let t0 = Instant::now();
-        let flops: f64 = rayon::broadcast(|_| f(iters)).iter().sum();
+        let sum = std::sync::Mutex::new(0f64);
+        super::broadcast(|_| {
+            let v = f(iters);
+            *sum.lock().unwrap_or_else(|e| e.into_inner()) += v;
+        });
+        let flops = sum.into_inner().unwrap_or_else(|e| e.into_inner());
         flops / t0.elapsed().as_secs_f64() / 1e9
     };
     let k = kernel();

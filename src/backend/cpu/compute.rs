@@ -4,10 +4,12 @@
 //! model's params) and wraps each run: the work goes to its own rayon pool when a thread count is
 //! given (so two models in one process can use different counts, and nothing touches rayon's global
 //! pool), and [`precision`](super::precision) answers the run's precision on the thread doing it.
+//! The run's parallel sections go to a spinning [`Team`] of as many threads (see `team.rs`).
 
 use std::sync::Arc;
 
 use super::simd::{with_precision, Precision};
+use super::team::Team;
 use crate::error::{Error, Result};
 
 /// Matmul precision plus an optional dedicated thread pool.
@@ -16,6 +18,9 @@ pub struct Compute {
     precision: Precision,
     /// None: rayon's global pool (one thread per CPU).
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Serves the parallel sections of one run at a time (None: one thread, or a default
+    /// `Compute`; sections then use rayon).
+    team: Option<Arc<Team>>,
 }
 
 impl Compute {
@@ -34,7 +39,15 @@ impl Compute {
                 })?;
             Some(Arc::new(pool))
         };
-        Ok(Compute { precision, pool })
+        let n = pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+        let team = Team::new(n).map(Arc::new);
+        Ok(Compute {
+            precision,
+            pool,
+            team,
+        })
     }
 
     pub fn precision(&self) -> Precision {
@@ -54,9 +67,16 @@ impl Compute {
     /// 2 cores.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let p = self.precision;
+        let team = self.team.as_deref();
+        let body = move || {
+            with_precision(p, || match team {
+                Some(t) => t.enlist(f),
+                None => f(),
+            })
+        };
         match &self.pool {
-            Some(pool) => pool.install(|| with_precision(p, f)),
-            None => rayon::scope(|_| with_precision(p, f)),
+            Some(pool) => pool.install(body),
+            None => rayon::scope(|_| body()),
         }
     }
 }

@@ -16,10 +16,12 @@ pub mod attention;
 pub mod bench;
 pub mod compute;
 pub mod simd;
+pub(crate) mod team;
 
 pub use attention::{attention, AttnSeq, AttnShape};
 pub use compute::Compute;
 pub use simd::{kernel, precision, set_kernel, set_precision, Kernel, Precision};
+pub(crate) use team::{broadcast, par_chunks_mut, par_for};
 
 /// Below this many multiply-adds a matmul stays on the calling thread.
 const PAR_THRESHOLD: usize = 1 << 16;
@@ -261,12 +263,14 @@ pub fn for_rows<A: Send, B: Sync>(
     db: usize,
     f: impl Fn(&mut [A], &[B]) + Sync,
 ) {
-    use rayon::prelude::*;
     if a.len() / da.max(1) >= PAR_ROWS {
-        a.par_chunks_exact_mut(da)
-            .zip(b.par_chunks_exact(db))
-            .with_min_len(8)
-            .for_each(|(ar, br)| f(ar, br));
+        // Eight rows per task.
+        par_chunks_mut(a, 8 * da, |c, ac| {
+            let b = &b[c * 8 * db..];
+            ac.chunks_exact_mut(da)
+                .zip(b.chunks_exact(db))
+                .for_each(|(ar, br)| f(ar, br));
+        });
     } else {
         a.chunks_exact_mut(da)
             .zip(b.chunks_exact(db))

@@ -20,7 +20,6 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 /// A matmul code path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +356,7 @@ pub(super) fn run_job<X, W>(
     if threads == 1 || work < super::PAR_THRESHOLD || chunks == 1 {
         (0..chunks).for_each(one);
     } else {
-        (0..chunks).into_par_iter().for_each(one);
+        super::par_for(chunks, one);
     }
 }
 
