@@ -59,8 +59,8 @@ typedef struct rstar_model_params {
   // Matmul precision: 0 exact (f32 activations, the default), 1 fast (bf16 activations where
   // the CPU supports it).
   uint32_t precision;
-  // Compute threads of `rstar_model_generate*` on this model: 0 = one per core (the default).
-  // Engines and solvers built on the model run on the process-wide pool.
+  // Compute threads of `rstar_model_generate*` and of the engines made from this model: 0 = one
+  // per core (the default).
   uint32_t threads;
   // Where the model runs: a NUL-terminated "cpu", "cuda" or "cuda:N"; NULL = "cpu". A device
   // this build or machine lacks is `RSTAR_STATUS_DEVICE`.

@@ -87,6 +87,8 @@ pub struct SearchArgs {
     /// Hide the progress display.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub compute: super::ComputeArgs,
 }
 
 /// Test-time knobs shared by `solve` and `eval`.
@@ -216,6 +218,10 @@ pub struct MctsArgs {
 }
 
 pub fn run(args: MctsArgs) -> rstar::Result<()> {
+    args.search.compute.build()?.run(move || mcts(args))
+}
+
+fn mcts(args: MctsArgs) -> rstar::Result<()> {
     if args.search.policy.is_none() {
         return Err(rstar::Error::InvalidArgument(
             "mcts needs --policy (the model whose search data is synthesized)".into(),
@@ -273,6 +279,10 @@ pub struct SolveArgs {
 }
 
 pub fn run_solve(args: SolveArgs) -> rstar::Result<()> {
+    args.search.compute.build()?.run(move || solve(args))
+}
+
+fn solve(args: SolveArgs) -> rstar::Result<()> {
     let (mut cfg, _) = args.search.config()?;
     args.test.apply(&mut cfg);
     let mut solver = args.search.solver(cfg)?;
@@ -318,6 +328,10 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval(args: EvalArgs) -> rstar::Result<()> {
+    args.search.compute.build()?.run(move || eval(args))
+}
+
+fn eval(args: EvalArgs) -> rstar::Result<()> {
     let (mut cfg, _) = args.search.config()?;
     args.test.apply(&mut cfg);
     let mut solver = args.search.solver(cfg)?;

@@ -67,6 +67,8 @@ pub unsafe extern "C" fn rstar_engine_default_params(params: *mut rstar_engine_p
 /// Many sequences over one model: prefix cache, forks, batched expansion.
 pub struct rstar_engine {
     inner: Mutex<Engine>,
+    /// The model's precision and threads (`rstar_model_params`).
+    compute: crate::backend::cpu::Compute,
 }
 
 fn lock(e: &rstar_engine) -> Result<std::sync::MutexGuard<'_, Engine>> {
@@ -93,6 +95,7 @@ pub unsafe extern "C" fn rstar_engine_new(
         let engine = Engine::new(m.inner.clone(), to_engine_config(params)?)?;
         *out = Box::into_raw(Box::new(rstar_engine {
             inner: Mutex::new(engine),
+            compute: m.compute.clone(),
         }));
         Ok(())
     })
@@ -193,8 +196,13 @@ pub unsafe extern "C" fn rstar_engine_expand(
         let result = out(result_json, "result_json")?;
         *result = std::ptr::null_mut();
         let params = to_generate_params(&read_params(params, default_generate_params())?)?;
-        let mut eng = lock(arg(engine, "engine")?)?;
-        let cands = eng.expand(SeqId(seq), n as usize, &params)?;
+        let e = arg(engine, "engine")?;
+        let mut eng = lock(e)?;
+        let state = super::CallerState(&mut *eng);
+        let cands = e.compute.run(move || {
+            let state = state;
+            state.0.expand(SeqId(seq), n as usize, &params)
+        })?;
         let list: Vec<serde_json::Value> = cands
             .iter()
             .map(|c| {

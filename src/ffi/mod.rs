@@ -114,6 +114,14 @@ pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
     Ok(v)
 }
 
+/// What a C caller's closure holds (callbacks, `user_data`, borrows of its locals) when it crosses
+/// into [`crate::backend::cpu::Compute::run`], which may run it on a pool thread while the caller
+/// waits.
+pub(crate) struct CallerState<F>(pub(crate) F);
+// SAFETY: the calling thread blocks in `Compute::run` until the closure returns, so what the state
+// holds is used by one thread at a time, as the header promises callers.
+unsafe impl<F> Send for CallerState<F> {}
+
 /// A loaded model (decoder + tokenizer). Immutable after loading: every function taking a
 /// `const rstar_model *` may be called from several threads at once.
 pub struct rstar_model {
@@ -131,8 +139,8 @@ pub struct rstar_model_params {
     /// Matmul precision: 0 exact (f32 activations, the default), 1 fast (bf16 activations where
     /// the CPU supports it).
     pub precision: u32,
-    /// Compute threads of `rstar_model_generate*` on this model: 0 = one per core (the default).
-    /// Engines and solvers built on the model run on the process-wide pool.
+    /// Compute threads of `rstar_model_generate*` and of the engines made from this model: 0 = one
+    /// per core (the default).
     pub threads: u32,
     /// Where the model runs: a NUL-terminated "cpu", "cuda" or "cuda:N"; NULL = "cpu". A device
     /// this build or machine lacks is `RSTAR_STATUS_DEVICE`.
@@ -465,11 +473,6 @@ fn run_generate(
             }
         }
     };
-    /// The callback and its user data cross to the model's pool thread while this one waits.
-    struct CallerState<F>(F);
-    // SAFETY: the calling thread blocks in `Compute::run` until the closure returns, so the C
-    // callback and `user_data` are used by one thread at a time, as the header promises callers.
-    unsafe impl<F> Send for CallerState<F> {}
     let state = CallerState(&mut on_text);
     let o = m.compute.run(move || {
         let state = state;

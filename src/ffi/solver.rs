@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{arg, c_str, guard, new_c_string, out};
+use crate::backend::cpu::{Compute, Precision};
 use crate::error::{Error, Result, Status};
 use crate::search::config;
 use crate::search::eval::Progress;
@@ -25,6 +26,8 @@ const DATASET_BATCH: usize = 8;
 pub struct rstar_solver {
     inner: Mutex<Solver>,
     cancel: Arc<AtomicBool>,
+    /// All cores, `exact`, on the calling thread (see `Compute::run`).
+    compute: crate::backend::cpu::Compute,
 }
 
 /// Progress of `rstar_solver_run_dataset`, passed to `rstar_solver_callback`.
@@ -127,6 +130,7 @@ pub unsafe extern "C" fn rstar_solver_new(
         *out = Box::into_raw(Box::new(rstar_solver {
             inner: Mutex::new(solver),
             cancel,
+            compute: Compute::new(Precision::Exact, 0, "threads")?,
         }));
         Ok(())
     })
@@ -150,7 +154,12 @@ pub unsafe extern "C" fn rstar_solver_solve(
         *result = std::ptr::null_mut();
         let s = arg(solver, "solver")?;
         let q = c_str(question, "question")?;
-        let v = lock(s)?.solve(q)?;
+        let mut solver = lock(s)?;
+        let state = super::CallerState(&mut *solver);
+        let v = s.compute.run(move || {
+            let state = state;
+            state.0.solve(q)
+        })?;
         *result = new_c_string(&v.to_string());
         Ok(())
     })
@@ -199,13 +208,19 @@ pub unsafe extern "C" fn rstar_solver_run_dataset(
             }
             None => true,
         };
-        let sum = lock(s)?.evaluate_file(
-            Path::new(data),
-            (limit > 0).then_some(limit),
-            DATASET_BATCH,
-            results,
-            &mut call,
-        )?;
+        let mut solver = lock(s)?;
+        let state = super::CallerState((&mut *solver, &mut call));
+        let sum = s.compute.run(move || {
+            let state = state;
+            let (solver, call) = state.0;
+            solver.evaluate_file(
+                Path::new(data),
+                (limit > 0).then_some(limit),
+                DATASET_BATCH,
+                results,
+                call,
+            )
+        })?;
         if !summary_json.is_null() {
             let v = serde_json::to_string(&sum)
                 .map_err(|e| Error::Internal(format!("serialising a summary: {e}")))?;

@@ -257,7 +257,7 @@ pub unsafe fn matmul(
         let groups = m.div_ceil(rows_per_group(parts));
         let xb = super::aligned(xb, groups * k * T, 1 << 14);
         pack_x(x, m, k, parts, xb);
-        let threads = rayon::current_num_threads().max(1);
+        let threads = super::team::threads().max(1);
         // Batch 1 streams the weights from memory: about 16 tasks per thread, so the threads end
         // together (batch-1 `exact` decode of the 0.5B shape: 19.2-19.4 tok/s with 4 per thread,
         // 21.3-21.6 with 16, 32 or 64).

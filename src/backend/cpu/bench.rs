@@ -374,7 +374,7 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
             super::Precision::Exact => "exact",
             super::Precision::Fast => "fast",
         },
-        threads: rayon::current_num_threads(),
+        threads: super::team::threads(),
     })
 }
 

@@ -61,10 +61,9 @@ impl Compute {
             .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
     }
 
-    /// Runs `f` with this precision on one of the pool's threads (this pool, or rayon's global one),
-    /// so every parallel section inside it forks from a pool thread. A caller outside the pool would
-    /// otherwise sleep on a lock and be woken once per matmul: about 6% of a batch-1 decode step on
-    /// 2 cores.
+    /// Runs `f` with this precision, its parallel sections served by the team (see `team.rs`): on
+    /// the calling thread, or on a thread of this `Compute`'s own pool when it has one (so rayon
+    /// work inside `f` also stays on that pool).
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let p = self.precision;
         let team = self.team.as_deref();
@@ -76,7 +75,7 @@ impl Compute {
         };
         match &self.pool {
             Some(pool) => pool.install(body),
-            None => rayon::scope(|_| body()),
+            None => body(),
         }
     }
 }
@@ -89,12 +88,22 @@ mod tests {
     fn run_sets_pool_size_and_precision_for_its_duration() {
         let before = super::super::precision();
         let c = Compute::new(Precision::Fast, 3, "threads").unwrap();
-        let (threads, prec) = c.run(|| (rayon::current_num_threads(), super::super::precision()));
-        assert_eq!((threads, prec), (3, Precision::Fast));
+        let got = c.run(|| {
+            (
+                rayon::current_num_threads(),
+                super::super::team::threads(),
+                super::super::precision(),
+            )
+        });
+        assert_eq!(got, (3, 3, Precision::Fast));
         assert_eq!(c.threads(), 3);
         assert_eq!(super::super::precision(), before);
         let c = Compute::new(Precision::Fast, 0, "threads").unwrap();
         assert_eq!(c.run(super::super::precision), Precision::Fast);
+        assert_eq!(
+            c.run(super::super::team::threads),
+            rayon::current_num_threads()
+        );
         assert_eq!(super::super::precision(), before);
     }
 }

@@ -304,7 +304,7 @@ pub(super) fn run_job<X, W>(
     block: BlockFn<X, W>,
     packed: Option<Packed<X, W>>,
 ) {
-    let threads = rayon::current_num_threads().max(1);
+    let threads = super::team::threads().max(1);
     let work = job.m * n * job.k;
     let packed = packed.filter(|_| job.m >= PACK_MIN_M);
     // Batch 1 streams the weights once: chunks only fine enough that every thread gets several.

@@ -256,6 +256,15 @@ fn helper(s: &Shared, me: usize) {
     }
 }
 
+/// Threads a parallel section on this thread runs on: the enlisted team's, else the rayon pool's.
+pub fn threads() -> usize {
+    match CURRENT.with(Cell::get) {
+        // SAFETY: `enlist` keeps the team alive while `CURRENT` points to it.
+        Some(t) => unsafe { &*t }.helpers.len() + 1,
+        None => rayon::current_num_threads(),
+    }
+}
+
 /// `f(i)` for every `i < n`, in parallel: on the team enlisted on this thread, else on the rayon
 /// pool. Inline when `n < 2`, and inside a team section (on its helpers and on the forking thread
 /// while the section runs).
