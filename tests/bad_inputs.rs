@@ -239,6 +239,38 @@ fn bad_cli_input() {
         ],
         "tokenizer.json",
     );
+    // A bad kernel override is refused as an argument error, by every command that runs a model.
+    let foreign = if cfg!(target_arch = "x86_64") {
+        "neon"
+    } else {
+        "avx2"
+    };
+    for (value, needle) in [
+        ("bogus", "RSTAR_KERNEL=bogus: expected scalar"),
+        (foreign, "this CPU cannot run it"),
+    ] {
+        for args in [
+            &["forward", "--model", m, "--ids", "1"][..],
+            &[
+                "generate",
+                "--model",
+                m,
+                "--ids",
+                "1",
+                "--max-new-tokens",
+                "1",
+            ],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_rstar"))
+                .args(args)
+                .env("RSTAR_KERNEL", value)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{value} {args:?}: {err}");
+            assert!(err.contains(needle) && !err.contains("panicked"), "{err}");
+        }
+    }
 }
 
 #[test]

@@ -26,7 +26,9 @@ pub struct Compute {
 impl Compute {
     /// `threads == 0` means the global pool (one thread per CPU); `field` names the setting in
     /// errors (e.g. `--threads` or `params.threads`).
+    /// A bad `RSTAR_KERNEL` is refused here (see [`super::simd::kernel_from_env`]).
     pub fn new(precision: Precision, threads: usize, field: &str) -> Result<Compute> {
+        super::simd::kernel_from_env()?;
         let pool = if threads == 0 {
             None
         } else {

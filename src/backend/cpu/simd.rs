@@ -145,23 +145,39 @@ impl std::str::FromStr for Precision {
 static KERNEL: AtomicU8 = AtomicU8::new(0);
 static PRECISION: AtomicU8 = AtomicU8::new(0);
 
-/// The matmul path in use: `RSTAR_KERNEL` if set (panics if this CPU lacks it), else the best one.
+/// The matmul path in use: the one [`set_kernel`] forced, else `RSTAR_KERNEL` if set and valid
+/// (see [`kernel_from_env`]), else the best one. Read once.
 pub fn kernel() -> Kernel {
     if let Some(k) = Kernel::from_u8(KERNEL.load(Ordering::Relaxed)) {
         return k;
     }
-    let k = match std::env::var("RSTAR_KERNEL") {
-        Ok(s) if !s.is_empty() => {
-            let k = Kernel::parse(&s).unwrap_or_else(|| {
-                panic!("RSTAR_KERNEL={s}: expected scalar, avx2, avx512, avx512bf16, amx or neon")
-            });
-            assert!(k.available(), "RSTAR_KERNEL={s}: this CPU cannot run it");
-            k
-        }
-        _ => Kernel::best(),
-    };
+    let k = kernel_from_env()
+        .ok()
+        .flatten()
+        .unwrap_or_else(Kernel::best);
     KERNEL.store(k as u8, Ordering::Relaxed);
     k
+}
+
+/// The path `RSTAR_KERNEL` asks for: `None` when unset or empty, an error naming the variable when
+/// it names no path or one this CPU cannot run. [`crate::backend::cpu::Compute::new`] checks it,
+/// so the CLI and the C API refuse a bad value up front (a bare [`kernel`] call falls back to the
+/// best path).
+pub fn kernel_from_env() -> crate::Result<Option<Kernel>> {
+    let s = match std::env::var("RSTAR_KERNEL") {
+        Ok(s) if !s.is_empty() => s,
+        _ => return Ok(None),
+    };
+    let bad = |why: &str| {
+        Err(crate::Error::InvalidArgument(format!(
+            "RSTAR_KERNEL={s}: {why}"
+        )))
+    };
+    match Kernel::parse(&s) {
+        None => bad("expected scalar, avx2, avx512, avx512bf16, amx or neon"),
+        Some(k) if !k.available() => bad("this CPU cannot run it"),
+        Some(k) => Ok(Some(k)),
+    }
 }
 
 /// Forces a path for the whole process (tests loop over paths with this).
