@@ -10,25 +10,19 @@
 //!
 //! Every output element takes the same steps whatever `m`, the tile it lands in or its neighbours:
 //! the instruction computes each element from its own weight row and activation column only, and
-//! padded rows and columns are zeros whose outputs are dropped. So in `exact`, where every `m`
-//! takes this path, batched results equal results computed alone, as on every other path. In
-//! `fast`, batch-1 matmuls (below [`MIN_M`] rows) take the `vdpbf16ps` path instead, which sums
-//! in another order: there a row's `fast` result differs in its last bits between a matmul of one
-//! row and one of several. (Streamed from memory by AMX, batch-1 `fast` decode of the 0.5B shape
-//! measured 21.1-21.3 tok/s against 22.9-23.5 for `vdpbf16ps`; in `exact` AMX's 21.3-21.6 beat the
-//! f32 path's 19.1-20.0.) Used where `k` is a multiple of 32 (the widths of every model family this
-//! crate loads); other `k` take the `avx512bf16` path's kernels at every `m`.
+//! padded rows and columns are zeros whose outputs are dropped. Every `m` takes this path, in both
+//! precisions, so batched results equal results computed alone, as on every other path. (Batch 1
+//! too: streamed from memory by AMX tiles, with the spinning team and no software prefetch,
+//! batch-1 decode of the 0.5B shape measured 25.5-26.0 tok/s in `fast` against 24.0-24.3 on the
+//! `vdpbf16ps` GEMV, and 24.1-24.9 in `exact`.) Used where `k` is a multiple of 32 (the widths of
+//! every model family this crate loads); other `k` take the `avx512bf16` path's kernels.
 
 use std::arch::asm;
-use std::arch::x86_64::{__cpuid_count, _mm_prefetch, _MM_HINT_T1};
+use std::arch::x86_64::__cpuid_count;
 use std::sync::OnceLock;
 
 use half::bf16;
 
-/// Rows from which a `fast` bf16 matmul on the `amx` path uses the tiles (`exact` uses them at
-/// every `m`). On the 2-core Xeon, batch 2 / 4 / 8 `fast` decode of the 0.5B shape ran 42.5 / 83 /
-/// 154 tok/s with them from 2 rows, against 40 / 64 / 155 from 8 rows (`vdpbf16ps` below).
-pub(super) const MIN_M: usize = 2;
 /// Elements of `k` per tile step (16 pairs of bf16 = one 64-byte tile row).
 pub(super) const KB: usize = 32;
 /// Rows of a tile, and f32 columns of an output tile.
@@ -342,18 +336,13 @@ impl Job {
                 let mut t = 0;
                 while t < tiles {
                     let na = (tiles - t).min(2);
-                    // At batch 1 the weights stream from memory: the next tiles' rows
-                    // (contiguous) are prefetched into L2 a slice per step.
-                    let next = t + na;
-                    let ahead = if self.m == 1 && next < tiles {
-                        let len = (tiles - next).min(2) * T;
-                        let len = len.min(self.n - (j0 + next * T));
-                        (self.w.add((j0 + next * T) * k) as *const i8, len * k * 2)
-                    } else {
-                        (std::ptr::null(), 0)
-                    };
+                    // No software prefetch at batch 1, where the weights stream from memory: with
+                    // the spinning team the hardware prefetcher alone did best. Prefetching the
+                    // next two tiles into L2 a slice per step gave 23.1-23.4 tok/s of batch-1
+                    // `exact` decode (0.5B shape), 21.0-21.3 when it also ran past the task's end,
+                    // and 24.1-24.9 without it (3 rounds alternating).
                     let (a0, a1) = (a(t), a(t + na - 1));
-                    self.block([a0, a1], na, g, nb, j0 + t * T, ahead);
+                    self.block([a0, a1], na, g, nb, j0 + t * T);
                     t += na;
                 }
                 g += nb;
@@ -364,15 +353,7 @@ impl Job {
     /// `na` weight tiles at `a` (rows `j..`) against activation groups `g..g + nb`: accumulate
     /// over all of `k`, then write the valid part of each 16 x 16 tile of `out.T` to `out`.
     #[inline(always)]
-    unsafe fn block(
-        &self,
-        a: [*const bf16; 2],
-        na: usize,
-        g: usize,
-        nb: usize,
-        j: usize,
-        (ahead, ahead_len): (*const i8, usize),
-    ) {
+    unsafe fn block(&self, a: [*const bf16; 2], na: usize, g: usize, nb: usize, j: usize) {
         let k = self.k;
         let kbs = k / KB;
         let sa = k * 2; // bytes between weight rows
@@ -386,14 +367,7 @@ impl Job {
             "tilezero tmm3",
             options(nostack, nomem)
         );
-        let per_step = ahead_len.div_ceil(kbs).next_multiple_of(64);
         for b in 0..kbs {
-            let mut off = b * per_step;
-            while off < ahead_len.min((b + 1) * per_step) {
-                // SAFETY: a prefetch never faults; `off` lies inside the next weight tiles.
-                _mm_prefetch::<_MM_HINT_T1>(ahead.add(off));
-                off += 64;
-            }
             asm!(
                 "tileloadd tmm4, [{a} + {s}]",
                 "tileloadd tmm6, [{b} + {t}]",

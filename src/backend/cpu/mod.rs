@@ -83,9 +83,8 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
 /// Runs on the path [`kernel`] selects (see [`simd`]); each element's arithmetic is independent of
 /// `m` and of the other rows. In [`Precision::Fast`] on the `avx512bf16` and `amx` paths with bf16
 /// weights the activations are rounded to bf16 first (a per-thread scratch buffer, reused across
-/// calls); on `amx`, matmuls of `amx::MIN_M` (2) rows or more run on AMX tiles, which sum in another
-/// order than the batch-1 ones. In `exact` on `amx`, bf16 weights run on AMX tiles at every `m`,
-/// with each f32 activation split into three bf16 terms (see `amx.rs`).
+/// calls). On `amx`, bf16 weights run on AMX tiles at every `m`, in `exact` with each f32
+/// activation split into three bf16 terms (see `amx.rs`).
 pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0: usize) {
     matmul_with(kernel(), precision(), x, m, w, out, ld, col0)
 }
@@ -132,9 +131,7 @@ pub fn matmul_with(
     }
     match (kern, w.data()) {
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Amx, WeightData::BF16(v))
-            if k.is_multiple_of(amx::KB) && (prec == Precision::Exact || m >= amx::MIN_M) =>
-        {
+        (Kernel::Amx, WeightData::BF16(v)) if k.is_multiple_of(amx::KB) => {
             let parts = if prec == Precision::Exact { 3 } else { 1 };
             // SAFETY: the path is available (asserted above), so AMX is; `out` covers `m` rows of
             // `n` columns at stride `ld` (asserted above) and is borrowed mutably for the call.
