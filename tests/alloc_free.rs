@@ -7,6 +7,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rstar::backend::cpu::{Compute, Precision};
 use rstar::engine::{LoadedModel, Sampler, SamplingParams};
 use rstar::model::SeqChunk;
 
@@ -43,10 +44,9 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn decode_steps_allocate_nothing_once_warm() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    // Two threads, as a run of the CLI or the C API uses them: a pool and the spinning team that
+    // serves the forward pass's parallel sections.
+    let compute = Compute::new(Precision::Exact, 2, "threads").unwrap();
     for name in ["qwen2-bf16-v5", "llama-f32-v5", "phi3-f16-v5"] {
         let lm = LoadedModel::load(&common::fixtures().join("models").join(name)).unwrap();
         let model = &lm.model;
@@ -71,7 +71,7 @@ fn decode_steps_allocate_nothing_once_warm() {
         let mut chunks: Vec<SeqChunk> = Vec::with_capacity(seqs);
         let mut next: Vec<u32> = (0..seqs as u32).map(|s| (s * 7 + 1) % vocab).collect();
         let mut counted = Vec::new();
-        pool.install(|| {
+        compute.run(|| {
             // Prefill of every prompt in one pass.
             tokens.extend((0..seqs * prompt).map(|i| (i as u32 * 13 + 5) % vocab));
             chunks.extend(tables.iter().map(|t| SeqChunk {
