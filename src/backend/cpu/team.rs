@@ -58,7 +58,7 @@ unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
-/// `threads - 1` helper threads (the thread that forks is the last member).
+/// `threads - 1` helper threads, members `1..threads` (the thread that forks is member 0).
 pub(crate) struct Team {
     shared: Arc<Shared>,
     helpers: Vec<JoinHandle<()>>,
@@ -156,8 +156,9 @@ impl Team {
             s.wake.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| claim(s, 0, n, once, f)));
+        let mut spins = 0u32;
         while s.pending.load(Acquire) > 0 {
-            std::hint::spin_loop();
+            pause(&mut spins);
         }
         *lock(&s.section) = None;
         if let Err(p) = mine {
@@ -216,6 +217,22 @@ fn claim(s: &Shared, me: usize, n: usize, once: bool, f: &(dyn Fn(usize) + Sync)
     }
 }
 
+/// One round of a spin-wait: a `pause` instruction, and from [`YIELD_AFTER`] rounds on also a
+/// `sched_yield`, which returns at once on an idle core and hands the core over when more threads
+/// than cores are runnable (two processes on the same cores, say), where pure spinning would burn
+/// the time slices of the threads being waited for.
+fn pause(spins: &mut u32) {
+    std::hint::spin_loop();
+    *spins = spins.wrapping_add(1);
+    if *spins >= YIELD_AFTER {
+        std::thread::yield_now();
+    }
+}
+
+/// Spin rounds before [`pause`] also yields (a few microseconds: longer than most waits at the end
+/// of a section).
+const YIELD_AFTER: u32 = 4096;
+
 fn helper(s: &Shared, me: usize) {
     INSIDE.with(|c| c.set(true));
     let mut seen = 0u64;
@@ -227,8 +244,7 @@ fn helper(s: &Shared, me: usize) {
             if s.epoch.load(Acquire) != seen {
                 break;
             }
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
+            pause(&mut spins);
             if spins.is_multiple_of(256) && t0.elapsed() > SPIN {
                 let mut g = lock(&s.lock);
                 s.parked.fetch_add(1, SeqCst);
