@@ -198,11 +198,10 @@ pub unsafe extern "C" fn rstar_engine_expand(
         let params = to_generate_params(&read_params(params, default_generate_params())?)?;
         let e = arg(engine, "engine")?;
         let mut eng = lock(e)?;
-        let state = super::CallerState(&mut *eng);
-        let cands = e.compute.run(move || {
-            let state = state;
-            state.0.expand(SeqId(seq), n as usize, &params)
-        })?;
+        let eng = &mut *eng;
+        let cands = e
+            .compute
+            .run(|| eng.expand(SeqId(seq), n as usize, &params))?;
         let list: Vec<serde_json::Value> = cands
             .iter()
             .map(|c| {

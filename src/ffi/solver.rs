@@ -155,11 +155,8 @@ pub unsafe extern "C" fn rstar_solver_solve(
         let s = arg(solver, "solver")?;
         let q = c_str(question, "question")?;
         let mut solver = lock(s)?;
-        let state = super::CallerState(&mut *solver);
-        let v = s.compute.run(move || {
-            let state = state;
-            state.0.solve(q)
-        })?;
+        let solver = &mut *solver;
+        let v = s.compute.run(|| solver.solve(q))?;
         *result = new_c_string(&v.to_string());
         Ok(())
     })

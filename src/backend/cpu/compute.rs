@@ -4,7 +4,7 @@
 //! model's params) and wraps each run: the work goes to its own rayon pool when a thread count is
 //! given (so two models in one process can use different counts, and nothing touches rayon's global
 //! pool), and [`precision`](super::precision) answers the run's precision on the thread doing it.
-//! The run's parallel sections go to a spinning [`Team`] of as many threads (see `team.rs`).
+//! The run's parallel sections go to a spinning team of as many threads (see `team.rs`).
 
 use std::sync::Arc;
 
