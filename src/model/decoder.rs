@@ -31,11 +31,7 @@ pub struct Linear {
 impl Linear {
     /// `out[t, out_dim] = x[t, in_dim] @ W.T + b`.
     pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32]) {
-        let mut col = 0;
-        for w in &self.parts {
-            cpu::matmul(x, t, w, out, self.out_dim, col);
-            col += w.shape[0];
-        }
+        cpu::matmul_parts(x, t, &self.parts, out, self.out_dim, 0);
         if let Some(b) = &self.bias {
             for row in out.chunks_exact_mut(self.out_dim).take(t) {
                 cpu::add_inplace(row, b);

@@ -223,28 +223,34 @@ thread_local! {
     static TAIL: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `out[i * ld + j] = sum_k x[i, k] * w[j, k]` for `i < m`, `j < n`: bf16 weights `[n, k]` with
-/// `k % 32 == 0`, f32 accumulation; the activations rounded to bf16 (`parts == 1`, `fast`) or split
-/// into three bf16 terms whose products are accumulated apart and summed smallest first
-/// (`parts == 3`, `exact`: the f32 activations to within their last bit; see [`pack_x`]).
+/// One weight matrix of a [`matmul`]: `n` rows of `k` bf16 at `w`, written to the output columns
+/// that start at `out`.
+pub struct Mat {
+    pub w: *const bf16,
+    pub n: usize,
+    pub out: *mut f32,
+}
+
+// SAFETY: shared by the section's threads, which only read `w` and write disjoint columns of
+// `out` (see `matmul`).
+unsafe impl Sync for Mat {}
+
+/// `out[i * ld + j] = sum_k x[i, k] * w[j, k]` for `i < m`, `j < n`, for each of `mats` (one
+/// input, several weights side by side, as q|k|v: one packing and one parallel section for all):
+/// bf16 weights `[n, k]` with `k % 32 == 0`, f32 accumulation; the activations rounded to bf16
+/// (`parts == 1`, `fast`) or split into three bf16 terms whose products are accumulated apart and
+/// summed smallest first (`parts == 3`, `exact`: the f32 activations to within their last bit;
+/// see [`pack_x`]).
 ///
 /// # Safety
-/// [`available`] returned true; `out` is valid for writes of rows `0..m` of `n` elements at stride
-/// `ld >= n`, and nothing else accesses them during the call.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn matmul(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    w: &[bf16],
-    n: usize,
-    out: *mut f32,
-    ld: usize,
-    parts: usize,
-) {
-    assert!(k.is_multiple_of(KB) && k > 0 && w.len() >= n * k && x.len() >= m * k);
+/// [`available`] returned true; each `w` holds `n * k` elements; each `out` is valid for writes of
+/// rows `0..m` of `n` elements at stride `ld >= n`, no two overlap, and nothing else accesses them
+/// during the call.
+pub unsafe fn matmul(x: &[f32], m: usize, k: usize, mats: &[Mat], ld: usize, parts: usize) {
+    assert!(k.is_multiple_of(KB) && k > 0 && x.len() >= m * k);
     assert!(parts == 1 || parts == 3);
-    if m == 0 || n == 0 {
+    let n_all: usize = mats.iter().map(|p| p.n).sum();
+    if m == 0 || n_all == 0 {
         return;
     }
     super::with_scratch(&XB, |xb| {
@@ -255,28 +261,45 @@ pub unsafe fn matmul(
         // Batch 1 streams the weights from memory: about 16 tasks per thread, so the threads end
         // together (batch-1 `exact` decode of the 0.5B shape: 19.2-19.4 tok/s with 4 per thread,
         // 21.3-21.6 with 16, 32 or 64).
-        let chunk = if m == 1 {
-            n.div_ceil(threads * 16).next_multiple_of(2 * T)
-        } else {
-            MAX_TASK
+        let chunk = |n: usize| {
+            if m == 1 {
+                n.div_ceil(threads * 16).next_multiple_of(2 * T)
+            } else {
+                MAX_TASK
+            }
         };
-        let job = Job {
+        let chunks: usize = mats.iter().map(|p| p.n.div_ceil(chunk(p.n))).sum();
+        let base = Job {
             x: xb.as_ptr(),
             groups,
             m,
             k,
-            w: w.as_ptr(),
-            n,
-            out,
+            w: std::ptr::null(),
+            n: 0,
+            out: std::ptr::null_mut(),
             ld,
             parts,
         };
-        let chunks = n.div_ceil(chunk);
-        let one = |c: usize| {
-            // SAFETY: the caller guarantees AMX and the output bounds; chunks are disjoint.
-            unsafe { job.rows(c * chunk, ((c + 1) * chunk).min(n)) }
+        let base = &base;
+        // Task `c` of the concatenated chunk lists.
+        let one = |mut c: usize| {
+            for p in mats {
+                let (size, count) = (chunk(p.n), p.n.div_ceil(chunk(p.n)));
+                if c < count {
+                    let job = Job {
+                        w: p.w,
+                        n: p.n,
+                        out: p.out,
+                        ..*base
+                    };
+                    // SAFETY: the caller guarantees AMX, the weights and the output bounds;
+                    // chunks are disjoint.
+                    return unsafe { job.rows(c * size, ((c + 1) * size).min(p.n)) };
+                }
+                c -= count;
+            }
         };
-        if threads == 1 || m * n * k < super::PAR_THRESHOLD || chunks == 1 {
+        if threads == 1 || m * n_all * k < super::PAR_THRESHOLD || chunks == 1 {
             (0..chunks).for_each(one);
         } else {
             super::par_for(chunks, one);

@@ -89,6 +89,54 @@ pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0:
     matmul_with(kernel(), precision(), x, m, w, out, ld, col0)
 }
 
+/// [`matmul`] of one input against several weights whose outputs lie side by side from column
+/// `col0` (q|k|v from three tensors, say). On `amx` with bf16 weights the activations are packed
+/// once and all the weights' tasks share one parallel section; elsewhere it is one [`matmul`] per
+/// weight. Either way each output element is computed as [`matmul`] computes it.
+pub fn matmul_parts(x: &[f32], m: usize, ws: &[Weight], out: &mut [f32], ld: usize, col0: usize) {
+    let (kern, prec) = (kernel(), precision());
+    #[cfg(target_arch = "x86_64")]
+    if kern == Kernel::Amx && (2..=4).contains(&ws.len()) && m > 0 {
+        let k = ws[0].shape[1];
+        let empty = || amx::Mat {
+            w: std::ptr::null(),
+            n: 0,
+            out: std::ptr::null_mut(),
+        };
+        let mut mats = [empty(), empty(), empty(), empty()];
+        let mut cols = [0usize; 4];
+        let mut col = col0;
+        let mut fits = k.is_multiple_of(amx::KB);
+        for ((w, mat), c) in ws.iter().zip(&mut mats).zip(&mut cols) {
+            match w.data() {
+                WeightData::BF16(v) if fits && w.shape[1] == k && v.len() >= w.shape[0] * k => {
+                    (mat.w, mat.n, *c) = (v.as_ptr(), w.shape[0], col);
+                    col += w.shape[0];
+                }
+                _ => fits = false,
+            }
+        }
+        if fits {
+            assert!(x.len() >= m * k && col <= ld && out.len() >= (m - 1) * ld + col);
+            for (mat, &c) in mats.iter_mut().zip(&cols) {
+                // SAFETY: column `c <= col <= ld` of output row 0 lies inside `out` (asserted).
+                mat.out = unsafe { out.as_mut_ptr().add(c) };
+            }
+            let parts = if prec == Precision::Exact { 3 } else { 1 };
+            // SAFETY: the path is available, so AMX is; each weight holds `n * k` elements
+            // (checked above); the weights' output columns are disjoint and lie inside `out`
+            // for `m` rows at stride `ld` (asserted), which is borrowed mutably for the call.
+            unsafe { amx::matmul(x, m, k, &mats[..ws.len()], ld, parts) };
+            return;
+        }
+    }
+    let mut col = col0;
+    for w in ws {
+        matmul_with(kern, prec, x, m, w, out, ld, col);
+        col += w.shape[0];
+    }
+}
+
 /// [`matmul`] on a given path and precision (`kern` must be available on this CPU).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
@@ -133,9 +181,16 @@ pub fn matmul_with(
         #[cfg(target_arch = "x86_64")]
         (Kernel::Amx, WeightData::BF16(v)) if k.is_multiple_of(amx::KB) => {
             let parts = if prec == Precision::Exact { 3 } else { 1 };
-            // SAFETY: the path is available (asserted above), so AMX is; `out` covers `m` rows of
-            // `n` columns at stride `ld` (asserted above) and is borrowed mutably for the call.
-            unsafe { amx::matmul(x, m, k, v, n, out, ld, parts) }
+            assert!(v.len() >= n * k);
+            let mat = amx::Mat {
+                w: v.as_ptr(),
+                n,
+                out,
+            };
+            // SAFETY: the path is available (asserted above), so AMX is; `w` holds `n * k`
+            // elements and `out` covers `m` rows of `n` columns at stride `ld` (asserted above),
+            // borrowed mutably for the call.
+            unsafe { amx::matmul(x, m, k, &[mat], ld, parts) }
         }
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512Bf16 | Kernel::Amx, WeightData::BF16(v)) if prec == Precision::Fast => {

@@ -994,11 +994,48 @@ pub(super) unsafe fn block_scalar<W: RefDot>(jb: &Job<f32, W>, j0: usize, j1: us
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::{dot_bf16, dot_f16, dot_f32, matmul_with};
+    use super::super::{dot_bf16, dot_f16, dot_f32, matmul_parts, matmul_with};
     use super::*;
     use crate::model::weights::Weight;
 
     pub(crate) use super::super::bench::rand_vec;
+
+    /// `matmul_parts` (q|k|v fused on `amx`: one packing, one section) gives every weight's
+    /// columns bit for bit as one `matmul` per weight does, in both precisions, on the path in use.
+    #[test]
+    fn matmul_parts_equals_one_matmul_per_weight() {
+        let k = 64;
+        let ns = [40, 16, 33];
+        let ws: Vec<Weight> = ns
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let v: Vec<bf16> = rand_vec(n * k, 100 + i as u64)
+                    .iter()
+                    .map(|&f| bf16::from_f32(f))
+                    .collect();
+                Weight::from_bf16(&v, vec![n, k])
+            })
+            .collect();
+        let total: usize = ns.iter().sum();
+        let ld = total + 5;
+        for m in [1, 5, 34] {
+            let x = rand_vec(m * k, m as u64);
+            for prec in [Precision::Exact, Precision::Fast] {
+                let mut fused = vec![f32::NAN; m * ld];
+                with_precision(prec, || matmul_parts(&x, m, &ws, &mut fused, ld, 2));
+                let mut apart = vec![f32::NAN; m * ld];
+                let mut col = 2;
+                for w in &ws {
+                    matmul_with(kernel(), prec, &x, m, w, &mut apart, ld, col);
+                    col += w.shape[0];
+                }
+                for (i, (f, a)) in fused.iter().zip(&apart).enumerate() {
+                    assert_eq!(f.to_bits(), a.to_bits(), "{prec:?} m{m} element {i}");
+                }
+            }
+        }
+    }
 
     /// Every available SIMD path matches the scalar reference (`dot_*` per element, f64-checked
     /// tolerance) for f32/bf16/f16 weights, odd and even `k`, batch 1 and GEMM shapes, packed and
