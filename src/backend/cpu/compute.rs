@@ -41,15 +41,13 @@ impl Compute {
                 })?;
             Some(Arc::new(pool))
         };
-        let n = pool
-            .as_ref()
-            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
-        let team = Team::new(n).map(Arc::new);
-        Ok(Compute {
+        let mut c = Compute {
             precision,
             pool,
-            team,
-        })
+            team: None,
+        };
+        c.team = Team::new(c.threads()).map(Arc::new);
+        Ok(c)
     }
 
     pub fn precision(&self) -> Precision {

@@ -344,7 +344,8 @@ pub(super) fn run_job<X, W>(
                 // SAFETY: weight rows `j0..j1 <= n` of `k` elements each lie inside `job.w`.
                 let w = unsafe { std::slice::from_raw_parts(job.w.add(j0 * k), (j1 - j0) * k) };
                 (p.widen)(w, buf);
-                // The chunk this thread most likely takes next (rayon splits ranges in halves).
+                // The chunk this thread most likely takes next (rayon splits ranges in halves; the
+                // team walks contiguous ranges).
                 let (n0, n1) = (j1, (j1 + chunk).min(n));
                 let sub = Job {
                     x: job.x,
