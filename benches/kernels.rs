@@ -62,13 +62,15 @@ struct Limits {
     f32_gflop_s: Vec<f64>,
     /// The bf16 peak of the `fast` matmuls: AMX tiles on the `amx` path, else `vdpbf16ps`.
     bf16_gflop_s: Vec<f64>,
-    buf: Vec<u64>,
 }
 
 impl Limits {
     /// Measures both limits once more (called between kernels so they share the machine's state).
     fn sample(&mut self) {
-        self.read_gb_s.push(read_bandwidth(&self.buf));
+        // A fresh buffer, released at once (see `bench_model`).
+        let buf = rstar::backend::cpu::bench::read_buffer(512 << 20);
+        self.read_gb_s
+            .push(read_bandwidth(bytemuck::cast_slice(&buf)));
         let (f32_peak, dp, amx) = compute_peaks();
         self.f32_gflop_s.push(f32_peak);
         self.bf16_gflop_s.extend(amx.or(dp));
@@ -106,7 +108,6 @@ fn main() {
         read_gb_s: vec![],
         f32_gflop_s: vec![],
         bf16_gflop_s: vec![],
-        buf: vec![1u64; 64 << 20],
     };
     lim.sample();
     println!(

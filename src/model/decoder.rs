@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::cpu;
+use crate::backend::cpu::memory::Mapping;
 use crate::backend::cuda::model::CudaModel;
 use crate::backend::cuda::{Device, Gpu};
 use crate::error::{Error, Result};
@@ -247,6 +248,34 @@ impl Model {
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.num_layers, self.config.kv_dim())
+    }
+
+    /// The fraction of the weights' bytes that the kernel maps with huge pages (see
+    /// [`crate::backend::cpu::memory`]), over the distinct files and buffers they live in; `None`
+    /// where the kernel does not say.
+    pub fn huge_page_fraction(&self) -> Option<f64> {
+        let (mut huge, mut all) = (0.0, 0.0);
+        for m in self.backings() {
+            huge += m.huge_fraction()? * m.len() as f64;
+            all += m.len() as f64;
+        }
+        Some(if all > 0.0 { huge / all } else { 0.0 })
+    }
+
+    /// The distinct files and buffers the CPU weights live in.
+    pub fn backings(&self) -> Vec<Arc<Mapping>> {
+        let mut out: Vec<Arc<Mapping>> = Vec::new();
+        let layers = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]);
+        let weights = layers.flat_map(|l| l.parts.iter());
+        for w in weights.chain([&self.embed]).chain(self.lm_head.as_ref()) {
+            if !out.iter().any(|m| Arc::ptr_eq(m, w.backing())) {
+                out.push(w.backing().clone());
+            }
+        }
+        out
     }
 
     /// An empty block store sized for this model, on the model's device.

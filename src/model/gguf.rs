@@ -17,7 +17,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use crate::backend::cpu::memory::Mapping;
 
 use crate::error::{Error, Result};
 use crate::model::quant::GgmlType;
@@ -140,17 +140,16 @@ pub struct GgufHeader {
 pub struct GgufFile {
     pub path: PathBuf,
     pub header: GgufHeader,
-    map: Arc<Mmap>,
+    map: Arc<Mapping>,
 }
 
 impl GgufFile {
     /// Maps and parses `path`.
     pub fn open(path: &Path) -> Result<GgufFile> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the mapping is read-only and shared through an Arc by every weight that borrows it.
-        // As with every mmap-based loader we assume the file is not truncated or rewritten while
-        // mapped; every offset we keep was checked against the mapping's length by `parse`.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        // Shared through an Arc by every weight that borrows it; every offset we keep is checked
+        // against the mapping's length by `parse`.
+        let map = Mapping::file(&file, path)?;
         let header = parse(&map, path)?;
         Ok(GgufFile {
             path: path.to_path_buf(),
@@ -160,7 +159,7 @@ impl GgufFile {
     }
 
     /// The shared mapping (tensor `start`/`len` index into it).
-    pub fn map(&self) -> &Arc<Mmap> {
+    pub fn map(&self) -> &Arc<Mapping> {
         &self.map
     }
 

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use memmap2::Mmap;
 use safetensors::{Dtype as StDtype, SafeTensors};
 
+use crate::backend::cpu::memory::Mapping;
 use crate::error::{Error, Result};
 
 /// Element types the runtime computes with directly.
@@ -48,12 +48,12 @@ impl DType {
 enum Bytes {
     /// `len` bytes at `start` inside a shared mapping.
     Mapped {
-        map: Arc<Mmap>,
+        map: Arc<Mapping>,
         start: usize,
         len: usize,
     },
-    /// An aligned owned copy (8-byte words), `len` bytes used.
-    Owned { words: Arc<Vec<u64>>, len: usize },
+    /// An owned copy (8-byte aligned, on huge pages when large: see [`Mapping::zeroed`]).
+    Owned(Arc<Mapping>),
 }
 
 /// A borrowed view of a weight's elements in their stored type.
@@ -73,6 +73,14 @@ pub struct Weight {
 }
 
 impl Weight {
+    /// The mapping or buffer the elements live in (shared by the tensors of one file).
+    pub(crate) fn backing(&self) -> &Arc<Mapping> {
+        match &self.bytes {
+            Bytes::Mapped { map, .. } => map,
+            Bytes::Owned(m) => m,
+        }
+    }
+
     /// An owned f32 tensor (used for tests and derived tensors).
     pub fn from_f32(values: &[f32], shape: Vec<usize>) -> Weight {
         Weight::from_bytes(bytemuck::cast_slice(values), DType::F32, shape)
@@ -92,7 +100,7 @@ impl Weight {
     /// A tensor read in place from `map[start..start + len]` (checked by the caller to lie inside the
     /// mapping and to match `shape`), or copied once when those bytes are not aligned for `dtype`.
     pub(crate) fn from_map(
-        map: &Arc<Mmap>,
+        map: &Arc<Mapping>,
         start: usize,
         len: usize,
         dtype: DType,
@@ -136,7 +144,7 @@ impl Weight {
     pub fn raw(&self) -> &[u8] {
         match &self.bytes {
             Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
-            Bytes::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+            Bytes::Owned(m) => m,
         }
     }
 
@@ -190,12 +198,11 @@ impl Weight {
 }
 
 fn owned_copy(bytes: &[u8]) -> Bytes {
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-    Bytes::Owned {
-        words: Arc::new(words),
-        len: bytes.len(),
+    let mut m = Mapping::zeroed(bytes.len());
+    if let Some(w) = m.bytes_mut() {
+        w.copy_from_slice(bytes);
     }
+    Bytes::Owned(Arc::new(m))
 }
 
 #[derive(Debug, Clone)]
@@ -220,7 +227,7 @@ enum Slot {
 #[derive(Debug)]
 pub struct WeightStore {
     /// The files tensors come from (the first names the checkpoint in errors).
-    files: Vec<(PathBuf, Option<Arc<Mmap>>)>,
+    files: Vec<(PathBuf, Option<Arc<Mapping>>)>,
     entries: HashMap<String, Slot>,
 }
 
@@ -294,11 +301,9 @@ impl WeightStore {
         let mut entries = HashMap::new();
         for (fi, path) in paths.iter().enumerate() {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            // SAFETY: the mapping is read-only and lives as long as any Weight that borrows it (Arc).
-            // Like every mmap-based loader we assume the file is not truncated or rewritten while
-            // mapped; the header is validated below so every offset we keep lies inside the mapping.
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            let map = Arc::new(map);
+            // Lives as long as any Weight that borrows it (Arc); the header is validated below so
+            // every offset we keep lies inside the mapping.
+            let map = Arc::new(Mapping::file(&file, path)?);
             let st = SafeTensors::deserialize(&map[..])
                 .map_err(|e| Error::format(path, format!("invalid safetensors file: {e}")))?;
             let base = map.as_ptr() as usize;

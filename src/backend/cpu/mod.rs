@@ -15,6 +15,7 @@ mod amx;
 pub mod attention;
 pub mod bench;
 pub mod compute;
+pub mod memory;
 pub mod simd;
 pub(crate) mod team;
 
