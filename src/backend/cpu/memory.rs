@@ -294,10 +294,11 @@ pub(crate) mod linux {
         Ok(())
     }
 
-    pub fn map_file(file: &std::fs::File, len: usize, h: usize) -> io::Result<Mapping> {
+    /// `len` bytes of `fd` from its start (`fd < 0`: anonymous memory) placed in a fresh range at
+    /// a multiple of `h`, owned by the returned mapping.
+    fn placed(len: usize, h: usize, fd: i32) -> io::Result<(Mapping, *mut u8)> {
         let span = len.next_multiple_of(page_size());
         let at = reserve(span, h)?;
-        let fd = file.as_raw_fd();
         // Owned from here: dropping `m` releases the range.
         let m = Mapping {
             // SAFETY: `reserve` never returns null (a failed mmap is an error).
@@ -305,11 +306,17 @@ pub(crate) mod linux {
             len,
             owner: Owner::Placed {
                 span,
-                writable: false,
+                writable: fd < 0,
             },
         };
         // SAFETY: `at..at + span` was reserved above for `m` alone.
         unsafe { place(at, len, fd, 0)? };
+        Ok((m, at))
+    }
+
+    pub fn map_file(file: &std::fs::File, len: usize, h: usize) -> io::Result<Mapping> {
+        let fd = file.as_raw_fd();
+        let (m, at) = placed(len, h, fd)?;
         let whole = len / h * h;
         let (start, end) = (at as usize, at as usize + len);
         let before = match huge_bytes(start, end) {
@@ -339,20 +346,7 @@ pub(crate) mod linux {
     }
 
     pub fn map_anon(len: usize, h: usize) -> io::Result<Mapping> {
-        let span = len.next_multiple_of(page_size());
-        let at = reserve(span, h)?;
-        let m = Mapping {
-            // SAFETY: `reserve` never returns null.
-            ptr: unsafe { NonNull::new_unchecked(at) },
-            len,
-            owner: Owner::Placed {
-                span,
-                writable: true,
-            },
-        };
-        // SAFETY: `at..at + span` was reserved above for `m` alone.
-        unsafe { place(at, len, -1, 0)? };
-        Ok(m)
+        Ok(placed(len, h, -1)?.0)
     }
 
     /// `(start, end)` of a `/proc/self/smaps` range line, e.g.
