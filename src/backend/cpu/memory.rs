@@ -3,17 +3,19 @@
 //!
 //! Batch-1 decode reads every weight byte once per token, so it runs at the rate memory is read.
 //! That rate depends on the page size: on the 2-core Xeon, the harness's 16-stream read loop ran at
-//! 23-25 GB/s over 4 KiB pages and 29-31 GB/s over 2 MiB pages of the same size of buffer,
-//! alternating (the hardware prefetcher stops at every 4 KiB boundary, and each 4 KiB page costs a
-//! TLB miss). So on Linux a [`Mapping`] reserves its address range at a huge-page boundary, asks for
-//! huge pages (`MADV_HUGEPAGE`) and faults everything in at once (`MADV_POPULATE_READ`).
+//! 21-25 GB/s over 4 KiB pages and 29-31 GB/s over 2 MiB pages of the same size of buffer,
+//! alternating (likely causes: the hardware prefetcher stops at every 4 KiB boundary, and every 4
+//! KiB page costs a TLB miss, in a VM a two-level walk), and batch-1 decode of the 0.5B shape ran
+//! at 18.7-20.9 tok/s with its weights in 4 KiB pages against 23.4-25.0 in 2 MiB ones. So on Linux
+//! a [`Mapping`] reserves its address range at a huge-page boundary, asks for huge pages
+//! (`MADV_HUGEPAGE`) and faults everything in at once (`MADV_POPULATE_READ`).
 //!
 //! For an anonymous buffer that is all it takes. A file mapping gets huge pages where the page
 //! cache holds the file in huge folios, which filesystems with large folios (XFS, ext4 from Linux
 //! 6.16) allocate when they read it for a mapping that asked for them. A file that is already cached
 //! in small folios (just written or copied, or read by a tool that did not ask) stays in 4 KiB
-//! pages, and so does a file of which the kernel dropped some cached parts under memory pressure
-//! and a mapping without that advice read them again. [`Mapping::file`] detects that
+//! pages, and so does a file of which the kernel dropped some cached parts (here, after test-suite
+//! runs) and a mapping without that advice read them again. [`Mapping::file`] detects that
 //! (`FilePmdMapped` in `/proc/self/smaps`) and then drops the file's cached pages and maps it
 //! again, which costs one read of the file from storage and leaves it cached in huge folios for
 //! every later load. Where none of the file was in huge pages, it first tries one huge page's
