@@ -67,7 +67,7 @@ struct Limits {
 impl Limits {
     /// Measures both limits once more (called between kernels so they share the machine's state).
     fn sample(&mut self) {
-        // A fresh buffer, released at once (see `bench_model`).
+        // A fresh buffer on huge pages, as this benchmark's weights are, released at once.
         let buf = rstar::backend::cpu::bench::read_buffer(512 << 20);
         self.read_gb_s
             .push(read_bandwidth(bytemuck::cast_slice(&buf)));

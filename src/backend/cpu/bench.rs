@@ -59,8 +59,9 @@ pub struct ModelBench {
     pub decode: Vec<DecodeResult>,
     pub limits: Limits,
     pub weight_bytes: u64,
-    /// The fraction of the weights the kernel maps with huge pages (see [`super::memory`]): the
-    /// read limit is measured on huge pages, and 4 KiB pages read about a fifth slower.
+    /// The fraction of the weights the kernel maps with huge pages (see [`super::memory`]). The read
+    /// limit is measured on the weights' own memory, so this says which pages it was read from
+    /// (on the 2-core Xeon VM, 4 KiB pages read about a fifth slower than 2 MiB ones).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights_on_huge_pages: Option<f64>,
     pub kernel: &'static str,
@@ -109,9 +110,8 @@ const BLOCK: usize = 16;
 
 /// Seconds for a `p`-token prefill of one sequence (hidden states plus the last position's logits),
 /// the second of two into the same KV store: as in the engine, whose KV blocks are allocated once
-/// and reused, the timed pass writes to memory already mapped. (A store's first pass also takes
-/// the page faults of its fresh memory: about 7% of a 512-token `fast` prefill's samples, and the
-/// part of these figures that varied most from run to run on the 2-core Xeon VM.)
+/// and reused, the timed pass writes to memory already mapped (a store's first pass also takes the
+/// page faults of its fresh memory).
 fn time_prefill(model: &Model, p: usize) -> Result<f64> {
     let nb = p.div_ceil(BLOCK);
     let mut kv = model.new_kv_store(BLOCK, nb)?;
@@ -374,6 +374,14 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
     // timed alone (`rstar generate`) did not change: the physical memory the runs' buffers land in
     // differs, and the VM's memory is not uniform.
     let held = vec![1u64; 64 << 20];
+    // Memory is read where the weights live: their own mapping (huge pages or not, as the model
+    // streams them; `weights_on_huge_pages` says which), or the held buffer when the weights are
+    // smaller than it.
+    let weights = model.backings().into_iter().max_by_key(|m| m.len());
+    let read_mem: &[u64] = match &weights {
+        Some(w) if w.len() >= held.len() * 8 => bytemuck::cast_slice(&w[..w.len() / 8 * 8]),
+        _ => &held,
+    };
     // Warm-up: page in the weights.
     time_decode(model, 1, 2)?;
     for _ in 0..reps {
@@ -383,15 +391,8 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         for (i, &b) in cfg.batches.iter().enumerate() {
             dec[i].push(time_decode(model, b, cfg.decode_tokens)?);
         }
-        // The limits after the model runs. Memory is read where the weights live: their own
-        // mapping (huge pages or not, as the model streams them; `weights_on_huge_pages` says
-        // which), or the held buffer when the weights are smaller than it.
-        match model.backings().into_iter().max_by_key(|m| m.len()) {
-            Some(w) if w.len() >= held.len() * 8 => {
-                bw.push(read_bandwidth(bytemuck::cast_slice(&w[..w.len() / 8 * 8])))
-            }
-            _ => bw.push(read_bandwidth(&held)),
-        }
+        // The limits after the model runs.
+        bw.push(read_bandwidth(read_mem));
         let (f, b, a) = compute_peaks();
         f32p.push(f);
         bf16p.extend(b);
