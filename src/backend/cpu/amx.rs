@@ -10,7 +10,11 @@
 //!
 //! Every output element takes the same steps whatever `m`, the tile it lands in or its neighbours:
 //! the instruction computes each element from its own weight row and activation column only, and
-//! padded rows and columns are zeros whose outputs are dropped. Every `m` takes this path, in both
+//! padded rows and columns are zeros whose outputs are dropped. So activation and accumulator tiles
+//! are only as wide as the columns a matmul uses (1 at batch 1 in `fast`, whose packing is then a
+//! plain rounding with nothing to zero and whose output tile is one contiguous row: against
+//! 16-column tiles, batch-1 decode of the 0.5B shape gained 1.5-3% in `fast` and about 1% in
+//! `exact`, 3 rounds alternating builds). Every `m` takes this path, in both
 //! precisions, so batched results equal results computed alone, as on every other path. (Batch 1
 //! too: streamed from memory by AMX tiles, with the spinning team and no software prefetch,
 //! batch-1 decode of the 0.5B shape measured 25.5-26.0 tok/s in `fast` against 24.0-24.3 on the
@@ -30,8 +34,6 @@ const T: usize = 16;
 /// Weight rows per parallel task: they stay in L2 while the activation groups pass over them.
 /// (128 measured slower for the projections of width 896-1152: too few tasks for two threads.)
 const MAX_TASK: usize = 4 * T;
-/// bf16 elements in one packed activation tile (1 KiB).
-const TILE: usize = T * KB;
 
 /// Whether this CPU has AMX-TILE and AMX-BF16 and the kernel lets this process use the tile data
 /// (Linux asks for it: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once per process).
@@ -70,17 +72,22 @@ fn detect() -> bool {
     false
 }
 
-/// The tile configuration: palette 1, tiles 0-7 all 16 rows of 64 bytes (0-3 f32 accumulators of
-/// `out.T`, 4-5 weight tiles, 6-7 activation tiles).
+/// The tile configuration: palette 1, tiles 0-7 all 16 rows: 0-3 f32 accumulators of `out.T` and
+/// 6-7 activation tiles, `width` columns of 4 bytes; 4-5 weight tiles of 64 bytes.
 #[repr(C, align(64))]
 struct Config([u8; 64]);
 
 impl Config {
-    fn new() -> Config {
+    fn new(width: usize) -> Config {
         let mut c = [0u8; 64];
         c[0] = 1;
         for t in 0..8 {
-            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            let bytes = if t == 4 || t == 5 {
+                64
+            } else {
+                4 * width as u16
+            };
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&bytes.to_le_bytes());
             c[48 + t] = T as u8;
         }
         Config(c)
@@ -92,10 +99,13 @@ impl Config {
 struct Tiles;
 
 impl Tiles {
+    /// Accumulator and activation tiles `width` columns wide (1 to 16).
+    ///
     /// # Safety
     /// [`available`] returned true.
-    unsafe fn new() -> Tiles {
-        let cfg = Config::new();
+    unsafe fn new(width: usize) -> Tiles {
+        debug_assert!((1..=T).contains(&width));
+        let cfg = Config::new(width);
         // SAFETY (caller): AMX is present and permitted; `cfg` is a valid palette-1 configuration.
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
         Tiles
@@ -111,40 +121,43 @@ impl Drop for Tiles {
 
 /// Activation rows `x` (`[m, k]`, `k % 32 == 0`) as AMX B tiles, each row as `parts` bf16 terms
 /// (1: its rounding; 3: `hi + mid + lo`, each the rounding of what the earlier ones leave, which
-/// together carry all 24 bits of an f32). Group `g` holds rows `g * rows_per_group(parts)..`, one
-/// tile column per term (term `s` of the group's row `q` in column `q * parts + s`; unused columns
-/// and rows past `m` are zeros). Its block `b` of `k` is the 1 KiB tile at element
-/// `(g * k / 32 + b) * 512`, whose pair-row `p`, column `c` holds the column's term of elements
-/// `32b + 2p` and `32b + 2p + 1`.
+/// together carry all 24 bits of an f32). Tiles are `w = width(m, parts)` columns of 4 bytes wide
+/// (16 from 16 rows in `fast`, 15 from 5 in `exact`; 1 or 3 at batch 1, which packs no zeros and
+/// accumulates no unused columns). Group `g` holds rows `g * rows_per_group(parts)..`, one tile
+/// column per term (term `s` of the group's row `q` in column `q * parts + s`; unused columns and
+/// rows past `m` are zeros). Its block `b` of `k` is the tile at element `(g * k / 32 + b) * 32w`,
+/// whose pair-row `p`, column `c` holds the column's term of elements `32b + 2p` and `32b + 2p + 1`.
 pub fn pack_x(x: &[f32], m: usize, k: usize, parts: usize, out: &mut [bf16]) {
     let kbs = k / KB;
     let rpg = rows_per_group(parts);
+    let w = width(m, parts);
     let groups = m.div_ceil(rpg);
-    assert!(k.is_multiple_of(KB) && x.len() >= m * k && out.len() >= groups * kbs * TILE);
+    assert!(k.is_multiple_of(KB) && x.len() >= m * k && out.len() >= groups * kbs * KB * w);
     assert!(parts == 1 || parts == 3);
-    super::par_chunks_mut(&mut out[..groups * kbs * TILE], kbs * TILE, |g, grp| {
+    super::par_chunks_mut(&mut out[..groups * kbs * KB * w], kbs * KB * w, |g, grp| {
         let rows = rpg.min(m - g * rpg);
-        if rows * parts < T {
+        if rows * parts < w {
             grp.fill(bf16::ZERO);
         }
         for q in 0..rows {
             let row = &x[(g * rpg + q) * k..][..k];
-            // SAFETY: the `amx` path implies AVX-512F/BW; `grp` holds `kbs` tiles and column
-            // `q * parts + parts - 1 < 16`.
-            unsafe { pack_row(row, grp, q * parts, parts) };
+            // SAFETY: the `amx` path implies AVX-512F/BW; `grp` holds `kbs` tiles of width `w`
+            // and column `q * parts + parts - 1 < w`.
+            unsafe { pack_row(row, grp, q * parts, parts, w) };
         }
     });
 }
 
 /// Writes the `parts` terms of one activation row into tile columns `col..col + parts` of a
-/// group's `k / 32` tiles: per block of 32 elements, each term's 16 bf16 pairs go down one column
-/// (a scatter of 16 dwords, one per tile row). The rounding is [`bf16::from_f32`]'s, bit for bit
-/// (nearest even; a NaN keeps its payload, made quiet).
+/// group's `k / 32` tiles of width `w`: per block of 32 elements, each term's 16 bf16 pairs go down
+/// one column (a scatter of 16 dwords, one per tile row; at width 1 one contiguous store). The
+/// rounding is [`bf16::from_f32`]'s, bit for bit (nearest even; a NaN keeps its payload, made
+/// quiet).
 ///
 /// # Safety
-/// The CPU supports AVX-512F/BW; `grp.len() >= row.len() / 32 * 512` and `col + parts <= 16`.
+/// The CPU supports AVX-512F/BW; `grp.len() >= row.len() / 32 * 32 * w` and `col + parts <= w`.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn pack_row(row: &[f32], grp: &mut [bf16], col: usize, parts: usize) {
+unsafe fn pack_row(row: &[f32], grp: &mut [bf16], col: usize, parts: usize, w: usize) {
     use std::arch::x86_64::*;
     let round = |v: __m512| -> __m512 {
         let bits = _mm512_castps_si512(v);
@@ -167,16 +180,17 @@ unsafe fn pack_row(row: &[f32], grp: &mut [bf16], col: usize, parts: usize) {
         63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21, 19,
         17, 15, 13, 11, 9, 7, 5, 3, 1,
     );
-    // Dword offsets of the 16 tile rows (64 bytes apart).
-    let rows = _mm512_set_epi32(
-        240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0,
+    // Dword offsets of the 16 tile rows (`w` dwords apart).
+    let rows = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(w as i32),
     );
     for (b, block) in row.chunks_exact(KB).enumerate() {
         let mut rest = [
             _mm512_loadu_ps(block.as_ptr()),
             _mm512_loadu_ps(block.as_ptr().add(16)),
         ];
-        let base = grp.as_mut_ptr().add(b * TILE + 2 * col) as *mut i32;
+        let base = grp.as_mut_ptr().add(b * KB * w + 2 * col) as *mut i32;
         for s in 0..parts {
             let t = [round(rest[0]), round(rest[1])];
             let pairs = _mm512_permutex2var_epi16(
@@ -184,7 +198,11 @@ unsafe fn pack_row(row: &[f32], grp: &mut [bf16], col: usize, parts: usize) {
                 odd,
                 _mm512_castps_si512(t[1]),
             );
-            _mm512_i32scatter_epi32::<4>(base.add(s), rows, pairs);
+            if w == 1 {
+                _mm512_storeu_si512(base as *mut _, pairs);
+            } else {
+                _mm512_i32scatter_epi32::<4>(base.add(s), rows, pairs);
+            }
             rest = [_mm512_sub_ps(rest[0], t[0]), _mm512_sub_ps(rest[1], t[1])];
         }
     }
@@ -194,12 +212,13 @@ unsafe fn pack_row(row: &[f32], grp: &mut [bf16], col: usize, parts: usize) {
 #[cfg(test)]
 fn pack_x_scalar(x: &[f32], m: usize, k: usize, parts: usize, out: &mut [bf16]) {
     let rpg = rows_per_group(parts);
-    for (g, grp) in out.chunks_exact_mut(k / KB * TILE).enumerate() {
+    let w = width(m, parts);
+    for (g, grp) in out.chunks_exact_mut(k / KB * KB * w).enumerate() {
         grp.fill(bf16::ZERO);
         for q in 0..rpg.min(m.saturating_sub(g * rpg)) {
             let row = &x[(g * rpg + q) * k..][..k];
             for (e, &v) in row.iter().enumerate() {
-                let at = e / KB * TILE + e % KB / 2 * 2 * T + 2 * q * parts + e % 2;
+                let at = e / KB * KB * w + e % KB / 2 * 2 * w + 2 * q * parts + e % 2;
                 let mut rest = v;
                 for s in 0..parts {
                     let t = bf16::from_f32(rest);
@@ -214,6 +233,13 @@ fn pack_x_scalar(x: &[f32], m: usize, k: usize, parts: usize, out: &mut [bf16]) 
 /// Activation rows per packed group: 16 tile columns hold 16 rows of one term or 5 of three.
 fn rows_per_group(parts: usize) -> usize {
     T / parts
+}
+
+/// Columns of the packed activation and accumulator tiles for `m` rows: as many as a group uses
+/// (every tile element is computed from its own weight row and activation column alone, so the
+/// width changes no result).
+fn width(m: usize, parts: usize) -> usize {
+    rows_per_group(parts).min(m) * parts
 }
 
 thread_local! {
@@ -255,7 +281,8 @@ pub unsafe fn matmul(x: &[f32], m: usize, k: usize, mats: &[Mat], ld: usize, par
     }
     super::with_scratch(&XB, |xb| {
         let groups = m.div_ceil(rows_per_group(parts));
-        let xb = super::aligned(xb, groups * k * T, 1 << 14);
+        let width = width(m, parts);
+        let xb = super::aligned(xb, groups * k * width, 1 << 14);
         pack_x(x, m, k, parts, xb);
         let threads = super::team::threads().max(1);
         // Batch 1 streams the weights from memory: about 16 tasks per thread, so the threads end
@@ -279,6 +306,7 @@ pub unsafe fn matmul(x: &[f32], m: usize, k: usize, mats: &[Mat], ld: usize, par
             out: std::ptr::null_mut(),
             ld,
             parts,
+            width,
         };
         let base = &base;
         // Task `c` of the concatenated chunk lists.
@@ -317,8 +345,9 @@ struct Job {
     n: usize,
     out: *mut f32,
     ld: usize,
-    /// bf16 terms per activation row (see [`pack_x`]).
+    /// bf16 terms per activation row, and columns of the packed tiles (see [`pack_x`]).
     parts: usize,
+    width: usize,
 }
 
 // SAFETY: shared by rayon tasks that only read `x` and `w` and write disjoint columns of `out`,
@@ -330,7 +359,7 @@ impl Job {
     /// groups against the task's weight tiles, two at a time. Groups outside measured 3-9% faster
     /// on the 512-token `fast` prefill than weight tiles outside (3 rounds alternating builds).
     unsafe fn rows(&self, j0: usize, j1: usize) {
-        let _tiles = Tiles::new();
+        let _tiles = Tiles::new(self.width);
         let k = self.k;
         TAIL.with(|tail| {
             let mut tail = tail.borrow_mut();
@@ -380,9 +409,11 @@ impl Job {
         let k = self.k;
         let kbs = k / KB;
         let sa = k * 2; // bytes between weight rows
-        let sb = 2 * T * 2; // bytes between rows of a packed tile
-        let b0 = self.x.add(g * kbs * TILE);
-        let b1 = self.x.add((g + 1).min(self.groups - 1) * kbs * TILE);
+        let w = self.width;
+        let sb = 4 * w; // bytes between rows of a packed tile
+        let tile = KB * w; // elements of a packed tile
+        let b0 = self.x.add(g * kbs * tile);
+        let b1 = self.x.add((g + 1).min(self.groups - 1) * kbs * tile);
         asm!(
             "tilezero tmm0",
             "tilezero tmm1",
@@ -397,7 +428,7 @@ impl Job {
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 a = in(reg) a[0].add(b * KB),
                 s = in(reg) sa,
-                b = in(reg) b0.add(b * TILE),
+                b = in(reg) b0.add(b * tile),
                 t = in(reg) sb,
                 options(nostack, readonly)
             );
@@ -405,7 +436,7 @@ impl Job {
                 asm!(
                     "tileloadd tmm7, [{b} + {t}]",
                     "tdpbf16ps tmm1, tmm4, tmm7",
-                    b = in(reg) b1.add(b * TILE),
+                    b = in(reg) b1.add(b * tile),
                     t = in(reg) sb,
                     options(nostack, readonly)
                 );
@@ -432,8 +463,8 @@ impl Job {
             ($tmm:literal, $i:expr) => {
                 asm!(
                     concat!("tilestored [{p} + {s}], ", $tmm),
-                    p = in(reg) cp.add($i * T * T),
-                    s = in(reg) T * 4,
+                    p = in(reg) cp.add($i * T * w),
+                    s = in(reg) w * 4,
                     options(nostack)
                 )
             };
@@ -454,36 +485,49 @@ impl Job {
             for bi in 0..nb {
                 let q0 = (g + bi) * rpg;
                 // Stored just above (tile `ai * 2 + bi` for every `ai < na`, `bi < nb`).
-                let tile = (cp as *const f32).add((ai * 2 + bi) * T * T);
+                let acc = (cp as *const f32).add((ai * 2 + bi) * T * w);
                 for q in 0..(self.m - q0).min(rpg) {
                     let o = self.out.add((q0 + q) * self.ld + j + ai * T);
                     // SAFETY: the `amx` path implies AVX-512F; the columns read lie in the tile
                     // and the `rows` lanes written are output columns `j + ai * T..` of row
                     // `q0 + q`, inside the caller's bounds.
-                    store_column(tile, q * self.parts, self.parts, rows, o);
+                    store_column(acc, w, q * self.parts, self.parts, rows, o);
                 }
             }
         }
     }
 }
 
-/// Output row `o[..rows]` from columns `col..col + parts` of a 16 x 16 f32 tile (one gather per
-/// column): the terms' products summed smallest first (`-0.0 + v` is `v`, bit for bit).
+/// Output row `o[..rows]` from columns `col..col + parts` of a 16 x `w` f32 tile (one gather per
+/// column; at width 1 one load): the terms' products summed smallest first (`-0.0 + v` is `v`, bit
+/// for bit).
 ///
 /// # Safety
-/// The CPU supports AVX-512F; `tile` holds 256 floats, `col + parts <= 16`, `o` is writable for
+/// The CPU supports AVX-512F; `tile` holds `16 * w` floats, `col + parts <= w`, `o` is writable for
 /// `rows <= 16` floats.
 #[target_feature(enable = "avx512f")]
-unsafe fn store_column(tile: *const f32, col: usize, parts: usize, rows: usize, o: *mut f32) {
+unsafe fn store_column(
+    tile: *const f32,
+    w: usize,
+    col: usize,
+    parts: usize,
+    rows: usize,
+    o: *mut f32,
+) {
     use std::arch::x86_64::*;
-    let idx = _mm512_set_epi32(
-        240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0,
+    let mask = ((1u32 << rows) - 1) as u16;
+    if w == 1 {
+        return _mm512_mask_storeu_ps(o, mask, _mm512_loadu_ps(tile));
+    }
+    let idx = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(w as i32),
     );
     let mut sum = _mm512_set1_ps(-0.0);
     for s in (0..parts).rev() {
         sum = _mm512_add_ps(sum, _mm512_i32gather_ps::<4>(idx, tile.add(col + s)));
     }
-    _mm512_mask_storeu_ps(o, ((1u32 << rows) - 1) as u16, sum);
+    _mm512_mask_storeu_ps(o, mask, sum);
 }
 
 /// Four 16 x 16 f32 output tiles.
@@ -496,7 +540,7 @@ struct Acc([f32; 4 * T * T]);
 /// # Safety
 /// [`available`] returned true.
 pub unsafe fn peak(iters: usize) -> f64 {
-    let _tiles = Tiles::new();
+    let _tiles = Tiles::new(T);
     asm!(
         "tilezero tmm0",
         "tilezero tmm1",
@@ -531,8 +575,8 @@ mod tests {
         if !available() {
             return println!("skipped: no AMX on this CPU");
         }
-        let (m, k) = (13, 96);
-        let mut x = super::super::simd::tests::rand_vec(m * k, 3);
+        let k = 96;
+        let mut x = super::super::simd::tests::rand_vec(13 * k, 3);
         let special = [
             f32::NAN,
             -f32::NAN,
@@ -546,13 +590,16 @@ mod tests {
             0.1,
         ];
         x[..special.len()].copy_from_slice(&special);
-        for parts in [1, 3] {
-            let len = m.div_ceil(rows_per_group(parts)) * k / KB * TILE;
+        for (parts, m) in [1, 3]
+            .into_iter()
+            .flat_map(|p| [1usize, 2, 5, 13].map(|m| (p, m)))
+        {
+            let len = m.div_ceil(rows_per_group(parts)) * k * width(m, parts);
             let (mut want, mut got) = (vec![bf16::ONE; len], vec![bf16::ONE; len]);
             pack_x_scalar(&x, m, k, parts, &mut want);
             pack_x(&x, m, k, parts, &mut got);
             let bits = |v: &[bf16]| v.iter().map(|b| b.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "parts {parts}");
+            assert_eq!(bits(&got), bits(&want), "parts {parts}, m {m}");
         }
     }
 }
