@@ -34,6 +34,10 @@ pub struct EvolveArgs {
     /// "sft": {...}, "ppm": {...}, "holdout", "eval_limit", "eval_ppm_rollouts", "sft_replay"}.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Precision and threads of the search stages (MCTS synthesis and evaluation); training uses
+    /// the same threads, in f32.
+    #[command(flatten)]
+    pub compute: super::ComputeArgs,
 }
 
 /// Stage lines, and a bar (terminal) or log lines for the long parts.
@@ -102,6 +106,10 @@ impl Shown {
 }
 
 pub fn run(a: EvolveArgs) -> rstar::Result<()> {
+    a.compute.build()?.run(move || evolve_cmd(a))
+}
+
+fn evolve_cmd(a: EvolveArgs) -> rstar::Result<()> {
     let config = match &a.config {
         Some(p) => EvolveConfig::from_file(p)?,
         None => EvolveConfig::default(),
