@@ -60,7 +60,7 @@ typedef struct rstar_model_params {
   // the CPU supports it).
   uint32_t precision;
   // Compute threads of `rstar_model_generate*` and of the engines made from this model: 0 = one
-  // per core (the default).
+  // per core (the default); more than 1024 is `RSTAR_STATUS_INVALID_ARGUMENT`.
   uint32_t threads;
   // Where the model runs: a NUL-terminated "cpu", "cuda" or "cuda:N"; NULL = "cpu". A device
   // this build or machine lacks is `RSTAR_STATUS_DEVICE`.

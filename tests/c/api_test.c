@@ -143,6 +143,10 @@ static int model_params_checks(const rstar_model *model, const char *model_dir,
     mp.precision = 7;
     CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_INVALID_ARGUMENT);
     CHECK(m == NULL && strstr(rstar_last_error_message(), "params.precision") != NULL);
+    mp.precision = 0;
+    mp.threads = 100000;
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(m == NULL && strstr(rstar_last_error_message(), "params.threads") != NULL);
 
     /* An older struct that ends before `device`: the garbage pointer past its end is not read. */
     mp.precision = 0;

@@ -12,6 +12,10 @@ use super::simd::{with_precision, Precision};
 use super::team::Team;
 use crate::error::{Error, Result};
 
+/// The most threads a `Compute` starts. Far more than any CPU this runs on has; a larger count is
+/// a mistake, and tens of thousands of threads exhaust memory (starting them aborted the process).
+const MAX_THREADS: usize = 1024;
+
 /// Matmul precision plus an optional dedicated thread pool.
 #[derive(Debug, Clone, Default)]
 pub struct Compute {
@@ -29,6 +33,11 @@ impl Compute {
     /// A bad `RSTAR_KERNEL` is refused here (see [`super::simd::kernel_from_env`]).
     pub fn new(precision: Precision, threads: usize, field: &str) -> Result<Compute> {
         super::simd::kernel_from_env()?;
+        if threads > MAX_THREADS {
+            return Err(Error::InvalidArgument(format!(
+                "{field} {threads}: at most {MAX_THREADS} threads"
+            )));
+        }
         let pool = if threads == 0 {
             None
         } else {
@@ -105,5 +114,11 @@ mod tests {
             rayon::current_num_threads()
         );
         assert_eq!(super::super::precision(), before);
+    }
+
+    #[test]
+    fn an_absurd_thread_count_is_refused() {
+        let e = Compute::new(Precision::Exact, 100_000, "--threads").unwrap_err();
+        assert!(e.to_string().contains("--threads 100000"), "{e}");
     }
 }
