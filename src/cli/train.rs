@@ -90,6 +90,9 @@ pub struct TrainArgs {
     /// Continue from OUT/checkpoint if it exists.
     #[arg(long)]
     pub resume: bool,
+    /// Compute threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 fn config(a: &TrainArgs) -> TrainConfig {
@@ -197,6 +200,16 @@ impl TrainProgress {
 /// Trains, printing progress on stderr (a bar on a terminal, log lines otherwise), and saves the
 /// model to `--out`.
 pub fn run(args: TrainArgs) -> rstar::Result<()> {
+    // Training computes in f32 on its own kernels; the `Compute` gives it the thread count.
+    rstar::backend::cpu::Compute::new(
+        rstar::backend::cpu::Precision::Exact,
+        args.threads,
+        "--threads",
+    )?
+    .run(move || train_cmd(args))
+}
+
+fn train_cmd(args: TrainArgs) -> rstar::Result<()> {
     let (mut trainer, prep) = prepare(
         &args.model,
         &args.data,
