@@ -440,9 +440,10 @@ impl Model {
             layer.down.forward(act, t, proj);
             cpu::for_rows(x, h, proj, h, cpu::add_inplace);
         }
-        cpu::rms_norm(x, &self.final_norm, eps, normed);
-        out.clear();
-        out.extend_from_slice(normed);
+        // The final norm writes straight into `out` (its length set without touching its capacity
+        // once it has held a batch of this size).
+        out.resize(t * h, 0.0);
+        cpu::rms_norm(x, &self.final_norm, eps, out);
         Ok(())
     }
 
