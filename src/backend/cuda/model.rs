@@ -112,6 +112,25 @@ struct Scratch {
     idx: CudaSlice<u32>,
 }
 
+/// The device sampler's buffers (grow-only, reused every step): the rows sampled from, their
+/// logits, the sampler's scratch, the per-row settings (as 32-bit words) and the ids.
+#[derive(Debug)]
+struct SampleBufs {
+    rows: usize,
+    x: CudaSlice<f32>,
+    logits: CudaSlice<f32>,
+    scratch: CudaSlice<f32>,
+    params: CudaSlice<u32>,
+    ids: CudaSlice<u32>,
+}
+
+/// Where the rows to sample from are: rows (by index) of a device buffer `[_, hidden]`, or
+/// `[n, hidden]` on the host.
+enum Rows<'a> {
+    Device(&'a CudaSlice<f32>, &'a [usize]),
+    Host(&'a [f32]),
+}
+
 /// What a captured forward pass depends on besides buffer addresses (tracked by the generation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct GraphKey {
@@ -164,6 +183,7 @@ pub struct CudaModel {
     half: usize,
     tuner: GemmTuner,
     scratch: Mutex<Option<Scratch>>,
+    sample_bufs: Mutex<Option<SampleBufs>>,
     /// GEMM inputs as bf16 rows, and the stacked-halves product of the exact mode (grow-only).
     gemm_bufs: Mutex<(CudaSlice<u16>, CudaSlice<f32>)>,
     /// Bumped whenever a buffer the forward pass uses is reallocated.
@@ -224,6 +244,7 @@ impl CudaModel {
             cfg: model.config.clone(),
             tuner: GemmTuner::default(),
             scratch: Mutex::new(None),
+            sample_bufs: Mutex::new(None),
             gemm_bufs: Mutex::new((ops::zeros(g, 1)?, ops::zeros(g, 1)?)),
             generation: AtomicU64::new(0),
             graphs: Mutex::new(HashMap::new()),
@@ -306,6 +327,7 @@ impl CudaModel {
             cfg,
             tuner: GemmTuner::default(),
             scratch: Mutex::new(None),
+            sample_bufs: Mutex::new(None),
             gemm_bufs: Mutex::new((ops::zeros(g, 1)?, ops::zeros(g, 1)?)),
             generation: AtomicU64::new(0),
             graphs: Mutex::new(HashMap::new()),
@@ -705,23 +727,15 @@ impl CudaModel {
                 "one sampling setting per sequence".into(),
             ));
         }
-        let g = &*self.gpu;
-        let h = self.cfg.hidden_size;
-        let n = chunks.len();
         let guard = self.forward_device(tokens, chunks, kv, block_size)?;
         let s = guard.as_ref().expect("scratch");
-        let mut last = ops::zeros::<f32>(g, n * h)?;
+        let mut ends = Vec::with_capacity(chunks.len());
         let mut end = 0;
-        for (i, ch) in chunks.iter().enumerate() {
+        for ch in chunks {
             end += ch.len;
-            g.stream
-                .memcpy_dtod(
-                    &s.normed.slice((end - 1) * h..end * h),
-                    &mut last.slice_mut(i * h..(i + 1) * h),
-                )
-                .map_err(|e| Error::Device(format!("copy: {e:?}")))?;
+            ends.push(end - 1);
         }
-        let ids = self.sample_rows(ops::ptr(g, &last, 0), n, params)?;
+        let ids = self.sample_rows(Rows::Device(&s.normed, &ends), params)?;
         drop(guard);
         Ok(ids)
     }
@@ -739,30 +753,68 @@ impl CudaModel {
         if params.is_empty() {
             return Ok(Vec::new());
         }
-        let g = &*self.gpu;
-        let x = ops::upload(g, hidden)?;
-        self.sample_rows(ops::ptr(g, &x, 0), params.len(), params)
+        self.sample_rows(Rows::Host(hidden), params)
     }
 
-    /// LM head over `n` device rows at `x`, then one sampled id per row (`params[i]` for row `i`).
-    fn sample_rows(&self, x: Ptr, n: usize, params: &[ops::SampleParams]) -> Result<Vec<u32>> {
+    /// LM head over the rows, then one sampled id per row (`params[i]` for row `i`), in the
+    /// sampler's grow-only buffers: no device allocation per step once the largest batch was seen.
+    fn sample_rows(&self, rows: Rows<'_>, params: &[ops::SampleParams]) -> Result<Vec<u32>> {
         let head = self.head()?;
         let g = &*self.gpu;
-        let logits = self.head_logits(x, n)?;
-        let scratch = ops::zeros::<f32>(g, n * head.n)?;
-        let d_params = ops::upload(g, bytemuck::cast_slice::<_, u32>(params))?;
-        let ids = ops::zeros::<u32>(g, n)?;
+        let h = self.cfg.hidden_size;
+        let n = params.len();
+        let words = std::mem::size_of::<ops::SampleParams>() / 4;
+        let dev = |e| Error::Device(format!("sampler copy: {e:?}"));
+        let mut guard = self.sample_bufs.lock().expect("sampler buffers");
+        if guard.as_ref().is_none_or(|b| b.rows < n) {
+            let cap = n.next_power_of_two();
+            *guard = Some(SampleBufs {
+                rows: cap,
+                x: ops::zeros(g, cap * h)?,
+                logits: ops::zeros(g, cap * head.n)?,
+                scratch: ops::zeros(g, cap * head.n)?,
+                params: ops::zeros(g, cap * words)?,
+                ids: ops::zeros(g, cap)?,
+            });
+        }
+        let b = guard.as_mut().expect("sampler buffers");
+        match rows {
+            Rows::Device(src, idx) => {
+                for (i, &r) in idx.iter().enumerate() {
+                    g.stream
+                        .memcpy_dtod(
+                            &src.slice(r * h..(r + 1) * h),
+                            &mut b.x.slice_mut(i * h..(i + 1) * h),
+                        )
+                        .map_err(dev)?;
+                }
+            }
+            Rows::Host(x) => g
+                .stream
+                .memcpy_htod(x, &mut b.x.slice_mut(..n * h))
+                .map_err(dev)?,
+        }
+        g.stream
+            .memcpy_htod(
+                bytemuck::cast_slice::<_, u32>(params),
+                &mut b.params.slice_mut(..n * words),
+            )
+            .map_err(dev)?;
+        let logits = ops::ptr(g, &b.logits, 0);
+        self.matmul(head, ops::ptr(g, &b.x, 0), n, logits, head.n, 0, &mut false)?;
         ops::sample(
             g,
-            ops::ptr(g, &logits, 0),
-            ops::ptr(g, &d_params, 0),
+            logits,
+            ops::ptr(g, &b.params, 0),
             head.n,
-            ops::ptr(g, &scratch, 0),
-            ops::ptr(g, &ids, 0),
+            ops::ptr(g, &b.scratch, 0),
+            ops::ptr(g, &b.ids, 0),
             n,
         )?;
-        let mut out = ops::download(g, &ids)?;
-        out.truncate(n);
+        let mut out = vec![0u32; n];
+        g.stream
+            .memcpy_dtoh(&b.ids.slice(..n), &mut out)
+            .map_err(dev)?;
         Ok(out)
     }
 
