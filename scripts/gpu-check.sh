@@ -123,18 +123,22 @@ if [[ " $flags " == *" avx512f "* ]]; then
     RAYON_NUM_THREADS=2 RSTAR_BENCH_REPEATS=3 "$BIN/kernels" gemm 2>&1 | grep -E "gemm|kernel " || status=1
     Q05=${GPU_CHECK_MODEL_DIR:-/tmp/rstar-q05}
     [ -f "$Q05/model.safetensors" ] || "$BIN/make_bench_model" qwen2.5-0.5b "$Q05" || status=1
+    # 2 threads (the issue's machine) and every core of this one.
+    for threads in 2 $(nproc); do
     for prec in exact fast; do
-        "$BIN/rstar" bench --model "$Q05" --threads 2 --precision $prec --prompt-tokens 512 \
-            --decode-tokens 16 --batch 1,16,32 --repeats 3 --json > "$OUTDIR/cpu-bench-$prec.json" || status=1
-        python3 - "$OUTDIR/cpu-bench-$prec.json" <<'PY' || true
+        echo "-- $threads threads, $prec"
+        "$BIN/rstar" bench --model "$Q05" --threads $threads --precision $prec --prompt-tokens 512 \
+            --decode-tokens 16 --batch 1,16,32 --repeats 3 --json > "$OUTDIR/cpu-bench-$threads-$prec.json" || status=1
+        python3 - "$OUTDIR/cpu-bench-$threads-$prec.json" <<'PY' || true
 import json, sys
 b = json.load(open(sys.argv[1]))
-print(json.dumps(b["limits"]), "weight_bytes", b["weight_bytes"])
+print(json.dumps(b["limits"]), "weight_bytes", b["weight_bytes"], "kernel", b.get("kernel"))
 for p in b["prefill"]:
     print("prefill %d: %s" % (p["tokens"], {k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()}))
 for d in b["decode"]:
     print("decode batch %d: %s" % (d["batch"], {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}))
 PY
+    done
     done
 fi
 fi
