@@ -12,7 +12,8 @@
 //! - sampling one token (temperature 1, no top-k/top-p) from a 151936-entry vocabulary: time per
 //!   draw against one argmax pass over the same logits, timed in the same run.
 //!
-//! `RSTAR_KERNEL` picks the path as everywhere else; `RSTAR_BENCH_REPEATS` (default 5) the repeats.
+//! `RSTAR_KERNEL` picks the path as everywhere else; `RSTAR_BENCH_REPEATS` (default 5) the repeats;
+//! `RAYON_NUM_THREADS` the threads (the parallel sections run on a `Compute`'s team, as in a model).
 //! A FILTER (substring of a line's name) runs only the matching lines.
 
 use std::time::Instant;
@@ -96,6 +97,20 @@ fn report_vs(label: &str, gflop_s: f64, best: f64, peak: f64, of: &str) {
 }
 
 fn main() {
+    // As in a model run: the parallel sections go to the spinning team of a `Compute` (its thread
+    // count is rayon's, so `RAYON_NUM_THREADS` sets it). On rayon's pool each section woke a
+    // sleeping worker, and a small matmul then timed at half speed in some runs and not in others.
+    let compute = match cpu::Compute::new(cpu::precision(), 0, "RAYON_NUM_THREADS") {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    compute.run(run);
+}
+
+fn run() {
     let filter = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
