@@ -326,7 +326,7 @@ pub(super) fn run_job<X, W>(
     // Batch 1 streams the weights once: chunks only fine enough that every thread gets several.
     // Otherwise the GEMM's chunk, which stays in L2 while every row passes over it.
     let chunk = if job.m > 1 {
-        gemm_chunk()
+        gemm_chunk(job.k, packed.is_some())
     } else {
         n.div_ceil(threads * 4).max(8).next_multiple_of(GEMM_CHUNK)
     };
@@ -398,21 +398,31 @@ pub(super) trait Dot {
 
 /// Weight rows per parallel chunk when `m > 1`: a multiple of every path's tile widths (3 and 4
 /// GEMM columns, 8 GEMV columns), small enough that the chunk stays in L2 (for `k` up to about
-/// 5000 in f32) while every row tile passes over it, and fine enough to balance the threads.
+/// 2700 in f32) while every row tile passes over it, and fine enough to balance the threads.
 /// (Walking `k` in L1-sized blocks with the accumulators kept live measured slower here.)
 pub(super) const GEMM_CHUNK: usize = 24;
 
-/// [`GEMM_CHUNK`], or `RSTAR_GEMM_CHUNK` rounded up to a multiple of it (a tuning knob for CPUs
-/// whose caches differ from the 2-core Zen 3 VM the default was measured on). Read once.
-fn gemm_chunk() -> usize {
-    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CHUNK.get_or_init(|| {
+/// Weight rows per chunk of a matmul with `m > 1` and rows of `k` elements: [`GEMM_CHUNK`], halved
+/// where packed f32 chunks of 24 rows would pass 256 KiB (the down projection, k = 4864: on the
+/// 2-core Zen 5 VM its `exact` m = 512 GEMM went from 290-312 to 328-343 GFLOP/s, and the 512-token
+/// `exact` prefill from 403-415 to 431-438 tok/s, 3 rounds alternating builds; the other shapes
+/// lost 0-17% at 12 rows, and the `fast` kernels' gains at 12 rows, 5-20% in the kernel benchmark,
+/// did not show in the model's prefill). `RSTAR_GEMM_CHUNK` overrides it (rounded up to a
+/// multiple of 12), read once.
+fn gemm_chunk(k: usize, packed: bool) -> usize {
+    static CHUNK: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let set = CHUNK.get_or_init(|| {
         std::env::var("RSTAR_GEMM_CHUNK")
             .ok()
             .and_then(|s| s.parse::<usize>().ok())
             .filter(|&c| c > 0)
-            .map_or(GEMM_CHUNK, |c| c.next_multiple_of(GEMM_CHUNK))
-    })
+            .map(|c| c.next_multiple_of(GEMM_CHUNK / 2))
+    });
+    match *set {
+        Some(c) => c,
+        None if packed && 4 * k * GEMM_CHUNK > 256 << 10 => GEMM_CHUNK / 2,
+        None => GEMM_CHUNK,
+    }
 }
 
 /// One `R x C` tile at input row `i`, weight row `j`: each accumulator walks `k` in vector steps,
@@ -1054,6 +1064,8 @@ pub(super) mod tests {
             // Packed weights (m >= PACK_MIN_M), long rows with a tail.
             (17, 61, 1100),
             (2, 50, 1037),
+            // Packed chunks of 12 rows (24 rows of f32 would pass 256 KiB), a partial last chunk.
+            (16, 29, 2816),
             // k a multiple of 32 (the AMX path): odd activation groups, a partial weight tile.
             (33, 70, 256),
             (1, 40, 64),
