@@ -137,3 +137,34 @@ fn timeout_output_and_nonblocking_api() {
     let r = ex.run("1 + 2");
     assert_eq!(r.stdout.trim(), "3");
 }
+
+/// An interpreter that dies before its worker says hello: `Executor::new` fails (after one more
+/// try) with the exit status and what it wrote to stderr, instead of a bare "did not start".
+#[cfg(unix)]
+#[test]
+fn a_worker_that_dies_at_start_is_reported_with_its_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    if std::env::var_os("RSTAR_PYTHON").is_some_and(|v| !v.is_empty()) {
+        eprintln!("skipping: RSTAR_PYTHON overrides the configured interpreter");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("python");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'ImportError: no module named boom' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = Executor::new(ExecConfig {
+        python: Some(fake),
+        workers: 1,
+        ..Default::default()
+    })
+    .err()
+    .expect("a dead interpreter cannot make an executor")
+    .to_string();
+    assert!(e.contains("exited before it started, twice"), "{e}");
+    assert!(e.contains("ImportError: no module named boom"), "{e}");
+    assert!(e.contains("exit status: 3"), "{e}");
+}

@@ -182,6 +182,16 @@ pub struct Executor {
     python: PathBuf,
 }
 
+/// Lines of a worker's stderr kept for its start-up error.
+const STDERR_LINES: usize = 12;
+
+/// Why a worker did not start: it exited before its hello (exit status and stderr tail), or
+/// anything else (no interpreter, a timeout, a bad hello).
+enum StartError {
+    Exited(String),
+    Other(Error),
+}
+
 /// One live worker process and the thread reading its replies.
 struct Worker {
     child: Child,
@@ -192,7 +202,30 @@ struct Worker {
 }
 
 impl Worker {
+    /// [`Worker::try_start`], once more when the first worker exits before its hello (seen once
+    /// in CI under a parallel test load; its stderr was not kept then): a worker that cannot
+    /// start at all fails both times, and the error carries both tails of its stderr.
     fn start(python: &PathBuf, slot: usize, cfg: &ExecConfig) -> Result<(Worker, WorkerInfo)> {
+        match Worker::try_start(python, slot, cfg) {
+            Err(StartError::Exited(first)) => {
+                Worker::try_start(python, slot, cfg).map_err(|e| match e {
+                    StartError::Exited(again) => Error::Exec(format!(
+                        "Python worker `{}` exited before it started, twice (is it Python 3.9+?): {first}; then: {again}",
+                        python.display()
+                    )),
+                    StartError::Other(e) => e,
+                })
+            }
+            Err(StartError::Other(e)) => Err(e),
+            Ok(w) => Ok(w),
+        }
+    }
+
+    fn try_start(
+        python: &PathBuf,
+        slot: usize,
+        cfg: &ExecConfig,
+    ) -> std::result::Result<(Worker, WorkerInfo), StartError> {
         let mut child = Command::new(python)
             .arg("-I")
             .arg("-c")
@@ -207,18 +240,37 @@ impl Worker {
             .env("LANG", "C.UTF-8")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
-                Error::Exec(format!(
+                StartError::Other(Error::Exec(format!(
                     "cannot start Python interpreter `{}`: {e}; install python3 or run `rstar setup-python`, or set RSTAR_PYTHON",
                     python.display()
-                ))
+                )))
             })?;
-        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
-            (Some(i), Some(o)) => (i, o),
-            _ => return Err(Error::Exec("worker pipes missing".into())),
-        };
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => {
+                    return Err(StartError::Other(Error::Exec(
+                        "worker pipes missing".into(),
+                    )))
+                }
+            };
+        // The last lines the worker wrote to stderr (it writes there only when something went
+        // wrong), drained for its whole life so the pipe never fills.
+        let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+        let keep = Arc::clone(&tail);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut t = keep.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == STDERR_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line.chars().take(400).collect());
+            }
+        });
         let (tx, lines) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -236,16 +288,33 @@ impl Worker {
         };
         let hello = match w.lines.recv_timeout(Duration::from_secs(120)) {
             Ok(l) => l,
-            Err(_) => {
+            Err(RecvTimeoutError::Timeout) => {
                 w.kill();
-                return Err(Error::Exec(format!(
-                    "Python worker `{}` did not start (is it Python 3.9+?)",
+                return Err(StartError::Other(Error::Exec(format!(
+                    "Python worker `{}` did not start within 120 s (is it Python 3.9+?)",
                     python.display()
+                ))));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                // Reaped here (or killed after a grace period); `wait` then returns the status.
+                w.kill();
+                let status = w
+                    .child
+                    .wait()
+                    .map_or_else(|e| e.to_string(), |s| s.to_string());
+                // Its stderr reader may still be taking the last lines: a moment for them.
+                std::thread::sleep(Duration::from_millis(50));
+                let lines = tail.lock().unwrap_or_else(|p| p.into_inner());
+                let said = Vec::from(lines.clone()).join(" | ");
+                return Err(StartError::Exited(format!(
+                    "{status}, stderr: {}",
+                    if said.is_empty() { "(empty)" } else { &said }
                 )));
             }
         };
-        let info: WorkerInfo = serde_json::from_str(&hello)
-            .map_err(|e| Error::Exec(format!("bad hello from worker: {e}: {hello}")))?;
+        let info: WorkerInfo = serde_json::from_str(&hello).map_err(|e| {
+            StartError::Other(Error::Exec(format!("bad hello from worker: {e}: {hello}")))
+        })?;
         Ok((w, info))
     }
 
