@@ -405,7 +405,7 @@ pub(super) const GEMM_CHUNK: usize = 24;
 /// Weight rows per chunk of a matmul with `m > 1` and rows of `k` elements: [`GEMM_CHUNK`], halved
 /// where packed f32 chunks of 24 rows would pass 256 KiB (the down projection, k = 4864: on the
 /// 2-core Zen 5 VM its `exact` m = 512 GEMM went from 290-312 to 328-343 GFLOP/s, and the 512-token
-/// `exact` prefill from 403-415 to 431-438 tok/s, 3 rounds alternating builds; the other shapes
+/// `exact` prefill from 403-441 to 431-466 tok/s, 9 rounds alternating builds; the other shapes
 /// lost 0-17% at 12 rows, and the `fast` kernels' gains at 12 rows, 5-20% in the kernel benchmark,
 /// did not show in the model's prefill). `RSTAR_GEMM_CHUNK` overrides it (rounded up to a
 /// multiple of 12), read once.
