@@ -13,6 +13,8 @@ use crate::model::weights::{Weight, WeightData};
 #[cfg(target_arch = "x86_64")]
 mod amx;
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod bcast;
 pub mod bench;
 pub mod compute;
 pub mod memory;
@@ -157,25 +159,35 @@ pub fn matmul_with(
         return;
     }
     let out = out[col0..].as_mut_ptr();
+    // `go!(weights, block[, packed block, widen[, broadcast GEMM on the widened chunk]])`, or
+    // `go!(@bcast weights, block, broadcast GEMM)` for a path with one on the stored weights.
     macro_rules! go {
         ($v:expr, $f:expr) => {
-            go!($v, $f, None)
+            go!(@run $v, $f, None, None)
+        };
+        (@bcast $v:expr, $f:expr, $b:expr) => {
+            go!(@run $v, $f, None, $b)
         };
         ($v:expr, $f:expr, $packed:ident, $widen:ident) => {
+            go!($v, $f, $packed, $widen, None)
+        };
+        ($v:expr, $f:expr, $packed:ident, $widen:ident, $bc:expr) => {
             go!(
+                @run
                 $v,
                 $f,
                 Some(simd::Packed {
                     block: $packed,
                     widen: simd::$widen,
-                })
+                }),
+                $bc
             )
         };
-        ($v:expr, $f:expr, $p:expr) => {{
+        (@run $v:expr, $f:expr, $p:expr, $b:expr) => {{
             let v = $v;
             assert!(v.len() >= n * k);
             let job = simd::Job::new(x.as_ptr(), m, k, v.as_ptr(), out, ld);
-            simd::run_job(&job, n, $f, $p)
+            simd::run_job(&job, n, $f, $p, $b)
         }};
     }
     match (kern, w.data()) {
@@ -207,25 +219,41 @@ pub fn matmul_with(
                     n,
                     simd::x86::block_avx512bf16::<simd::x86::DpBf16>,
                     None,
+                    Some(simd::Bcast {
+                        gemm: simd::x86::gemm_avx512bf16::<simd::x86::DpBf16, bcast::Raw<bf16>>,
+                        pack_x: bcast::pack_x::<bcast::Raw<bf16>>,
+                        step: 32,
+                    }),
                 )
             })
         }
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx, d) => {
-            let f32s = simd::x86::block_avx512::<simd::x86::Avx512F32>;
+            use simd::x86::{gemm_avx512, Avx512F32};
+            let f32s = simd::x86::block_avx512::<Avx512F32>;
+            // The broadcast GEMM with f32 activations, reading weights of `S`.
+            fn gemm<S: bcast::Src>(_: Kernel) -> Option<simd::Bcast<f32, S::T>> {
+                Some(simd::Bcast {
+                    gemm: gemm_avx512::<Avx512F32, S>,
+                    pack_x: bcast::pack_x::<bcast::Raw<f32>>,
+                    step: 16,
+                })
+            }
             match d {
-                WeightData::F32(v) => go!(v, f32s),
+                WeightData::F32(v) => go!(@bcast v, f32s, gemm::<bcast::Raw<f32>>(kern)),
                 WeightData::BF16(v) => go!(
                     v,
                     simd::x86::block_avx512::<simd::x86::Avx512Bf16W>,
                     f32s,
-                    widen_bf16
+                    widen_bf16,
+                    gemm::<bcast::WideBf16>(kern)
                 ),
                 WeightData::F16(v) => go!(
                     v,
                     simd::x86::block_avx512::<simd::x86::Avx512F16>,
                     f32s,
-                    widen_f16
+                    widen_f16,
+                    gemm::<bcast::WideF16>(kern)
                 ),
             }
         }

@@ -240,6 +240,8 @@ pub(super) struct Job<X, W> {
     /// them there instead of waiting on memory.
     ahead: *const i8,
     ahead_len: usize,
+    /// The inputs packed for the broadcast GEMM (`bcast::pack`), or null.
+    pub xp: *const u32,
 }
 
 impl<X, W> Job<X, W> {
@@ -255,9 +257,17 @@ impl<X, W> Job<X, W> {
             stream: true,
             ahead: std::ptr::null(),
             ahead_len: 0,
+            xp: std::ptr::null(),
         }
     }
 }
+
+impl<X, W> Clone for Job<X, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X, W> Copy for Job<X, W> {}
 
 // SAFETY: a `Job` is shared between rayon tasks that write disjoint column ranges of `out` and only
 // read `x` and `w`, which outlive the parallel section (it ends before `matmul` returns).
@@ -275,8 +285,22 @@ pub(super) struct Packed<X, W> {
     pub widen: fn(&[W], &mut [f32]),
 }
 
+/// A path's broadcast GEMM (`bcast.rs`): the block function, which packs each chunk of weight rows
+/// itself, and the packing of the inputs, `step` elements per 16 units.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct Bcast<X, W> {
+    pub gemm: BlockFn<X, W>,
+    pub pack_x: unsafe fn(*const X, usize, usize, &mut [u32]),
+    pub step: usize,
+}
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) struct Bcast<X, W>(std::marker::PhantomData<(X, W)>);
+
 /// Rows from which a matmul packs its weights when it has a [`Packed`] variant.
 const PACK_MIN_M: usize = 16;
+
+/// Rows from which a matmul runs the broadcast GEMM where its path has one (`bcast.rs`).
+const BCAST_MIN_M: usize = 32;
 
 pub(super) fn widen_bf16(w: &[bf16], out: &mut [f32]) {
     #[inline(always)]
@@ -307,29 +331,68 @@ pub(super) fn widen_f16(w: &[f16], out: &mut [f32]) {
 thread_local! {
     /// A chunk of weight rows widened to f32 (grows to the largest chunk, then reused).
     static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The inputs packed for the broadcast GEMM (grows to the largest, then reused).
+    static BCAST_X: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `block` over column chunks of `n` on the rayon pool: for batch 1, chunks small enough for
 /// every thread to get several (GEMV is bandwidth bound; both cores must stream); for `m > 1`,
 /// [`GEMM_CHUNK`] weight rows, which stay in L2 while all `m` inputs pass over them.
 /// With `packed` and at least [`PACK_MIN_M`] rows, each chunk is widened first (see [`Packed`]).
+/// With a broadcast GEMM for the path and at least [`BCAST_MIN_M`] rows, the inputs are packed once
+/// and every chunk runs it instead (no widening: it packs its chunks itself), with the same results
+/// bit for bit (see `bcast.rs`).
 /// No allocation once the per-thread buffers have grown.
 pub(super) fn run_job<X, W>(
     job: &Job<X, W>,
     n: usize,
     block: BlockFn<X, W>,
     packed: Option<Packed<X, W>>,
+    bcast: Option<Bcast<X, W>>,
 ) {
-    let threads = super::team::threads().max(1);
-    let work = job.m * n * job.k;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bcast.filter(|b| job.m >= BCAST_MIN_M && job.k >= b.step && bcast_enabled()) {
+        return super::with_scratch(&BCAST_X, |buf| {
+            let buf = super::aligned(buf, super::bcast::packed_len(job.m, job.k, b.step), 1 << 14);
+            // SAFETY: `job.x` holds `m * k` inputs (the caller's guarantee); `buf` is as long as
+            // `packed_len` says; the path's CPU features are present (it was chosen as available).
+            unsafe { (b.pack_x)(job.x, job.m, job.k, buf) };
+            let with = Job {
+                xp: buf.as_ptr(),
+                ..*job
+            };
+            run_chunks(&with, n, b.gemm, None, super::bcast::chunk(job.k))
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bcast;
     let packed = packed.filter(|_| job.m >= PACK_MIN_M);
-    // Batch 1 streams the weights once: chunks only fine enough that every thread gets several.
-    // Otherwise the GEMM's chunk, which stays in L2 while every row passes over it.
     let chunk = if job.m > 1 {
         gemm_chunk(job.k, packed.is_some())
     } else {
+        let threads = super::team::threads().max(1);
         n.div_ceil(threads * 4).max(8).next_multiple_of(GEMM_CHUNK)
     };
+    run_chunks(job, n, block, packed, chunk)
+}
+
+/// Whether the broadcast GEMM runs (`RSTAR_BCAST=0` turns it off, read once: for comparisons).
+fn bcast_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RSTAR_BCAST").map_or(true, |v| v != "0"))
+}
+
+/// [`run_job`] once the algorithm is chosen: `block` (or the packed variant's) over column chunks
+/// of `chunk` weight rows.
+fn run_chunks<X, W>(
+    job: &Job<X, W>,
+    n: usize,
+    block: BlockFn<X, W>,
+    packed: Option<Packed<X, W>>,
+    chunk: usize,
+) {
+    let threads = super::team::threads().max(1);
+    let work = job.m * n * job.k;
     let chunks = n.div_ceil(chunk);
     let one = |c: usize| {
         let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(n));
@@ -359,6 +422,7 @@ pub(super) fn run_job<X, W>(
                     // SAFETY: weight rows `n0..n1 <= n` lie inside `job.w` (empty at the end).
                     ahead: unsafe { job.w.add(n0 * k) } as *const i8,
                     ahead_len: (n1 - n0) * k * std::mem::size_of::<W>(),
+                    xp: std::ptr::null(),
                 };
                 // SAFETY: `sub` covers the same inputs and outputs as columns `j0..j1` of `job`,
                 // with its `j1 - j0` weight rows in `buf`.
@@ -732,6 +796,14 @@ pub(super) mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// Sum of the 16 lanes in a fixed order: the two halves lane by lane, then [`hsum256`]. The
+    /// broadcast GEMM (`bcast.rs`) sums its 16 passes in the same tree.
+    #[inline(always)]
+    pub(in crate::backend::cpu) unsafe fn hsum512(a: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+        hsum256(_mm256_add_ps(_mm512_castps512_ps256(a), hi))
+    }
+
     dot_f32x!(
         Avx2F32,
         f32,
@@ -778,7 +850,7 @@ pub(super) mod x86 {
         _mm512_loadu_ps,
         _mm512_fmadd_ps,
         |p| _mm512_loadu_ps(p),
-        |a| _mm512_reduce_add_ps(a)
+        |a| hsum512(a)
     );
     dot_f32x!(
         Avx512Bf16W,
@@ -792,7 +864,7 @@ pub(super) mod x86 {
             _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
             16
         )),
-        |a| _mm512_reduce_add_ps(a)
+        |a| hsum512(a)
     );
     dot_f32x!(
         Avx512F16,
@@ -803,7 +875,7 @@ pub(super) mod x86 {
         _mm512_loadu_ps,
         _mm512_fmadd_ps,
         |p| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
-        |a| _mm512_reduce_add_ps(a)
+        |a| hsum512(a)
     );
 
     /// bf16 activations x bf16 weights with `vdpbf16ps` (pairs of products summed into f32 lanes).
@@ -834,7 +906,7 @@ pub(super) mod x86 {
         }
         #[inline(always)]
         unsafe fn hsum(a: __m512) -> f32 {
-            _mm512_reduce_add_ps(a)
+            hsum512(a)
         }
         #[inline(always)]
         fn xf(x: bf16) -> f32 {
@@ -844,6 +916,57 @@ pub(super) mod x86 {
         fn wf(w: bf16) -> f32 {
             w.to_f32()
         }
+    }
+
+    use super::super::bcast;
+
+    impl bcast::Units for Avx512F32 {
+        #[inline(always)]
+        unsafe fn xu(v: __m512i) -> __m512 {
+            _mm512_castsi512_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn wu(v: __m512i) -> __m512 {
+            _mm512_castsi512_ps(v)
+        }
+    }
+    impl bcast::Units for DpBf16 {
+        #[inline(always)]
+        unsafe fn xu(v: __m512i) -> __m512bh {
+            // SAFETY (caller): __m512bh is 64 bytes like __m512i.
+            std::mem::transmute::<__m512i, __m512bh>(v)
+        }
+        #[inline(always)]
+        unsafe fn wu(v: __m512i) -> __m512bh {
+            Self::xu(v)
+        }
+    }
+
+    /// AVX-512 broadcast GEMM entry point (see `bcast.rs`).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F/BW; `jb` and `j0..j1` are in bounds (see [`Job`]) and `jb.xp`
+    /// holds its packed inputs.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn gemm_avx512<D: bcast::Units, S: bcast::Src>(
+        jb: &Job<D::X, S::T>,
+        j0: usize,
+        j1: usize,
+    ) {
+        bcast::gemm::<D, S>(jb, j0, j1)
+    }
+
+    /// AVX512_BF16 broadcast GEMM entry point (see `bcast.rs`).
+    ///
+    /// # Safety
+    /// As [`gemm_avx512`], and the CPU supports AVX512_BF16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn gemm_avx512bf16<D: bcast::Units, S: bcast::Src>(
+        jb: &Job<D::X, S::T>,
+        j0: usize,
+        j1: usize,
+    ) {
+        bcast::gemm::<D, S>(jb, j0, j1)
     }
 
     /// AVX2 entry point: 4x3 GEMM tiles (12 accumulators of 16 ymm), 1x8 GEMV tiles.
@@ -1068,6 +1191,11 @@ pub(super) mod tests {
             (16, 29, 2816),
             // k a multiple of 32 (the AMX path): odd activation groups, a partial weight tile.
             (33, 70, 256),
+            // The broadcast GEMM (m >= 32 on AVX-512): a tail of k, weight rows left over from
+            // 12-row tiles (4-row and 1-row tiles), several chunks, a partial last row tile.
+            (40, 29, 1037),
+            (70, 101, 96),
+            (34, 30, 2816),
             (1, 40, 64),
         ] {
             let x = rand_vec(m * k, (m * 1000 + k) as u64);
