@@ -235,11 +235,11 @@ pub(super) struct Job<X, W> {
     pub ld: usize,
     /// The weights are read from memory (the mmap), not from a packed chunk hot in L2.
     stream: bool,
-    /// A packed chunk's job: the next chunk's stored weights (`ahead_len` bytes, or null), which
+    /// A packed chunk's job, or a broadcast GEMM's: the next chunk's stored weights (`ahead_len` bytes, or null), which
     /// its tiles prefetch into L2 a slice each while they compute, so the next widening finds
     /// them there instead of waiting on memory.
-    ahead: *const i8,
-    ahead_len: usize,
+    pub ahead: *const i8,
+    pub ahead_len: usize,
     /// The inputs packed for the broadcast GEMM (`bcast::pack`), or null.
     pub xp: *const u32,
 }
@@ -428,6 +428,19 @@ fn run_chunks<X, W>(
                 // with its `j1 - j0` weight rows in `buf`.
                 unsafe { (p.block)(&sub, 0, j1 - j0) }
             }),
+            // The broadcast GEMM reads its chunk's weights once, to pack them: its tiles prefetch
+            // the next chunk's (as the packed path's do), so that packing finds them in L2.
+            None if !job.xp.is_null() => {
+                let n1 = (j1 + chunk).min(n);
+                let sub = Job {
+                    // SAFETY: weight rows `j1..n1 <= n` lie inside `job.w` (empty at the end).
+                    ahead: unsafe { job.w.add(j1 * job.k) } as *const i8,
+                    ahead_len: (n1 - j1) * job.k * std::mem::size_of::<W>(),
+                    ..*job
+                };
+                // SAFETY: as below; `sub` differs from `job` in its prefetch range only.
+                unsafe { block(&sub, j0, j1) }
+            }
             // SAFETY: `j0..j1` lies inside `0..n` and chunks are disjoint; the caller of `run_job`
             // guarantees `job` covers `[m, k]` inputs, `[n, k]` weights and `m` output rows of
             // `ld >= n`.
