@@ -3,7 +3,9 @@
 //! Work is split into items of one query row and one KV head: the `group` query heads that share
 //! that KV head read its keys and values together (once from memory, then from L1). An item's
 //! arithmetic depends only on its query row, its positions and the cache, never on the batch, so a
-//! sequence's results are the same alone or batched. [`attention_scalar`] is the reference the SIMD
+//! sequence's results are the same alone or batched. On AVX-512 each call first transposes every
+//! sequence's keys (`[head_dim][position]`), so that an item's scores come 16 keys to a vector with
+//! no horizontal sums; the transpose is shared by all the sequence's query rows in a prefill. [`attention_scalar`] is the reference the SIMD
 //! path is tested against: per head, scores, softmax, then the probability-weighted sum of values.
 
 use super::simd::{kernel, Kernel};
@@ -88,9 +90,6 @@ fn attention_with(
 ) {
     // The caller's row table, reused between calls (no allocation per layer).
     super::with_scratch(&OWNER, |owner| {
-        let qd = s.n_heads * s.head_dim;
-        let group = s.n_heads / s.n_kv_heads;
-        let gw = group * s.head_dim;
         // (sequence, index within it) of every query row.
         owner.clear();
         owner.extend(
@@ -99,56 +98,180 @@ fn attention_with(
                 .flat_map(|(si, sq)| (0..sq.len).map(move |t| (si, t))),
         );
         let owner = &*owner;
+        #[cfg(target_arch = "x86_64")]
+        if matches!(kern, Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx)
+            && matches!(s.head_dim, 64 | 128)
+        {
+            // The keys transposed once per call, shared by every item of their sequence.
+            return super::with_scratch(&KT, |(kt, off)| {
+                transpose_all(k, seqs, &s, kt, off);
+                let (kt, off) = (&*kt, &*off);
+                run_items(q, seqs, s, owner, out, |it, g, si, o| {
+                    let npad = (off[si + 1] - off[si]) / (s.n_kv_heads * s.head_dim);
+                    let ktp = &kt[off[si] + g * s.head_dim * npad..];
+                    with_rows(it, &s, k, v, |scores, rows| {
+                        // SAFETY: the path's CPU check covers AVX-512F, AVX2 and FMA; `ktp` holds
+                        // this sequence's keys of head `g` transposed, `head_dim * npad` elements
+                        // with `npad > pos`; `with_rows` checked every V row offset.
+                        unsafe { x86::item_avx512(it, ktp.as_ptr(), npad, v, rows, &s, scores, o) }
+                    })
+                })
+            });
+        }
         let simd = kern.has_avx2_fma();
-        let work = |idx: usize, o: &mut [f32]| {
-            let (r, g) = (idx / s.n_kv_heads, idx % s.n_kv_heads);
-            let (si, ti) = owner[r];
-            let sq = &seqs[si];
-            let pos = sq.start + ti;
-            let lo = match s.window {
-                Some(w) if pos + 1 > w => pos + 1 - w,
-                _ => 0,
-            };
-            let item = Item {
-                q: &q[r * qd + g * gw..r * qd + (g + 1) * gw],
-                table: sq.table,
-                lo,
-                pos,
-                kv_col: g * s.head_dim,
-            };
+        run_items(q, seqs, s, owner, out, |it, _, _, o| {
             #[cfg(target_arch = "x86_64")]
             if simd {
-                SCORES.with(|buf| {
-                    let (scores, rows) = &mut *buf.borrow_mut();
-                    rows.clear();
-                    scores.clear();
-                    // Grown in steps of 1024 keys: a decode that lengthens its context by one key
-                    // per token reallocates once per 1024 tokens, not at every doubling.
-                    let keys = (item.pos + 1 - item.lo).next_multiple_of(1024);
-                    rows.reserve_exact(keys);
-                    scores.reserve_exact(keys * group);
-                    rows.extend((item.lo..=item.pos).map(|j| item.row(j, &s)));
-                    assert!(rows.iter().all(|&r| r + s.head_dim <= k.len().min(v.len())));
-                    // SAFETY: `simd` is set only for paths whose CPU check covers AVX2 and FMA; every
-                    // row offset was checked against `k` and `v` just above.
-                    unsafe { x86::item_avx2(&item, k, v, rows, &s, scores, o) }
+                return with_rows(it, &s, k, v, |scores, rows| {
+                    // SAFETY: `simd` is set only for paths whose CPU check covers AVX2 and FMA;
+                    // `with_rows` checked every row offset against `k` and `v`.
+                    unsafe { x86::item_avx2(it, k, v, rows, &s, scores, o) }
                 });
-                return;
             }
             let _ = simd;
-            item_scalar(&item, k, v, &s, o);
-        };
-        let total: usize = seqs
-            .iter()
-            .map(|sq| sq.len * (sq.start + sq.len) * qd)
-            .sum();
-        let out = &mut out[..owner.len() * qd];
-        if total < PAR_THRESHOLD {
-            out.chunks_mut(gw).enumerate().for_each(|(i, o)| work(i, o));
-        } else {
-            super::par_chunks_mut(out, gw, work);
-        }
+            item_scalar(it, k, v, &s, o);
+        })
     })
+}
+
+/// Runs `item(it, kv_head, sequence, out)` for every (query row, KV head) of the call, across the
+/// pool when the call is large enough.
+fn run_items(
+    q: &[f32],
+    seqs: &[AttnSeq],
+    s: AttnShape,
+    owner: &[(usize, usize)],
+    out: &mut [f32],
+    item: impl Fn(&Item, usize, usize, &mut [f32]) + Sync,
+) {
+    let qd = s.n_heads * s.head_dim;
+    let gw = s.n_heads / s.n_kv_heads * s.head_dim;
+    let work = |idx: usize, o: &mut [f32]| {
+        let (r, g) = (idx / s.n_kv_heads, idx % s.n_kv_heads);
+        let (si, ti) = owner[r];
+        let sq = &seqs[si];
+        let pos = sq.start + ti;
+        let lo = match s.window {
+            Some(w) if pos + 1 > w => pos + 1 - w,
+            _ => 0,
+        };
+        let it = Item {
+            q: &q[r * qd + g * gw..r * qd + (g + 1) * gw],
+            table: sq.table,
+            lo,
+            pos,
+            kv_col: g * s.head_dim,
+        };
+        item(&it, g, si, o)
+    };
+    let total: usize = seqs
+        .iter()
+        .map(|sq| sq.len * (sq.start + sq.len) * qd)
+        .sum();
+    let out = &mut out[..owner.len() * qd];
+    if total < PAR_THRESHOLD {
+        out.chunks_mut(gw).enumerate().for_each(|(i, o)| work(i, o));
+    } else {
+        super::par_chunks_mut(out, gw, work);
+    }
+}
+
+/// Runs `f(scores, rows)` on this thread's scratch with `rows` holding the K/V row offset of each
+/// key the item sees, every one checked to have `head_dim` elements inside `k` and `v`.
+fn with_rows<R>(
+    it: &Item,
+    s: &AttnShape,
+    k: &[f32],
+    v: &[f32],
+    f: impl FnOnce(&mut Vec<f32>, &[usize]) -> R,
+) -> R {
+    SCORES.with(|buf| {
+        let (scores, rows) = &mut *buf.borrow_mut();
+        rows.clear();
+        scores.clear();
+        // Grown in steps of 1024 keys: a decode that lengthens its context by one key per token
+        // reallocates once per 1024 tokens, not at every doubling.
+        let keys = (it.pos + 1 - it.lo).next_multiple_of(1024);
+        let group = it.q.len() / s.head_dim;
+        rows.reserve_exact(keys);
+        scores.reserve_exact(keys * group);
+        rows.extend((it.lo..=it.pos).map(|j| it.row(j, s)));
+        assert!(rows.iter().all(|&r| r + s.head_dim <= k.len().min(v.len())));
+        f(scores, rows)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The keys of an [`attention_with`] call transposed (AVX-512 path), and the offset of each
+    /// sequence's share (one past the last: the total), grown and reused.
+    static KT: std::cell::RefCell<(Vec<f32>, Vec<usize>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Transposes the keys of every sequence and KV head into `kt` (see `x86::transpose_keys`):
+/// sequence `i`'s at `off[i]`, head after head, `head_dim * npad` each, where `npad` is its
+/// positions rounded up to 16. Split across the pool by (sequence, head).
+#[cfg(target_arch = "x86_64")]
+fn transpose_all(
+    k: &[f32],
+    seqs: &[AttnSeq],
+    s: &AttnShape,
+    kt: &mut Vec<f32>,
+    off: &mut Vec<usize>,
+) {
+    let kvd = s.n_kv_heads * s.head_dim;
+    off.clear();
+    off.push(0);
+    for sq in seqs {
+        let npad = (sq.start + sq.len).next_multiple_of(x86::KEYS);
+        off.push(off.last().copied().unwrap_or(0) + npad * kvd);
+    }
+    let total = off.last().copied().unwrap_or(0);
+    if kt.len() < total {
+        // In 1 Mi-element steps, so a decode that grows its context by a key per step
+        // reallocates rarely.
+        kt.resize(total.next_multiple_of(1 << 20), 0.0);
+    }
+    struct Out(*mut f32);
+    // SAFETY: the tasks write disjoint ranges of `kt`, which outlives the section.
+    unsafe impl Sync for Out {}
+    let dst = Out(kt.as_mut_ptr());
+    let off = &*off;
+    let one = |idx: usize| {
+        let (si, g) = (idx / s.n_kv_heads, idx % s.n_kv_heads);
+        let sq = &seqs[si];
+        let n = sq.start + sq.len;
+        let npad = (off[si + 1] - off[si]) / kvd;
+        let it = Item {
+            q: &[],
+            table: sq.table,
+            lo: 0,
+            pos: n - 1,
+            kv_col: g * s.head_dim,
+        };
+        assert!((0..n).all(|j| it.row(j, s) + s.head_dim <= k.len()));
+        let dst = &dst;
+        // SAFETY: the path's CPU check covers AVX-512F; `head_dim` is 64 or 128; sequence `si`'s
+        // head `g` owns `head_dim * npad` elements of `kt` from this offset (`off` sums them); every
+        // row was checked against `k` just above.
+        unsafe {
+            x86::transpose_keys(
+                k,
+                n,
+                npad,
+                s.head_dim,
+                |j| it.row(j, s),
+                dst.0.add(off[si] + g * s.head_dim * npad),
+            )
+        }
+    };
+    let work = seqs.iter().map(|sq| sq.start + sq.len).sum::<usize>() * kvd;
+    if work >= PAR_THRESHOLD && seqs.len() * s.n_kv_heads > 1 {
+        super::par_for(seqs.len() * s.n_kv_heads, one);
+    } else {
+        (0..seqs.len() * s.n_kv_heads).for_each(one);
+    }
 }
 
 thread_local! {
@@ -179,7 +302,7 @@ fn item_scalar(it: &Item, k: &[f32], v: &[f32], s: &AttnShape, o: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     //! AVX2+FMA attention item and the vector `exp` it shares with the elementwise ops.
-    use super::super::simd::x86::hsum256;
+    use super::super::simd::x86::{hsum256, hsum512};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -376,6 +499,310 @@ pub(super) mod x86 {
                 }
             }
             j0 += 32;
+        }
+        for (oh, &iv) in o.chunks_exact_mut(hd).zip(inv.iter()) {
+            oh.iter_mut().for_each(|x| *x *= iv);
+        }
+    }
+
+    /// Keys per block of the transposed keys: one vector of scores.
+    pub(super) const KEYS: usize = 16;
+
+    /// Writes the keys of one KV head of one sequence transposed, `[head_dim][npad]` at `kt`:
+    /// element `d` of the key at position `j` (for `j < n`; zero up to `npad`, a multiple of
+    /// [`KEYS`]) goes to `kt[d * npad + j]`. `row(j)` is the offset of position `j`'s K row (this
+    /// head's columns) in `k`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `head_dim` is a multiple of 16; `kt` holds `head_dim * npad`
+    /// elements; every `row(j) + head_dim <= k.len()` for `j < n`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_keys(
+        k: &[f32],
+        n: usize,
+        npad: usize,
+        head_dim: usize,
+        row: impl Fn(usize) -> usize,
+        kt: *mut f32,
+    ) {
+        let kp = k.as_ptr();
+        let mut j0 = 0;
+        while j0 < npad {
+            let mut offs = [usize::MAX; KEYS];
+            for (t, o) in offs.iter_mut().enumerate() {
+                if j0 + t < n {
+                    *o = row(j0 + t);
+                }
+            }
+            let mut d0 = 0;
+            while d0 < head_dim {
+                let mut r = [_mm512_setzero_si512(); 16];
+                for (v, &o) in r.iter_mut().zip(&offs) {
+                    if o != usize::MAX {
+                        *v = _mm512_loadu_si512(kp.add(o + d0) as *const _);
+                    }
+                }
+                let t = super::super::bcast::transpose(&r);
+                for (l, v) in t.iter().enumerate() {
+                    _mm512_storeu_si512(kt.add((d0 + l) * npad + j0) as *mut _, *v);
+                }
+                d0 += 16;
+            }
+            j0 += KEYS;
+        }
+    }
+
+    /// Scores of `H` heads (queries transposed at `q`: element `d` of head `h` at `q[d * 8 + h]`)
+    /// against the [`KEYS`] keys of the transposed block at `kt` (stride `npad`): per head and key,
+    /// the products summed over the dimensions in order, one fused multiply-add each, then scaled;
+    /// lanes outside `valid` are minus infinity. Stored at `sc`, stride `w` between heads.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn qk_block<const H: usize, const B: usize>(
+        q: *const f32,
+        hd: usize,
+        kt: *const f32,
+        npad: usize,
+        scale: f32,
+        valid: [__mmask16; B],
+        sc: *mut f32,
+        w: usize,
+    ) {
+        // `B` blocks of keys side by side share each broadcast query element.
+        let mut acc = [[_mm512_setzero_ps(); B]; H];
+        for d in 0..hd {
+            let mut kv = [_mm512_setzero_ps(); B];
+            for (c, x) in kv.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(kt.add(d * npad + c * KEYS));
+            }
+            let qd = q.add(d * 8);
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let qv = _mm512_set1_ps(*qd.add(h));
+                for (a, &x) in ah.iter_mut().zip(&kv) {
+                    *a = _mm512_fmadd_ps(qv, x, *a);
+                }
+            }
+        }
+        let (sv, neg) = (_mm512_set1_ps(scale), _mm512_set1_ps(f32::NEG_INFINITY));
+        for (h, ah) in acc.iter().enumerate() {
+            for (c, &a) in ah.iter().enumerate() {
+                let x = _mm512_mask_blend_ps(valid[c], neg, _mm512_mul_ps(a, sv));
+                _mm512_storeu_ps(sc.add(h * w + c * KEYS), x);
+            }
+        }
+    }
+
+    /// [`qk_block`] for `hn <= 8` heads.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn qk_heads<const B: usize>(
+        hn: usize,
+        q: *const f32,
+        hd: usize,
+        kt: *const f32,
+        npad: usize,
+        scale: f32,
+        m: [__mmask16; B],
+        sc: *mut f32,
+        w: usize,
+    ) {
+        match hn {
+            1 => qk_block::<1, B>(q, hd, kt, npad, scale, m, sc, w),
+            2 => qk_block::<2, B>(q, hd, kt, npad, scale, m, sc, w),
+            3 => qk_block::<3, B>(q, hd, kt, npad, scale, m, sc, w),
+            4 => qk_block::<4, B>(q, hd, kt, npad, scale, m, sc, w),
+            5 => qk_block::<5, B>(q, hd, kt, npad, scale, m, sc, w),
+            6 => qk_block::<6, B>(q, hd, kt, npad, scale, m, sc, w),
+            7 => qk_block::<7, B>(q, hd, kt, npad, scale, m, sc, w),
+            _ => qk_block::<8, B>(q, hd, kt, npad, scale, m, sc, w),
+        }
+    }
+
+    /// Values of keys `j0..j1` (K/V row offsets `rows[j - lo]`) into the outputs of `H` heads at
+    /// `o` (stride `NV * 16`), weighted by their numerators at `p` (stride `w`, key `j` at
+    /// `j - base`): per output element, one fused multiply-add per key, in key order.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pv_block<const NV: usize, const H: usize>(
+        v: *const f32,
+        rows: &[usize],
+        lo: usize,
+        j0: usize,
+        j1: usize,
+        p: *const f32,
+        w: usize,
+        base: usize,
+        o: *mut f32,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; H];
+        for (h, ah) in acc.iter_mut().enumerate() {
+            for (e, a) in ah.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(o.add(h * NV * 16 + e * 16));
+            }
+        }
+        for j in j0..j1 {
+            let r = v.add(rows[j - lo]);
+            let mut vv = [_mm512_setzero_ps(); NV];
+            for (e, x) in vv.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(r.add(e * 16));
+            }
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let pv = _mm512_set1_ps(*p.add(h * w + j - base));
+                for (a, &x) in ah.iter_mut().zip(&vv) {
+                    *a = _mm512_fmadd_ps(pv, x, *a);
+                }
+            }
+        }
+        for (h, ah) in acc.iter().enumerate() {
+            for (e, &a) in ah.iter().enumerate() {
+                _mm512_storeu_ps(o.add(h * NV * 16 + e * 16), a);
+            }
+        }
+    }
+
+    /// The heads `h0..group` of an item's value pass, `HP` at a time (the last pass fewer).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pv_heads<const NV: usize, const HP: usize>(
+        v: *const f32,
+        rows: &[usize],
+        lo: usize,
+        j0: usize,
+        j1: usize,
+        p: *const f32,
+        w: usize,
+        base: usize,
+        o: *mut f32,
+        group: usize,
+    ) {
+        let hd = NV * 16;
+        let mut h = 0;
+        while h < group {
+            let (ph, oh) = (p.add(h * w), o.add(h * hd));
+            match (group - h).min(HP) {
+                1 => pv_block::<NV, 1>(v, rows, lo, j0, j1, ph, w, base, oh),
+                2 => pv_block::<NV, 2>(v, rows, lo, j0, j1, ph, w, base, oh),
+                3 => pv_block::<NV, 3>(v, rows, lo, j0, j1, ph, w, base, oh),
+                _ => pv_block::<NV, 4>(v, rows, lo, j0, j1, ph, w, base, oh),
+            }
+            h += HP;
+        }
+    }
+
+    /// One item on AVX-512, with the keys transposed (`kt`: this sequence's keys of this KV head,
+    /// `[head_dim][npad]`, see [`transpose_keys`]): scores 16 keys to a vector with no horizontal
+    /// sums, a vectorised softmax, then the values 16 dimensions to a vector for up to 4 heads at
+    /// once, in blocks of 64 keys (kept in L1). Every score and output depends only on the item's
+    /// query row, its positions and the cache, so a row's result is the same alone or batched.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX2 and FMA; `head_dim` is 64 or 128; `kt` holds the item's keys
+    /// transposed for positions up to `pos` (`npad > pos`); `rows` holds the V row offset of each
+    /// visible key, each with `head_dim` elements inside `v`; `o` holds `group * head_dim` values.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn item_avx512(
+        it: &Item,
+        kt: *const f32,
+        npad: usize,
+        v: &[f32],
+        rows: &[usize],
+        s: &AttnShape,
+        scores: &mut Vec<f32>,
+        o: &mut [f32],
+    ) {
+        let hd = s.head_dim;
+        let group = it.q.len() / hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (b0, b1) = (it.lo / KEYS, it.pos / KEYS + 1);
+        let w = (b1 - b0) * KEYS;
+        let base = b0 * KEYS;
+        scores.clear();
+        scores.resize(group * w, 0.0);
+        let sp = scores.as_mut_ptr();
+        // The queries transposed, 8 heads to a dimension, so that each broadcast is at a fixed
+        // offset from one pointer.
+        let mut qt = [0f32; 8 * 128];
+        // Keys `lo..=pos` of block `b`.
+        let valid = |b: usize| -> __mmask16 {
+            let mut m = u16::MAX;
+            if b == b0 {
+                m &= u16::MAX << (it.lo % KEYS);
+            }
+            if b + 1 == b1 {
+                m &= u16::MAX >> (KEYS - 1 - it.pos % KEYS);
+            }
+            m
+        };
+        let mut h = 0;
+        while h < group {
+            let hn = (group - h).min(8);
+            for d in 0..hd {
+                for t in 0..hn {
+                    qt[d * 8 + t] = it.q[(h + t) * hd + d];
+                }
+            }
+            let qh = qt.as_ptr();
+            let mut b = b0;
+            while b < b1 {
+                let (ktb, sc) = (kt.add(b * KEYS), sp.add(h * w + (b - b0) * KEYS));
+                if b + 2 <= b1 {
+                    let m = [valid(b), valid(b + 1)];
+                    qk_heads::<2>(hn, qh, hd, ktb, npad, scale, m, sc, w);
+                    b += 2;
+                } else {
+                    qk_heads::<1>(hn, qh, hd, ktb, npad, scale, [valid(b)], sc, w);
+                    b += 1;
+                }
+            }
+            h += 8;
+        }
+        // Softmax numerators in place (masked keys 0); each head's normalisation is applied to
+        // its output.
+        let mut inv = [0f32; 64];
+        let mut inv_vec = Vec::new();
+        let inv: &mut [f32] = if group <= 64 {
+            &mut inv[..group]
+        } else {
+            inv_vec.resize(group, 0.0);
+            &mut inv_vec
+        };
+        for (h, iv) in inv.iter_mut().enumerate() {
+            let row = sp.add(h * w);
+            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+            for b in 0..b1 - b0 {
+                mx = _mm512_max_ps(mx, _mm512_loadu_ps(row.add(b * KEYS)));
+            }
+            let mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+            let mut sum = _mm512_setzero_ps();
+            for b in 0..b1 - b0 {
+                let x = _mm512_sub_ps(_mm512_loadu_ps(row.add(b * KEYS)), mv);
+                let lo8 = exp256(_mm512_castps512_ps256(x));
+                let hi8 = exp256(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                    _mm512_castps_pd(x),
+                )));
+                let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                    _mm512_castpd256_pd512(_mm256_castps_pd(lo8)),
+                    _mm256_castps_pd(hi8),
+                ));
+                let e = _mm512_maskz_mov_ps(valid(b0 + b), e);
+                _mm512_storeu_ps(row.add(b * KEYS), e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            *iv = 1.0 / hsum512(sum);
+        }
+        // Values: blocks of 64 keys into every head's output.
+        o.fill(0.0);
+        let (vp, op) = (v.as_ptr(), o.as_mut_ptr());
+        let mut j0 = it.lo;
+        while j0 <= it.pos {
+            let j1 = (j0 + 64).min(it.pos + 1);
+            if hd == 64 {
+                pv_heads::<4, 4>(vp, rows, it.lo, j0, j1, sp, w, base, op, group);
+            } else {
+                pv_heads::<8, 2>(vp, rows, it.lo, j0, j1, sp, w, base, op, group);
+            }
+            j0 = j1;
         }
         for (oh, &iv) in o.chunks_exact_mut(hd).zip(inv.iter()) {
             oh.iter_mut().for_each(|x| *x *= iv);

@@ -125,7 +125,7 @@ pub(super) fn chunk(k: usize) -> usize {
 
 /// The transpose of 16 rows of 16 units: unit `l` of row `r` becomes unit `r` of row `l`.
 #[inline(always)]
-unsafe fn transpose(r: &[__m512i; 16]) -> [__m512i; 16] {
+pub(super) unsafe fn transpose(r: &[__m512i; 16]) -> [__m512i; 16] {
     let mut t = [_mm512_setzero_si512(); 16];
     for i in 0..8 {
         t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
