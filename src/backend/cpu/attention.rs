@@ -5,8 +5,9 @@
 //! arithmetic depends only on its query row, its positions and the cache, never on the batch, so a
 //! sequence's results are the same alone or batched. On AVX-512 each call first transposes every
 //! sequence's keys (`[head_dim][position]`), so that an item's scores come 16 keys to a vector with
-//! no horizontal sums; the transpose is shared by all the sequence's query rows in a prefill. [`attention_scalar`] is the reference the SIMD
-//! path is tested against: per head, scores, softmax, then the probability-weighted sum of values.
+//! no horizontal sums; the transpose is shared by all the sequence's query rows in a prefill.
+//! [`attention_scalar`] is the reference the SIMD paths are tested against: per head, scores,
+//! softmax, then the probability-weighted sum of values.
 
 use super::simd::{kernel, Kernel};
 use super::{dot_f32, softmax, PAR_THRESHOLD};
