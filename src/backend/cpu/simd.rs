@@ -299,8 +299,11 @@ pub(super) struct Bcast<X, W>(std::marker::PhantomData<(X, W)>);
 /// Rows from which a matmul packs its weights when it has a [`Packed`] variant.
 const PACK_MIN_M: usize = 16;
 
-/// Rows from which a matmul runs the broadcast GEMM where its path has one (`bcast.rs`).
-const BCAST_MIN_M: usize = 32;
+/// Rows from which a matmul runs the broadcast GEMM where its path has one (`bcast.rs`). Below,
+/// packing the weights costs more than it saves while they stream from memory: on the 2-core Zen 5
+/// VM batch-32 decode of the 0.5B shape measured 369-372 tok/s in `fast` with it and 400-423
+/// without (its GEMMs alone, on weights in cache, ran at the same speed or faster).
+const BCAST_MIN_M: usize = 64;
 
 pub(super) fn widen_bf16(w: &[bf16], out: &mut [f32]) {
     #[inline(always)]
@@ -1204,11 +1207,11 @@ pub(super) mod tests {
             (16, 29, 2816),
             // k a multiple of 32 (the AMX path): odd activation groups, a partial weight tile.
             (33, 70, 256),
-            // The broadcast GEMM (m >= 32 on AVX-512): a tail of k, weight rows left over from
+            // The broadcast GEMM (m >= 64 on AVX-512): a tail of k, weight rows left over from
             // 12-row tiles (4-row and 1-row tiles), several chunks, a partial last row tile.
-            (40, 29, 1037),
+            (72, 29, 1037),
             (70, 101, 96),
-            (34, 30, 2816),
+            (66, 30, 2816),
             (1, 40, 64),
         ] {
             let x = rand_vec(m * k, (m * 1000 + k) as u64);
