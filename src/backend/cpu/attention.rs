@@ -189,13 +189,15 @@ fn with_rows<R>(
     SCORES.with(|buf| {
         let (scores, rows) = &mut *buf.borrow_mut();
         rows.clear();
-        scores.clear();
         // Grown in steps of 1024 keys: a decode that lengthens its context by one key per token
-        // reallocates once per 1024 tokens, not at every doubling.
+        // reallocates once per 1024 tokens, not at every doubling. (`scores` keeps its contents:
+        // each item sizes it and writes every score it reads.)
         let keys = (it.pos + 1 - it.lo).next_multiple_of(1024);
         let group = it.q.len() / s.head_dim;
         rows.reserve_exact(keys);
-        scores.reserve_exact(keys * group);
+        if scores.capacity() < keys * group {
+            scores.reserve_exact(keys * group - scores.len());
+        }
         rows.extend((it.lo..=it.pos).map(|j| it.row(j, s)));
         assert!(rows.iter().all(|&r| r + s.head_dim <= k.len().min(v.len())));
         f(scores, rows)
@@ -718,8 +720,10 @@ pub(super) mod x86 {
         let (b0, b1) = (it.lo / KEYS, it.pos / KEYS + 1);
         let w = (b1 - b0) * KEYS;
         let base = b0 * KEYS;
-        scores.clear();
-        scores.resize(group * w, 0.0);
+        // Grown, never cleared: every score is written below before it is read.
+        if scores.len() < group * w {
+            scores.resize(group * w, 0.0);
+        }
         let sp = scores.as_mut_ptr();
         // The queries transposed, 8 heads to a dimension, so that each broadcast is at a fixed
         // offset from one pointer.

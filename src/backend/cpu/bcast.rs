@@ -251,7 +251,7 @@ const ORDER: [usize; LANES] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7,
 /// supports the `Units` operations (called from a `target_feature` entry point).
 #[inline(always)]
 pub(super) unsafe fn gemm<D: Units, S: Src>(jb: &Job<D::X, S::T>, j0: usize, j1: usize) {
-    debug_assert!(D::STEP == S::STEP || (D::STEP == 32 && S::STEP == 32));
+    debug_assert_eq!(D::STEP, S::STEP);
     let k = jb.k;
     let steps = k / S::STEP;
     if steps == 0 || j0 >= j1 {
