@@ -282,45 +282,55 @@ pub(super) unsafe fn gemm<D: Units, S: Src>(jb: &Job<D::X, S::T>, j0: usize, j1:
             );
             g += 16;
         }
-        // The next chunk's weights, a slice before each tile, into L2: read once, to be packed,
-        // they would otherwise come from memory in 16 streams at once.
+        // The next chunk's weights into L2, a slice before each pass of each tile: read once, to
+        // be packed, they would otherwise come from memory in 16 streams at once.
         let tiles_m = jb.m.div_ceil(ROWS);
         let w = j1 - j0;
-        let tiles = tiles_m * (w / NC + w % NC / 4 + w % 4);
-        let per = jb.ahead_len.div_ceil(tiles.max(1)).next_multiple_of(64);
-        let mut at = 0;
-        let mut ahead = || {
-            let stop = (at + per).min(jb.ahead_len);
-            while at < stop {
-                // SAFETY: a prefetch never faults; `at < ahead_len`, inside the next chunk.
-                _mm_prefetch::<_MM_HINT_T1>(jb.ahead.add(at));
-                at += 64;
-            }
+        let passes = tiles_m * (w / NC + w % NC / 4 + w % 4) * LANES;
+        let mut ahead = Ahead {
+            at: 0,
+            per: jb.ahead_len.div_ceil(passes.max(1)).next_multiple_of(64),
         };
         for t in 0..tiles_m {
             let mut j = j0;
             while j + NC <= j1 {
-                ahead();
-                tile::<D, S, NC>(jb, t, j, wp.add(j - j0), steps, cols);
+                tile::<D, S, NC>(jb, t, j, wp.add(j - j0), steps, cols, &mut ahead);
                 j += NC;
             }
             while j + 4 <= j1 {
-                ahead();
-                tile::<D, S, 4>(jb, t, j, wp.add(j - j0), steps, cols);
+                tile::<D, S, 4>(jb, t, j, wp.add(j - j0), steps, cols, &mut ahead);
                 j += 4;
             }
             while j < j1 {
-                ahead();
-                tile::<D, S, 1>(jb, t, j, wp.add(j - j0), steps, cols);
+                tile::<D, S, 1>(jb, t, j, wp.add(j - j0), steps, cols, &mut ahead);
                 j += 1;
             }
         }
     }
 }
 
+/// The prefetch of the next chunk ([`Job`]'s `ahead`): `per` bytes at a time from `at`.
+struct Ahead {
+    at: usize,
+    per: usize,
+}
+
+impl Ahead {
+    #[inline(always)]
+    fn next<X, W>(&mut self, jb: &Job<X, W>) {
+        let stop = (self.at + self.per).min(jb.ahead_len);
+        while self.at < stop {
+            // SAFETY: a prefetch never faults; `at < ahead_len`, inside the next chunk.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(jb.ahead.add(self.at)) };
+            self.at += 64;
+        }
+    }
+}
+
 /// Input tile `t` against weight rows `j..j + C`, whose packed units start at `wp` (stride `cols`
-/// between steps).
+/// between steps); each pass first prefetches its slice of the next chunk.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile<D: Units, S: Src, const C: usize>(
     jb: &Job<D::X, S::T>,
     t: usize,
@@ -328,6 +338,7 @@ unsafe fn tile<D: Units, S: Src, const C: usize>(
     wp: *const u32,
     steps: usize,
     cols: usize,
+    ahead: &mut Ahead,
 ) {
     let k = jb.k;
     // The stack of merged sums: at most 4 deep (16 = 2^4 lanes).
@@ -337,6 +348,7 @@ unsafe fn tile<D: Units, S: Src, const C: usize>(
     let mut acc = [[D::zero(); C]; MV];
     let mut depth = 0;
     for (p, &l) in ORDER.iter().enumerate() {
+        ahead.next(jb);
         acc = [[D::zero(); C]; MV];
         let mut x = xt.add(l * steps * ROWS);
         let mut w = wp.add(l * steps * cols);

@@ -300,10 +300,8 @@ pub(super) struct Bcast<X, W>(std::marker::PhantomData<(X, W)>);
 const PACK_MIN_M: usize = 16;
 
 /// Rows from which a matmul runs the broadcast GEMM where its path has one (`bcast.rs`). Below,
-/// packing the weights costs more than it saves while they stream from memory: on the 2-core Zen 5
-/// VM batch-32 decode of the 0.5B shape measured 369-372 tok/s in `fast` with it and 400-423
-/// without (its GEMMs alone, on weights in cache, ran at the same speed or faster).
-const BCAST_MIN_M: usize = 64;
+/// a tile of 32 input rows would be mostly padding.
+const BCAST_MIN_M: usize = 32;
 
 pub(super) fn widen_bf16(w: &[bf16], out: &mut [f32]) {
     #[inline(always)]
@@ -1207,7 +1205,7 @@ pub(super) mod tests {
             (16, 29, 2816),
             // k a multiple of 32 (the AMX path): odd activation groups, a partial weight tile.
             (33, 70, 256),
-            // The broadcast GEMM (m >= 64 on AVX-512): a tail of k, weight rows left over from
+            // The broadcast GEMM (m >= 32 on AVX-512): a tail of k, weight rows left over from
             // 12-row tiles (4-row and 1-row tiles), several chunks, a partial last row tile.
             (72, 29, 1037),
             (70, 101, 96),
