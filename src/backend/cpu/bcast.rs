@@ -373,16 +373,33 @@ unsafe fn tile<D: Units, S: Src, const C: usize>(
             depth += 1;
         }
     }
-    // `acc` holds the tree's sums; then the tail of `k` one product at a time, as the dot-product
-    // tile adds it, and the rows written out.
+    // `acc` holds the tree's sums. Without a tail of `k`, each 16-row vector's sums are turned
+    // into rows in registers and stored a row at a time.
     let main = steps * S::STEP;
+    let rows = ROWS.min(jb.m - t * ROWS);
+    if main == k {
+        let mask: __mmask16 = if C >= 16 { u16::MAX } else { (1 << C) - 1 };
+        for (v, av) in acc.iter().enumerate() {
+            let mut cols = [_mm512_setzero_si512(); 16];
+            for (x, &a) in cols.iter_mut().zip(av) {
+                *x = _mm512_castps_si512(a);
+            }
+            let by_row = transpose(&cols);
+            for (r, &x) in by_row.iter().enumerate().take(rows.saturating_sub(v * 16)) {
+                let out = jb.out.add((t * ROWS + v * 16 + r) * jb.ld + j);
+                _mm512_mask_storeu_ps(out, mask, _mm512_castsi512_ps(x));
+            }
+        }
+        return;
+    }
+    // With one, the tail one product at a time, as the dot-product tile adds it.
     let mut sums = [[[0f32; 16]; C]; MV];
     for (sv, av) in sums.iter_mut().zip(&acc) {
         for (sc, &a) in sv.iter_mut().zip(av) {
             _mm512_storeu_ps(sc.as_mut_ptr(), a);
         }
     }
-    for r in 0..ROWS.min(jb.m - t * ROWS) {
+    for r in 0..rows {
         let i = t * ROWS + r;
         let out = jb.out.add(i * jb.ld + j);
         for (c, col) in sums[r / 16].iter().enumerate() {

@@ -209,9 +209,7 @@ pub fn matmul_with(
         (Kernel::Avx512Bf16 | Kernel::Amx, WeightData::BF16(v)) if prec == Precision::Fast => {
             with_scratch(&FAST_X, |buf| {
                 let buf = aligned(buf, m * k, 1 << 15);
-                for (b, &a) in buf.iter_mut().zip(&x[..m * k]) {
-                    *b = bf16::from_f32(a);
-                }
+                to_bf16(&x[..m * k], k, buf);
                 assert!(v.len() >= n * k);
                 let job = simd::Job::new(buf.as_ptr(), m, k, v.as_ptr(), out, ld);
                 simd::run_job(
@@ -323,6 +321,67 @@ pub(crate) fn aligned<T: Copy + Default>(buf: &mut Vec<T>, len: usize, step: usi
         _ => 0,
     };
     &mut buf[off..off + len]
+}
+
+/// `x` rounded to bf16 as `bf16::from_f32` rounds (to nearest even; NaN stays NaN), 16 at a time
+/// on AVX-512; rows of `k` split across the pool from [`PAR_ROWS`] rows.
+pub(crate) fn to_bf16(x: &[f32], k: usize, out: &mut [bf16]) {
+    fn rows(x: &[f32], out: &mut [bf16]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present (checked just above).
+            return unsafe { to_bf16_avx512(x, out) };
+        }
+        for (b, &a) in out.iter_mut().zip(x) {
+            *b = bf16::from_f32(a);
+        }
+    }
+    let k = k.max(1);
+    if x.len() / k >= PAR_ROWS {
+        // Blocks of 8 rows: enough work per task to pay for handing it out.
+        let rows_per = 8 * k;
+        par_chunks_mut(&mut out[..x.len()], rows_per, |c, o| {
+            rows(&x[c * rows_per..c * rows_per + o.len()], o)
+        });
+    } else {
+        rows(x, &mut out[..x.len()]);
+    }
+}
+
+/// [`to_bf16`]'s vector loop: per lane, the NaN test and the round-to-nearest-even increment of
+/// `half::bf16::from_f32`, in integer arithmetic on the bits.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `out` is at least as long as `x`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn to_bf16_avx512(x: &[f32], out: &mut [half::bf16]) {
+    use std::arch::x86_64::*;
+    let n = x.len() - x.len() % 16;
+    let (abs, inf) = (
+        _mm512_set1_epi32(0x7FFF_FFFF),
+        _mm512_set1_epi32(0x7F80_0000),
+    );
+    let (round, sticky, one) = (
+        _mm512_set1_epi32(0x8000),
+        _mm512_set1_epi32(0x1_7FFF),
+        _mm512_set1_epi32(1),
+    );
+    let quiet = _mm512_set1_epi32(0x40);
+    let mut i = 0;
+    while i < n {
+        let b = _mm512_loadu_si512(x.as_ptr().add(i) as *const _);
+        let hi = _mm512_srli_epi32::<16>(b);
+        let nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs), inf);
+        let up = _mm512_test_epi32_mask(b, round) & _mm512_test_epi32_mask(b, sticky);
+        let r = _mm512_mask_add_epi32(hi, up, hi, one);
+        let r = _mm512_mask_or_epi32(r, nan, hi, quiet);
+        _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut _, _mm512_cvtepi32_epi16(r));
+        i += 16;
+    }
+    for (b, &a) in out[n..].iter_mut().zip(&x[n..]) {
+        *b = half::bf16::from_f32(a);
+    }
 }
 
 thread_local! {
@@ -467,6 +526,43 @@ pub fn softmax(x: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    /// The vector rounding to bf16 against `half`'s, bit for bit: ties both ways, values that
+    /// round up into the next binade and to infinity, NaNs, infinities, zeros and denormals.
+    #[test]
+    fn to_bf16_matches_half() {
+        let mut x: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            f32::from_bits(0x3F80_8000), // tie, even below: stays
+            f32::from_bits(0x3F81_8000), // tie, odd below: rounds up
+            f32::from_bits(0x3F80_8001),
+            f32::from_bits(0x3FFF_FFFF), // rounds into the next binade
+            f32::MAX,                    // rounds to infinity
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x7F80_0001), // signalling NaN: made quiet
+            f32::from_bits(0xFFC1_2345),
+            f32::from_bits(0x0000_8000), // denormals
+            f32::from_bits(0x0001_8000),
+            f32::from_bits(0x807F_FFFF),
+        ];
+        x.extend(super::bench::rand_vec(1000, 9).iter().map(|v| v * 1e3));
+        x.extend((0..4000u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761))));
+        let mut got = vec![half::bf16::ZERO; x.len()];
+        super::to_bf16(&x, 7, &mut got);
+        for (i, (g, &v)) in got.iter().zip(&x).enumerate() {
+            let want = half::bf16::from_f32(v);
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "[{i}] {v:e} ({:#x})",
+                v.to_bits()
+            );
+        }
+    }
+
     use super::*;
 
     fn naive_dot(x: &[f32], w: &[f32]) -> f64 {
