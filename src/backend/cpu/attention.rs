@@ -179,6 +179,7 @@ fn run_items(
 
 /// Runs `f(scores, rows)` on this thread's scratch with `rows` holding the K/V row offset of each
 /// key the item sees, every one checked to have `head_dim` elements inside `k` and `v`.
+#[cfg(target_arch = "x86_64")]
 fn with_rows<R>(
     it: &Item,
     s: &AttnShape,
@@ -277,6 +278,7 @@ fn transpose_all(
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// Scores of one item (`group * keys`) and its keys' K/V row offsets, grown and reused.
     static SCORES: std::cell::RefCell<(Vec<f32>, Vec<usize>)> =

@@ -301,6 +301,7 @@ const PACK_MIN_M: usize = 16;
 
 /// Rows from which a matmul runs the broadcast GEMM where its path has one (`bcast.rs`). Below,
 /// a tile of 32 input rows would be mostly padding.
+#[cfg(target_arch = "x86_64")]
 const BCAST_MIN_M: usize = 32;
 
 pub(super) fn widen_bf16(w: &[bf16], out: &mut [f32]) {
@@ -332,6 +333,10 @@ pub(super) fn widen_f16(w: &[f16], out: &mut [f32]) {
 thread_local! {
     /// A chunk of weight rows widened to f32 (grows to the largest chunk, then reused).
     static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
     /// The inputs packed for the broadcast GEMM (grows to the largest, then reused).
     static BCAST_X: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -378,6 +383,7 @@ pub(super) fn run_job<X, W>(
 }
 
 /// Whether the broadcast GEMM runs (`RSTAR_BCAST=0` turns it off, read once: for comparisons).
+#[cfg(target_arch = "x86_64")]
 fn bcast_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("RSTAR_BCAST").map_or(true, |v| v != "0"))
