@@ -226,8 +226,8 @@ impl Worker {
         slot: usize,
         cfg: &ExecConfig,
     ) -> std::result::Result<(Worker, WorkerInfo), StartError> {
-        let mut child = Command::new(python)
-            .arg("-I")
+        let mut cmd = Command::new(python);
+        cmd.arg("-I")
             .arg("-c")
             .arg(WORKER_PY)
             .env_clear()
@@ -240,9 +240,22 @@ impl Worker {
             .env("LANG", "C.UTF-8")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
+            .stderr(Stdio::piped());
+        // "Text file busy": an interpreter (or wrapper script) just written is still open for
+        // writing in a child that another thread of this process forked and has not yet exec'd
+        // (the descriptor closes at its exec). That passes within milliseconds: a few more tries.
+        const ETXTBSY: i32 = 26;
+        let mut spawned = cmd.spawn();
+        for attempt in 1..=5u64 {
+            match &spawned {
+                Err(e) if cfg!(target_os = "linux") && e.raw_os_error() == Some(ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+                    spawned = cmd.spawn();
+                }
+                _ => break,
+            }
+        }
+        let mut child = spawned.map_err(|e| {
                 StartError::Other(Error::Exec(format!(
                     "cannot start Python interpreter `{}`: {e}; install python3 or run `rstar setup-python`, or set RSTAR_PYTHON",
                     python.display()

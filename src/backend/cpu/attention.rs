@@ -349,6 +349,32 @@ pub(super) mod x86 {
         _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
     }
 
+    /// One reciprocal softmax sum per head of an item: on the stack up to 64 heads.
+    struct Inverses {
+        stack: [f32; 64],
+        heap: Vec<f32>,
+    }
+
+    impl Default for Inverses {
+        fn default() -> Self {
+            Inverses {
+                stack: [0.0; 64],
+                heap: Vec::new(),
+            }
+        }
+    }
+
+    impl Inverses {
+        fn heads(&mut self, group: usize) -> &mut [f32] {
+            if group <= self.stack.len() {
+                &mut self.stack[..group]
+            } else {
+                self.heap.resize(group, 0.0);
+                &mut self.heap
+            }
+        }
+    }
+
     /// The 8 lane-sums of `a[0..8]` as one vector (lane t = sum of `a[t]`).
     #[inline(always)]
     unsafe fn hsum8(a: &[__m256; 8]) -> __m256 {
@@ -434,14 +460,8 @@ pub(super) mod x86 {
             j += 8;
         }
         // Softmax numerators in place; each head's normalisation is applied to its output.
-        let mut inv = [0f32; 64];
-        let mut inv_vec = Vec::new();
-        let inv: &mut [f32] = if group <= 64 {
-            &mut inv[..group]
-        } else {
-            inv_vec.resize(group, 0.0);
-            &mut inv_vec
-        };
+        let mut inv = Inverses::default();
+        let inv = inv.heads(group);
         for (h, row) in scores.chunks_exact_mut(n).enumerate() {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mv = _mm256_set1_ps(max);
@@ -766,14 +786,8 @@ pub(super) mod x86 {
         }
         // Softmax numerators in place (masked keys 0); each head's normalisation is applied to
         // its output.
-        let mut inv = [0f32; 64];
-        let mut inv_vec = Vec::new();
-        let inv: &mut [f32] = if group <= 64 {
-            &mut inv[..group]
-        } else {
-            inv_vec.resize(group, 0.0);
-            &mut inv_vec
-        };
+        let mut inv = Inverses::default();
+        let inv = inv.heads(group);
         for (h, iv) in inv.iter_mut().enumerate() {
             let row = sp.add(h * w);
             let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
