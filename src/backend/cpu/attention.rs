@@ -685,7 +685,7 @@ pub(super) mod x86 {
         }
     }
 
-    /// The heads `h0..group` of an item's value pass, `HP` at a time (the last pass fewer).
+    /// All `group` heads of an item's value pass, `HP` at a time (the last pass fewer).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn pv_heads<const NV: usize, const HP: usize>(
