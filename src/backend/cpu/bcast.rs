@@ -55,6 +55,19 @@ pub(super) trait Src {
     unsafe fn units(p: *const Self::T, s: usize) -> __m512i;
     /// One element as the kernel's scalar reference widens it (for the tail of `k`).
     fn f32(v: Self::T) -> f32;
+    /// Stored bytes per unit, where [`Src::bcast`] reads a unit straight from a stored row in a
+    /// load and a little arithmetic (a tile may then broadcast from the weights as stored: see
+    /// [`direct`]); 0 where it takes more and chunks are packed instead.
+    const DIRECT_BYTES: usize;
+    /// Unit `l` of a step broadcast to all lanes, read from the stored row at `p`, the step's
+    /// element `l * STEP / 16`; `ODD` is whether `l` is odd.
+    unsafe fn bcast<const ODD: bool>(p: *const Self::T) -> __m512i;
+}
+
+/// The 4 bytes at `p`, broadcast.
+#[inline(always)]
+unsafe fn bcast32<T>(p: *const T) -> __m512i {
+    _mm512_set1_epi32((p as *const i32).read_unaligned())
 }
 
 /// Elements that are the units, or pairs of them (f32; bf16 pairs for `vdpbf16ps`).
@@ -74,6 +87,11 @@ impl Src for Raw<f32> {
     fn f32(v: f32) -> f32 {
         v
     }
+    const DIRECT_BYTES: usize = 4;
+    #[inline(always)]
+    unsafe fn bcast<const ODD: bool>(p: *const f32) -> __m512i {
+        bcast32(p)
+    }
 }
 impl Src for Raw<bf16> {
     type T = bf16;
@@ -84,6 +102,11 @@ impl Src for Raw<bf16> {
     }
     fn f32(v: bf16) -> f32 {
         v.to_f32()
+    }
+    const DIRECT_BYTES: usize = 4;
+    #[inline(always)]
+    unsafe fn bcast<const ODD: bool>(p: *const bf16) -> __m512i {
+        bcast32(p)
     }
 }
 impl Src for WideBf16 {
@@ -97,6 +120,18 @@ impl Src for WideBf16 {
     fn f32(v: bf16) -> f32 {
         v.to_f32()
     }
+    const DIRECT_BYTES: usize = 2;
+    /// The element is one half of an aligned pair, read whole: the high half (odd `l`) has its
+    /// low half cleared, the low half (even `l`) is shifted up. Either is the bf16's f32, exactly,
+    /// and neither reads outside the row (`l` is even at the row's first element).
+    #[inline(always)]
+    unsafe fn bcast<const ODD: bool>(p: *const bf16) -> __m512i {
+        if ODD {
+            _mm512_and_si512(bcast32(p.sub(1)), _mm512_set1_epi32(0xFFFF_0000u32 as i32))
+        } else {
+            _mm512_slli_epi32::<16>(bcast32(p))
+        }
+    }
 }
 impl Src for WideF16 {
     type T = f16;
@@ -108,6 +143,12 @@ impl Src for WideF16 {
     }
     fn f32(v: f16) -> f32 {
         v.to_f32()
+    }
+    /// An f16 takes a conversion on top of the broadcast: chunks are packed (widened) once.
+    const DIRECT_BYTES: usize = 0;
+    #[inline(always)]
+    unsafe fn bcast<const ODD: bool>(p: *const f16) -> __m512i {
+        _mm512_castps_si512(_mm512_cvtph_ps(_mm256_set1_epi16((p as *const i16).read())))
     }
 }
 
@@ -242,9 +283,10 @@ thread_local! {
 /// it to (lanes `l` and `l + 8`, then pairs 4 apart, 2 apart, 1 apart).
 const ORDER: [usize; LANES] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15];
 
-/// Columns `j0..j1` of a job whose inputs are packed at `jb.xp` (see [`pack_x`]): the chunk's
-/// weight rows are packed (`[lane][step][row]`, rows padded to 16), then every tile of input rows
-/// meets them `NC` rows at a time.
+/// Columns `j0..j1` of a job whose inputs are packed at `jb.xp` (see [`pack_x`]): every tile of
+/// input rows meets the chunk's weight rows `NC` at a time, broadcast from the weights as stored
+/// where [`direct`] says so, else from the chunk packed first (`[lane][step][row]`, rows padded to
+/// 16).
 ///
 /// # Safety
 /// As for any `BlockFn` (see [`Job`]); `jb.xp` holds the packed inputs of `jb.x`; the CPU
@@ -257,6 +299,9 @@ pub(super) unsafe fn gemm<D: Units, S: Src>(jb: &Job<D::X, S::T>, j0: usize, j1:
     if steps == 0 || j0 >= j1 {
         return;
     }
+    if direct::<S>(jb.m, k) {
+        return tiles::<D, S, true>(jb, j0, j1, std::ptr::null(), steps, 0);
+    }
     let cols = (j1 - j0).next_multiple_of(16);
     // The thread's buffer, or a fresh one when it is in use further up this thread's stack (see
     // `with_scratch`); not through a closure, which would not inherit the caller's features.
@@ -268,43 +313,77 @@ pub(super) unsafe fn gemm<D: Units, S: Src>(jb: &Job<D::X, S::T>, j0: usize, j1:
         Some(b) => b,
         None => &mut own,
     };
-    {
-        let wp = super::aligned(buf, LANES * steps * cols, 1 << 14).as_mut_ptr();
-        let mut g = j0;
-        while g < j1 {
-            pack16::<S>(
-                jb.w.add(g * k),
-                (j1 - g).min(16),
-                k,
-                wp.add(g - j0),
-                steps * cols,
-                cols,
-            );
-            g += 16;
+    let wp = super::aligned(buf, LANES * steps * cols, 1 << 14).as_mut_ptr();
+    let mut g = j0;
+    while g < j1 {
+        pack16::<S>(
+            jb.w.add(g * k),
+            (j1 - g).min(16),
+            k,
+            wp.add(g - j0),
+            steps * cols,
+            cols,
+        );
+        g += 16;
+    }
+    tiles::<D, S, false>(jb, j0, j1, wp, steps, cols)
+}
+
+/// Whether a matmul of `m` input rows of `k` broadcasts the weights as stored rather than packing
+/// each chunk first. Packing costs about as much as a tile of 32 rows computing on the packed
+/// chunk (a transpose, read from memory), once for all tiles; broadcasting from the stored rows
+/// costs a little arithmetic per unit in every tile, and re-reads a tile's rows in each of its 16
+/// passes: from L1 where they fit, else from L2, which keeps up with 2-byte units but not 4-byte
+/// ones. Measured (benches/kernels.rs, `gemm`): at 32 rows broadcasting reaches 78-86% of the peak
+/// against packing's 58-75%; at 128 rows the two are even, at 512 packing is ahead.
+fn direct<S: Src>(m: usize, k: usize) -> bool {
+    let fits_l1 = NC * k * S::DIRECT_BYTES * LANES / S::STEP <= 32 << 10;
+    m <= direct_max_m() && S::DIRECT_BYTES > 0 && (S::DIRECT_BYTES <= 2 || fits_l1)
+}
+
+fn direct_max_m() -> usize {
+    static M: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *M.get_or_init(|| {
+        std::env::var("RSTAR_DIRECT_M")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2 * ROWS)
+    })
+}
+
+/// Every tile of the job's input rows against weight rows `j0..j1`, `NC` at a time: packed at
+/// `wp` (stride `cols` between steps) or, `DIRECT`, as stored.
+#[inline(always)]
+unsafe fn tiles<D: Units, S: Src, const DIRECT: bool>(
+    jb: &Job<D::X, S::T>,
+    j0: usize,
+    j1: usize,
+    wp: *const u32,
+    steps: usize,
+    cols: usize,
+) {
+    // The next chunk's weights into L2, a slice before each pass of each tile: they would
+    // otherwise come from memory in many streams at once.
+    let tiles_m = jb.m.div_ceil(ROWS);
+    let w = j1 - j0;
+    let passes = tiles_m * (w / NC + w % NC / 4 + w % 4) * LANES;
+    let mut ahead = Ahead {
+        at: 0,
+        per: jb.ahead_len.div_ceil(passes.max(1)).next_multiple_of(64),
+    };
+    for t in 0..tiles_m {
+        let mut j = j0;
+        while j + NC <= j1 {
+            tile::<D, S, NC, DIRECT>(jb, t, j, wp, j0, steps, cols, &mut ahead);
+            j += NC;
         }
-        // The next chunk's weights into L2, a slice before each pass of each tile: read once, to
-        // be packed, they would otherwise come from memory in 16 streams at once.
-        let tiles_m = jb.m.div_ceil(ROWS);
-        let w = j1 - j0;
-        let passes = tiles_m * (w / NC + w % NC / 4 + w % 4) * LANES;
-        let mut ahead = Ahead {
-            at: 0,
-            per: jb.ahead_len.div_ceil(passes.max(1)).next_multiple_of(64),
-        };
-        for t in 0..tiles_m {
-            let mut j = j0;
-            while j + NC <= j1 {
-                tile::<D, S, NC>(jb, t, j, wp.add(j - j0), steps, cols, &mut ahead);
-                j += NC;
-            }
-            while j + 4 <= j1 {
-                tile::<D, S, 4>(jb, t, j, wp.add(j - j0), steps, cols, &mut ahead);
-                j += 4;
-            }
-            while j < j1 {
-                tile::<D, S, 1>(jb, t, j, wp.add(j - j0), steps, cols, &mut ahead);
-                j += 1;
-            }
+        while j + 4 <= j1 {
+            tile::<D, S, 4, DIRECT>(jb, t, j, wp, j0, steps, cols, &mut ahead);
+            j += 4;
+        }
+        while j < j1 {
+            tile::<D, S, 1, DIRECT>(jb, t, j, wp, j0, steps, cols, &mut ahead);
+            j += 1;
         }
     }
 }
@@ -327,15 +406,17 @@ impl Ahead {
     }
 }
 
-/// Input tile `t` against weight rows `j..j + C`, whose packed units start at `wp` (stride `cols`
-/// between steps); each pass first prefetches its slice of the next chunk.
+/// Input tile `t` against weight rows `j..j + C`: packed, the chunk's (rows `j0..`) at `wp`
+/// (stride `cols` between steps); `DIRECT`, as stored. Each pass first prefetches its slice of the
+/// next chunk.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<D: Units, S: Src, const C: usize>(
+unsafe fn tile<D: Units, S: Src, const C: usize, const DIRECT: bool>(
     jb: &Job<D::X, S::T>,
     t: usize,
     j: usize,
     wp: *const u32,
+    j0: usize,
     steps: usize,
     cols: usize,
     ahead: &mut Ahead,
@@ -350,12 +431,17 @@ unsafe fn tile<D: Units, S: Src, const C: usize>(
     for (p, &l) in ORDER.iter().enumerate() {
         ahead.next(jb);
         acc = [[D::zero(); C]; MV];
-        let mut x = xt.add(l * steps * ROWS);
-        let mut w = wp.add(l * steps * cols);
-        for _ in 0..steps {
-            pass_step::<D, C>(&mut acc, x, w);
-            x = x.add(ROWS);
-            w = w.add(cols);
+        let x = xt.add(l * steps * ROWS);
+        if !DIRECT {
+            let w = wp.add(j - j0 + l * steps * cols);
+            pass::<D, S, C, false, false>(&mut acc, x, w, std::ptr::null(), steps, cols, k);
+        } else {
+            let w = jb.w.add(j * k + l * S::STEP / LANES);
+            if l % 2 == 1 {
+                pass::<D, S, C, true, true>(&mut acc, x, wp, w, steps, cols, k);
+            } else {
+                pass::<D, S, C, true, false>(&mut acc, x, wp, w, steps, cols, k);
+            }
         }
         let mut q = p + 1;
         while q % 2 == 0 {
@@ -412,13 +498,40 @@ unsafe fn tile<D: Units, S: Src, const C: usize>(
     }
 }
 
-/// One step of one pass: the `MV` row vectors at `x` against each of the `C` weight units at `w`,
-/// broadcast.
+/// One pass of a tile, for lane `l`: every step's row vectors, from `x` on, against its weight
+/// units, packed from `w` on (stride `cols`) or, `DIRECT`, as stored from `wr` on (unit `l` of
+/// each of `C` rows `k` apart, `ODD` as `l` is).
 #[inline(always)]
-unsafe fn pass_step<D: Units, const C: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn pass<D: Units, S: Src, const C: usize, const DIRECT: bool, const ODD: bool>(
+    acc: &mut [[__m512; C]; MV],
+    mut x: *const u32,
+    mut w: *const u32,
+    mut wr: *const S::T,
+    steps: usize,
+    cols: usize,
+    k: usize,
+) {
+    for _ in 0..steps {
+        pass_step::<D, S, C, DIRECT, ODD>(acc, x, w, wr, k);
+        x = x.add(ROWS);
+        if DIRECT {
+            wr = wr.add(S::STEP);
+        } else {
+            w = w.add(cols);
+        }
+    }
+}
+
+/// One step of one pass: the `MV` row vectors at `x` against each of the `C` weight units at `w`
+/// (or, `DIRECT`, the stored ones at `wr`, `k` apart), broadcast.
+#[inline(always)]
+unsafe fn pass_step<D: Units, S: Src, const C: usize, const DIRECT: bool, const ODD: bool>(
     acc: &mut [[__m512; C]; MV],
     x: *const u32,
     w: *const u32,
+    wr: *const S::T,
+    k: usize,
 ) {
     // Loops, not closures: a closure does not inherit the caller's `target_feature`s, and the
     // intrinsics in it would not inline.
@@ -427,7 +540,11 @@ unsafe fn pass_step<D: Units, const C: usize>(
         *xv = D::xu(_mm512_loadu_si512(x.add(v * 16) as *const _));
     }
     for c in 0..C {
-        let b = D::wu(_mm512_set1_epi32(*(w.add(c) as *const i32)));
+        let b = D::wu(if DIRECT {
+            S::bcast::<ODD>(wr.add(c * k))
+        } else {
+            _mm512_set1_epi32(*(w.add(c) as *const i32))
+        });
         for (av, &x) in acc.iter_mut().zip(&xv) {
             av[c] = D::fma(x, b, av[c]);
         }

@@ -1216,6 +1216,11 @@ pub(super) mod tests {
             (72, 29, 1037),
             (70, 101, 96),
             (66, 30, 2816),
+            // Up to 64 rows the broadcast GEMM reads the weights as stored (`bcast::direct`):
+            // odd and even lanes, a tail of k, rows past L1 (packed again for 4-byte units).
+            (40, 29, 1037),
+            (33, 101, 96),
+            (64, 30, 2816),
             (1, 40, 64),
         ] {
             let x = rand_vec(m * k, (m * 1000 + k) as u64);
