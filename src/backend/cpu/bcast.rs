@@ -220,7 +220,7 @@ unsafe fn pack16<S: Src>(
 
 /// Packs the `m` input rows of `k` elements at `x` for [`gemm`]: for tile `t` (rows `t * ROWS..`),
 /// lane `l` and step `s`, the units of the tile's rows are contiguous at
-/// `((t * LANES + l) * steps + s) * ROWS`; rows past `m` are zero. Tiles are split across the pool.
+/// `((t * LANES + l) * steps + s) * ROWS`; rows past `m` are zero. Split across the pool by 16 rows.
 ///
 /// # Safety
 /// `x` holds `m * k` elements; `out` holds [`packed_len`] units; the CPU has AVX-512F.
@@ -234,29 +234,29 @@ pub(super) unsafe fn pack_x<S: Src>(x: *const S::T, m: usize, k: usize, out: &mu
     // SAFETY: tiles write disjoint ranges of `out` and only read `x`, both outliving the section.
     unsafe impl<T> Sync for Ptrs<T> {}
     let p = Ptrs(x, out.as_mut_ptr());
-    let one = |t: usize| {
+    // One task per 16 rows: a decode step's 32 rows make two, one per core.
+    let one = |task: usize| {
         let p = &p;
-        for v in 0..MV {
-            let i = t * ROWS + v * 16;
-            // SAFETY: rows `i..i + rows` lie inside `x`; tile `t`'s units lie inside `out`. The
-            // caller's `target_feature` covers this thread (the section runs the same code on the
-            // team's threads, all on this CPU).
-            unsafe {
-                pack16_entry::<S>(
-                    p.0.add(i.min(m) * k),
-                    m.saturating_sub(i).min(16),
-                    k,
-                    p.1.add(t * tile_len + v * 16),
-                    steps * ROWS,
-                    ROWS,
-                )
-            }
+        let (t, v) = (task / MV, task % MV);
+        let i = t * ROWS + v * 16;
+        // SAFETY: rows `i..i + rows` lie inside `x`; tile `t`'s units lie inside `out`. The
+        // caller's `target_feature` covers this thread (the section runs the same code on the
+        // team's threads, all on this CPU).
+        unsafe {
+            pack16_entry::<S>(
+                p.0.add(i.min(m) * k),
+                m.saturating_sub(i).min(16),
+                k,
+                p.1.add(t * tile_len + v * 16),
+                steps * ROWS,
+                ROWS,
+            )
         }
     };
-    if tiles > 1 && m * k >= super::PAR_THRESHOLD / 4 {
-        super::par_for(tiles, one);
+    if m * k >= super::PAR_THRESHOLD / 4 {
+        super::par_for(tiles * MV, one);
     } else {
-        (0..tiles).for_each(one);
+        (0..tiles * MV).for_each(one);
     }
 }
 

@@ -390,12 +390,16 @@ thread_local! {
 }
 
 /// Rows from which the row-wise elementwise ops (RMSNorm, SiLU-mul, residual adds) split their rows
-/// across the pool (a prefill's worth; a decode step's few rows stay on the calling thread). Each
-/// row's arithmetic is the same either way.
+/// across the pool (a prefill's worth; a decode step's few rows stay on the calling thread unless
+/// they hold [`PAR_ELEMS`]). Each row's arithmetic is the same either way.
 const PAR_ROWS: usize = 64;
 
+/// Elements from which [`for_rows`] splits fewer than [`PAR_ROWS`] rows: the SiLU-mul of a 32-row
+/// decode step (32 x 4864 for Qwen2.5-0.5B), not its RMSNorms or residual adds (32 x 896).
+const PAR_ELEMS: usize = 1 << 17;
+
 /// Runs `f` on every pair of matching `a` and `b` rows (widths `da`, `db`), on the pool from
-/// `PAR_ROWS` (64) rows.
+/// `PAR_ROWS` (64) rows, or from 8 rows holding `PAR_ELEMS` elements.
 pub fn for_rows<A: Send, B: Sync>(
     a: &mut [A],
     da: usize,
@@ -403,7 +407,8 @@ pub fn for_rows<A: Send, B: Sync>(
     db: usize,
     f: impl Fn(&mut [A], &[B]) + Sync,
 ) {
-    if a.len() / da.max(1) >= PAR_ROWS {
+    let rows = a.len() / da.max(1);
+    if rows >= PAR_ROWS || (rows > 8 && a.len() >= PAR_ELEMS) {
         // Eight rows per task.
         par_chunks_mut(a, 8 * da, |c, ac| {
             let b = &b[c * 8 * db..];
