@@ -40,6 +40,18 @@ pub struct DecodeResult {
     pub fraction_of_read_limit: f64,
     /// Tokens per second over batch 1's, when batch 1 was measured.
     pub vs_batch1: Option<f64>,
+    /// Model FLOPs per second: every token's matmuls, LM head and attention over its context
+    /// (see [`decode_flops`]).
+    pub gflop_s: f64,
+    /// `gflop_s` over the compute limit of the precision (as for prefill).
+    pub fraction_of_peak: f64,
+    /// The roofline's tokens per second for this batch: the lower of the read bound (`batch`
+    /// tokens per pass over the weights) and the compute bound (the precision's peak over the
+    /// FLOPs per token). Its ratio to batch 1's measured rate bounds what `vs_batch1` can reach on
+    /// this machine: batch 32 of `exact` on bf16 weights needs 2 FLOPs per weight byte read by
+    /// batch 1, so where the f32 peak (GFLOP/s) is under 8 times the read bandwidth (GB/s), 8x
+    /// batch 1 is out of reach in `exact`.
+    pub roofline_tok_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,10 +93,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// every layer's projections for every token, 4 per head dimension per visible key per head (QK
 /// and PV), and the LM head for the last position only.
 pub fn prefill_flops(c: &crate::model::ModelConfig, p: usize) -> f64 {
+    flops(c, p, (p * (p + 1) / 2) as f64)
+}
+
+/// FLOPs per token of `time_decode`'s `steps` steps: one token's projections and LM head, and
+/// attention over its context (the prompt and the tokens before it, on average).
+pub fn decode_flops(c: &crate::model::ModelConfig, steps: usize) -> f64 {
+    flops(c, 1, BLOCK as f64 + (steps + 1) as f64 / 2.0)
+}
+
+/// FLOPs of `tokens` tokens through every layer with `keys` (query, key) pairs in all, and one
+/// LM head row.
+fn flops(c: &crate::model::ModelConfig, tokens: usize, keys: f64) -> f64 {
     let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let per_layer = h * (qd + 2 * kvd) + qd * h + 3 * h * inter;
-    let matmul = 2.0 * (p * c.num_layers * per_layer) as f64;
-    let keys = (p * (p + 1) / 2) as f64;
+    let matmul = 2.0 * (tokens * c.num_layers * per_layer) as f64;
     let attention = 4.0 * keys * (c.num_heads * c.head_dim * c.num_layers) as f64;
     matmul + attention + 2.0 * (c.vocab_size * h) as f64
 }
@@ -416,6 +439,7 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         .map(|(&b, v)| (b, median(v)))
         .collect();
     let batch1 = decode.iter().find(|d| d.0 == 1).map(|d| d.1);
+    let per_token = decode_flops(&model.config, cfg.decode_tokens);
     Ok(ModelBench {
         prefill: cfg
             .prompt_tokens
@@ -434,12 +458,19 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
             .collect(),
         decode: decode
             .into_iter()
-            .map(|(batch, tok_s)| DecodeResult {
-                batch,
-                tok_s,
-                fraction_of_read_limit: tok_s / batch as f64 * weight_bytes as f64
-                    / (limits.read_gb_s * 1e9),
-                vs_batch1: batch1.map(|b1| tok_s / b1),
+            .map(|(batch, tok_s)| {
+                let gflop_s = per_token * tok_s / 1e9;
+                let read_bound = batch as f64 * limits.read_gb_s * 1e9 / weight_bytes as f64;
+                DecodeResult {
+                    batch,
+                    tok_s,
+                    fraction_of_read_limit: tok_s / batch as f64 * weight_bytes as f64
+                        / (limits.read_gb_s * 1e9),
+                    vs_batch1: batch1.map(|b1| tok_s / b1),
+                    gflop_s,
+                    fraction_of_peak: gflop_s / peak,
+                    roofline_tok_s: read_bound.min(peak * 1e9 / per_token),
+                }
             })
             .collect(),
         limits,
@@ -482,6 +513,11 @@ mod tests {
         assert_eq!(
             prefill_flops(&c, 4),
             8.0 * projections as f64 + attn(10) + lm_head
+        );
+        // 16 decode steps after the 16-token prompt: 17 to 32 keys, 24.5 on average.
+        assert_eq!(
+            decode_flops(&c, 16),
+            2.0 * projections as f64 + attn(49) / 2.0 + lm_head
         );
     }
 
