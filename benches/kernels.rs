@@ -42,16 +42,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs `f` `repeats` times (after one warm-up) and returns the (median, fastest) seconds. The
-/// fastest run shows what the kernel does when the machine leaves it alone; the median what to
-/// expect.
+/// Times `f` `repeats` times (after one warm-up) and returns the (median, fastest) seconds per
+/// call. A sample runs `f` back to back for at least 20 ms: a matmul of 32 rows takes a tenth of a
+/// millisecond, and timed alone its few samples could all fall inside one passing disturbance (a
+/// helper thread descheduled while the kernel released the limits' 512 MiB buffer, say), which
+/// showed as a stable 5x slowdown of whichever shape came first. The fastest sample shows what
+/// the kernel does when the machine leaves it alone; the median what to expect.
 fn time(repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let t0 = Instant::now();
     f();
+    let once = t0.elapsed().as_secs_f64().max(1e-7);
+    let calls = ((0.02 / once).ceil() as usize).clamp(1, 10_000);
     let runs: Vec<f64> = (0..repeats)
         .map(|_| {
             let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64()
+            for _ in 0..calls {
+                f();
+            }
+            t0.elapsed().as_secs_f64() / calls as f64
         })
         .collect();
     let best = runs.iter().copied().fold(f64::INFINITY, f64::min);
@@ -187,7 +195,7 @@ fn run() {
             (true, cpu::Kernel::Amx) => "AMX bf16 peak",
             _ => "bf16 dot peak",
         };
-        for &m in &[8usize, 32, 128, 512] {
+        for &m in &[4usize, 8, 16, 32, 128, 512] {
             for &(name, n, k) in &shapes {
                 let label = format!("gemm {name} m={m} bf16{}", if fast { " fast" } else { "" });
                 if !label.contains(&filter) {

@@ -55,10 +55,10 @@ pub(super) trait Src {
     unsafe fn units(p: *const Self::T, s: usize) -> __m512i;
     /// One element as the kernel's scalar reference widens it (for the tail of `k`).
     fn f32(v: Self::T) -> f32;
-    /// Stored bytes per unit, where [`Src::bcast`] reads a unit straight from a stored row in a
-    /// load and a little arithmetic (a tile may then broadcast from the weights as stored: see
-    /// [`direct`]); 0 where it takes more and chunks are packed instead.
-    const DIRECT_BYTES: usize;
+    /// Whether [`Src::bcast`] reads a unit straight from a stored row in a load and a little
+    /// arithmetic (a tile may then broadcast from the weights as stored: see [`direct`]); not
+    /// where it takes more, and chunks are packed instead.
+    const STORED: bool;
     /// Unit `l` of a step broadcast to all lanes, read from the stored row at `p`, the step's
     /// element `l * STEP / 16`; `ODD` is whether `l` is odd.
     unsafe fn bcast<const ODD: bool>(p: *const Self::T) -> __m512i;
@@ -87,7 +87,7 @@ impl Src for Raw<f32> {
     fn f32(v: f32) -> f32 {
         v
     }
-    const DIRECT_BYTES: usize = 4;
+    const STORED: bool = true;
     #[inline(always)]
     unsafe fn bcast<const ODD: bool>(p: *const f32) -> __m512i {
         bcast32(p)
@@ -103,7 +103,7 @@ impl Src for Raw<bf16> {
     fn f32(v: bf16) -> f32 {
         v.to_f32()
     }
-    const DIRECT_BYTES: usize = 4;
+    const STORED: bool = true;
     #[inline(always)]
     unsafe fn bcast<const ODD: bool>(p: *const bf16) -> __m512i {
         bcast32(p)
@@ -120,7 +120,7 @@ impl Src for WideBf16 {
     fn f32(v: bf16) -> f32 {
         v.to_f32()
     }
-    const DIRECT_BYTES: usize = 2;
+    const STORED: bool = true;
     /// The element is one half of an aligned pair, read whole: the high half (odd `l`) has its
     /// low half cleared, the low half (even `l`) is shifted up. Either is the bf16's f32, exactly,
     /// and neither reads outside the row (`l` is even at the row's first element).
@@ -145,7 +145,7 @@ impl Src for WideF16 {
         v.to_f32()
     }
     /// An f16 takes a conversion on top of the broadcast: chunks are packed (widened) once.
-    const DIRECT_BYTES: usize = 0;
+    const STORED: bool = false;
     #[inline(always)]
     unsafe fn bcast<const ODD: bool>(p: *const f16) -> __m512i {
         _mm512_castps_si512(_mm512_cvtph_ps(_mm256_set1_epi16((p as *const i16).read())))
@@ -278,11 +278,6 @@ thread_local! {
     static PACKED_W: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The passes in the order of the lanes' tree: after every pair the stack of partial sums merges
-/// as a binary counter does, so pass `p` of this order meets exactly the partners `hsum512` adds
-/// it to (lanes `l` and `l + 8`, then pairs 4 apart, 2 apart, 1 apart).
-const ORDER: [usize; LANES] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15];
-
 /// Columns `j0..j1` of a job whose inputs are packed at `jb.xp` (see [`pack_x`]): every tile of
 /// input rows meets the chunk's weight rows `NC` at a time, broadcast from the weights as stored
 /// where [`direct`] says so, else from the chunk packed first (`[lane][step][row]`, rows padded to
@@ -299,7 +294,7 @@ pub(super) unsafe fn gemm<D: Units, S: Src>(jb: &Job<D::X, S::T>, j0: usize, j1:
     if steps == 0 || j0 >= j1 {
         return;
     }
-    if direct::<S>(jb.m, k) {
+    if direct::<S>(jb.m) {
         return tiles::<D, S, true>(jb, j0, j1, std::ptr::null(), steps, 0);
     }
     let cols = (j1 - j0).next_multiple_of(16);
@@ -329,16 +324,15 @@ pub(super) unsafe fn gemm<D: Units, S: Src>(jb: &Job<D::X, S::T>, j0: usize, j1:
     tiles::<D, S, false>(jb, j0, j1, wp, steps, cols)
 }
 
-/// Whether a matmul of `m` input rows of `k` broadcasts the weights as stored rather than packing
-/// each chunk first. Packing costs about as much as a tile of 32 rows computing on the packed
-/// chunk (a transpose, read from memory), once for all tiles; broadcasting from the stored rows
-/// costs a little arithmetic per unit in every tile, and re-reads a tile's rows in each of its 16
-/// passes: from L1 where they fit, else from L2, which keeps up with 2-byte units but not 4-byte
-/// ones. Measured (benches/kernels.rs, `gemm`): at 32 rows broadcasting reaches 78-86% of the peak
-/// against packing's 58-75%; at 128 rows the two are even, at 512 packing is ahead.
-fn direct<S: Src>(m: usize, k: usize) -> bool {
-    let fits_l1 = NC * k * S::DIRECT_BYTES * LANES / S::STEP <= 32 << 10;
-    m <= direct_max_m() && S::DIRECT_BYTES > 0 && (S::DIRECT_BYTES <= 2 || fits_l1)
+/// Whether a matmul of `m` input rows broadcasts the weights as stored rather than packing each
+/// chunk first. Packing costs about as much as a tile of 32 rows computing on the packed chunk (a
+/// transpose, read from memory), once for all tiles; broadcasting from the stored rows costs a
+/// little arithmetic per unit in every tile, and re-reads a tile's rows in each of its 16 passes,
+/// from L1 (the tile goes a block of steps at a time). Measured (benches/kernels.rs, `gemm`): at
+/// 32 rows broadcasting reaches 78-86% of the peak against packing's 58-75%; at 128 rows the two
+/// are even, at 512 packing is ahead.
+fn direct<S: Src>(m: usize) -> bool {
+    S::STORED && m <= direct_max_m()
 }
 
 fn direct_max_m() -> usize {
@@ -347,12 +341,12 @@ fn direct_max_m() -> usize {
         std::env::var("RSTAR_DIRECT_M")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(2 * ROWS)
+            .unwrap_or(64)
     })
 }
 
-/// Every tile of the job's input rows against weight rows `j0..j1`, `NC` at a time: packed at
-/// `wp` (stride `cols` between steps) or, `DIRECT`, as stored.
+/// Every tile of the job's input rows against weight rows `j0..j1`, `NC` at a time: packed at `wp` (stride `cols` between steps) or, `DIRECT`, as stored, a block of steps
+/// at a time whose units fit L1 ([`block_steps`]).
 #[inline(always)]
 unsafe fn tiles<D: Units, S: Src, const DIRECT: bool>(
     jb: &Job<D::X, S::T>,
@@ -362,30 +356,58 @@ unsafe fn tiles<D: Units, S: Src, const DIRECT: bool>(
     steps: usize,
     cols: usize,
 ) {
+    let kb = if DIRECT {
+        block_steps::<S>().min(steps)
+    } else {
+        steps
+    };
     // The next chunk's weights into L2, a slice before each pass of each tile: they would
     // otherwise come from memory in many streams at once.
     let tiles_m = jb.m.div_ceil(ROWS);
     let w = j1 - j0;
-    let passes = tiles_m * (w / NC + w % NC / 4 + w % 4) * LANES;
+    let passes = tiles_m * (w / NC + w % NC / 4 + w % 4) * LANES * steps.div_ceil(kb);
     let mut ahead = Ahead {
         at: 0,
         per: jb.ahead_len.div_ceil(passes.max(1)).next_multiple_of(64),
     };
+    let at = Steps {
+        all: steps,
+        kb,
+        cols,
+    };
     for t in 0..tiles_m {
         let mut j = j0;
         while j + NC <= j1 {
-            tile::<D, S, NC, DIRECT>(jb, t, j, wp, j0, steps, cols, &mut ahead);
+            tile::<D, S, NC, DIRECT>(jb, t, j, wp, j0, at, &mut ahead);
             j += NC;
         }
         while j + 4 <= j1 {
-            tile::<D, S, 4, DIRECT>(jb, t, j, wp, j0, steps, cols, &mut ahead);
+            tile::<D, S, 4, DIRECT>(jb, t, j, wp, j0, at, &mut ahead);
             j += 4;
         }
         while j < j1 {
-            tile::<D, S, 1, DIRECT>(jb, t, j, wp, j0, steps, cols, &mut ahead);
+            tile::<D, S, 1, DIRECT>(jb, t, j, wp, j0, at, &mut ahead);
             j += 1;
         }
     }
+}
+
+/// Steps per block of a tile of `NC` weight rows broadcast as stored: the block's stored units
+/// take at most 32 KiB, so that the 16 passes over it find them in L1 (48 KiB on Zen 4 and 5,
+/// Ice Lake and later) rather than L2. Measured (benches/kernels.rs, `gemm down`, `k` = 4864,
+/// 32 rows): 67% -> 70% of the f32 peak in `exact` (bf16 units), 62% -> 71% of the bf16 peak in
+/// `fast` (4-byte units, which without blocks were packed instead: L2 does not keep up with them).
+fn block_steps<S: Src>() -> usize {
+    ((32 << 10) / (NC * S::STEP * std::mem::size_of::<S::T>())).max(1)
+}
+
+/// A tile's steps: `all` of them, in blocks of `kb`; `cols` is the stride between the steps of a
+/// packed chunk.
+#[derive(Clone, Copy)]
+struct Steps {
+    all: usize,
+    kb: usize,
+    cols: usize,
 }
 
 /// The prefetch of the next chunk ([`Job`]'s `ahead`): `per` bytes at a time from `at`.
@@ -407,58 +429,63 @@ impl Ahead {
 }
 
 /// Input tile `t` against weight rows `j..j + C`: packed, the chunk's (rows `j0..`) at `wp`
-/// (stride `cols` between steps); `DIRECT`, as stored. Each pass first prefetches its slice of the
-/// next chunk.
+/// (stride `at.cols` between steps); `DIRECT`, as stored. Block by block of steps, pass `l` carries
+/// lane `l`'s sums on from where the block before left them, so they are the sums a pass over all
+/// steps makes; then the lanes meet in the tree `hsum512` uses (lanes `l` and `l + 8`, then pairs
+/// 4 apart, 2 apart, 1 apart). Each pass first prefetches its slice of the next chunk.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn tile<D: Units, S: Src, const C: usize, const DIRECT: bool>(
     jb: &Job<D::X, S::T>,
     t: usize,
     j: usize,
     wp: *const u32,
     j0: usize,
-    steps: usize,
-    cols: usize,
+    at: Steps,
     ahead: &mut Ahead,
 ) {
-    let k = jb.k;
-    // The stack of merged sums: at most 4 deep (16 = 2^4 lanes).
-    let mut stack = MaybeUninit::<[[[__m512; C]; MV]; 4]>::uninit();
-    let stack = stack.as_mut_ptr() as *mut [[__m512; C]; MV];
+    let (k, steps, cols) = (jb.k, at.all, at.cols);
+    let mut sums = MaybeUninit::<[[[__m512; C]; MV]; LANES]>::uninit();
+    let sums = sums.as_mut_ptr() as *mut [[__m512; C]; MV];
     let xt = jb.xp.add(t * LANES * steps * ROWS);
-    let mut acc = [[D::zero(); C]; MV];
-    let mut depth = 0;
-    for (p, &l) in ORDER.iter().enumerate() {
-        ahead.next(jb);
-        acc = [[D::zero(); C]; MV];
-        let x = xt.add(l * steps * ROWS);
-        if !DIRECT {
-            let w = wp.add(j - j0 + l * steps * cols);
-            pass::<D, S, C, false, false>(&mut acc, x, w, std::ptr::null(), steps, cols, k);
-        } else {
-            let w = jb.w.add(j * k + l * S::STEP / LANES);
-            if l % 2 == 1 {
-                pass::<D, S, C, true, true>(&mut acc, x, wp, w, steps, cols, k);
+    let mut s0 = 0;
+    while s0 < steps {
+        let n = at.kb.min(steps - s0);
+        for l in 0..LANES {
+            ahead.next(jb);
+            let mut acc = if s0 == 0 {
+                [[D::zero(); C]; MV]
             } else {
-                pass::<D, S, C, true, false>(&mut acc, x, wp, w, steps, cols, k);
-            }
-        }
-        let mut q = p + 1;
-        while q % 2 == 0 {
-            depth -= 1;
-            let top = &*stack.add(depth);
-            for (av, tv) in acc.iter_mut().zip(top) {
-                for (a, &b) in av.iter_mut().zip(tv) {
-                    *a = _mm512_add_ps(b, *a);
+                *sums.add(l)
+            };
+            let x = xt.add((l * steps + s0) * ROWS);
+            if !DIRECT {
+                let w = wp.add(j - j0 + (l * steps + s0) * cols);
+                pass::<D, S, C, false, false>(&mut acc, x, w, std::ptr::null(), n, cols, k);
+            } else {
+                let w = jb.w.add(j * k + l * S::STEP / LANES + s0 * S::STEP);
+                if l % 2 == 1 {
+                    pass::<D, S, C, true, true>(&mut acc, x, wp, w, n, cols, k);
+                } else {
+                    pass::<D, S, C, true, false>(&mut acc, x, wp, w, n, cols, k);
                 }
             }
-            q /= 2;
+            *sums.add(l) = acc;
         }
-        if p + 1 < LANES {
-            *stack.add(depth) = acc;
-            depth += 1;
-        }
+        s0 += n;
     }
+    let mut half = LANES / 2;
+    while half > 0 {
+        for l in 0..half {
+            let (a, b) = (&mut *sums.add(l), &*sums.add(l + half));
+            for (av, bv) in a.iter_mut().zip(b) {
+                for (x, &y) in av.iter_mut().zip(bv) {
+                    *x = _mm512_add_ps(*x, y);
+                }
+            }
+        }
+        half /= 2;
+    }
+    let acc = *sums;
     // `acc` holds the tree's sums. Without a tail of `k`, each 16-row vector's sums are turned
     // into rows in registers and stored a row at a time.
     let main = steps * S::STEP;

@@ -296,11 +296,16 @@ pub(super) struct Bcast<X, W> {
 #[cfg(not(target_arch = "x86_64"))]
 pub(super) struct Bcast<X, W>(std::marker::PhantomData<(X, W)>);
 
-/// Rows from which a matmul packs its weights when it has a [`Packed`] variant.
-const PACK_MIN_M: usize = 16;
+/// Rows from which a matmul packs its weights when it has a [`Packed`] variant (and no broadcast
+/// GEMM). Below, the weights stream past 4-row tiles (see [`block`]): measured (benches/kernels.rs,
+/// `gemm`, 16 rows in `exact`), 70-73% of the f32 peak streaming against 57-58% packed on AVX-512,
+/// 84-87% against 64-81% on AVX2.
+const PACK_MIN_M: usize = 32;
 
 /// Rows from which a matmul runs the broadcast GEMM where its path has one (`bcast.rs`). Below,
-/// a tile of 32 input rows would be mostly padding.
+/// a tile of 32 input rows would be mostly padding: measured (benches/kernels.rs, `gemm`, 16 rows),
+/// a tile of one vector of 16 rows reached 47-54% of the f32 peak where the dot-product tiles
+/// reach 62-73%.
 #[cfg(target_arch = "x86_64")]
 const BCAST_MIN_M: usize = 32;
 
@@ -689,9 +694,20 @@ unsafe fn rows<D: Dot, const MR: usize, const C: usize>(
         tile::<D, MR, C>(jb, i, j, next && i == 0);
         i += MR;
     }
-    while i < jb.m {
-        tile::<D, 1, C>(jb, i, j, next && i == 0);
-        i += 1;
+    // The rows left over as one tile, which reads each weight vector once (`MR` is 4 on every
+    // path).
+    let first = next && i == 0;
+    match jb.m - i {
+        0 => {}
+        1 => tile::<D, 1, C>(jb, i, j, first),
+        2 => tile::<D, 2, C>(jb, i, j, first),
+        3 => tile::<D, 3, C>(jb, i, j, first),
+        _ => {
+            while i < jb.m {
+                tile::<D, 1, C>(jb, i, j, next && i == 0);
+                i += 1;
+            }
+        }
     }
 }
 
@@ -998,13 +1014,15 @@ pub(super) mod x86 {
         block::<D, 4, 3, 8>(jb, j0, j1)
     }
 
-    /// AVX-512 entry point: 6x4 GEMM tiles (24 accumulators of 32 zmm), 1x8 GEMV tiles.
+    /// AVX-512 entry point: 4x4 GEMM tiles (16 accumulators of 32 zmm), 1x8 GEMV tiles. Measured
+    /// (benches/kernels.rs, `gemm`, batches of 8 and 16 in `exact`): 4x4 tiles reach 62-73% of the
+    /// f32 peak, where 6x4 tiles (24 accumulators) reached 33-42% and 4x5 or 4x6 about 30%.
     ///
     /// # Safety
     /// The CPU supports AVX-512F/BW (and F16C); `jb` and `j0..j1` are in bounds (see [`Job`]).
     #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
     pub unsafe fn block_avx512<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
-        block::<D, 6, 4, 8>(jb, j0, j1)
+        block::<D, 4, 4, 8>(jb, j0, j1)
     }
 
     /// AVX512_BF16 entry point, tiles as [`block_avx512`].
@@ -1013,7 +1031,7 @@ pub(super) mod x86 {
     /// The CPU supports AVX-512F/BW and AVX512_BF16; `jb` and `j0..j1` are in bounds.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn block_avx512bf16<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
-        block::<D, 6, 4, 8>(jb, j0, j1)
+        block::<D, 4, 4, 8>(jb, j0, j1)
     }
 }
 
@@ -1204,11 +1222,13 @@ pub(super) mod tests {
             (7, 53, 133),
             (13, 130, 96),
             (25, 17, 200),
-            // Packed weights (m >= PACK_MIN_M), long rows with a tail.
+            // Weights streamed past 4-row tiles (m < PACK_MIN_M), long rows with a tail, a
+            // leftover row.
             (17, 61, 1100),
             (2, 50, 1037),
-            // Packed chunks of 12 rows (24 rows of f32 would pass 256 KiB), a partial last chunk.
             (16, 29, 2816),
+            // Packed weights (m >= PACK_MIN_M) where there is no broadcast GEMM.
+            (34, 21, 1037),
             // k a multiple of 32 (the AMX path): odd activation groups, a partial weight tile.
             (33, 70, 256),
             // The broadcast GEMM (m >= 32 on AVX-512): a tail of k, weight rows left over from
@@ -1217,7 +1237,7 @@ pub(super) mod tests {
             (70, 101, 96),
             (66, 30, 2816),
             // Up to 64 rows the broadcast GEMM reads the weights as stored (`bcast::direct`):
-            // odd and even lanes, a tail of k, rows past L1 (packed again for 4-byte units).
+            // odd and even lanes, a tail of k, rows past L1 (in blocks of steps).
             (40, 29, 1037),
             (33, 101, 96),
             (64, 30, 2816),
