@@ -1014,15 +1014,18 @@ pub(super) mod x86 {
         block::<D, 4, 3, 8>(jb, j0, j1)
     }
 
-    /// AVX-512 entry point: 4x4 GEMM tiles (16 accumulators of 32 zmm), 1x8 GEMV tiles. Measured
+    /// AVX-512 entry point: 4x4 GEMM tiles (16 accumulators of 32 zmm), 1x6 GEMV tiles. Measured
     /// (benches/kernels.rs, `gemm`, batches of 8 and 16 in `exact`): 4x4 tiles reach 62-73% of the
-    /// f32 peak, where 6x4 tiles (24 accumulators) reached 33-42% and 4x5 or 4x6 about 30%.
+    /// f32 peak, where 6x4 tiles (24 accumulators) reached 33-42% and 4x5 or 4x6 about 30%. Batch-1
+    /// decode of the 0.5B shape in `exact` (`rstar bench`, 4 runs each): 1x6 GEMV tiles 69.9-71.0
+    /// tok/s, 1x4 68.7-70.0, 1x8 59.1-61.1 (0.73-0.77 of the read limit against 0.87-0.88); in
+    /// `fast` all three within 68-71.
     ///
     /// # Safety
     /// The CPU supports AVX-512F/BW (and F16C); `jb` and `j0..j1` are in bounds (see [`Job`]).
     #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
     pub unsafe fn block_avx512<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
-        block::<D, 4, 4, 8>(jb, j0, j1)
+        block::<D, 4, 4, 6>(jb, j0, j1)
     }
 
     /// AVX512_BF16 entry point, tiles as [`block_avx512`].
@@ -1031,7 +1034,7 @@ pub(super) mod x86 {
     /// The CPU supports AVX-512F/BW and AVX512_BF16; `jb` and `j0..j1` are in bounds.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn block_avx512bf16<D: Dot>(jb: &Job<D::X, D::W>, j0: usize, j1: usize) {
-        block::<D, 4, 4, 8>(jb, j0, j1)
+        block::<D, 4, 4, 6>(jb, j0, j1)
     }
 }
 
