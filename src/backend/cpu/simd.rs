@@ -681,35 +681,40 @@ impl Ahead {
     }
 }
 
-/// Every input row against weight rows `j..j + C`: `MR x C` tiles, `1 x C` for leftover rows; with
-/// `next`, the first tile prefetches the `C` weight rows that follow.
+/// Input rows `i0..i1` against weight rows `j..j + C`: `MR x C` tiles, one tile for the rows left
+/// over; with `next`, the first tile prefetches the `C` weight rows that follow.
 #[inline(always)]
 unsafe fn rows<D: Dot, const MR: usize, const C: usize>(
     jb: &Job<D::X, D::W>,
+    i0: usize,
+    i1: usize,
     j: usize,
     next: bool,
 ) {
-    let mut i = 0;
-    while i + MR <= jb.m {
-        tile::<D, MR, C>(jb, i, j, next && i == 0);
+    let mut i = i0;
+    while i + MR <= i1 {
+        tile::<D, MR, C>(jb, i, j, next && i == i0);
         i += MR;
     }
     // The rows left over as one tile, which reads each weight vector once (`MR` is 4 on every
     // path).
-    let first = next && i == 0;
-    match jb.m - i {
+    let first = next && i == i0;
+    match i1 - i {
         0 => {}
         1 => tile::<D, 1, C>(jb, i, j, first),
         2 => tile::<D, 2, C>(jb, i, j, first),
         3 => tile::<D, 3, C>(jb, i, j, first),
         _ => {
-            while i < jb.m {
-                tile::<D, 1, C>(jb, i, j, next && i == 0);
+            while i < i1 {
+                tile::<D, 1, C>(jb, i, j, next && i == i0);
                 i += 1;
             }
         }
     }
 }
+
+/// Input rows per block of a small batch that streams its weights (see [`block`]).
+const STREAM_ROWS: usize = 8;
 
 /// Columns `j0..j1` for all rows. Packed weights (hot in L2) and batch 1: row tile by row tile,
 /// `MR x NR` GEMM tiles and, for leftover rows and batch 1, `1 x NV` GEMV tiles.
@@ -719,8 +724,13 @@ unsafe fn rows<D: Dot, const MR: usize, const C: usize>(
 /// the first row's tile prefetches the next group, so the stream overlaps the other rows'
 /// arithmetic. Row tile by row tile, the first tile waited on memory while the others found the
 /// chunk in L2: measured on the 2-core Zen 3 VM, batch-8 decode of the 0.5B shape went from
-/// 49-51 to 63-81 tok/s, batch 4 from 37-38 to 48-55. The arithmetic of each output is the same in
-/// either order.
+/// 49-51 to 63-81 tok/s, batch 4 from 37-38 to 48-55. More than [`STREAM_ROWS`] rows go a block of
+/// them at a time over the whole chunk, so that a block's inputs stay in L1 (28 KiB at `k` = 896)
+/// while the weight groups pass: the first block streams the chunk from memory, the others find it
+/// in L2. Measured on the 2-core Zen 5 VM (`rstar bench`, 2 runs each), batch-16 / 24 decode in
+/// `exact` went from 266-267 / 297-298 to 318-320 / 333-339 tok/s (blocks of 12: 274 / 299; of 4:
+/// 305-307 / 327-330), in `fast` from 376-377 / 408-409 to 388-401 / 456-459. The arithmetic of
+/// each output is the same in any order.
 #[inline(always)]
 unsafe fn block<D: Dot, const MR: usize, const NR: usize, const NV: usize>(
     jb: &Job<D::X, D::W>,
@@ -728,14 +738,19 @@ unsafe fn block<D: Dot, const MR: usize, const NR: usize, const NV: usize>(
     j1: usize,
 ) {
     if jb.stream && jb.m > 1 && jb.m < PACK_MIN_M {
-        let mut j = j0;
-        while j + NR <= j1 {
-            rows::<D, MR, NR>(jb, j, j + 2 * NR <= j1);
-            j += NR;
-        }
-        while j < j1 {
-            rows::<D, MR, 1>(jb, j, false);
-            j += 1;
+        let mut i0 = 0;
+        while i0 < jb.m {
+            let i1 = (i0 + STREAM_ROWS).min(jb.m);
+            let mut j = j0;
+            while j + NR <= j1 {
+                rows::<D, MR, NR>(jb, i0, i1, j, i0 == 0 && j + 2 * NR <= j1);
+                j += NR;
+            }
+            while j < j1 {
+                rows::<D, MR, 1>(jb, i0, i1, j, false);
+                j += 1;
+            }
+            i0 = i1;
         }
         return;
     }
