@@ -278,6 +278,11 @@ thread_local! {
     static PACKED_W: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The passes in the order of the lanes' tree: after every pair the stack of partial sums merges
+/// as a binary counter does, so pass `p` of this order meets exactly the partners `hsum512` adds
+/// it to (lanes `l` and `l + 8`, then pairs 4 apart, 2 apart, 1 apart).
+const ORDER: [usize; LANES] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15];
+
 /// Columns `j0..j1` of a job whose inputs are packed at `jb.xp` (see [`pack_x`]): every tile of
 /// input rows meets the chunk's weight rows `NC` at a time, broadcast from the weights as stored
 /// where [`direct`] says so, else from the chunk packed first (`[lane][step][row]`, rows padded to
@@ -431,8 +436,8 @@ impl Ahead {
 /// Input tile `t` against weight rows `j..j + C`: packed, the chunk's (rows `j0..`) at `wp`
 /// (stride `at.cols` between steps); `DIRECT`, as stored. Block by block of steps, pass `l` carries
 /// lane `l`'s sums on from where the block before left them, so they are the sums a pass over all
-/// steps makes; then the lanes meet in the tree `hsum512` uses (lanes `l` and `l + 8`, then pairs
-/// 4 apart, 2 apart, 1 apart). Each pass first prefetches its slice of the next chunk.
+/// steps makes; the last block's passes merge as they go (see [`ORDER`]). Each pass first
+/// prefetches its slice of the next chunk.
 #[inline(always)]
 unsafe fn tile<D: Units, S: Src, const C: usize, const DIRECT: bool>(
     jb: &Job<D::X, S::T>,
@@ -444,18 +449,25 @@ unsafe fn tile<D: Units, S: Src, const C: usize, const DIRECT: bool>(
     ahead: &mut Ahead,
 ) {
     let (k, steps, cols) = (jb.k, at.all, at.cols);
-    let mut sums = MaybeUninit::<[[[__m512; C]; MV]; LANES]>::uninit();
-    let sums = sums.as_mut_ptr() as *mut [[__m512; C]; MV];
+    // Lane sums carried from one block to the next, and the stack of merged sums of the last
+    // block: at most 4 deep (16 = 2^4 lanes).
+    let mut carry = MaybeUninit::<[[[__m512; C]; MV]; LANES]>::uninit();
+    let carry = carry.as_mut_ptr() as *mut [[__m512; C]; MV];
+    let mut stack = MaybeUninit::<[[[__m512; C]; MV]; 4]>::uninit();
+    let stack = stack.as_mut_ptr() as *mut [[__m512; C]; MV];
     let xt = jb.xp.add(t * LANES * steps * ROWS);
+    let mut acc = [[D::zero(); C]; MV];
     let mut s0 = 0;
     while s0 < steps {
         let n = at.kb.min(steps - s0);
-        for l in 0..LANES {
+        let last = s0 + n == steps;
+        let mut depth = 0;
+        for (p, &l) in ORDER.iter().enumerate() {
             ahead.next(jb);
-            let mut acc = if s0 == 0 {
+            acc = if s0 == 0 {
                 [[D::zero(); C]; MV]
             } else {
-                *sums.add(l)
+                *carry.add(l)
             };
             let x = xt.add((l * steps + s0) * ROWS);
             if !DIRECT {
@@ -469,23 +481,29 @@ unsafe fn tile<D: Units, S: Src, const C: usize, const DIRECT: bool>(
                     pass::<D, S, C, true, false>(&mut acc, x, wp, w, n, cols, k);
                 }
             }
-            *sums.add(l) = acc;
+            if !last {
+                *carry.add(l) = acc;
+                continue;
+            }
+            // After the last block, the passes in `ORDER` merge as a binary counter does.
+            let mut q = p + 1;
+            while q % 2 == 0 {
+                depth -= 1;
+                let top = &*stack.add(depth);
+                for (av, tv) in acc.iter_mut().zip(top) {
+                    for (a, &b) in av.iter_mut().zip(tv) {
+                        *a = _mm512_add_ps(b, *a);
+                    }
+                }
+                q /= 2;
+            }
+            if p + 1 < LANES {
+                *stack.add(depth) = acc;
+                depth += 1;
+            }
         }
         s0 += n;
     }
-    let mut half = LANES / 2;
-    while half > 0 {
-        for l in 0..half {
-            let (a, b) = (&mut *sums.add(l), &*sums.add(l + half));
-            for (av, bv) in a.iter_mut().zip(b) {
-                for (x, &y) in av.iter_mut().zip(bv) {
-                    *x = _mm512_add_ps(*x, y);
-                }
-            }
-        }
-        half /= 2;
-    }
-    let acc = *sums;
     // `acc` holds the tree's sums. Without a tail of `k`, each 16-row vector's sums are turned
     // into rows in registers and stored a row at a time.
     let main = steps * S::STEP;
