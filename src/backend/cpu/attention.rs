@@ -103,12 +103,42 @@ fn attention_with(
         if matches!(kern, Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx)
             && matches!(s.head_dim, 64 | 128)
         {
-            // The keys transposed once per call, shared by every item of their sequence.
+            // The keys transposed once per call, shared by every item of their sequence; a
+            // sequence of one query row (a decode step) has one item per KV head, which
+            // transposes its keys itself into a buffer of its thread, still in L2 when it reads
+            // them (the same values: the item computes the same bits either way).
             return super::with_scratch(&KT, |(kt, off)| {
                 transpose_all(k, seqs, &s, kt, off);
                 let (kt, off) = (&*kt, &*off);
                 run_items(q, seqs, s, owner, out, |it, g, si, o| {
                     let npad = (off[si + 1] - off[si]) / (s.n_kv_heads * s.head_dim);
+                    if npad == 0 {
+                        return super::with_scratch(&KT_ITEM, |kt| {
+                            let n = it.pos + 1;
+                            let npad = n.next_multiple_of(x86::KEYS);
+                            let kt = super::aligned(kt, s.head_dim * npad, 1 << 16);
+                            assert!((0..n).all(|j| it.row(j, &s) + s.head_dim <= k.len()));
+                            // SAFETY: the path's CPU check covers AVX-512F; `head_dim` is 64 or
+                            // 128; `kt` holds `head_dim * npad` elements; every row was checked
+                            // against `k` just above.
+                            unsafe {
+                                x86::transpose_keys(
+                                    k,
+                                    n,
+                                    npad,
+                                    s.head_dim,
+                                    |j| it.row(j, &s),
+                                    kt.as_mut_ptr(),
+                                )
+                            };
+                            with_rows(it, &s, k, v, |scores, rows| {
+                                // SAFETY: as below, with `kt` this item's keys transposed.
+                                unsafe {
+                                    x86::item_avx512(it, kt.as_ptr(), npad, v, rows, &s, scores, o)
+                                }
+                            })
+                        });
+                    }
                     let ktp = &kt[off[si] + g * s.head_dim * npad..];
                     with_rows(it, &s, k, v, |scores, rows| {
                         // SAFETY: the path's CPU check covers AVX-512F, AVX2 and FMA; `ktp` holds
@@ -213,9 +243,10 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Transposes the keys of every sequence and KV head into `kt` (see `x86::transpose_keys`):
-/// sequence `i`'s at `off[i]`, head after head, `head_dim * npad` each, where `npad` is its
-/// positions rounded up to 16. Split across the pool by (sequence, head).
+/// Transposes the keys of every sequence of more than one query row and every KV head into `kt`
+/// (see `x86::transpose_keys`): sequence `i`'s at `off[i]`, head after head, `head_dim * npad`
+/// each, where `npad` is its positions rounded up to 16 (0 for a sequence of one row, whose
+/// items transpose their own keys). Split across the pool by (sequence, head).
 #[cfg(target_arch = "x86_64")]
 fn transpose_all(
     k: &[f32],
@@ -228,7 +259,10 @@ fn transpose_all(
     off.clear();
     off.push(0);
     for sq in seqs {
-        let npad = (sq.start + sq.len).next_multiple_of(x86::KEYS);
+        let npad = match sq.len {
+            0 | 1 => 0,
+            _ => (sq.start + sq.len).next_multiple_of(x86::KEYS),
+        };
         off.push(off.last().copied().unwrap_or(0) + npad * kvd);
     }
     let total = off.last().copied().unwrap_or(0);
@@ -247,6 +281,9 @@ fn transpose_all(
         let sq = &seqs[si];
         let n = sq.start + sq.len;
         let npad = (off[si + 1] - off[si]) / kvd;
+        if npad == 0 {
+            return;
+        }
         let it = Item {
             q: &[],
             table: sq.table,
@@ -270,7 +307,7 @@ fn transpose_all(
             )
         }
     };
-    let work = seqs.iter().map(|sq| sq.start + sq.len).sum::<usize>() * kvd;
+    let work = total;
     if work >= PAR_THRESHOLD && seqs.len() * s.n_kv_heads > 1 {
         super::par_for(seqs.len() * s.n_kv_heads, one);
     } else {
@@ -280,6 +317,8 @@ fn transpose_all(
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
+    /// The keys of one decode item transposed (see [`attention_with`]), grown and reused.
+    static KT_ITEM: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Scores of one item (`group * keys`) and its keys' K/V row offsets, grown and reused.
     static SCORES: std::cell::RefCell<(Vec<f32>, Vec<usize>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
