@@ -74,6 +74,9 @@ pub struct BenchModelArgs {
     /// Decode steps per batch.
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
+    /// Prompt length of each sequence before decoding (not timed): the context decode attends to.
+    #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub context_tokens: usize,
     /// Decode batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub batch: Vec<usize>,
@@ -229,6 +232,7 @@ fn bench_model(a: BenchModelArgs) -> Result<()> {
     let cfg = rstar::backend::cpu::bench::ModelBenchConfig {
         prompt_tokens: a.prompt_tokens,
         decode_tokens: a.decode_tokens,
+        context_tokens: a.context_tokens,
         batches: a.batch,
         repeats: a.repeats,
     };

@@ -15,6 +15,9 @@ use crate::model::{Model, SeqChunk};
 pub struct ModelBenchConfig {
     pub prompt_tokens: Vec<usize>,
     pub decode_tokens: usize,
+    /// Prompt tokens of each decoding sequence (at least 1; not timed): the context the first
+    /// decode step attends to.
+    pub context_tokens: usize,
     pub batches: Vec<usize>,
     pub repeats: usize,
 }
@@ -69,6 +72,8 @@ pub struct Limits {
 pub struct ModelBench {
     pub prefill: Vec<PrefillResult>,
     pub decode: Vec<DecodeResult>,
+    /// Prompt tokens of each decoding sequence before its timed steps.
+    pub context_tokens: usize,
     pub limits: Limits,
     pub weight_bytes: u64,
     /// The fraction of the weights the kernel maps with huge pages (see [`super::memory`]). The read
@@ -96,10 +101,11 @@ pub fn prefill_flops(c: &crate::model::ModelConfig, p: usize) -> f64 {
     flops(c, p, (p * (p + 1) / 2) as f64)
 }
 
-/// FLOPs per token of `time_decode`'s `steps` steps: one token's projections and LM head, and
-/// attention over its context (the prompt and the tokens before it, on average).
-pub fn decode_flops(c: &crate::model::ModelConfig, steps: usize) -> f64 {
-    flops(c, 1, BLOCK as f64 + (steps + 1) as f64 / 2.0)
+/// FLOPs per token of `time_decode`'s `steps` steps after a `context`-token prompt: one token's
+/// projections and LM head, and attention over its context (the prompt and the tokens before it,
+/// on average).
+pub fn decode_flops(c: &crate::model::ModelConfig, context: usize, steps: usize) -> f64 {
+    flops(c, 1, context as f64 + (steps + 1) as f64 / 2.0)
 }
 
 /// FLOPs of `tokens` tokens through every layer with `keys` (query, key) pairs in all, and one
@@ -156,10 +162,10 @@ fn time_prefill(model: &Model, p: usize) -> Result<f64> {
     Ok(seconds)
 }
 
-/// Tokens per second of `b` sequences decoding `steps` tokens each after a 16-token prompt
+/// Tokens per second of `b` sequences decoding `steps` tokens each after a `prompt`-token prompt
 /// (prompt not timed; every step computes all `b` rows' logits).
-fn time_decode(model: &Model, b: usize, steps: usize) -> Result<f64> {
-    let prompt = BLOCK;
+fn time_decode(model: &Model, b: usize, steps: usize, prompt: usize) -> Result<f64> {
+    let prompt = prompt.max(1);
     let per = (prompt + steps).div_ceil(BLOCK);
     let mut kv = model.new_kv_store(BLOCK, per * b)?;
     let tables: Vec<Vec<u32>> = (0..b)
@@ -406,13 +412,18 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         _ => &held,
     };
     // Warm-up: page in the weights.
-    time_decode(model, 1, 2)?;
+    time_decode(model, 1, 2, BLOCK)?;
     for _ in 0..reps {
         for (i, &p) in cfg.prompt_tokens.iter().enumerate() {
             pre[i].push(p as f64 / time_prefill(model, p)?);
         }
         for (i, &b) in cfg.batches.iter().enumerate() {
-            dec[i].push(time_decode(model, b, cfg.decode_tokens)?);
+            dec[i].push(time_decode(
+                model,
+                b,
+                cfg.decode_tokens,
+                cfg.context_tokens,
+            )?);
         }
         // The limits after the model runs.
         bw.push(read_bandwidth(read_mem));
@@ -439,8 +450,10 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         .map(|(&b, v)| (b, median(v)))
         .collect();
     let batch1 = decode.iter().find(|d| d.0 == 1).map(|d| d.1);
-    let per_token = decode_flops(&model.config, cfg.decode_tokens);
+    let context = cfg.context_tokens.max(1);
+    let per_token = decode_flops(&model.config, context, cfg.decode_tokens);
     Ok(ModelBench {
+        context_tokens: context,
         prefill: cfg
             .prompt_tokens
             .iter()
@@ -514,10 +527,15 @@ mod tests {
             prefill_flops(&c, 4),
             8.0 * projections as f64 + attn(10) + lm_head
         );
-        // 16 decode steps after the 16-token prompt: 17 to 32 keys, 24.5 on average.
+        // 16 decode steps after a 16-token prompt: 17 to 32 keys, 24.5 on average.
         assert_eq!(
-            decode_flops(&c, 16),
+            decode_flops(&c, 16, 16),
             2.0 * projections as f64 + attn(49) / 2.0 + lm_head
+        );
+        // 4 steps after a 1000-token prompt: 1001 to 1004 keys, 1002.5 on average.
+        assert_eq!(
+            decode_flops(&c, 1000, 4),
+            2.0 * projections as f64 + attn(2005) / 2.0 + lm_head
         );
     }
 
