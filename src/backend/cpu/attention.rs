@@ -114,23 +114,10 @@ fn attention_with(
                     let npad = (off[si + 1] - off[si]) / (s.n_kv_heads * s.head_dim);
                     if npad == 0 {
                         return super::with_scratch(&KT_ITEM, |kt| {
-                            let n = it.pos + 1;
-                            let npad = n.next_multiple_of(x86::KEYS);
+                            let npad = (it.pos + 1).next_multiple_of(x86::KEYS);
                             let kt = super::aligned(kt, s.head_dim * npad, 1 << 16);
-                            assert!((0..n).all(|j| it.row(j, &s) + s.head_dim <= k.len()));
-                            // SAFETY: the path's CPU check covers AVX-512F; `head_dim` is 64 or
-                            // 128; `kt` holds `head_dim * npad` elements; every row was checked
-                            // against `k` just above.
-                            unsafe {
-                                x86::transpose_keys(
-                                    k,
-                                    n,
-                                    npad,
-                                    s.head_dim,
-                                    |j| it.row(j, &s),
-                                    kt.as_mut_ptr(),
-                                )
-                            };
+                            // SAFETY: the path's CPU check covers AVX-512F.
+                            unsafe { transpose_item(k, it, &s, npad, kt) };
                             with_rows(it, &s, k, v, |scores, rows| {
                                 // SAFETY: as below, with `kt` this item's keys transposed.
                                 unsafe {
@@ -291,28 +278,36 @@ fn transpose_all(
             pos: n - 1,
             kv_col: g * s.head_dim,
         };
-        assert!((0..n).all(|j| it.row(j, s) + s.head_dim <= k.len()));
         let dst = &dst;
-        // SAFETY: the path's CPU check covers AVX-512F; `head_dim` is 64 or 128; sequence `si`'s
-        // head `g` owns `head_dim * npad` elements of `kt` from this offset (`off` sums them); every
-        // row was checked against `k` just above.
+        // SAFETY: sequence `si`'s head `g` owns `head_dim * npad` elements of `kt` from this
+        // offset (`off` sums them), written by this task only; the path's CPU check covers
+        // AVX-512F.
         unsafe {
-            x86::transpose_keys(
-                k,
-                n,
-                npad,
-                s.head_dim,
-                |j| it.row(j, s),
-                dst.0.add(off[si] + g * s.head_dim * npad),
-            )
+            let len = s.head_dim * npad;
+            let d = std::slice::from_raw_parts_mut(dst.0.add(off[si] + g * len), len);
+            transpose_item(k, &it, s, npad, d)
         }
     };
-    let work = total;
-    if work >= PAR_THRESHOLD && seqs.len() * s.n_kv_heads > 1 {
+    if total >= PAR_THRESHOLD && seqs.len() * s.n_kv_heads > 1 {
         super::par_for(seqs.len() * s.n_kv_heads, one);
     } else {
         (0..seqs.len() * s.n_kv_heads).for_each(one);
     }
+}
+
+/// The keys of `it`'s KV head at positions `0..=it.pos` transposed into `dst` (`head_dim * npad`
+/// elements; see `x86::transpose_keys`), every row checked against `k` first.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+unsafe fn transpose_item(k: &[f32], it: &Item, s: &AttnShape, npad: usize, dst: &mut [f32]) {
+    let n = it.pos + 1;
+    assert!(s.head_dim.is_multiple_of(16) && npad >= n && dst.len() >= s.head_dim * npad);
+    assert!((0..n).all(|j| it.row(j, s) + s.head_dim <= k.len()));
+    // SAFETY: AVX-512F is present (the caller's guarantee); `head_dim` is a multiple of 16, `dst`
+    // holds `head_dim * npad` elements and every row lies inside `k` (asserted above).
+    unsafe { x86::transpose_keys(k, n, npad, s.head_dim, |j| it.row(j, s), dst.as_mut_ptr()) }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -346,7 +346,7 @@ fn direct_max_m() -> usize {
         std::env::var("RSTAR_DIRECT_M")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(64)
+            .unwrap_or(2 * ROWS)
     })
 }
 
