@@ -186,7 +186,7 @@ pub fn matmul_with(
         (@run $v:expr, $f:expr, $p:expr, $b:expr) => {{
             let v = $v;
             assert!(v.len() >= n * k);
-            let job = simd::Job::new(x.as_ptr(), m, k, v.as_ptr(), out, ld);
+            let job = simd::Job::new(x.as_ptr(), m, k, (v.as_ptr(), n), out, ld);
             simd::run_job(&job, n, $f, $p, $b)
         }};
     }
@@ -211,7 +211,7 @@ pub fn matmul_with(
                 let buf = aligned(buf, m * k, 1 << 15);
                 to_bf16(&x[..m * k], k, buf);
                 assert!(v.len() >= n * k);
-                let job = simd::Job::new(buf.as_ptr(), m, k, v.as_ptr(), out, ld);
+                let job = simd::Job::new(buf.as_ptr(), m, k, (v.as_ptr(), n), out, ld);
                 simd::run_job(
                     &job,
                     n,
