@@ -382,19 +382,63 @@ pub(super) fn run_job<X, W>(
                 xp: buf.as_ptr(),
                 ..*job
             };
-            run_chunks(&with, n, b.gemm, None, super::bcast::chunk(job.k))
+            run_chunks(
+                &with,
+                n,
+                b.gemm,
+                None,
+                Split::Every(super::bcast::chunk(job.k)),
+            )
         });
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = bcast;
     let packed = packed.filter(|_| job.m >= PACK_MIN_M);
-    let chunk = if job.m > 1 {
-        gemm_chunk(job.k, packed.is_some())
+    let split = if job.m > 1 {
+        Split::Every(gemm_chunk(job.k, packed.is_some()))
     } else {
         let threads = super::team::threads().max(1);
-        n.div_ceil(threads * 4).max(8).next_multiple_of(GEMM_CHUNK)
+        Split::Even((threads * 4).min(n.div_ceil(GEMM_CHUNK)))
     };
-    run_chunks(job, n, block, packed, chunk)
+    run_chunks(job, n, block, packed, split)
+}
+
+/// How [`run_chunks`] cuts the `n` weight rows into chunks.
+#[derive(Clone, Copy)]
+enum Split {
+    /// Chunks of this many rows (the last one shorter).
+    Every(usize),
+    /// This many chunks of nearly equal size, cut at the multiples of [`GEMM_CHUNK`] nearest to
+    /// the even cuts (so every tile width divides them). Batch 1 runs a few chunks per thread,
+    /// and fixed chunks of 120 rows left the o and down projections (896 rows) split 480 / 416
+    /// between the team's two members, whose ranges are the first and second half of the chunks:
+    /// one waited on the other for an eighth of a section (`perf`: the helper spun 9% of its time).
+    Even(usize),
+}
+
+impl Split {
+    fn count(self, n: usize) -> usize {
+        match self {
+            Split::Every(rows) => n.div_ceil(rows.max(1)),
+            Split::Even(chunks) => chunks.max(1),
+        }
+    }
+
+    /// Rows `j0..j1` of chunk `c` (empty past the last).
+    fn span(self, c: usize, n: usize) -> (usize, usize) {
+        let cut = |c: usize| match self {
+            Split::Every(rows) => (c * rows).min(n),
+            Split::Even(chunks) => {
+                let chunks = chunks.max(1);
+                if c >= chunks {
+                    n
+                } else {
+                    ((c * n / chunks + GEMM_CHUNK / 2) / GEMM_CHUNK * GEMM_CHUNK).min(n)
+                }
+            }
+        };
+        (cut(c), cut(c + 1))
+    }
 }
 
 /// Whether the broadcast GEMM runs (`RSTAR_BCAST=0` turns it off, read once: for comparisons).
@@ -405,19 +449,19 @@ fn bcast_enabled() -> bool {
 }
 
 /// [`run_job`] once the algorithm is chosen: `block` (or the packed variant's) over column chunks
-/// of `chunk` weight rows.
+/// cut as `split` says.
 fn run_chunks<X, W>(
     job: &Job<X, W>,
     n: usize,
     block: BlockFn<X, W>,
     packed: Option<Packed<X, W>>,
-    chunk: usize,
+    split: Split,
 ) {
     let threads = super::team::threads().max(1);
     let work = job.m * n * job.k;
-    let chunks = n.div_ceil(chunk);
+    let chunks = split.count(n);
     let one = |c: usize| {
-        let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(n));
+        let (j0, j1) = split.span(c, n);
         match &packed {
             Some(p) => PACKED.with(|buf| {
                 let mut buf = buf.borrow_mut();
@@ -431,7 +475,7 @@ fn run_chunks<X, W>(
                 (p.widen)(w, buf);
                 // The chunk this thread most likely takes next (rayon splits ranges in halves; the
                 // team walks contiguous ranges).
-                let (n0, n1) = (j1, (j1 + chunk).min(n));
+                let (n0, n1) = split.span(c + 1, n);
                 let sub = Job {
                     x: job.x,
                     m: job.m,
@@ -454,7 +498,7 @@ fn run_chunks<X, W>(
             // The broadcast GEMM reads its chunk's weights once, to pack them: its tiles prefetch
             // the next chunk's (as the packed path's do), so that packing finds them in L2.
             None if !job.xp.is_null() => {
-                let n1 = (j1 + chunk).min(n);
+                let n1 = split.span(c + 1, n).1;
                 let sub = Job {
                     // SAFETY: weight rows `j1..n1 <= n` lie inside `job.w` (empty at the end).
                     ahead: unsafe { job.w.add(j1 * job.k) } as *const i8,
@@ -548,31 +592,33 @@ unsafe fn tile<D: Dot, const R: usize, const C: usize>(
     let w = jb.w.add(j * k);
     let mut acc = [[D::zero(); C]; R];
     let main = k - k % D::STEP;
-    // Bytes of the next tile's rows to prefetch per vector step (whole cache lines).
+    // The next tile's rows are as long as this tile's, so each vector step prefetches as many of
+    // their bytes as it reads (whole cache lines): a count known at compile time, so the
+    // prefetches unroll. With the count computed at run time, a loop of 3 (`exact`) or 6 (`fast`)
+    // prefetches per step, batch-1 decode of the 0.5B shape ran 0-2% (`exact`) and 3-7% (`fast`)
+    // slower on the 2-core Zen 5 VM (one process alternating the two, 8-10 rounds).
     let next_bytes = C * k * std::mem::size_of::<D::W>();
-    let per_step = if next && main > 0 {
-        next_bytes.div_ceil(main / D::STEP).next_multiple_of(64)
-    } else {
-        0
-    };
+    let per_step = (C * D::STEP * std::mem::size_of::<D::W>()).next_multiple_of(64);
     let next_rows = w.add(C * k) as *const i8;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (next_bytes, per_step, next_rows);
     let mut kk = 0;
     // Two loops, so the tiles that prefetch nothing (all GEMM tiles) carry no prefetch
     // bookkeeping: the 4x3 f32 loop went from about 30 to 22 instructions per step (7 loads,
     // 12 FMAs, the loop's add, compare and branch).
-    if per_step > 0 {
+    if next {
         while kk < main {
             #[cfg(target_arch = "x86_64")]
             {
                 let off = kk / D::STEP * per_step;
-                let mut b = 0;
-                while b < per_step && off + b < next_bytes {
-                    // SAFETY: a prefetch never faults; the address lies inside the next tile's
-                    // rows, which the caller guarantees exist (`next`).
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                        next_rows.add(off + b),
-                    );
-                    b += 64;
+                for b in (0..per_step).step_by(64) {
+                    if off + b < next_bytes {
+                        // SAFETY: a prefetch never faults; the address lies inside the next
+                        // tile's rows, which the caller guarantees exist (`next`).
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                            next_rows.add(off + b),
+                        );
+                    }
                 }
             }
             step::<D, R, C>(&mut acc, x, w, k, kk);
@@ -1208,6 +1254,32 @@ pub(super) mod tests {
     use crate::model::weights::Weight;
 
     pub(crate) use super::super::bench::rand_vec;
+
+    /// Every split covers `0..n` once, in order; even splits cut at multiples of `GEMM_CHUNK` and
+    /// give two threads' halves within a chunk's rounding of each other.
+    #[test]
+    fn splits_cover_every_row_once_and_even_splits_balance() {
+        for n in [1, 8, 23, 24, 25, 896, 1152, 4864, 9728, 151_936] {
+            for split in [Split::Every(24), Split::Every(7), Split::Even(8), Split::Even(3)] {
+                let count = split.count(n);
+                let mut next = 0;
+                for c in 0..count {
+                    let (j0, j1) = split.span(c, n);
+                    assert_eq!(j0, next, "n {n} chunk {c}");
+                    assert!(j1 >= j0 && j1 <= n);
+                    if let Split::Even(_) = split {
+                        assert!(j1 == n || j1 % GEMM_CHUNK == 0, "n {n} cut {j1}");
+                    }
+                    next = j1;
+                }
+                assert_eq!(next, n, "n {n}");
+                assert_eq!(split.span(count, n), (n, n));
+            }
+            let (_, half) = Split::Even(8).span(3, n);
+            let other = n - half;
+            assert!(half.abs_diff(other) <= GEMM_CHUNK, "n {n}: {half} / {other}");
+        }
+    }
 
     /// `matmul_parts` (q|k|v fused on `amx`: one packing, one section) gives every weight's
     /// columns bit for bit as one `matmul` per weight does, in both precisions, on the path in use.
