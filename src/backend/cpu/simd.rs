@@ -1260,7 +1260,12 @@ pub(super) mod tests {
     #[test]
     fn splits_cover_every_row_once_and_even_splits_balance() {
         for n in [1, 8, 23, 24, 25, 896, 1152, 4864, 9728, 151_936] {
-            for split in [Split::Every(24), Split::Every(7), Split::Even(8), Split::Even(3)] {
+            for split in [
+                Split::Every(24),
+                Split::Every(7),
+                Split::Even(8),
+                Split::Even(3),
+            ] {
                 let count = split.count(n);
                 let mut next = 0;
                 for c in 0..count {
@@ -1277,7 +1282,10 @@ pub(super) mod tests {
             }
             let (_, half) = Split::Even(8).span(3, n);
             let other = n - half;
-            assert!(half.abs_diff(other) <= GEMM_CHUNK, "n {n}: {half} / {other}");
+            assert!(
+                half.abs_diff(other) <= GEMM_CHUNK,
+                "n {n}: {half} / {other}"
+            );
         }
     }
 
