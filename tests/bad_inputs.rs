@@ -216,6 +216,14 @@ fn bad_cli_input() {
     );
     cli_fails(&["frobnicate"], "frobnicate");
     cli_fails(
+        &["bench", "model", "--model", m, "--batch", "1,0"],
+        "--batch",
+    );
+    cli_fails(
+        &["bench", "model", "--model", m, "--prompt-tokens", "0"],
+        "--prompt-tokens",
+    );
+    cli_fails(
         &["generate", "--model", m, "--ids", "1", "--device", "gpu"],
         "unknown device `gpu`",
     );

@@ -69,21 +69,21 @@ pub struct BenchModelArgs {
     #[arg(long, required = true)]
     pub model: Option<std::path::PathBuf>,
     /// Prefill lengths.
-    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub prompt_tokens: Vec<usize>,
     /// Decode steps per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub decode_tokens: usize,
     /// Prompt length of each sequence before decoding (not timed): the context decode attends to.
     #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub context_tokens: usize,
     /// Decode batch sizes.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: Vec<usize>,
     #[command(flatten)]
     pub compute: super::ComputeArgs,
     /// Repeats (medians are reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub repeats: usize,
     /// Print one JSON object.
     #[arg(long)]

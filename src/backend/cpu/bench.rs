@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::simd::{kernel, precision, Kernel};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Model, SeqChunk};
 
 /// What to run.
@@ -20,6 +20,34 @@ pub struct ModelBenchConfig {
     pub context_tokens: usize,
     pub batches: Vec<usize>,
     pub repeats: usize,
+}
+
+impl ModelBenchConfig {
+    /// Every length, batch size and count is at least 1 (a zero would time nothing and report
+    /// 0 tok/s, or reach a matmul with no rows).
+    pub fn check(&self) -> Result<()> {
+        let bad = |field: &str, v: usize| {
+            Err(Error::InvalidArgument(format!(
+                "bench: {field} must be at least 1, got {v}"
+            )))
+        };
+        if let Some(&p) = self.prompt_tokens.iter().find(|&&p| p == 0) {
+            return bad("prompt tokens", p);
+        }
+        if let Some(&b) = self.batches.iter().find(|&&b| b == 0) {
+            return bad("batch size", b);
+        }
+        for (field, v) in [
+            ("decode tokens", self.decode_tokens),
+            ("context tokens", self.context_tokens),
+            ("repeats", self.repeats),
+        ] {
+            if v == 0 {
+                return bad(field, v);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -395,7 +423,8 @@ mod peak {
 /// Runs the benchmark: for each repeat, every prefill length and every decode batch, then a
 /// bandwidth and compute measurement, in turn; reports medians.
 pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> Result<ModelBench> {
-    let reps = cfg.repeats.max(1);
+    cfg.check()?;
+    let reps = cfg.repeats;
     let mut bw = Vec::new();
     let (mut f32p, mut bf16p, mut amxp) = (Vec::new(), Vec::new(), Vec::new());
     let mut pre = vec![Vec::new(); cfg.prompt_tokens.len()];
@@ -505,6 +534,38 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zero length, batch size or count is refused with an error naming it, before any model
+    /// run (a zero batch reached a matmul with no rows and panicked; zero decode tokens printed
+    /// 0 tok/s).
+    #[test]
+    fn zero_lengths_batches_and_counts_are_refused_by_name() {
+        let ok = ModelBenchConfig {
+            prompt_tokens: vec![128, 512],
+            decode_tokens: 4,
+            context_tokens: 16,
+            batches: vec![1, 8],
+            repeats: 3,
+        };
+        assert!(ok.check().is_ok());
+        type Spoil = fn(&mut ModelBenchConfig);
+        let cases: [(&str, Spoil); 5] = [
+            ("prompt tokens", |c| c.prompt_tokens[1] = 0),
+            ("batch size", |c| c.batches = vec![1, 0]),
+            ("decode tokens", |c| c.decode_tokens = 0),
+            ("context tokens", |c| c.context_tokens = 0),
+            ("repeats", |c| c.repeats = 0),
+        ];
+        for (field, spoil) in cases {
+            let mut c = ok.clone();
+            spoil(&mut c);
+            let e = c.check().unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidArgument(_)) && e.to_string().contains(field),
+                "{field}: {e}"
+            );
+        }
+    }
 
     /// Qwen2.5-0.5B has 494,032,768 parameters (its model card); without the tied embedding
     /// (151936 x 896), the 2 x 24 + 1 RMSNorm weights (896 each) and the 24 QKV biases (1152 each),
