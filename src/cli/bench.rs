@@ -121,10 +121,10 @@ pub struct BenchCudaArgs {
     #[arg(long, default_value_t = 128)]
     pub context_tokens: usize,
     /// Timed decode steps per batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub decode_tokens: usize,
     /// Decode batch sizes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    #[arg(long, value_delimiter = ',', default_value = "1,32", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: Vec<usize>,
     /// exact: split-bf16 GEMMs (about f32 activations); fast: one bf16 GEMM per matmul.
     #[arg(long, default_value = "fast")]
