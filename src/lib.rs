@@ -19,6 +19,7 @@ pub mod exec;
 pub mod ffi;
 pub mod grade;
 pub mod model;
+pub mod plot;
 pub mod search;
 pub mod steps;
 pub mod tokenizer;

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
 use crate::grade;
+use crate::plot::{line_chart, Chart, Series};
 use crate::search::dataset::{load_problems, run_dataset};
 use crate::search::extract::{
     extract_file, read_trees, trajectories, ExtractConfig, ExtractKind, ExtractSummary,
@@ -49,7 +50,6 @@ use crate::search::llm::load_models;
 use crate::search::mcts::POLICY_PROMPT;
 use crate::search::{search, MctsConfig, Mode, Models, Problem, SearchStats, ValueModel};
 use crate::train::data::read_records;
-use crate::train::plot::{line_chart, Series};
 use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 
 /// Every knob of the driver.
@@ -588,13 +588,20 @@ pub fn plot_rounds(rows: &[RoundRow]) -> Result<Vec<u8>> {
     let series = |label: &str, color: [u8; 3], f: &dyn Fn(&RoundRow) -> Option<f64>| Series {
         label: label.into(),
         color,
-        points: rows.iter().filter_map(|r| Some((r.round, f(r)?))).collect(),
+        points: rows
+            .iter()
+            .filter_map(|r| Some((r.round as f64, f(r)?)))
+            .collect(),
     };
-    let x_max = rows.iter().map(|r| r.round).max().unwrap_or(1);
-    line_chart(
-        "self-evolution, per round",
-        "round",
-        x_max,
+    let chart = Chart {
+        title: "self-evolution, per round".into(),
+        x_label: "round".into(),
+        y_label: "accuracy / coverage".into(),
+        y_fraction: true,
+        integer_x: true,
+    };
+    let plot = line_chart(
+        &chart,
         &[
             series("greedy pass@1 (held-out)", [31, 100, 190], &|r| {
                 Some(r.greedy_pass1).filter(|_| r.heldout > 0)
@@ -606,7 +613,8 @@ pub fn plot_rounds(rows: &[RoundRow]) -> Result<Vec<u8>> {
                 Some(r.coverage).filter(|_| r.problems > 0)
             }),
         ],
-    )
+    )?;
+    Ok(plot.png)
 }
 
 /// One round; returns its row.

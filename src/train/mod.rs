@@ -25,7 +25,6 @@ pub mod init;
 pub mod model;
 pub mod ops;
 pub mod optim;
-pub mod plot;
 pub mod problems;
 pub mod trainer;
 
