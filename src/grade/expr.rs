@@ -138,6 +138,24 @@ const COMMANDS: &[&str] = &[
     "log", "exp",
 ];
 
+/// The length of a scientific-notation exponent at the start of `cs` (`e-10`, `E+3`, `e5`), or 0.
+/// A bare `e` after a number stays Euler's number times it (`2e`).
+fn sci_exponent_len(cs: &[char]) -> usize {
+    if !matches!(cs.first(), Some('e' | 'E')) {
+        return 0;
+    }
+    let sign = usize::from(matches!(cs.get(1), Some('+' | '-')));
+    let digits = cs[1 + sign..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if digits == 0 {
+        0
+    } else {
+        1 + sign + digits
+    }
+}
+
 fn tokenize(s: &str) -> Option<Vec<Tok>> {
     let cs: Vec<char> = s.chars().collect();
     let mut out = Vec::new();
@@ -153,6 +171,7 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
             while i < cs.len() && (cs[i].is_ascii_digit() || cs[i] == '.') {
                 i += 1;
             }
+            i += sci_exponent_len(&cs[i..]);
             let text: String = cs[st..i].iter().collect();
             out.push(Tok::Num(text.parse().ok()?, text));
         } else if c == '\\' {
@@ -586,8 +605,10 @@ pub fn close(a: C, b: C) -> bool {
     if a.re.is_infinite() || b.re.is_infinite() {
         return a.re == b.re && a.im == b.im;
     }
+    // Relative (rStar's rel_tol 1e-4); the absolute floor only absorbs rounding around zero, so
+    // 1.76e-10 and 2e-10 stay different.
     let scale = a.abs().max(b.abs());
-    a.sub(b).abs() <= 1e-4 * scale + 1e-9
+    a.sub(b).abs() <= 1e-4 * scale + 1e-15
 }
 
 #[cfg(test)]

@@ -227,11 +227,34 @@ fn scalars_equal(a: &Expr, b: &Expr, percent: bool) -> bool {
     })
 }
 
+/// Two equations are equal when `l1 - r1` is a nonzero constant multiple of `l2 - r2` (the
+/// same solution set for the linear and polynomial forms answers take: `2x - y = 3` and
+/// `y = 2x - 3`, or `4x - 2y = 6`).
 fn equations_equal(l1: &Expr, r1: &Expr, l2: &Expr, r2: &Expr) -> bool {
     let d1 = Expr::Sub(Box::new(l1.clone()), Box::new(r1.clone()));
     let d2 = Expr::Sub(Box::new(l2.clone()), Box::new(r2.clone()));
     let neg = Expr::Neg(Box::new(d2.clone()));
-    scalars_equal(&d1, &d2, false) || scalars_equal(&d1, &neg, false)
+    scalars_equal(&d1, &d2, false) || scalars_equal(&d1, &neg, false) || proportional(&d1, &d2)
+}
+
+/// Whether `a / b` is the same finite nonzero constant at every sample point.
+fn proportional(a: &Expr, b: &Expr) -> bool {
+    let ratio = Expr::Div(Box::new(a.clone()), Box::new(b.clone()));
+    let r: Vec<expr::C> = (0..TRIALS)
+        .map(|t| expr::eval_at(&ratio, &|n| sample(n, t)))
+        .collect();
+    r.iter()
+        .all(|x| x.is_finite() && (x.re.abs() > 1e-9 || x.im.abs() > 1e-9))
+        && r.iter().all(|&x| expr::close(x, r[0]))
+}
+
+/// Both answers as equations (`L = R`, each side an expression), keeping their left sides.
+fn equation(s: &str) -> Option<(Expr, Expr)> {
+    let t = normalize::strip_equation(s);
+    match split_top(&t, "=").as_slice() {
+        [l, r] => Some((expr::parse(l)?, expr::parse(r)?)),
+        _ => None,
+    }
 }
 
 /// Multiset equality under `eq` (small sets: backtracking).
@@ -339,6 +362,11 @@ pub fn equal(pred: &str, answer: &str) -> bool {
     }
     if np.is_empty() || na.is_empty() {
         return false;
+    }
+    if let (Some((l1, r1)), Some((l2, r2))) = (equation(pred), equation(answer)) {
+        if equations_equal(&l1, &r1, &l2, &r2) {
+            return true;
+        }
     }
     let percent = pred.contains('%') || answer.contains('%');
     answers_equal(&parse_normalized(&np), &parse_normalized(&na), percent)
@@ -453,5 +481,52 @@ mod tests {
         assert!(both("6 - 5i", "6-5i"));
         assert!(both("\\text{Evelyn}", "evelyn"));
         assert!(!both("\\text{east}", "west"));
+    }
+
+    #[test]
+    fn scientific_notation_units_and_equation_forms() {
+        // scientific notation, every way it is written
+        for (a, b) in [
+            ("1.76e-10", "1.76\\times10^{-10}"),
+            ("1.76E-10", "1.76 \\times 10^{-10}"),
+            ("6.02 x 10^23", "6.02e23"),
+            ("6.02\\cdot 10^{23}", "602000000000000000000000"),
+            ("3e+2", "300"),
+        ] {
+            assert!(both(a, b), "{a} vs {b}");
+        }
+        // units written as words, in text or plain
+        for (a, b) in [
+            ("5 apples", "5"),
+            ("\\text{12 cm}", "12"),
+            ("10 meters per second", "10"),
+            ("\\$18 per hour", "18"),
+            ("72 clips", "72"),
+        ] {
+            assert!(both(a, b), "{a} vs {b}");
+        }
+        // the same equation in another form
+        for (a, b) in [
+            ("2x - y = 3", "y = 2x - 3"),
+            ("4x - 2y = 6", "y = 2x - 3"),
+            ("x + y = 1", "y = 1 - x"),
+        ] {
+            assert!(both(a, b), "{a} vs {b}");
+        }
+        // and no false positives: tiny numbers differ, variables and math words stay
+        for (a, b) in [
+            ("1.76\\times10^{-10}", "2\\times10^{-10}"),
+            ("1.76e-10", "1.76e-11"),
+            ("2e", "2"),
+            ("5 x", "5"),
+            ("2 \\pi", "2"),
+            ("1 and 2", "1"),
+            ("5 apples", "6"),
+            ("2x - y = 3", "y = 2x + 3"),
+            ("x = 5", "y = 5 + x"),
+            ("x^2 = 1", "x = 1"),
+        ] {
+            assert!(!both(a, b), "{a} vs {b}");
+        }
     }
 }

@@ -55,6 +55,57 @@ const NUMBER_WORDS: &[&str] = &[
     "eleven", "twelve",
 ];
 
+/// Words that are mathematics, not units: never stripped from after a number.
+const MATH_WORDS: &[&str] = &[
+    "and", "or", "to", "pi", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
+    "inf", "infty", "infinity", "i", "e",
+];
+
+/// `1.76 \times 10^{-10}`, `6.02 x 10^23`, `3 \cdot 10^5` -> `1.76*10^{-10}` (the `x` of a
+/// scientific notation is a times sign, not a variable).
+fn fix_times_ten(s: &str) -> String {
+    let mut t = s.to_string();
+    for times in ["\\times", "\\cdot", "x", "X", "×", "·", "*"] {
+        for sp in ["", " "] {
+            let pat = format!("{sp}{times}{sp}10^");
+            let mut from = 0;
+            while let Some(p) = t[from..].find(&pat).map(|p| p + from) {
+                if t[..p].ends_with(|c: char| c.is_ascii_digit() || c == '.') {
+                    t.replace_range(p..p + pat.len(), "*10^");
+                }
+                from = p + 1;
+            }
+        }
+    }
+    t
+}
+
+/// A number followed by plain words (`5 apples`, `10 meters per second`): the number. Only
+/// words of two letters or more that are not mathematics ([`MATH_WORDS`]) count.
+fn strip_trailing_words(s: &str) -> String {
+    let t = s.trim();
+    let Some(split) = t.find(|c: char| c.is_ascii_alphabetic()) else {
+        return s.to_string();
+    };
+    let (head, tail) = (t[..split].trim_end(), &t[split..]);
+    let number = |h: &str| {
+        let h = h.trim_start_matches(['-', '$']).trim_start_matches("\\$");
+        !h.is_empty()
+            && h.chars().any(|c| c.is_ascii_digit())
+            && h.chars().all(|c| c.is_ascii_digit() || ".,/".contains(c))
+    };
+    let words_ok = tail.split_whitespace().all(|w| {
+        w.len() >= 2
+            && w.chars().all(|c| c.is_ascii_alphabetic())
+            && !MATH_WORDS.contains(&w.to_ascii_lowercase().as_str())
+    });
+    if head.len() < split && number(head) && words_ok {
+        head.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 /// Replaces every `\cmd{...}` (balanced) by its content; `drop` deletes it instead.
 pub(crate) fn unwrap_command(s: &str, cmd: &str, drop: bool) -> String {
     let pat = format!("\\{cmd}{{");
@@ -236,6 +287,17 @@ fn strip_thousands(s: &str) -> String {
 
 /// rStar's `strip_string`, in its order, plus a few safe extras (thin spaces, `_{8}` -> `_8`).
 pub fn strip_string(s: &str) -> String {
+    normalize(s, true)
+}
+
+/// [`strip_string`] keeping an equation's left side (`y = 2x - 3` stays an equation), for
+/// comparing two answers that are both equations.
+pub(crate) fn strip_equation(s: &str) -> String {
+    normalize(s, false)
+}
+
+/// The rules of [`strip_string`]; `strip_lhs` drops a short `k =` / `x \in` prefix.
+fn normalize(s: &str, strip_lhs: bool) -> String {
     let mut s = s.replace(['\n', '\r'], "").trim().to_string();
     s = s.trim_end_matches('.').to_string();
     s = s.replace("\\\\", "\u{1}"); // protect matrix row breaks from the spacing rules
@@ -243,6 +305,7 @@ pub fn strip_string(s: &str) -> String {
         s = s.replace(sp, if sp == "\\!" { "" } else { " " });
     }
     s = s.replace('\u{1}', "\\\\");
+    s = fix_times_ten(&s);
     s = s
         .replace("bmatrix", "pmatrix")
         .replace("{array}", "{pmatrix}");
@@ -281,11 +344,12 @@ pub fn strip_string(s: &str) -> String {
     ] {
         s = unwrap_command(&s, cmd, false);
     }
-    let trimmed = s.trim_start();
+    s = strip_trailing_words(&s);
+    let trimmed = s.trim_start().to_string();
     for pre in [
         "x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "\\in", "x \\in", "x \\to",
     ] {
-        if let Some(r) = trimmed.strip_prefix(pre) {
+        if let Some(r) = trimmed.strip_prefix(pre).filter(|_| strip_lhs) {
             s = r.to_string();
             break;
         }
@@ -320,7 +384,7 @@ pub fn strip_string(s: &str) -> String {
         s = s.replace('j', "i");
     }
     // a `k=` style prefix with a short left side
-    if let Some((lhs, rhs)) = s.split_once('=') {
+    if let Some((lhs, rhs)) = s.split_once('=').filter(|_| strip_lhs) {
         if lhs.trim().len() <= 2
             && !rhs.contains('=')
             && !lhs.trim().is_empty()
