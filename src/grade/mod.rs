@@ -492,21 +492,13 @@ mod tests {
             ("6.02 x 10^23", "6.02e23"),
             ("6.02\\cdot 10^{23}", "602000000000000000000000"),
             ("3e+2", "300"),
-        ] {
-            assert!(both(a, b), "{a} vs {b}");
-        }
-        // units written as words, in text or plain
-        for (a, b) in [
+            // units written as words, in text or plain
             ("5 apples", "5"),
             ("\\text{12 cm}", "12"),
             ("10 meters per second", "10"),
             ("\\$18 per hour", "18"),
             ("72 clips", "72"),
-        ] {
-            assert!(both(a, b), "{a} vs {b}");
-        }
-        // the same equation in another form
-        for (a, b) in [
+            // the same equation in another form
             ("2x - y = 3", "y = 2x - 3"),
             ("4x - 2y = 6", "y = 2x - 3"),
             ("x + y = 1", "y = 1 - x"),
