@@ -67,6 +67,10 @@ pub enum Error {
     /// The Python executor could not be started or failed as a whole (not a failing snippet).
     #[error("executor: {0}")]
     Exec(String),
+    /// A required sandbox layer could not be set up: the executor refuses to run code (opt into
+    /// weaker isolation with `SandboxMode::Weak` / `--sandbox=weak`).
+    #[error("sandbox layer `{layer}` is not active, refusing to run code: {reason}")]
+    Sandbox { layer: String, reason: String },
     /// The caller's callback asked to stop.
     #[error("cancelled")]
     Cancelled,
@@ -90,7 +94,7 @@ impl Error {
             Error::Unsupported(_) => Status::Unsupported,
             Error::Tokenizer(_) => Status::Tokenizer,
             Error::InvalidArgument(_) => Status::InvalidArgument,
-            Error::Exec(_) => Status::Exec,
+            Error::Exec(_) | Error::Sandbox { .. } => Status::Exec,
             Error::Cancelled => Status::Cancelled,
             Error::OutOfMemory(_) => Status::OutOfMemory,
             Error::Device(_) => Status::Device,

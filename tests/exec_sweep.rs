@@ -2,14 +2,15 @@
 //! cannot clean up; the next executor removes the temporary directory they left. A test binary of
 //! its own, so its `rstar exec` children do not count as leftovers in the containment tests.
 
+mod common;
+
 #[cfg(target_os = "linux")]
 #[test]
 fn what_a_killed_host_leaves_is_swept_by_the_next_executor() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     if let Err(e) = rstar::exec::Executor::new(rstar::exec::ExecConfig::default()) {
-        eprintln!("SKIPPED: the Python executor is unavailable: {e}");
-        return;
+        return common::python_missing(&e.to_string()).unwrap_or(());
     }
     let exec = |code: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_rstar"))

@@ -1,6 +1,8 @@
 //! Every generated solution runs in the executor, prints what its output block says, and its
 //! final answer grades equal to the generated answer. Skips (with the reason) when Python is
-//! unavailable, unless RSTAR_REQUIRE_ASSETS=1.
+//! unavailable, unless RSTAR_REQUIRE_PYTHON=1.
+
+mod common;
 
 use std::process::Command;
 
@@ -16,13 +18,7 @@ fn generated_solutions_execute_and_grade_equal() {
         ..ExecConfig::default()
     }) {
         Ok(e) => e,
-        Err(e) => {
-            if std::env::var_os("RSTAR_REQUIRE_ASSETS").is_some_and(|v| v == "1") {
-                panic!("python executor required: {e}");
-            }
-            eprintln!("SKIPPED: the python executor is unavailable: {e}");
-            return;
-        }
+        Err(e) => return common::python_missing(&e.to_string()).unwrap_or(()),
     };
     let mut problems = Vec::new();
     for level in 1..=4 {

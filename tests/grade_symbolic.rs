@@ -3,7 +3,9 @@
 //! so they exercise the executor path; every pair is checked both ways.
 //!
 //! Needs python3 with sympy (`rstar setup-python`); skips with a printed reason when it is
-//! missing, except with `RSTAR_REQUIRE_ASSETS=1`, where a missing interpreter fails the test.
+//! missing, except with `RSTAR_REQUIRE_PYTHON=1`, where a missing interpreter fails the test.
+
+mod common;
 
 use rstar::exec::{ExecConfig, Executor};
 use rstar::grade::{equal, equal_symbolic};
@@ -14,13 +16,7 @@ fn executor() -> Option<Executor> {
         ..ExecConfig::default()
     }) {
         Ok(e) => Some(e),
-        Err(e) => {
-            if std::env::var_os("RSTAR_REQUIRE_ASSETS").is_some_and(|v| v == "1") {
-                panic!("RSTAR_REQUIRE_ASSETS=1 but the executor cannot start: {e}");
-            }
-            eprintln!("SKIPPED: equal_symbolic needs python3 with sympy: {e}");
-            None
-        }
+        Err(e) => common::python_missing(&format!("equal_symbolic needs python3 with sympy: {e}")),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use clap::Args;
-use rstar::exec::{ExecConfig, Executor};
+use rstar::exec::{ExecConfig, Executor, SandboxMode};
 use rstar::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -11,6 +11,9 @@ pub struct ExecArgs {
     /// Wall-clock limit in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// `strict` refuses to run when a sandbox layer is missing; `weak` runs anyway (reported).
+    #[arg(long, default_value = "strict")]
+    pub sandbox: SandboxMode,
 }
 
 pub fn run(args: ExecArgs) -> Result<()> {
@@ -22,12 +25,16 @@ pub fn run(args: ExecArgs) -> Result<()> {
         workers: 1,
         timeout_s: args.timeout,
         require_sympy: false,
+        sandbox: args.sandbox,
         ..ExecConfig::default()
     })?;
     let r = ex.run(&code);
     println!(
         "{}",
-        serde_json::json!({"ok": r.ok, "output": r.stdout, "error": r.error, "elapsed_ms": r.elapsed_ms})
+        serde_json::json!({
+            "ok": r.ok, "output": r.stdout, "error": r.error, "elapsed_ms": r.elapsed_ms,
+            "sandbox": ex.sandbox(),
+        })
     );
     Ok(())
 }

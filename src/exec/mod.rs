@@ -10,13 +10,19 @@
 //! installed), warms up sympy, and then forks a fresh child per snippet and does nothing else, so
 //! forking stays cheap (see the header of `worker.py` for where the time goes); snippets share
 //! nothing but the copy-on-write warm heap. The child's sandbox (see the header of `worker.py`): a new PID
-//! namespace when permitted (everything the snippet started dies with it), a new session so the
-//! whole group is killed on timeout, PR_SET_PDEATHSIG, closed descriptors, scrubbed environment,
-//! private temporary cwd, RLIMIT_CPU/AS/FSIZE/CORE/NPROC (plus a pids cgroup as root), Landlock
-//! write confinement to the temp dir, a seccomp filter that refuses non-AF_UNIX sockets, io_uring
-//! and signals aimed at the worker, the host or -1, an unprivileged uid when root and the
-//! interpreter stays readable, and optionally a fresh network namespace ([`ExecConfig::net_ns`];
-//! off by default because creating one costs ~4 ms per snippet and seccomp already blocks sockets).
+//! namespace (everything the snippet started dies with it) inside the worker's own PID and mount
+//! namespaces with a private `/proc`, a user namespace when not root, a new session,
+//! PR_SET_PDEATHSIG, closed descriptors, scrubbed environment, private temporary cwd,
+//! RLIMIT_CPU/AS/FSIZE/CORE/NPROC (plus a pids cgroup where one can be made), Landlock read
+//! confinement to the interpreter's files and write confinement to the temp dir, a seccomp
+//! syscall allow-list (no sockets of any family), no capabilities (an unprivileged uid when root
+//! and the interpreter stays readable), and optionally a fresh network namespace
+//! ([`ExecConfig::net_ns`]; off by default: ~4 ms per snippet, and seccomp already refuses sockets).
+//!
+//! Fail closed: each worker reports which layers are active ([`SandboxReport`]); with
+//! [`SandboxMode::Strict`] (the default) a missing required layer makes [`Executor::new`] fail with
+//! [`Error::Sandbox`] naming the layer and why, and a child that cannot enter a layer refuses to run
+//! the snippet. [`SandboxMode::Weak`] runs anyway; every [`ExecResult`] carries the mode.
 //!
 //! A failing snippet is data ([`ExecResult`] with `ok == false` and an `error`), never an
 //! [`Error`]. `Error::Exec` is reserved for the executor itself (no interpreter, no sympy, a
@@ -62,6 +68,76 @@ pub struct ExecConfig {
     pub net_ns: bool,
     /// Fail at start-up when the interpreter cannot import sympy.
     pub require_sympy: bool,
+    /// Refuse to run code when a required sandbox layer is missing (`strict`, the default), or
+    /// run with whatever layers could be set up (`weak`, visible in every result).
+    pub sandbox: SandboxMode,
+}
+
+/// How strictly the executor insists on its sandbox layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every required layer active, else no code runs.
+    #[default]
+    Strict,
+    /// Caller opted into weaker isolation: missing layers are reported, not enforced.
+    Weak,
+}
+
+impl SandboxMode {
+    /// `"strict"` or `"weak"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Strict => "strict",
+            SandboxMode::Weak => "weak",
+        }
+    }
+}
+
+impl std::str::FromStr for SandboxMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "strict" => Ok(SandboxMode::Strict),
+            "weak" => Ok(SandboxMode::Weak),
+            _ => Err(Error::InvalidArgument(format!(
+                "sandbox mode must be `strict` or `weak`, got `{s}`"
+            ))),
+        }
+    }
+}
+
+/// One sandbox layer as a worker reported it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SandboxLayer {
+    pub active: bool,
+    /// A strict executor refuses to run code without it.
+    pub required: bool,
+    /// What it does, or why it is not active.
+    pub detail: String,
+}
+
+/// Which sandbox layers a worker has (keys: `user_namespace`, `pid_namespace`,
+/// `mount_namespace`, `landlock`, `seccomp`, `no_new_privs`, `capabilities`, `rlimits`,
+/// `process_limit`, `uid_drop`, `pids_cgroup`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SandboxReport {
+    pub mode: SandboxMode,
+    pub layers: std::collections::BTreeMap<String, SandboxLayer>,
+    /// Set when the worker refuses to run code (strict mode, a required layer missing).
+    pub refused: Option<String>,
+}
+
+impl SandboxReport {
+    /// Required layers that are not active, by name.
+    pub fn missing(&self) -> Vec<(&str, &SandboxLayer)> {
+        self.layers
+            .iter()
+            .filter(|(_, l)| l.required && !l.active)
+            .map(|(k, l)| (k.as_str(), l))
+            .collect()
+    }
 }
 
 impl Default for ExecConfig {
@@ -75,6 +151,7 @@ impl Default for ExecConfig {
             max_processes: 32,
             net_ns: false,
             require_sympy: true,
+            sandbox: SandboxMode::Strict,
         }
     }
 }
@@ -102,6 +179,9 @@ pub struct ExecResult {
     /// Wall time in the worker, milliseconds.
     #[serde(default)]
     pub elapsed_ms: f64,
+    /// The sandbox mode it ran under (`weak`: the caller accepted missing layers).
+    #[serde(default)]
+    pub sandbox: SandboxMode,
 }
 
 impl ExecResult {
@@ -115,6 +195,7 @@ impl ExecResult {
             signal: None,
             timed_out: false,
             elapsed_ms: 0.0,
+            sandbox: SandboxMode::Strict,
         }
     }
 }
@@ -125,8 +206,9 @@ pub struct WorkerInfo {
     pub python: String,
     /// Module name -> importable.
     pub modules: std::collections::BTreeMap<String, bool>,
-    /// Which sandbox layers are active (worker-defined keys).
-    pub sandbox: serde_json::Value,
+    /// Which sandbox layers are active.
+    #[serde(default)]
+    pub sandbox: SandboxReport,
 }
 
 /// A submitted snippet; redeem with [`Ticket::wait`] or check with [`Ticket::poll`].
@@ -238,6 +320,7 @@ impl Worker {
             .env("MKL_NUM_THREADS", "1")
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
+            .env("RSTAR_SANDBOX", cfg.sandbox.as_str())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -416,6 +499,13 @@ impl Executor {
             )));
         }
         let (first, info) = Worker::start(&python, 0, &config)?;
+        if let Some(refused) = &info.sandbox.refused {
+            let (layer, reason) = info.sandbox.missing().first().map_or_else(
+                || ("worker".to_string(), refused.clone()),
+                |(k, l)| (k.to_string(), l.detail.clone()),
+            );
+            return Err(Error::Sandbox { layer, reason });
+        }
         if config.require_sympy && !info.modules.get("sympy").copied().unwrap_or(false) {
             return Err(Error::Exec(format!(
                 "Python `{}` ({}) cannot import sympy; run `rstar setup-python` (or `pip install sympy numpy scipy`) and/or set RSTAR_PYTHON",
@@ -468,6 +558,11 @@ impl Executor {
     /// What the first worker reported (Python version, modules, sandbox layers).
     pub fn info(&self) -> &WorkerInfo {
         &self.info
+    }
+
+    /// The sandbox layers in force and the mode (also in every [`ExecResult::sandbox`]).
+    pub fn sandbox(&self) -> &SandboxReport {
+        &self.info.sandbox
     }
 
     /// Queues a snippet with the default timeout; returns at once.
@@ -559,6 +654,8 @@ fn serve(shared: Arc<Shared>, worker: Worker, python: PathBuf, slot: usize, cfg:
                 }
             },
         };
+        let mut result = result;
+        result.sandbox = cfg.sandbox;
         let _ = job.reply.send(result);
     }
 }

@@ -30,24 +30,36 @@
 # the child 1080 -> 970). What is left is mostly the kernel: ~5 us per copy-on-write fault, and
 # fork and exit copy and free page tables for the ~56 MB warm heap.
 # Protocol (owned by src/exec/mod.rs): one JSON object per line on stdin (a job), one JSON object
-# per line on stdout (a reply). The first line written is a hello line describing the interpreter.
+# per line on stdout (a reply). The first line written is a hello line describing the interpreter
+# and the sandbox: {"mode": "strict"|"weak", "layers": {layer: {"active", "required", "detail"}},
+# "refused": null or why} (a strict worker with a required layer missing is refused by the host).
 # Job:   {"id", "code", "timeout", "cpu", "mem", "out_cap", "nproc", "net_ns"}
-# Reply: {"id", "ok", "stdout", "stderr", "error", "exit", "signal", "timed_out", "truncated", "elapsed_ms"}
+# Reply: {"id", "ok", "stdout", "stderr", "error", "exit", "signal", "timed_out", "truncated",
+#         "elapsed_ms", "sandbox", "failed_layers"}
 #
-# Sandbox of a snippet child (each layer best effort, reported in hello["sandbox"]):
-#  - new PID namespace per snippet when permitted (the snippet is pid 1; when it ends the kernel
-#    kills everything it started) and optionally a new network namespace;
-#  - new session/process group (killpg on timeout), PR_SET_PDEATHSIG so it dies with the worker;
+# Sandbox (layers reported in hello["sandbox"]; RSTAR_SANDBOX=weak runs without missing ones):
+#  - not root: a user namespace (uid/gid mapped to themselves) gives the worker the capabilities
+#    the namespaces below need; root instead drops the snippet to an unprivileged uid per worker
+#    slot where that uid can read the interpreter, else keeps uid 0 without any capability;
+#  - the zygote is pid 1 of the worker's own PID namespace, in a mount namespace of its own with
+#    a private /proc (shows the zygote and the snippet only); each snippet is pid 1 of a fresh
+#    nested PID namespace (when it ends the kernel kills everything it started), optionally in a
+#    new network namespace; made once per worker, since a mount namespace per snippet would cost
+#    ~5 ms at each exit;
+#  - new session/process group, PR_SET_PDEATHSIG so it dies with the worker;
 #  - stdin /dev/null, stdout/stderr pipes, every other inherited descriptor closed;
 #  - environment scrubbed, private temporary cwd (also HOME and TMPDIR);
-#  - RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0, RLIMIT_NPROC;
-#  - Landlock: writes only beneath the private temp dir (and /dev/null);
-#  - when the worker runs as root: the snippet drops to an unprivileged uid/gid (per worker slot),
-#    so RLIMIT_NPROC is enforced and other users' processes and /proc entries are out of reach;
-#  - seccomp: socket() only for AF_UNIX, no io_uring, no kill()/tgkill() aimed at the worker,
-#    the host or at -1;
-#  - when the worker runs as root: a pids cgroup per worker (the zygote and its children), at most
-#    RSTAR_WORKER_NPROC (default 32) processes for the snippet at any time.
+#  - RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0, RLIMIT_NPROC; a pids cgroup per worker
+#    where one can be made (root, or a delegated subtree), at most RSTAR_WORKER_NPROC processes;
+#  - no_new_privs, an empty capability bounding set (zygote) and no capabilities (child);
+#  - Landlock, two layers: reads and execution only beneath the interpreter's files (sys.path,
+#    the venv, the directories of its loaded shared objects), the worker's temp dir, a few
+#    devices and the private /proc, no TCP, scoped signals and abstract sockets (ruleset made once
+#    in the zygote); writes only beneath the snippet's temp dir and /dev/null (per child);
+#  - seccomp: a syscall allow-list (no socket() or socketpair() of any family, no ptrace, mount,
+#    namespaces, io_uring, bpf, keyrings), no kill()/tgkill() aimed at 0 or -1.
+# A child that cannot enter one of its layers refuses to run the snippet in strict mode
+# ("SandboxError: ..."); a probe child at start-up reports the same checks in the hello.
 import _signal
 import ast
 import ctypes
@@ -130,12 +142,17 @@ def _warm_up():
             pass
 
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
+PR_CAP_AMBIENT = 47
 SECCOMP_MODE_FILTER = 2
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
 
 MACHINE = platform.machine()
 # syscall numbers: (socket, kill, tgkill, io_uring_setup, landlock_create_ruleset, add_rule, restrict_self)
@@ -144,22 +161,107 @@ SYSCALLS = {
     "aarch64": (198, 129, 131, 425, 444, 445, 446),
 }.get(MACHINE)
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(MACHINE)
+IS_ROOT = os.geteuid() == 0
+# Fail closed: "strict" (the default) refuses to run code when a required layer is missing;
+# "weak" runs anyway and says so in every reply.
+MODE = "weak" if os.environ.get("RSTAR_SANDBOX") == "weak" else "strict"
+LAYERS = {}  # layer -> {"active", "required", "detail"}; the child's own checks are added later
 
 
-def _probe_pidns():
+def _layer(name, active, detail, required=True):
+    LAYERS[name] = {"active": bool(active), "required": required, "detail": detail}
+
+
+def _errno_text(what):
+    e = ctypes.get_errno()
+    return "%s failed: %s" % (what, os.strerror(e) if e else "unknown error")
+
+
+def _write_file(path, text):
+    fd = os.open(path, os.O_WRONLY)
     try:
-        fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
-    except OSError:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _enter_userns():
+    # Not root: a user namespace (this uid and gid mapped to themselves) gives the worker the
+    # capabilities in it that the PID and mount namespaces and the private /proc need. Root
+    # needs none (it has them), and keeps its uid drop instead.
+    if IS_ROOT:
+        _layer("user_namespace", False, "not needed: the worker runs as root", required=False)
+        return
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        _layer("user_namespace", False, _errno_text("unshare(CLONE_NEWUSER)") + " (see /proc/sys/user/max_user_namespaces)")
+        return
+    try:
+        _write_file("/proc/self/setgroups", "deny")
+        _write_file("/proc/self/uid_map", "%d %d 1" % (uid, uid))
+        _write_file("/proc/self/gid_map", "%d %d 1" % (gid, gid))
+    except OSError as e:
+        _layer("user_namespace", False, "writing the uid/gid maps failed: %s" % e)
+        return
+    _layer("user_namespace", True, "uid %d and gid %d mapped to themselves" % (uid, gid))
+
+
+_enter_userns()
+HOST_PIDNS_FD = None
+try:
+    HOST_PIDNS_FD = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+except OSError:
+    pass
+
+
+def _zygote_pidns():
+    # Called by the supervisor before it forks a zygote: the zygote becomes pid 1 of a PID
+    # namespace of its own (a zygote restart needs a fresh one: back to ours first, root only).
+    if HOST_PIDNS_FD is not None:
+        libc.setns(HOST_PIDNS_FD, CLONE_NEWPID)
+    if libc.unshare(CLONE_NEWPID) != 0:
+        return _errno_text("unshare(CLONE_NEWPID)")
+    return None
+
+
+ZYGOTE_PID = None
+PIDNS_FD = None  # the zygote's own PID namespace, to return to after each snippet's fork
+
+
+def _private_proc():
+    # In the zygote (pid 1 of its PID namespace): a mount namespace of its own with a /proc that
+    # shows only this namespace (the zygote and the running snippet), never the host's
+    # processes. Made once per worker: a mount namespace per snippet costs ~5 ms at its exit.
+    global PIDNS_FD
+    if os.getpid() != 1:
+        _layer("pid_namespace", False, "the zygote is not pid 1 of a PID namespace of its own")
+        _layer("mount_namespace", False, "no PID namespace to show in a private /proc")
+        return None
+    if libc.unshare(CLONE_NEWNS) != 0:
+        _layer("mount_namespace", False, _errno_text("unshare(CLONE_NEWNS)"))
+    elif libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        _layer("mount_namespace", False, _errno_text("making / private"))
+    elif libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+        _layer("mount_namespace", False, _errno_text("mounting a private /proc"))
+    else:
+        _layer("mount_namespace", True, "private mount namespace, /proc shows this worker's PID namespace only")
+    try:
+        PIDNS_FD = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    except OSError as e:
+        _layer("pid_namespace", False, "cannot open the zygote's PID namespace: %s" % e)
         return None
     if libc.unshare(CLONE_NEWPID) != 0:
-        os.close(fd)
+        _layer("pid_namespace", False, _errno_text("unshare(CLONE_NEWPID) in the zygote"))
+        PIDNS_FD = None
+    elif libc.setns(PIDNS_FD, CLONE_NEWPID) != 0:
+        _layer("pid_namespace", False, _errno_text("setns back to the zygote's PID namespace"))
+        PIDNS_FD = None
+    else:
+        _layer("pid_namespace", True, "the worker's zygote and each snippet in PID namespaces of their own")
+    try:
+        return os.open("/proc", os.O_PATH | os.O_CLOEXEC)
+    except OSError:
         return None
-    libc.setns(fd, CLONE_NEWPID)  # back to our own namespace for children until a job asks
-    return fd
-
-
-PIDNS_FD = _probe_pidns()
-IS_ROOT = os.geteuid() == 0
 
 
 def _probe_uid_drop(uid):
@@ -186,12 +288,18 @@ def _probe_uid_drop(uid):
 
 
 SANDBOX_UID = 61000 + SLOT if IS_ROOT and _probe_uid_drop(61000 + SLOT) else None
+if not IS_ROOT:
+    _layer("uid_drop", False, "not needed: the worker is not root", required=False)
+elif SANDBOX_UID is None:
+    _layer("uid_drop", False, "uid %d cannot read the interpreter's files (%s): the snippet stays uid 0 "
+           "without capabilities" % (61000 + SLOT, sys.prefix), required=False)
+else:
+    _layer("uid_drop", True, "the snippet runs as uid %d" % SANDBOX_UID, required=False)
 
 
 def _pids_cgroup():
-    # A pids-limited cgroup per worker (root only; cgroup v1 pids hierarchy or v2), else None.
-    if not IS_ROOT:
-        return None
+    # A pids-limited cgroup per worker (cgroup v1 pids hierarchy or v2), where this user may make
+    # one (root, or a delegated subtree); else (None, why).
     try:
         rel = None
         v1 = False
@@ -206,13 +314,14 @@ def _pids_cgroup():
         os.mkdir(d)
         if not os.path.exists(os.path.join(d, "pids.max")):
             os.rmdir(d)
-            return None
-        return d
-    except (OSError, ValueError):
-        return None
+            return None, "no pids controller in %s" % d
+        return d, None
+    except (OSError, ValueError) as e:
+        return None, "cannot make a pids cgroup (not delegated to this user?): %s" % e
 
 
-PIDS_CGROUP = _pids_cgroup()
+PIDS_CGROUP, _why = _pids_cgroup()
+_layer("pids_cgroup", PIDS_CGROUP is not None, _why or "at most RSTAR_WORKER_NPROC processes in %s" % PIDS_CGROUP, required=False)
 PIDS_CGROUP_PROCS = None if PIDS_CGROUP is None else os.path.join(PIDS_CGROUP, "cgroup.procs")
 
 
@@ -227,105 +336,225 @@ LANDLOCK_ABI = _landlock_abi()
 
 
 # ---- seccomp -------------------------------------------------------------------------------
-def _seccomp_program(protected):
-    sock, kill, tgkill, uring = SYSCALLS[0], SYSCALLS[1], SYSCALLS[2], SYSCALLS[3]
-    ALLOW = 0x7FFF0000
-    EACCES = 0x00050000 | 13
-    EPERM = 0x00050000 | 1
-    ENOSYS = 0x00050000 | 38
-    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
+# An allow-list: what CPython, numpy, scipy and sympy call while a snippet runs. Everything else
+# (every socket family, socketpair, ptrace, mount, namespaces, keyrings, bpf, io_uring...) fails
+# with EPERM; clone with a namespace flag and signals aimed at 0/-1 or the worker too; clone3
+# says ENOSYS (glibc falls back to clone, whose flags a filter can read). Foreign-ABI calls
+# (i386 int 0x80, x32) kill the process. x86_64 only (elsewhere the layer is reported missing).
+SECCOMP_ALLOW_X86_64 = (
+    0, 1, 3, 9, 11, 10, 12, 202, 5, 262, 257, 8, 13, 14, 15, 16, 17, 18, 19, 20, 2, 4, 6, 7, 21,
+    22, 23, 24, 25, 26, 27, 28, 32, 33, 34, 35, 36, 37, 38, 39, 40, 57, 58, 59, 60, 61, 63, 72,
+    73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 95, 96, 97, 98,
+    99, 100, 102, 104, 107, 108, 109, 110, 111, 112, 115, 118, 120, 121, 124, 125, 127, 128, 130,
+    131, 132, 137, 138, 140, 141, 143, 145, 146, 147, 149, 150, 157, 158, 160, 186, 201, 203, 204,
+    213, 217, 218, 221, 222, 223, 224, 225, 226, 228, 229, 230, 231, 232, 233, 235, 247, 258,
+    261, 263, 264, 265, 266, 267, 268, 269, 270, 271, 273, 274, 275, 276, 277, 280, 281, 282,
+    283, 284, 285, 286, 287, 289, 290, 291, 292, 293, 295, 296, 309, 315, 316, 318, 319, 322,
+    324, 326, 327, 328, 332, 334, 436, 437, 439, 441, 449,
+)
+# What the zygote calls besides (it installs the allow-list once, with these, so that the
+# compiled filter is shared by every child: compiling it per child cost ~300 us; each child then
+# adds a short filter refusing these): sendto, recvfrom, sendmsg, recvmsg, setuid, setgid,
+# setgroups, capset, unshare, setns, pidfd_open, landlock_*.
+ZYGOTE_ONLY_X86_64 = (44, 45, 46, 47, 105, 106, 116, 126, 272, 308, 434, 444, 445, 446)
+NR_X86_64 = {"clone": 56, "clone3": 435, "kill": 62, "tkill": 200, "tgkill": 234, "prlimit64": 302}
+CLONE_NS_FLAGS = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+
+
+def _bpf(prog):
+    # prog: list of (code, jt, jf, k) where jt/jf may be label names; ("label", name) marks one.
+    pos, out = {}, []
+    for ins in prog:
+        if ins[0] == "label":
+            pos[ins[1]] = len(out)
+        else:
+            out.append(ins)
+    raw = []
+    for i, (code, jt, jf, k) in enumerate(out):
+        rel = lambda t: pos[t] - i - 1 if isinstance(t, str) else t  # noqa: E731
+        assert 0 <= rel(jt) < 256 and 0 <= rel(jf) < 256, "a BPF jump out of reach"
+        raw.append(struct.pack("HBBI", code, rel(jt), rel(jf), k))
+    return b"".join(raw), len(out)
+
+
+def _seccomp_program(protected, allowed):
+    ALLOW, KILL = 0x7FFF0000, 0x80000000
+    EPERM, ENOSYS = 0x00050000 | 1, 0x00050000 | 38
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    nr = NR_X86_64
     forbidden_pids = sorted({0, 0xFFFFFFFF} | {p & 0xFFFFFFFF for p in protected})
-    prog = []  # (code, jt, jf, k); jumps are relative
-    prog.append((LD, 0, 0, 4))  # arch
-    prog.append((JEQ, 1, 0, AUDIT_ARCH))
-    prog.append((RET, 0, 0, ALLOW))
-    prog.append((LD, 0, 0, 0))  # nr
-    prog.append((JGE, 0, 1, 0x40000000))  # x32 numbering: refuse outright
-    prog.append((RET, 0, 0, EPERM))
-    prog.append((JEQ, 0, 1, uring))
-    prog.append((RET, 0, 0, ENOSYS))
-    prog.append((JEQ, 0, 4, sock))
-    prog.append((LD, 0, 0, 16))  # socket domain
-    prog.append((JEQ, 0, 1, 1))  # AF_UNIX
-    prog.append((RET, 0, 0, ALLOW))
-    prog.append((RET, 0, 0, EACCES))
-    # kill / tgkill: first argument must not name the worker, the host, or -1
-    n = len(forbidden_pids)
-    prog.append((JEQ, 1, 0, kill))
-    prog.append((JEQ, 0, n + 1, tgkill))
-    prog.append((LD, 0, 0, 16))
-    for i, pid in enumerate(forbidden_pids):
-        prog.append((JEQ, n - i, 0, pid))
-    prog.append((RET, 0, 0, ALLOW))
-    prog.append((RET, 0, 0, EPERM))
-    return b"".join(struct.pack("HBBI", *ins) for ins in prog), len(prog)
+    prog = [
+        (LD, 0, 0, 4),  # arch
+        (JEQ, 1, 0, AUDIT_ARCH),
+        (RET, 0, 0, KILL),
+        (LD, 0, 0, 0),  # nr
+        (JGE, "deny", 0, 0x40000000),  # x32
+        (JEQ, "enosys", 0, nr["clone3"]),
+        (JEQ, "clone", 0, nr["clone"]),
+        (JEQ, "pid", 0, nr["kill"]),
+        (JEQ, "pid", 0, nr["tkill"]),
+        (JEQ, "pid", 0, nr["tgkill"]),
+        (JEQ, "self", 0, nr["prlimit64"]),
+    ]
+    prog += [(JEQ, "allow", 0, n) for n in allowed]
+    prog += [("label", "deny"), (RET, 0, 0, EPERM), ("label", "enosys"), (RET, 0, 0, ENOSYS)]
+    prog += [("label", "clone"), (LD, 0, 0, 16), (JSET, 0, "allow", CLONE_NS_FLAGS), (RET, 0, 0, EPERM)]
+    prog += [("label", "self"), (LD, 0, 0, 16), (JEQ, "allow", 0, 0), (RET, 0, 0, EPERM)]
+    prog += [("label", "pid"), (LD, 0, 0, 16)]
+    prog += [(JEQ, "pid_deny", 0, pid) for pid in forbidden_pids]
+    prog += [("label", "allow"), (RET, 0, 0, ALLOW), ("label", "pid_deny"), (RET, 0, 0, EPERM)]
+    return _bpf(prog)
+
+
+def _child_seccomp_program():
+    # The child's own filter, on top of the zygote's: none of the zygote-only calls.
+    LD, JEQ, RET = 0x20, 0x15, 0x06
+    prog = [(LD, 0, 0, 4), (JEQ, 1, 0, AUDIT_ARCH), (RET, 0, 0, 0x80000000), (LD, 0, 0, 0)]
+    prog += [(JEQ, "deny", 0, n) for n in ZYGOTE_ONLY_X86_64]
+    prog += [(RET, 0, 0, 0x7FFF0000), ("label", "deny"), (RET, 0, 0, 0x00050000 | 1)]
+    return _bpf(prog)
 
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-SECCOMP_PROG = None  # (buffer, struct sock_fprog), built once in the zygote; children install it
+SECCOMP_PROG = None  # the child's filter: (buffer, struct sock_fprog), built in the zygote
 
 
-def _prepare_seccomp(protected):
-    # Everything but the prctl happens once, so a child touches as little of the heap as it can.
-    global SECCOMP_PROG
-    if SYSCALLS is None or AUDIT_ARCH is None:
-        return
-    raw, n = _seccomp_program(protected)
+def _fprog(raw_n):
+    raw, n = raw_n
     buf = ctypes.create_string_buffer(raw, len(raw))
-    SECCOMP_PROG = (buf, _SockFprog(n, ctypes.addressof(buf)))
+    return buf, _SockFprog(n, ctypes.addressof(buf))
+
+
+def _install(prog):
+    return libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog[1]), 0, 0) == 0
+
+
+def _zygote_seccomp(protected):
+    # Installs the allow-list (plus the zygote-only calls) in the zygote, once; children inherit
+    # it with fork and add the short filter that refuses the zygote-only calls.
+    global SECCOMP_PROG
+    if MACHINE != "x86_64":
+        _layer("seccomp", False, "no syscall allow-list for %s" % MACHINE)
+        return
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # the zygote never execs
+    if not _install(_fprog(_seccomp_program(protected, ZYGOTE_ONLY_X86_64 + SECCOMP_ALLOW_X86_64))):
+        _layer("seccomp", False, _errno_text("installing the seccomp filter in the zygote"))
+        return
+    SECCOMP_PROG = _fprog(_child_seccomp_program())
+    _layer("seccomp", True, "syscall allow-list (%d calls; no sockets of any family, no ptrace, "
+           "mount or namespaces)" % len(SECCOMP_ALLOW_X86_64))
 
 
 def _install_seccomp():
-    if SECCOMP_PROG is None:
-        return False
-    return libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(SECCOMP_PROG[1]), 0, 0) == 0
+    return SECCOMP_PROG is not None and _install(SECCOMP_PROG)
 
 
 # ---- landlock ------------------------------------------------------------------------------
-def _landlock_rules():
-    # (ruleset attr, rights for the temp dir, rights for /dev/null), or None without Landlock.
-    if LANDLOCK_ABI <= 0:
-        return None
-    # write-type rights: write_file, remove_dir, remove_file, make_*; refer (abi 2), truncate (abi 3)
-    handled = (1 << 1) | (1 << 4) | (1 << 5) | sum(1 << b for b in range(6, 13))
+# Two layers. The worker's (made once in the zygote, entered by each child): reads and execution
+# only beneath the interpreter's files (sys.path, the venv, the directories of the shared
+# libraries it has loaded), the worker's temp dir, a few devices and files, and the private
+# /proc; no TCP bind/connect (ABI 4); signals and abstract Unix sockets scoped to the snippet
+# (ABI 6). The snippet's own (per child): writes only beneath its temp dir and /dev/null.
+LL_EXEC, LL_WRITE, LL_READ_FILE, LL_READ_DIR = 1, 2, 4, 8
+LL_READ = LL_EXEC | LL_READ_FILE | LL_READ_DIR
+
+
+def _ll_write_rights():
+    # write-type rights: write_file, remove_*, make_*; refer (abi 2), truncate (abi 3)
+    rights = LL_WRITE | (1 << 4) | (1 << 5) | sum(1 << b for b in range(6, 13))
     if LANDLOCK_ABI >= 2:
-        handled |= 1 << 13
+        rights |= 1 << 13
     if LANDLOCK_ABI >= 3:
-        handled |= 1 << 14
+        rights |= 1 << 14
+    return rights
+
+
+def _ll_ruleset(handled, rules, scoped=False):
+    # A ruleset fd with `rules` [(path, rights)] (missing paths skipped), or (None, why).
     attr = struct.pack("Q", handled)
-    if LANDLOCK_ABI >= 6:  # also scope signals and abstract unix sockets to the snippet's domain
-        attr = struct.pack("QQQ", handled, 0, 1 | 2)
-    return attr, handled, (1 << 1) | ((1 << 14) if LANDLOCK_ABI >= 3 else 0)
+    if LANDLOCK_ABI >= 6 and scoped:
+        attr = struct.pack("QQQ", handled, 3, 1 | 2)  # no TCP bind/connect; scoped signals, sockets
+    elif LANDLOCK_ABI >= 4 and scoped:
+        attr = struct.pack("QQ", handled, 3)
+    fd = libc.syscall(SYSCALLS[4], attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
+    if fd < 0:
+        return None, _errno_text("landlock_create_ruleset")
+    for target, rights in rules:
+        try:
+            pfd = target if isinstance(target, int) else os.open(target, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        if not isinstance(target, int) and not stat.S_ISDIR(os.fstat(pfd).st_mode):
+            rights &= LL_EXEC | LL_WRITE | LL_READ_FILE | (1 << 14)  # what a file rule may hold
+        beneath = struct.pack("=Qi", rights & handled, pfd)  # landlock_path_beneath_attr is packed
+        r = libc.syscall(SYSCALLS[5], fd, 1, beneath, 0)
+        if not isinstance(target, int):
+            os.close(pfd)
+        if r != 0:
+            why = _errno_text("landlock_add_rule(%s)" % (target,))
+            os.close(fd)
+            return None, why
+    return fd, None
 
 
-LANDLOCK_RULES = _landlock_rules()
+def _read_roots():
+    # What the interpreter may read: sys.path, the venv, the directories of the loaded shared
+    # objects (where lazily loaded ones live too), and the files the C library reads.
+    roots = set()
+    for p in sys.path + [sys.prefix, sys.exec_prefix] * (sys.prefix != sys.base_prefix):
+        if p and os.path.isdir(p):
+            roots.add(os.path.realpath(p))
+    try:
+        for line in open("/proc/self/maps"):
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/") and ".so" in parts[5]:
+                roots.add(os.path.dirname(os.path.realpath(parts[5].rstrip("\n"))))
+    except OSError:
+        pass
+    files = ["/etc/ld.so.cache", "/etc/localtime", "/dev/urandom", "/dev/random", "/dev/zero"]
+    return sorted(roots), files
+
+
+LL_WORKER_FD = None  # the worker's ruleset (fd), made in the zygote
+
+
+def _prepare_landlock(base, proc_fd):
+    global LL_WORKER_FD
+    if LANDLOCK_ABI <= 0:
+        _layer("landlock", False, "Landlock is not available (landlock_create_ruleset ABI query failed)")
+        return
+    write = _ll_write_rights()
+    handled = LL_READ | write | ((1 << 15) if LANDLOCK_ABI >= 5 else 0)
+    dirs, files = _read_roots()
+    rules = [(d, LL_READ) for d in dirs] + [(f, LL_READ_FILE) for f in files]
+    rules += [(base, LL_READ | write), ("/dev/null", LL_READ_FILE | LL_WRITE | (1 << 14))]
+    if proc_fd is not None:
+        rules.append((proc_fd, LL_READ_FILE | LL_READ_DIR))
+    LL_WORKER_FD, why = _ll_ruleset(handled, rules, scoped=True)
+    if LL_WORKER_FD is None:
+        _layer("landlock", False, why)
+        return
+    os.dup2(LL_WORKER_FD, 1000)  # a fixed number the child keeps while it closes the others
+    os.close(LL_WORKER_FD)
+    LL_WORKER_FD = 1000
+    _layer("landlock", True, "ABI %d: reads beneath %d interpreter directories and the worker's "
+           "temp dir, writes beneath the snippet's temp dir only%s" % (
+               LANDLOCK_ABI, len(dirs), ", no TCP, scoped signals and abstract sockets" if LANDLOCK_ABI >= 6 else ""))
 
 
 def _install_landlock(path):
-    if LANDLOCK_RULES is None:
+    if LL_WORKER_FD is None or libc.syscall(SYSCALLS[6], LL_WORKER_FD, 0) != 0:
         return False
-    attr, handled, null_rights = LANDLOCK_RULES
-    fd = libc.syscall(SYSCALLS[4], attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
-    if fd < 0:
+    write = _ll_write_rights()
+    fd, _ = _ll_ruleset(write, [(path, write), ("/dev/null", LL_WRITE | (1 << 14))])
+    if fd is None:
         return False
-    ok = True
-    for target, rights in ((path, handled), ("/dev/null", null_rights)):
-        try:
-            pfd = os.open(target, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            continue
-        beneath = struct.pack("=Qi", rights, pfd)  # struct landlock_path_beneath_attr is packed
-        if libc.syscall(SYSCALLS[5], fd, 1, beneath, 0) != 0:
-            ok = False
-        os.close(pfd)
-    if ok:
-        ok = libc.syscall(SYSCALLS[6], fd, 0) == 0
+    ok = libc.syscall(SYSCALLS[6], fd, 0) == 0
     os.close(fd)
     return ok
-
 
 def _fill_pools():
     # Take every free block of pymalloc's partly used pools (the warm heap's holes), so that a
@@ -382,15 +611,6 @@ def _collapse_heap():
     return done
 
 
-SANDBOX = {
-    "pid_namespace": PIDNS_FD is not None,
-    "landlock_abi": LANDLOCK_ABI,
-    "seccomp": SYSCALLS is not None,
-    "uid_drop": SANDBOX_UID,
-    "pids_cgroup": PIDS_CGROUP,
-}
-
-
 def _emit(obj):
     data = (json.dumps(obj) + "\n").encode()
     while data:
@@ -418,21 +638,71 @@ def _read_all(fd):
         chunks.append(chunk)
 
 
+def _set_limits(cpu, mem, nproc):
+    # The snippet's rlimits; returns the (layer, why) that failed.
+    cpu = max(1, cpu)
+    limits = [
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_FSIZE, (64 << 20, 64 << 20)),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ]
+    if mem > 0:
+        limits.append((resource.RLIMIT_AS, (mem, mem)))
+    if nproc > 0:
+        limits.append((resource.RLIMIT_NPROC, (nproc, nproc)))
+    failed = []
+    for which, lim in limits:
+        try:
+            resource.setrlimit(which, lim)
+        except (ValueError, OSError) as e:
+            failed.append(("rlimits", "setrlimit(%d): %s" % (which, e)))
+    if os.getpid() != 1:
+        failed.append(("pid_namespace", "the snippet did not get a PID namespace of its own"))
+    return failed
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+CAP_HEADER = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+CAP_DATA = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable}: all zero
+
+
+def _drop_caps():
+    # Without a uid drop (a non-root worker holds every capability in its user namespace; root
+    # whose interpreter the sandbox uid cannot read stays uid 0): no capabilities at all. The
+    # bounding set went in the zygote; no_new_privs keeps execve from giving any back.
+    libc.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    return libc.capset(ctypes.byref(CAP_HEADER), CAP_DATA) == 0
+
+
+def _drop_bounding_set():
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == errno.EINVAL:
+            break
+
+
 def _child(job_r, out_w, err_w, st_w):
     try:
         os.setsid()
     except OSError:
         pass
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1 and PIDNS_FD is None:
-        os._exit(111)
-    try:  # "cpu mem nproc\n" tmp "\n" code: cheaper to take apart than JSON
+    if os.getpid() != 1 and os.getppid() != ZYGOTE_PID:
+        os._exit(111)  # the zygote is gone already
+    try:  # "cpu mem nproc probe\n" tmp "\n" code: cheaper to take apart than JSON
         head, tmp, code = _read_all(job_r).split(b"\n", 2)
-        cpu, mem, nproc = (int(x) for x in head.split())
+        cpu, mem, nproc, probe = (int(x) for x in head.split())
         tmp = tmp.decode()
         code = code.decode("utf-8", "surrogatepass")
     except (OSError, ValueError):
         os._exit(114)
+    failed = []  # (layer, why) of the layers this child could not set up
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        failed.append(("no_new_privs", _errno_text("prctl(PR_SET_NO_NEW_PRIVS)")))
+    if LL_WORKER_FD is not None and not _install_landlock(tmp):
+        failed.append(("landlock", _errno_text("entering the Landlock rulesets")))
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(out_w, 1)
@@ -445,23 +715,7 @@ def _child(job_r, out_w, err_w, st_w):
     os.environ["TMPDIR"] = tmp
     tempfile.tempdir = tmp
     os.chdir(tmp)
-    cpu = max(1, cpu)
-    limits = [
-        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-        (resource.RLIMIT_FSIZE, (64 << 20, 64 << 20)),
-        (resource.RLIMIT_CORE, (0, 0)),
-    ]
-    if mem > 0:
-        limits.append((resource.RLIMIT_AS, (mem, mem)))
-    if nproc > 0:
-        limits.append((resource.RLIMIT_NPROC, (nproc, nproc)))
-    for which, lim in limits:
-        try:
-            resource.setrlimit(which, lim)
-        except (ValueError, OSError):
-            pass
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _install_landlock(tmp)
+    failed += _set_limits(cpu, mem, nproc)
     if SANDBOX_UID is not None:
         try:
             os.setgroups([])
@@ -469,7 +723,17 @@ def _child(job_r, out_w, err_w, st_w):
             os.setuid(SANDBOX_UID)
         except OSError:
             os._exit(112)
-    _install_seccomp()
+    elif not _drop_caps():
+        failed.append(("capabilities", _errno_text("capset")))
+    if SECCOMP_PROG is not None and not _install_seccomp():
+        failed.append(("seccomp", _errno_text("prctl(PR_SET_SECCOMP)")))
+    refuse = failed if MODE == "strict" else []  # every layer a child sets up is required
+    if probe or refuse:
+        msg = {"error": None, "failed": dict(failed)}
+        if refuse:
+            msg["error"] = "SandboxError: layer %s could not be set up: %s" % refuse[0]
+        os.write(3, json.dumps(msg).encode())
+        os._exit(115 if refuse else 0)
     sys.stdout, sys.stderr = CHILD_STDIO
     sys.argv = ["<unknown>"]
     sys.dont_write_bytecode = True
@@ -511,15 +775,6 @@ def _child(job_r, out_w, err_w, st_w):
 SIGNAMES = {s.value: s.name for s in signal.Signals}
 
 
-def _exited(pid):
-    # Without pidfd: the child is a zombie (our zygote reaps it only when asked) or gone.
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
 # ---- the zygote ----------------------------------------------------------------------------
 # The zygote forks with libc's fork() (holding the GIL: PyDLL) rather than os.fork(): os.fork()
 # also runs the at-fork hooks of threading, logging and random, and that Python code alone
@@ -544,9 +799,10 @@ def _zygote_main(sock):
     # child's descriptors [job_r, out_w, err_w, st_w]; b"W" + pid (wait). Reply: an 8-byte
     # signed integer: the pid, the wait status, or -errno.
     # Before serving it imports and warms up the modules and reports them (one JSON message).
-    global CHILD_STDIO
+    global CHILD_STDIO, ZYGOTE_PID
+    ZYGOTE_PID = os.getpid()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != WORKER_PID:
+    if os.getpid() != 1 and os.getppid() != WORKER_PID:  # pid 1 of its namespace: ppid reads 0
         os._exit(0)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # the protocol pipes belong to the supervisor alone
@@ -563,9 +819,11 @@ def _zygote_main(sock):
                 os.close(fd)
         except OSError:
             pass
+    proc_fd = _private_proc()
+    _drop_bounding_set()
     _import_modules()
     _warm_up()
-    _prepare_seccomp((WORKER_PID, os.getpid(), HOST_PID))
+    _prepare_landlock(BASE, proc_fd)
     os.environ.clear()
     os.environ.update(CHILD_ENV)
     # Made once here, used by every child once its descriptors 1 and 2 are the snippet's pipes.
@@ -577,7 +835,8 @@ def _zygote_main(sock):
     gc.freeze()  # children do not copy-on-write the warm heap when they collect
     _fill_pools()
     huge = _collapse_heap()  # the heap is ours alone (nobody forked it yet): it can collapse
-    sock.send(json.dumps({"modules": MODULES, "heap_huge_mb": huge >> 20}).encode())
+    _zygote_seccomp((WORKER_PID, HOST_PID))
+    sock.send(json.dumps({"modules": MODULES, "heap_huge_mb": huge >> 20, "layers": LAYERS}).encode())
     recv_fds = socket.recv_fds
     send = sock.send
     while True:
@@ -588,8 +847,14 @@ def _zygote_main(sock):
         if not msg:
             os._exit(0)
         if msg[:1] == b"W":
+            pid = int.from_bytes(msg[1:9], "little")
+            for kill in (os.killpg, os.kill):  # its PID namespace (or process group), then it
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             try:
-                _, st = os.waitpid(int.from_bytes(msg[1:9], "little"), 0)
+                _, st = os.waitpid(pid, 0)
             except OSError as e:
                 st = -(e.errno or 1)
             send(st.to_bytes(8, "little", signed=True))
@@ -617,7 +882,17 @@ def _zygote_main(sock):
             libc.setns(PIDNS_FD, CLONE_NEWPID)
         for fd in fds:
             os.close(fd)
-        send(pid.to_bytes(8, "little", signed=True))
+        # The supervisor cannot name our children (their pids are this namespace's): it gets a
+        # pidfd to watch for the child's exit; killing and reaping are asked of us ("W").
+        pidfd = -1
+        if pid > 0:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pass
+        socket.send_fds(sock, [pid.to_bytes(8, "little", signed=True)], [pidfd] if pidfd >= 0 else [])
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 class _Zygote:
@@ -630,6 +905,9 @@ class _Zygote:
         self._start()
 
     def _start(self):
+        why = _zygote_pidns()
+        if why is not None and self.pid is not None:
+            os._exit(75)  # a restart without a fresh PID namespace: let the host replace us
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -656,24 +934,29 @@ class _Zygote:
         self._start()
 
     def _call(self, msg, fds=()):
+        # -> (the 8-byte answer as an integer, a pidfd or None)
         socket.send_fds(self.sock, [msg], list(fds))
-        reply = self.sock.recv(16)
+        reply, got, _, _ = socket.recv_fds(self.sock, 16, 1)
         if len(reply) != 8:
+            for fd in got:
+                os.close(fd)
             raise OSError("the zygote stopped answering")
-        return int.from_bytes(reply, "little", signed=True)
+        return int.from_bytes(reply, "little", signed=True), (got[0] if got else None)
 
     def fork(self, kind, fds):
+        # -> (pid in the zygote's namespace: a name for reap() only, pidfd or None)
         try:
-            pid = self._call(kind, fds)
+            pid, pidfd = self._call(kind, fds)
         except OSError:
             self._restart()
-            pid = self._call(kind, fds)
+            pid, pidfd = self._call(kind, fds)
         if pid <= 0:
             raise OSError(-pid, "fork failed: %s" % os.strerror(-pid))
-        return pid
+        return pid, pidfd
 
     def reap(self, pid):
-        st = self._call(b"W" + pid.to_bytes(8, "little"))
+        # Kills the child (and with it its PID namespace) and waits for it: its status.
+        st, _ = self._call(b"W" + pid.to_bytes(8, "little"))
         return st if st >= 0 else (signal.SIGKILL & 0x7F)  # unknown: report as killed
 
 
@@ -734,7 +1017,7 @@ def _run(job, base, seq):
     job_r, job_w = os.pipe()
     try:
         limits = (int(job.get("cpu", 11)), int(job.get("mem", 2 << 30)), int(job.get("nproc", 0)))
-        head = "%d %d %d\n%s\n" % (limits + (tmp,))
+        head = "%d %d %d %d\n%s\n" % (limits + (int(bool(job.get("probe"))), tmp))
         data = head.encode() + str(job.get("code", "")).encode("utf-8", "surrogatepass")
         os.set_blocking(job_w, False)  # the job must fit the pipe: nobody reads it until the fork
         if len(data) > 65536:
@@ -748,7 +1031,7 @@ def _run(job, base, seq):
         raise ValueError("the snippet is too large to hand to the child (%s)" % e)
     os.close(job_w)
     try:
-        pid = ZYGOTE.fork(b"N" if job.get("net_ns") else b"F", [job_r, out_w, err_w, st_w])
+        pid, pidfd = ZYGOTE.fork(b"N" if job.get("net_ns") else b"F", [job_r, out_w, err_w, st_w])
     except OSError:
         for fd in (out_r, err_r, st_r):
             os.close(fd)
@@ -760,10 +1043,6 @@ def _run(job, base, seq):
     bufs = {out_r: bytearray(), err_r: bytearray(), st_r: bytearray()}
     caps = {out_r: out_cap, err_r: 1 << 16, st_r: 1 << 20}
     open_fds = set(bufs)
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        pidfd = None
     deadline = time.monotonic() + timeout  # from the fork: a zygote restart does not count
     timed_out = truncated = False
     while True:
@@ -786,16 +1065,8 @@ def _run(job, base, seq):
                 truncated = True
         if truncated:
             break
-        if pidfd in ready if pidfd is not None else _exited(pid):
+        if pidfd in ready if pidfd is not None else not open_fds:
             break  # the child is gone: what it wrote is in the pipes, drained below
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
     status = ZYGOTE.reap(pid)
     for fd in list(open_fds):  # drain what is left without waiting on strays that hold the pipe
         os.set_blocking(fd, False)
@@ -815,11 +1086,12 @@ def _run(job, base, seq):
     _release_dir(tmp)
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    error = None
+    error, failed = None, None
     try:
-        error = json.loads(bufs[st_r].decode("utf-8", "replace") or "{}").get("error")
-    except ValueError:
-        error = None
+        st = json.loads(bufs[st_r].decode("utf-8", "replace") or "{}")
+        error, failed = st.get("error"), st.get("failed")
+    except (ValueError, AttributeError):
+        pass
     if timed_out:
         error = "TimeoutError: Execution of the code snippet has timed out for exceeding %g seconds." % timeout
     elif truncated:
@@ -843,6 +1115,8 @@ def _run(job, base, seq):
         "timed_out": timed_out,
         "truncated": truncated,
         "elapsed_ms": (time.monotonic() - t0) * 1000.0,
+        "sandbox": MODE,
+        "failed_layers": failed,
     }
 
 
@@ -894,6 +1168,46 @@ def _sweep_stale():
                 pass
 
 
+BASE = None  # the worker's temp dir; every snippet's temp dir is beneath it
+
+
+def _sandbox_report(base):
+    # Which layers are active: what the supervisor and the zygote set up, then what a probe
+    # snippet child managed (the layers only a child can enter). The first required layer that
+    # is missing is the reason a strict worker refuses every snippet.
+    layers = dict(LAYERS)
+    layers.update(ZYGOTE.info.get("layers", {}))
+    child = {
+        "no_new_privs": "no_new_privs set: execve cannot gain privileges",
+        "rlimits": "RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_CORE=0, RLIMIT_NPROC",
+        "capabilities": "the snippet holds no capabilities (empty bounding, permitted and effective sets)",
+    }
+    for name, detail in child.items():
+        layers[name] = {"active": True, "required": True, "detail": detail}
+    try:
+        probe = _run({"id": 0, "code": "", "probe": 1, "nproc": NPROC_DEFAULT}, base, 0)
+        failed = probe.get("failed_layers")
+        if failed is None:
+            failed = {"worker": "the probe snippet did not report (%s)" % probe.get("error")}
+    except Exception as e:
+        failed = {"worker": "the probe snippet did not run: %s: %s" % (type(e).__name__, e)}
+    for name, why in failed.items():
+        layers[name] = {"active": False, "required": True, "detail": why}
+    nproc_uid = SANDBOX_UID if SANDBOX_UID is not None else os.getuid()
+    if layers.get("pids_cgroup", {}).get("active"):
+        limit = (True, "pids cgroup")
+    elif nproc_uid != 0 and layers["rlimits"]["active"]:
+        limit = (True, "RLIMIT_NPROC for uid %d (no delegated pids cgroup)" % nproc_uid)
+    else:
+        limit = (False, "no pids cgroup, and RLIMIT_NPROC does not bind uid 0")
+    layers["process_limit"] = {"active": limit[0], "required": True, "detail": limit[1]}
+    missing = [(k, v["detail"]) for k, v in sorted(layers.items()) if v["required"] and not v["active"]]
+    refused = None
+    if missing and MODE == "strict":
+        refused = "layer %s is not active: %s" % missing[0]
+    return {"mode": MODE, "layers": layers, "refused": refused}
+
+
 def main():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _sweep_stale()
@@ -907,14 +1221,15 @@ def main():
         except OSError:
             pass
     os.chmod(base, 0o711)
-    global ZYGOTE
+    global ZYGOTE, BASE
+    BASE = base
     ZYGOTE = _Zygote()
     _emit(
         {
             "hello": True,
             "python": sys.version.split()[0],
             "modules": ZYGOTE.info.get("modules", {}),
-            "sandbox": SANDBOX,
+            "sandbox": _sandbox_report(base),
             "fork": {"zygote": ZYGOTE.pid, "heap_huge_mb": ZYGOTE.info.get("heap_huge_mb", 0)},
         }
     )

@@ -339,6 +339,7 @@ mod tests {
             signal: None,
             timed_out: false,
             elapsed_ms: 1.0,
+            sandbox: Default::default(),
         };
         assert!(!StepOutcome::from_exec(&ok, FailureRule::Execution).failed);
         assert!(StepOutcome::from_exec(&ok, FailureRule::ErrorSubstring).failed);

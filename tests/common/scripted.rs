@@ -64,6 +64,7 @@ impl StepRunner for Runner {
                     signal: None,
                     timed_out: false,
                     elapsed_ms: 0.0,
+                    sandbox: Default::default(),
                 }
             })
             .collect()
