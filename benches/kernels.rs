@@ -21,7 +21,7 @@ use std::time::Instant;
 use half::bf16;
 use rstar::backend::cpu::bench::{compute_peaks, rand_vec, read_bandwidth};
 use rstar::backend::cpu::{self, AttnSeq, AttnShape};
-use rstar::model::weights::Weight;
+use rstar::backend::Weight;
 
 const HIDDEN: usize = 896;
 const INTER: usize = 4864;

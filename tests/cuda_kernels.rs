@@ -11,8 +11,9 @@ use std::sync::Arc;
 use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 use rstar::backend::cpu;
-use rstar::backend::cuda::{self, ops, Device, Gpu};
-use rstar::model::{Model, Weight};
+use rstar::backend::cuda::{self, ops, Gpu};
+use rstar::backend::{Device, Weight};
+use rstar::model::Model;
 
 fn nvrtc_or_skip() -> bool {
     match cuda::ensure_nvrtc().and_then(|_| cuda::include_dirs()) {

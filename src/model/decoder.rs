@@ -10,12 +10,14 @@ use std::sync::Arc;
 use crate::backend::cpu;
 use crate::backend::cpu::memory::Mapping;
 use crate::backend::cuda::model::CudaModel;
-use crate::backend::cuda::{Device, Gpu};
+use crate::backend::cuda::Gpu;
+use crate::backend::Device;
+use crate::backend::Weight;
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::kv::{KvCache, KvStore};
 use crate::model::layout::{LayerLayout, LinearLayout, EMBED, FINAL_NORM, LM_HEAD};
-use crate::model::weights::{Weight, WeightStore};
+use crate::model::weights::WeightStore;
 
 /// A linear layer whose output is the concatenation of one or more stored matrices
 /// (e.g. q|k|v from three tensors, or one fused `qkv_proj`), plus an optional bias.

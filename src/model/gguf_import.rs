@@ -24,11 +24,12 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use crate::backend::{DType, Weight};
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, MetaValue, TensorInfo};
 use crate::model::quant::{dequantize, GgmlType};
-use crate::model::weights::{DType, Weight, WeightStore};
+use crate::model::weights::WeightStore;
 
 /// A GGUF model in HF terms.
 #[derive(Debug)]

@@ -8,7 +8,7 @@
 
 use half::{bf16, f16};
 
-use crate::model::weights::{Weight, WeightData};
+use crate::backend::{Weight, WeightData};
 
 #[cfg(target_arch = "x86_64")]
 mod amx;

@@ -1251,7 +1251,7 @@ pub(super) unsafe fn block_scalar<W: RefDot>(jb: &Job<f32, W>, j0: usize, j1: us
 pub(super) mod tests {
     use super::super::{dot_bf16, dot_f16, dot_f32, matmul_parts, matmul_with};
     use super::*;
-    use crate::model::weights::Weight;
+    use crate::backend::Weight;
 
     pub(crate) use super::super::bench::rand_vec;
 

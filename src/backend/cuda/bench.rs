@@ -147,7 +147,7 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
     for (gn, gk) in [(2 * inter, h), (h, inter), (qd + 2 * kvd, h), (h, qd)] {
         let gw = ops::DevMatrix {
             buf: ops::zeros::<u8>(&gpu, gn * gk * 2)?,
-            dtype: crate::model::DType::BF16,
+            dtype: crate::backend::DType::BF16,
             n: gn,
             k: gk,
         };

@@ -11,9 +11,10 @@ use cudarc::driver::CudaSlice;
 
 use super::ops::{self, DevMatrix, GemmTuner, Heads, Ptr};
 use super::Gpu;
+use crate::backend::DType;
 use crate::error::{Error, Result};
 use crate::model::decoder::{Linear, Model, SeqChunk};
-use crate::model::{DType, ModelConfig};
+use crate::model::ModelConfig;
 
 /// K/V memory of all layers on the device.
 #[derive(Debug)]

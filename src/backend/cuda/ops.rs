@@ -9,8 +9,8 @@ use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::Gpu;
+use crate::backend::DType;
 use crate::error::{Error, Result};
-use crate::model::DType;
 
 /// A device address (byte-addressed).
 pub type Ptr = u64;
@@ -773,7 +773,7 @@ pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
 }
 
 /// Uploads a host weight matrix in its dtype.
-pub fn upload_matrix(gpu: &Gpu, w: &crate::model::Weight) -> Result<DevMatrix> {
+pub fn upload_matrix(gpu: &Gpu, w: &crate::backend::Weight) -> Result<DevMatrix> {
     let (n, k) = match w.shape.as_slice() {
         [n, k] => (*n, *k),
         [k] => (1, *k),
