@@ -3,7 +3,6 @@
 //! sampling ([`sampling`]); generation with stop strings ([`mod@generate`]).
 
 pub mod batch;
-pub mod bench;
 pub mod blocks;
 pub mod generate;
 pub mod ppm;

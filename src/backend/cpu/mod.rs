@@ -11,13 +11,13 @@ use half::{bf16, f16};
 use crate::backend::{Weight, WeightData};
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+pub(crate) mod amx;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod bcast;
-pub mod bench;
 pub mod compute;
 pub mod memory;
+pub mod rand;
 pub mod simd;
 pub(crate) mod team;
 
@@ -553,7 +553,7 @@ mod tests {
             f32::from_bits(0x0001_8000),
             f32::from_bits(0x807F_FFFF),
         ];
-        x.extend(super::bench::rand_vec(1000, 9).iter().map(|v| v * 1e3));
+        x.extend(super::rand::rand_vec(1000, 9).iter().map(|v| v * 1e3));
         x.extend((0..4000u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761))));
         let mut got = vec![half::bf16::ZERO; x.len()];
         super::to_bf16(&x, 7, &mut got);

@@ -1253,7 +1253,7 @@ pub(super) mod tests {
     use super::*;
     use crate::backend::Weight;
 
-    pub(crate) use super::super::bench::rand_vec;
+    pub(crate) use super::super::rand::rand_vec;
 
     /// Every split covers `0..n` once, in order; even splits cut at multiples of `GEMM_CHUNK` and
     /// give two threads' halves within a chunk's rounding of each other.

@@ -10,7 +10,6 @@
 //!
 //! [`ops`] wraps each kernel in a typed launch; [`model`] runs the decoder with them.
 
-pub mod bench;
 pub mod model;
 pub mod ops;
 

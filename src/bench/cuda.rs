@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::model::{CudaModel, DevKv};
-use super::ops::{self, SampleParams};
-use super::Gpu;
+use crate::backend::cuda::model::{CudaModel, DevKv};
+use crate::backend::cuda::ops::{self, SampleParams};
+use crate::backend::cuda::Gpu;
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, SeqChunk};
 
