@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::backend::cuda::model::{CudaModel, DevKv};
 use crate::backend::cuda::ops::{self, SampleParams};
-use crate::backend::cuda::Gpu;
+use crate::backend::cuda::{DevKv, Gpu};
 use crate::error::{Error, Result};
+use crate::model::decoder::cuda::CudaModel;
 use crate::model::{ModelConfig, SeqChunk};
 
 /// What to run.

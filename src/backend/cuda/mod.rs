@@ -8,10 +8,13 @@
 //! `RSTAR_CUDA_INCLUDE`, `$CUDA_HOME/include`, `/usr/local/cuda/include`, or the `include` folder
 //! beside the NVRTC library (the layout of NVIDIA's PyPI wheels).
 //!
-//! [`ops`] wraps each kernel in a typed launch; [`model`] runs the decoder with them.
+//! [`ops`] wraps each kernel in a typed launch and [`kv`] holds the K/V store's device memory;
+//! the decoder's CUDA forward pass (src/model/decoder/cuda.rs) runs on them.
 
-pub mod model;
+pub mod kv;
 pub mod ops;
+
+pub use kv::DevKv;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
