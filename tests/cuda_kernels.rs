@@ -544,8 +544,8 @@ fn engine_tree_on_device_matches_cpu() {
 
 #[test]
 fn engine_samples_on_device_as_the_reference_sampler() {
-    use rstar::engine::generate::GenerateParams;
     use rstar::engine::sampling::{device_sample_reference, SamplingParams};
+    use rstar::engine::GenerateParams;
     use rstar::engine::{Engine, EngineConfig, LoadedModel};
     let Some(_g) = gpu() else { return };
     let dir = common::fixtures().join("models/qwen2-bf16-v5");

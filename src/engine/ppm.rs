@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use crate::backend::cpu;
 use crate::backend::Weight;
-use crate::engine::batch::{Engine, EngineConfig, SeqId};
 use crate::engine::LoadedModel;
+use crate::engine::{Engine, EngineConfig, SeqId};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig, WeightStore};
 use crate::tokenizer::Tokenizer;

@@ -1,5 +1,5 @@
 //! The decoder's forward pass on a CUDA device: the same pre-norm block as the CPU decoder
-//! ([`super::cpu`]), built from the same [`Model`] layers (loaded by the one layer layout), with weights kept in their stored dtype on the device, f32 activations and
+//! (`decoder/cpu.rs`), built from the same [`Model`] layers (loaded by the one layer layout), with weights kept in their stored dtype on the device, f32 activations and
 //! residual stream, f32 K/V in the paged store, and matmuls on the GEMV kernels (up to 8 rows) or a
 //! tensor-core GEMM over bf16-rounded activations (more rows, bf16 weights).
 

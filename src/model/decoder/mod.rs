@@ -5,7 +5,7 @@
 //! pass is pre-norm: `x += attn(rms(x)); x += mlp(rms(x))`, then a final RMSNorm and the LM head.
 //!
 //! This file owns the model (its blocks as loaded through [`crate::model::layout`]) and the
-//! device-independent API; the forward pass itself runs in [`cpu`] (SIMD kernels) or [`cuda`]
+//! device-independent API; the forward pass itself runs in `cpu.rs` (SIMD kernels) or [`cuda`]
 //! (the same blocks uploaded to a device), chosen by [`Model::to_device`].
 
 mod cpu;
