@@ -270,6 +270,18 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         bf16_gflop_s: (!bf16p.is_empty()).then(|| median(bf16p)),
         amx_bf16_gflop_s: (!amxp.is_empty()).then(|| median(amxp)),
     };
+    Ok(report(model, weight_bytes, cfg, pre, dec, limits))
+}
+
+/// The medians of the runs as rates, fractions of the limits and the roofline.
+fn report(
+    model: &Model,
+    weight_bytes: u64,
+    cfg: &ModelBenchConfig,
+    pre: Vec<Vec<f64>>,
+    dec: Vec<Vec<f64>>,
+    limits: Limits,
+) -> ModelBench {
     let peak = match (precision(), limits.amx_bf16_gflop_s, limits.bf16_gflop_s) {
         (Precision::Fast, Some(a), _) => a,
         (Precision::Fast, None, Some(b)) => b,
@@ -284,7 +296,7 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
     let batch1 = decode.iter().find(|d| d.0 == 1).map(|d| d.1);
     let context = cfg.context_tokens.max(1);
     let per_token = decode_flops(&model.config, context, cfg.decode_tokens);
-    Ok(ModelBench {
+    ModelBench {
         context_tokens: context,
         prefill: cfg
             .prompt_tokens
@@ -327,7 +339,7 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
             Precision::Fast => "fast",
         },
         threads: crate::backend::cpu::team::threads(),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -141,6 +141,10 @@ pub fn matmul_parts(x: &[f32], m: usize, ws: &[Weight], out: &mut [f32], ld: usi
 }
 
 /// [`matmul`] on a given path and precision (`kern` must be available on this CPU).
+///
+/// Longer than 100 lines on purpose: one match over (kernel, dtype) names every monomorphized
+/// block, widen and broadcast-GEMM function in one table; the `go!` macro that builds each path's
+/// job needs this function's locals.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
     kern: Kernel,
