@@ -96,11 +96,21 @@ pub fn tensor_core_peak(gpu: &Gpu) -> Result<f64> {
         ops::ptr(gpu, &b, 0),
         ops::ptr(gpu, &c, 0),
     );
-    ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
+    let gemm = ops::Gemm {
+        a: pa,
+        b: pb,
+        c: pc,
+        m: s,
+        n: s,
+        k: s,
+        ldc: s,
+        col0: 0,
+    };
+    ops::gemm_cublas(gpu, gemm)?;
     let reps = 10;
     let ms = ops::timed_ms(gpu, &mut || {
         for _ in 0..reps {
-            ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
+            ops::gemm_cublas(gpu, gemm)?;
         }
         Ok(())
     })?;

@@ -560,11 +560,33 @@ impl CudaModel {
         }
         if exact {
             let gs = ops::ptr(g, &bufs.1, 0);
-            self.tuner.gemm(g, xb, wp, gs, rows, w.n, w.k, w.n, 0)?;
+            let gemm = ops::Gemm {
+                a: xb,
+                b: wp,
+                c: gs,
+                m: rows,
+                n: w.n,
+                k: w.k,
+                ldc: w.n,
+                col0: 0,
+            };
+            self.tuner.gemm(g, gemm)?;
             ops::add_halves(g, gs, out, t, w.n, ld, col0)
         } else {
             self.tuner
-                .gemm(g, xb, wp, out, t, w.n, w.k, ld, col0)
+                .gemm(
+                    g,
+                    ops::Gemm {
+                        a: xb,
+                        b: wp,
+                        c: out,
+                        m: t,
+                        n: w.n,
+                        k: w.k,
+                        ldc: ld,
+                        col0,
+                    },
+                )
                 .map(|_| ())
         }
     }
@@ -666,36 +688,36 @@ impl CudaModel {
         let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
         let (kst, vst) = kv.ptrs(li);
         self.linear(&layer.qkv, p.normed, t, p.qkv)?;
-        ops::rope_store_kv(
-            g,
-            p.qkv,
-            p.pos,
-            p.rows,
-            sp(&self.inv_freq),
-            self.half,
-            pass.heads,
-            p.q,
-            kst,
-            vst,
+        let rope = ops::RopeStore {
+            qkv: p.qkv,
+            pos: p.pos,
+            kv_row: p.rows,
+            inv_freq: sp(&self.inv_freq),
+            half: self.half,
+            heads: pass.heads,
+            q_out: p.q,
+            k_store: kst,
+            v_store: vst,
             t,
-        )?;
-        ops::attention(
-            g,
-            p.q,
-            kst,
-            vst,
-            p.tiles,
-            pass.n_tiles,
-            p.tables,
-            p.table_off,
-            pass.heads,
-            pass.block_size,
-            c.sliding_window,
-            pass.splits,
+        };
+        ops::rope_store_kv(g, rope)?;
+        let attn = ops::PagedAttn {
+            q: p.q,
+            k_store: kst,
+            v_store: vst,
+            tiles: p.tiles,
+            n_tiles: pass.n_tiles,
+            tables: p.tables,
+            table_off: p.table_off,
+            heads: pass.heads,
+            block_size: pass.block_size,
+            window: c.sliding_window,
+            splits: pass.splits,
             t,
-            p.attn,
-            p.part,
-        )?;
+            out: p.attn,
+            part: p.part,
+        };
+        ops::attention(g, attn)?;
         self.linear(&layer.o, p.attn, t, p.proj)?;
         ops::add_rms_norm(g, p.x, p.proj, sp(&layer.mlp_norm), eps, p.normed, t, h)?;
         self.linear(&layer.gate_up, p.normed, t, p.gu)?;
