@@ -19,9 +19,10 @@
 use std::time::Instant;
 
 use half::bf16;
-use rstar::backend::cpu::bench::{compute_peaks, rand_vec, read_bandwidth};
+use rstar::backend::cpu::rand::rand_vec;
 use rstar::backend::cpu::{self, AttnSeq, AttnShape};
-use rstar::model::weights::Weight;
+use rstar::backend::Weight;
+use rstar::bench::machine::{compute_peaks, read_bandwidth};
 
 const HIDDEN: usize = 896;
 const INTER: usize = 4864;
@@ -77,7 +78,7 @@ impl Limits {
     /// Measures both limits once more (called between kernels so they share the machine's state).
     fn sample(&mut self) {
         // A fresh buffer on huge pages, as this benchmark's weights are, released at once.
-        let buf = rstar::backend::cpu::bench::read_buffer(512 << 20);
+        let buf = rstar::bench::machine::read_buffer(512 << 20);
         self.read_gb_s
             .push(read_bandwidth(bytemuck::cast_slice(&buf)));
         let (f32_peak, dp, amx) = compute_peaks();

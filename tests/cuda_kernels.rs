@@ -11,8 +11,9 @@ use std::sync::Arc;
 use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 use rstar::backend::cpu;
-use rstar::backend::cuda::{self, ops, Device, Gpu};
-use rstar::model::{Model, Weight};
+use rstar::backend::cuda::{self, ops, Gpu};
+use rstar::backend::{Device, Weight};
+use rstar::model::Model;
 
 fn nvrtc_or_skip() -> bool {
     match cuda::ensure_nvrtc().and_then(|_| cuda::include_dirs()) {
@@ -211,20 +212,19 @@ fn rope_and_kv_write_match_cpu() {
         ops::zeros::<f32>(&g, 40 * kvd).unwrap(),
     );
     let heads = ops::Heads { nh, nkv, hd };
-    ops::rope_store_kv(
-        &g,
-        p(&g, &ops::upload(&g, &qkv).unwrap()),
-        p(&g, &ops::upload(&g, &pos).unwrap()),
-        p(&g, &ops::upload(&g, &rows).unwrap()),
-        p(&g, &ops::upload(&g, &inv_freq).unwrap()),
-        inv_freq.len(),
+    let rope = ops::RopeStore {
+        qkv: p(&g, &ops::upload(&g, &qkv).unwrap()),
+        pos: p(&g, &ops::upload(&g, &pos).unwrap()),
+        kv_row: p(&g, &ops::upload(&g, &rows).unwrap()),
+        inv_freq: p(&g, &ops::upload(&g, &inv_freq).unwrap()),
+        half: inv_freq.len(),
         heads,
-        p(&g, &dq),
-        p(&g, &dk),
-        p(&g, &dv),
+        q_out: p(&g, &dq),
+        k_store: p(&g, &dk),
+        v_store: p(&g, &dv),
         t,
-    )
-    .unwrap();
+    };
+    ops::rope_store_kv(&g, rope).unwrap();
     let (gq, gk, gv) = (
         down(&g, &dq, t * qd),
         down(&g, &dk, 40 * kvd),
@@ -306,7 +306,17 @@ fn gemv_and_gemm_match_cpu_matmul() {
             } else {
                 ops::gemm_cublas
             };
-            f(&g, p(&g, &dx), p(&g, &dm.buf), p(&g, &out), m, n, k, ld, 0).unwrap();
+            let gemm = ops::Gemm {
+                a: p(&g, &dx),
+                b: p(&g, &dm.buf),
+                c: p(&g, &out),
+                m,
+                n,
+                k,
+                ldc: ld,
+                col0: 0,
+            };
+            f(&g, gemm).unwrap();
             let e = max_diff(&down(&g, &out, m * ld), &want);
             assert!(e < 2e-3, "{imp} m={m} n={n} k={k}: {e}");
         }
@@ -378,27 +388,26 @@ fn paged_attention_matches_cpu() {
             let part = ops::zeros::<f32>(&g, splits * t * (qd + 2 * nh)).unwrap();
             let out = ops::zeros::<f32>(&g, t * qd).unwrap();
             let (dk, dv) = (ops::upload(&g, &k).unwrap(), ops::upload(&g, &v).unwrap());
-            ops::attention(
-                &g,
-                p(&g, &ops::upload(&g, &q).unwrap()),
-                p(&g, &dk),
-                p(&g, &dv),
-                p(
+            let attn = ops::PagedAttn {
+                q: p(&g, &ops::upload(&g, &q).unwrap()),
+                k_store: p(&g, &dk),
+                v_store: p(&g, &dv),
+                tiles: p(
                     &g,
                     &ops::upload(&g, bytemuck::cast_slice::<_, u32>(&tiles)).unwrap(),
                 ),
-                tiles.len(),
-                p(&g, &ops::upload(&g, &flat).unwrap()),
-                p(&g, &ops::upload(&g, &off).unwrap()),
+                n_tiles: tiles.len(),
+                tables: p(&g, &ops::upload(&g, &flat).unwrap()),
+                table_off: p(&g, &ops::upload(&g, &off).unwrap()),
                 heads,
-                bs,
+                block_size: bs,
                 window,
                 splits,
                 t,
-                p(&g, &out),
-                p(&g, &part),
-            )
-            .unwrap();
+                out: p(&g, &out),
+                part: p(&g, &part),
+            };
+            ops::attention(&g, attn).unwrap();
             let e = max_diff(&down(&g, &out, t * qd), &want);
             assert!(
                 e < 1e-4,
@@ -543,8 +552,8 @@ fn engine_tree_on_device_matches_cpu() {
 
 #[test]
 fn engine_samples_on_device_as_the_reference_sampler() {
-    use rstar::engine::generate::GenerateParams;
     use rstar::engine::sampling::{device_sample_reference, SamplingParams};
+    use rstar::engine::GenerateParams;
     use rstar::engine::{Engine, EngineConfig, LoadedModel};
     let Some(_g) = gpu() else { return };
     let dir = common::fixtures().join("models/qwen2-bf16-v5");

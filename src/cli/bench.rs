@@ -1,7 +1,7 @@
 //! `rstar bench`: micro-benchmarks of library components.
 
 use clap::{Args, Subcommand};
-use rstar::exec::bench::{bench_exec, BenchExecConfig};
+use rstar::bench::exec::{bench_exec, BenchExecConfig};
 use rstar::Result;
 
 /// `rstar bench KIND ...`, or `rstar bench --model DIR ...` for `rstar bench model --model DIR ...`.
@@ -138,7 +138,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let kind = args.kind.unwrap_or(BenchKind::Model(args.model));
     match kind {
         BenchKind::Cuda(a) => {
-            let cfg = rstar::backend::cuda::bench::CudaBenchConfig {
+            let cfg = rstar::bench::cuda::CudaBenchConfig {
                 shape: a.shape,
                 device: a.device,
                 prefill_tokens: a.prefill_tokens,
@@ -154,7 +154,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     },
                 )?,
             };
-            let v = rstar::backend::cuda::bench::bench_cuda(&cfg, |l| eprintln!("{l}"))?;
+            let v = rstar::bench::cuda::bench_cuda(&cfg, |l| eprintln!("{l}"))?;
             if a.json {
                 println!("{v}");
             } else {
@@ -165,7 +165,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchKind::Model(a) => a.compute.build()?.run(move || bench_model(a)),
         BenchKind::Tree(a) => {
             let lm = std::sync::Arc::new(rstar::engine::LoadedModel::load_on(&a.model, a.device)?);
-            let shape = rstar::engine::bench::TreeShape {
+            let shape = rstar::bench::tree::TreeShape {
                 prefix_tokens: a.prefix_tokens,
                 width: a.width,
                 depth: a.depth,
@@ -177,7 +177,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 max_active: a.max_active.max(1),
                 ..Default::default()
             };
-            let r = rstar::engine::bench::bench_tree(&lm, shape, cfg, &mut |level, nodes| {
+            let r = rstar::bench::tree::bench_tree(&lm, shape, cfg, &mut |level, nodes| {
                 eprintln!("level {level}: {nodes} nodes");
             })?;
             if a.json {
@@ -229,14 +229,14 @@ fn bench_model(a: BenchModelArgs) -> Result<()> {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum();
-    let cfg = rstar::backend::cpu::bench::ModelBenchConfig {
+    let cfg = rstar::bench::model::ModelBenchConfig {
         prompt_tokens: a.prompt_tokens,
         decode_tokens: a.decode_tokens,
         context_tokens: a.context_tokens,
         batches: a.batch,
         repeats: a.repeats,
     };
-    let r = rstar::backend::cpu::bench::bench_model(&model, weight_bytes, &cfg)?;
+    let r = rstar::bench::model::bench_model(&model, weight_bytes, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {

@@ -13,10 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::cpu;
-use crate::engine::batch::{Engine, EngineConfig, SeqId};
+use crate::backend::Weight;
 use crate::engine::LoadedModel;
+use crate::engine::{Engine, EngineConfig, SeqId};
 use crate::error::{Error, Result};
-use crate::model::{Model, ModelConfig, Weight, WeightStore};
+use crate::model::{Model, ModelConfig, WeightStore};
 use crate::tokenizer::Tokenizer;
 
 /// The head that turns a final hidden state into a score.

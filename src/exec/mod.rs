@@ -28,7 +28,6 @@
 //! [`Error`]. `Error::Exec` is reserved for the executor itself (no interpreter, no sympy, a
 //! worker that cannot start).
 
-pub mod bench;
 pub mod python;
 
 use std::collections::VecDeque;

@@ -197,66 +197,8 @@ impl ModelConfig {
         let f = Fields { path, map };
         let arch = detect_arch(&f)?;
         let hidden_size = f.usize_req("hidden_size")?;
-        let num_heads = f.usize_req("num_attention_heads")?;
-        let num_kv_heads = f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads);
-        if num_heads == 0 || num_kv_heads == 0 {
-            return Err(f.err(
-                "num_key_value_heads",
-                format!("head counts must be positive (attention {num_heads}, key/value {num_kv_heads})"),
-            ));
-        }
-        if num_heads % num_kv_heads != 0 {
-            return Err(f.err(
-                "num_key_value_heads",
-                format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
-            ));
-        }
-        let head_dim = match f.usize_opt("head_dim")? {
-            Some(d) => d,
-            None => {
-                if hidden_size % num_heads != 0 {
-                    return Err(f.err(
-                        "num_attention_heads",
-                        format!("{num_heads} does not divide hidden_size {hidden_size}"),
-                    ));
-                }
-                hidden_size / num_heads
-            }
-        };
-
-        // RoPE: transformers 5 nests everything in `rope_parameters`; older configs keep
-        // `rope_theta` at the top and scaling in `rope_scaling`.
-        let rope_params = match f.get("rope_parameters") {
-            None => None,
-            Some(Value::Object(m)) => Some(m),
-            Some(_) => return Err(f.err("rope_parameters", "expected an object")),
-        };
-        let scaling_obj = match (rope_params, f.get("rope_scaling")) {
-            (Some(m), _) => Some(("rope_parameters", m)),
-            (None, Some(Value::Object(m))) => Some(("rope_scaling", m)),
-            (None, None) => None,
-            (None, Some(_)) => return Err(f.err("rope_scaling", "expected an object or null")),
-        };
-        let nested = scaling_obj.map(|(name, m)| (name, Fields { path, map: m }));
-        let rope_theta = match &nested {
-            Some((_, n)) if n.get("rope_theta").is_some() => n.f64_opt("rope_theta")?,
-            _ => f.f64_opt("rope_theta")?,
-        }
-        .unwrap_or(10_000.0);
-        let rope_scaling = match &nested {
-            None => RopeScaling::None,
-            Some((name, n)) => parse_scaling(name, n)?,
-        };
-        let partial_rotary_factor = match &nested {
-            Some((_, n)) if n.get("partial_rotary_factor").is_some() => {
-                n.f64_opt("partial_rotary_factor")?
-            }
-            _ => f.f64_opt("partial_rotary_factor")?,
-        }
-        .unwrap_or(1.0);
-        if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
-            return Err(f.err("partial_rotary_factor", "must be in (0, 1]"));
-        }
+        let (num_heads, num_kv_heads, head_dim) = parse_heads(&f, hidden_size)?;
+        let (rope_theta, rope_scaling, partial_rotary_factor) = parse_rope(&f)?;
 
         let act = f.str_opt("hidden_act")?.unwrap_or("silu");
         if act != "silu" && act != "swish" {
@@ -362,6 +304,78 @@ impl ModelConfig {
         }
         inv
     }
+}
+
+/// Attention and key/value head counts (positive, the second dividing the first) and the head
+/// dimension (`head_dim`, else `hidden_size / num_attention_heads`).
+fn parse_heads(f: &Fields, hidden_size: usize) -> Result<(usize, usize, usize)> {
+    let num_heads = f.usize_req("num_attention_heads")?;
+    let num_kv_heads = f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads);
+    if num_heads == 0 || num_kv_heads == 0 {
+        return Err(f.err(
+            "num_key_value_heads",
+            format!(
+                "head counts must be positive (attention {num_heads}, key/value {num_kv_heads})"
+            ),
+        ));
+    }
+    if num_heads % num_kv_heads != 0 {
+        return Err(f.err(
+            "num_key_value_heads",
+            format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
+        ));
+    }
+    let head_dim = match f.usize_opt("head_dim")? {
+        Some(d) => d,
+        None => {
+            if !hidden_size.is_multiple_of(num_heads) {
+                return Err(f.err(
+                    "num_attention_heads",
+                    format!("{num_heads} does not divide hidden_size {hidden_size}"),
+                ));
+            }
+            hidden_size / num_heads
+        }
+    };
+    Ok((num_heads, num_kv_heads, head_dim))
+}
+
+/// RoPE base, scaling and partial rotary factor. Transformers 5 nests them in
+/// `rope_parameters`; older configs keep `rope_theta` at the top and scaling in `rope_scaling`.
+fn parse_rope(f: &Fields) -> Result<(f64, RopeScaling, f64)> {
+    let path = f.path;
+    let rope_params = match f.get("rope_parameters") {
+        None => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err(f.err("rope_parameters", "expected an object")),
+    };
+    let scaling_obj = match (rope_params, f.get("rope_scaling")) {
+        (Some(m), _) => Some(("rope_parameters", m)),
+        (None, Some(Value::Object(m))) => Some(("rope_scaling", m)),
+        (None, None) => None,
+        (None, Some(_)) => return Err(f.err("rope_scaling", "expected an object or null")),
+    };
+    let nested = scaling_obj.map(|(name, m)| (name, Fields { path, map: m }));
+    let rope_theta = match &nested {
+        Some((_, n)) if n.get("rope_theta").is_some() => n.f64_opt("rope_theta")?,
+        _ => f.f64_opt("rope_theta")?,
+    }
+    .unwrap_or(10_000.0);
+    let rope_scaling = match &nested {
+        None => RopeScaling::None,
+        Some((name, n)) => parse_scaling(name, n)?,
+    };
+    let partial_rotary_factor = match &nested {
+        Some((_, n)) if n.get("partial_rotary_factor").is_some() => {
+            n.f64_opt("partial_rotary_factor")?
+        }
+        _ => f.f64_opt("partial_rotary_factor")?,
+    }
+    .unwrap_or(1.0);
+    if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
+        return Err(f.err("partial_rotary_factor", "must be in (0, 1]"));
+    }
+    Ok((rope_theta, rope_scaling, partial_rotary_factor))
 }
 
 fn detect_arch(f: &Fields) -> Result<Arch> {

@@ -314,20 +314,7 @@ fn min_value_size(ty: u32) -> Option<usize> {
 /// `path` only names the file in errors.
 pub fn parse(buf: &[u8], path: &Path) -> Result<GgufHeader> {
     let mut c = Cursor { buf, pos: 0, path };
-    let magic = c.array::<4>("magic")?;
-    if &magic != b"GGUF" {
-        return Err(Error::format(
-            path,
-            format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")"),
-        ));
-    }
-    let version = c.u32("version")?;
-    if !(2..=3).contains(&version) {
-        return Err(Error::format(
-            path,
-            format!("GGUF version {version} is not supported (2 and 3 are)"),
-        ));
-    }
+    let version = read_preamble(&mut c)?;
     // Minimum sizes: a tensor info is name(8) + n_dims(4) + type(4) + offset(8);
     // a key/value is key(8) + type(4) + 1 byte of value.
     let n_tensors = c.count("tensor count", 24)?;
@@ -341,110 +328,149 @@ pub fn parse(buf: &[u8], path: &Path) -> Result<GgufHeader> {
             return Err(c.err(&key, "duplicate metadata key"));
         }
     }
-    let alignment = match metadata.get("general.alignment") {
-        None => 32,
-        Some(v) => match v.as_u64() {
-            Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a as usize,
-            _ => {
-                return Err(Error::format(
-                    path,
-                    format!("GGUF general.alignment {v:?} must be a power of two up to 1 MiB"),
-                ))
-            }
-        },
-    };
-
-    struct Raw {
-        name: String,
-        dims: Vec<usize>,
-        ty: GgmlType,
-        offset: u64,
-    }
-    let mut raws = Vec::with_capacity(n_tensors);
-    for i in 0..n_tensors {
-        let name = c.string(&format!("tensor #{i} name"))?;
-        let terr = |msg: String| Error::tensor(path, &name, format!("GGUF tensor info: {msg}"));
-        let n_dims = c.u32(&name)?;
-        if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(terr(format!(
-                "{n_dims} dimensions (1 to {MAX_DIMS} allowed)"
-            )));
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        let mut numel: u64 = 1;
-        for _ in 0..n_dims {
-            let d = c.u64(&name)?;
-            numel = numel
-                .checked_mul(d)
-                .filter(|&n| n <= buf.len() as u64 * 8)
-                .ok_or_else(|| {
-                    terr(format!(
-                        "dimension {d} makes the tensor larger than the file"
-                    ))
-                })?;
-            dims.push(d as usize);
-        }
-        let ty_id = c.u32(&name)?;
-        let ty = GgmlType::from_id(ty_id)
-            .ok_or_else(|| terr(format!("unknown or unsupported ggml type {ty_id}")))?;
-        let offset = c.u64(&name)?;
-        raws.push(Raw {
-            name,
-            dims,
-            ty,
-            offset,
-        });
-    }
+    let alignment = alignment(&metadata, path)?;
+    let raws = (0..n_tensors)
+        .map(|i| read_tensor_info(&mut c, i))
+        .collect::<Result<Vec<_>>>()?;
     let data_start = c.pos.div_ceil(alignment) * alignment;
     let mut tensors = Vec::with_capacity(raws.len());
     let mut seen = std::collections::HashSet::new();
     for r in raws {
-        let terr = |msg: String| Error::tensor(path, &r.name, format!("GGUF: {msg}"));
         if !seen.insert(r.name.clone()) {
-            return Err(terr("duplicate tensor name".into()));
+            return Err(Error::tensor(path, &r.name, "GGUF: duplicate tensor name"));
         }
-        let row = r.dims[0];
-        if row % r.ty.block_size() != 0 {
-            return Err(terr(format!(
-                "row length {row} is not a multiple of the {} block size {}",
-                r.ty.name(),
-                r.ty.block_size()
-            )));
-        }
-        let numel: usize = r.dims.iter().product();
-        let len = numel / r.ty.block_size() * r.ty.type_size();
-        if r.offset % alignment as u64 != 0 {
-            return Err(terr(format!(
-                "data offset {} is not aligned to {alignment}",
-                r.offset
-            )));
-        }
-        let start = (data_start as u64)
-            .checked_add(r.offset)
-            .filter(|s| {
-                s.checked_add(len as u64)
-                    .is_some_and(|e| e <= buf.len() as u64)
-            })
-            .ok_or_else(|| {
-                terr(format!(
-                    "data [{} + {len} bytes] lies outside the file ({} bytes; truncated?)",
-                    r.offset,
-                    buf.len()
-                ))
-            })? as usize;
-        tensors.push(TensorInfo {
-            name: r.name,
-            dims: r.dims,
-            ty: r.ty,
-            start,
-            len,
-        });
+        tensors.push(place_tensor(r, data_start, alignment, buf.len(), path)?);
     }
     Ok(GgufHeader {
         version,
         metadata,
         tensors,
         data_start,
+    })
+}
+
+/// The magic and the version (2 or 3).
+fn read_preamble(c: &mut Cursor) -> Result<u32> {
+    let magic = c.array::<4>("magic")?;
+    if &magic != b"GGUF" {
+        return Err(Error::format(
+            c.path,
+            format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")"),
+        ));
+    }
+    let version = c.u32("version")?;
+    if !(2..=3).contains(&version) {
+        return Err(Error::format(
+            c.path,
+            format!("GGUF version {version} is not supported (2 and 3 are)"),
+        ));
+    }
+    Ok(version)
+}
+
+/// `general.alignment` (default 32): a power of two up to 1 MiB.
+fn alignment(metadata: &BTreeMap<String, MetaValue>, path: &Path) -> Result<usize> {
+    match metadata.get("general.alignment") {
+        None => Ok(32),
+        Some(v) => match v.as_u64() {
+            Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => Ok(a as usize),
+            _ => Err(Error::format(
+                path,
+                format!("GGUF general.alignment {v:?} must be a power of two up to 1 MiB"),
+            )),
+        },
+    }
+}
+
+/// A tensor info as stored: name, dims, type and data offset.
+struct RawTensor {
+    name: String,
+    dims: Vec<usize>,
+    ty: GgmlType,
+    offset: u64,
+}
+
+/// Tensor info `#i`, its dims bounded by the file's size.
+fn read_tensor_info(c: &mut Cursor, i: usize) -> Result<RawTensor> {
+    let (path, file_len) = (c.path, c.buf.len());
+    let name = c.string(&format!("tensor #{i} name"))?;
+    let terr = |msg: String| Error::tensor(path, &name, format!("GGUF tensor info: {msg}"));
+    let n_dims = c.u32(&name)?;
+    if n_dims == 0 || n_dims > MAX_DIMS {
+        return Err(terr(format!(
+            "{n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+        )));
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    let mut numel: u64 = 1;
+    for _ in 0..n_dims {
+        let d = c.u64(&name)?;
+        numel = numel
+            .checked_mul(d)
+            .filter(|&n| n <= file_len as u64 * 8)
+            .ok_or_else(|| {
+                terr(format!(
+                    "dimension {d} makes the tensor larger than the file"
+                ))
+            })?;
+        dims.push(d as usize);
+    }
+    let ty_id = c.u32(&name)?;
+    let ty = GgmlType::from_id(ty_id)
+        .ok_or_else(|| terr(format!("unknown or unsupported ggml type {ty_id}")))?;
+    let offset = c.u64(&name)?;
+    Ok(RawTensor {
+        name,
+        dims,
+        ty,
+        offset,
+    })
+}
+
+/// The tensor's byte range in the file, checked: whole blocks per row, an aligned offset, data
+/// inside the file.
+fn place_tensor(
+    r: RawTensor,
+    data_start: usize,
+    alignment: usize,
+    file_len: usize,
+    path: &Path,
+) -> Result<TensorInfo> {
+    let terr = |msg: String| Error::tensor(path, &r.name, format!("GGUF: {msg}"));
+    let row = r.dims[0];
+    if !row.is_multiple_of(r.ty.block_size()) {
+        return Err(terr(format!(
+            "row length {row} is not a multiple of the {} block size {}",
+            r.ty.name(),
+            r.ty.block_size()
+        )));
+    }
+    let numel: usize = r.dims.iter().product();
+    let len = numel / r.ty.block_size() * r.ty.type_size();
+    if !r.offset.is_multiple_of(alignment as u64) {
+        return Err(terr(format!(
+            "data offset {} is not aligned to {alignment}",
+            r.offset
+        )));
+    }
+    let start = (data_start as u64)
+        .checked_add(r.offset)
+        .filter(|s| {
+            s.checked_add(len as u64)
+                .is_some_and(|e| e <= file_len as u64)
+        })
+        .ok_or_else(|| {
+            terr(format!(
+                "data [{} + {len} bytes] lies outside the file ({file_len} bytes; truncated?)",
+                r.offset,
+            ))
+        })? as usize;
+    Ok(TensorInfo {
+        name: r.name,
+        dims: r.dims,
+        ty: r.ty,
+        start,
+        len,
     })
 }
 

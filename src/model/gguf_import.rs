@@ -24,11 +24,12 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use crate::backend::{DType, Weight};
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, MetaValue, TensorInfo};
 use crate::model::quant::{dequantize, GgmlType};
-use crate::model::weights::{DType, Weight, WeightStore};
+use crate::model::weights::WeightStore;
 
 /// A GGUF model in HF terms.
 #[derive(Debug)]
@@ -94,51 +95,11 @@ pub fn special_id(file: &GgufFile, what: &str) -> Option<u64> {
 
 /// Builds the HF `config.json` for a GGUF file's model.
 pub fn config_json(file: &GgufFile) -> Result<Value> {
-    let arch = file
-        .meta("general.architecture")
-        .and_then(MetaValue::as_str)
-        .ok_or_else(|| Error::config(&file.path, "general.architecture", "missing"))?
-        .to_owned();
-    let (model_type, hf_class) = match arch.as_str() {
-        "llama" => ("llama", "LlamaForCausalLM"),
-        "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
-        "phi3" => ("phi3", "Phi3ForCausalLM"),
-        other => {
-            return Err(Error::Unsupported(format!(
-                "{}: general.architecture `{other}` (supported: llama, qwen2, phi3)",
-                file.path.display()
-            )))
-        }
-    };
-    for t in ["rope_freqs.weight", "rope_factors_long.weight"] {
-        if file.tensor(t).is_some() {
-            return Err(Error::Unsupported(format!(
-                "{}: tensor `{t}` (per-frequency RoPE factors: llama3/longrope scaling in GGUF form)",
-                file.path.display()
-            )));
-        }
-    }
-    let m = Meta { file, arch };
+    let (m, model_type, hf_class) = Meta::for_file(file)?;
     let hidden = m.usize_req("embedding_length")?;
     let heads = m.usize_req("attention.head_count")?;
     let kv_heads = m.usize_opt("attention.head_count_kv")?.unwrap_or(heads);
-    let embd = file.tensor("token_embd.weight").ok_or_else(|| {
-        Error::tensor(
-            &file.path,
-            "token_embd.weight",
-            "missing from the GGUF file",
-        )
-    })?;
-    let vocab = match embd.dims.as_slice() {
-        [_, v] => *v,
-        d => {
-            return Err(Error::tensor(
-                &file.path,
-                "token_embd.weight",
-                format!("dims {d:?}, expected 2"),
-            ))
-        }
-    };
+    let vocab = vocab_size(file)?;
     let mut c = Map::new();
     c.insert("architectures".into(), json!([hf_class]));
     c.insert("model_type".into(), json!(model_type));
@@ -162,6 +123,75 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         None if heads > 0 => hidden / heads,
         None => 0,
     };
+    insert_rope_and_norm(&m, head_dim, &mut c)?;
+    let has = |n: &str| file.tensor(n).is_some();
+    c.insert("tie_word_embeddings".into(), json!(!has("output.weight")));
+    if m.arch == "llama" {
+        c.insert("attention_bias".into(), json!(has("blk.0.attn_q.bias")));
+        c.insert("mlp_bias".into(), json!(has("blk.0.ffn_up.bias")));
+    }
+    if m.arch == "qwen2" {
+        c.insert("use_sliding_window".into(), json!(false));
+    }
+    c.insert("hidden_act".into(), json!("silu"));
+    insert_special_ids(file, &mut c);
+    c.insert("torch_dtype".into(), json!("float32"));
+    Ok(Value::Object(c))
+}
+
+impl<'a> Meta<'a> {
+    /// The file's architecture as (metadata reader, HF `model_type`, HF class); GGUF forms this
+    /// importer does not map (other architectures, per-frequency RoPE factors) are refused.
+    fn for_file(file: &'a GgufFile) -> Result<(Meta<'a>, &'static str, &'static str)> {
+        let arch = file
+            .meta("general.architecture")
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| Error::config(&file.path, "general.architecture", "missing"))?
+            .to_owned();
+        let (model_type, hf_class) = match arch.as_str() {
+            "llama" => ("llama", "LlamaForCausalLM"),
+            "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
+            "phi3" => ("phi3", "Phi3ForCausalLM"),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "{}: general.architecture `{other}` (supported: llama, qwen2, phi3)",
+                    file.path.display()
+                )))
+            }
+        };
+        for t in ["rope_freqs.weight", "rope_factors_long.weight"] {
+            if file.tensor(t).is_some() {
+                return Err(Error::Unsupported(format!(
+                "{}: tensor `{t}` (per-frequency RoPE factors: llama3/longrope scaling in GGUF form)",
+                file.path.display()
+            )));
+            }
+        }
+        Ok((Meta { file, arch }, model_type, hf_class))
+    }
+}
+
+/// The vocabulary size: the second dimension of `token_embd.weight`.
+fn vocab_size(file: &GgufFile) -> Result<usize> {
+    let embd = file.tensor("token_embd.weight").ok_or_else(|| {
+        Error::tensor(
+            &file.path,
+            "token_embd.weight",
+            "missing from the GGUF file",
+        )
+    })?;
+    match embd.dims.as_slice() {
+        [_, v] => Ok(*v),
+        d => Err(Error::tensor(
+            &file.path,
+            "token_embd.weight",
+            format!("dims {d:?}, expected 2"),
+        )),
+    }
+}
+
+/// The partial rotary factor, context length, RMSNorm epsilon, RoPE base and scaling.
+fn insert_rope_and_norm(m: &Meta, head_dim: usize, c: &mut Map<String, Value>) -> Result<()> {
     if let Some(rot) = m.usize_opt("rope.dimension_count")? {
         if rot != head_dim && head_dim > 0 {
             c.insert(
@@ -198,21 +228,16 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         Some(other) => {
             return Err(Error::Unsupported(format!(
                 "{}: {}.rope.scaling.type `{other}` (supported: none, linear)",
-                file.path.display(),
+                m.file.path.display(),
                 m.arch
             )))
         }
     }
-    let has = |n: &str| file.tensor(n).is_some();
-    c.insert("tie_word_embeddings".into(), json!(!has("output.weight")));
-    if m.arch == "llama" {
-        c.insert("attention_bias".into(), json!(has("blk.0.attn_q.bias")));
-        c.insert("mlp_bias".into(), json!(has("blk.0.ffn_up.bias")));
-    }
-    if m.arch == "qwen2" {
-        c.insert("use_sliding_window".into(), json!(false));
-    }
-    c.insert("hidden_act".into(), json!("silu"));
+    Ok(())
+}
+
+/// `bos_token_id`, and `eos_token_id` from the EOS, end-of-turn and end-of-message ids.
+fn insert_special_ids(file: &GgufFile, c: &mut Map<String, Value>) {
     if let Some(b) = special_id(file, "bos") {
         c.insert("bos_token_id".into(), json!(b));
     }
@@ -230,8 +255,6 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
             c.insert("eos_token_id".into(), json!(eos));
         }
     }
-    c.insert("torch_dtype".into(), json!("float32"));
-    Ok(Value::Object(c))
 }
 
 /// The HF name of a GGUF tensor, and which head count its rows are grouped by when the file stores

@@ -19,7 +19,7 @@ pub struct KvStore {
 #[derive(Debug)]
 enum KvMem {
     Host(HostKv),
-    Cuda(crate::backend::cuda::model::DevKv),
+    Cuda(crate::backend::cuda::DevKv),
 }
 
 /// Host K/V memory: per layer `[num_blocks * block_size, kv_dim]` rows of K and of V.
@@ -71,7 +71,7 @@ impl KvStore {
         block_size: usize,
         num_blocks: usize,
     ) -> crate::Result<KvStore> {
-        let dev = crate::backend::cuda::model::DevKv::new(
+        let dev = crate::backend::cuda::DevKv::new(
             gpu.clone(),
             layers,
             num_blocks * block_size * kv_dim,
@@ -137,7 +137,7 @@ impl KvStore {
     }
 
     /// The device memory, or an error when the store lives on the host.
-    pub fn cuda_mut(&mut self) -> crate::Result<&mut crate::backend::cuda::model::DevKv> {
+    pub fn cuda_mut(&mut self) -> crate::Result<&mut crate::backend::cuda::DevKv> {
         match &mut self.mem {
             KvMem::Cuda(d) => Ok(d),
             KvMem::Host(_) => Err(crate::Error::InvalidArgument(

@@ -15,4 +15,4 @@ pub mod weights;
 pub use config::{Arch, ModelConfig, RopeScaling};
 pub use decoder::{Model, SeqChunk};
 pub use kv::{KvCache, KvStore};
-pub use weights::{DType, Weight, WeightStore};
+pub use weights::WeightStore;

@@ -33,158 +33,124 @@ const TYPE_UNKNOWN: i64 = 2;
 const TYPE_CONTROL: i64 = 3;
 const TYPE_USER_DEFINED: i64 = 4;
 
-/// `tokenizer.json` and `tokenizer_config.json` contents for a GGUF file, or None when it has no
-/// tokenizer metadata.
-pub fn tokenizer_files(file: &GgufFile) -> Result<Option<(Value, Value)>> {
-    let Some(model) = file.meta("tokenizer.ggml.model") else {
-        return Ok(None);
-    };
-    let err = |key: &str, msg: String| Error::config(&file.path, key, msg);
-    let model = model
-        .as_str()
-        .ok_or_else(|| err("tokenizer.ggml.model", "expected a string".into()))?;
-    let strings = |key: &str| -> Result<Vec<&str>> {
-        match file.meta(key) {
+/// The GGUF tokenizer metadata every part of the conversion reads.
+struct Meta<'a> {
+    file: &'a GgufFile,
+    /// `tokenizer.ggml.model`: `gpt2` or `llama`.
+    model: &'a str,
+    tokens: Vec<&'a str>,
+    /// One GGUF token type per token.
+    types: Vec<i64>,
+}
+
+impl<'a> Meta<'a> {
+    /// Reads the model kind, tokens and token types; None when the file has no tokenizer.
+    fn read(file: &'a GgufFile) -> Result<Option<Meta<'a>>> {
+        let Some(model) = file.meta("tokenizer.ggml.model") else {
+            return Ok(None);
+        };
+        let err = |key: &str, msg: String| Error::config(&file.path, key, msg);
+        let model = model
+            .as_str()
+            .ok_or_else(|| err("tokenizer.ggml.model", "expected a string".into()))?;
+        let mut meta = Meta {
+            file,
+            model,
+            tokens: Vec::new(),
+            types: Vec::new(),
+        };
+        meta.tokens = meta.strings("tokenizer.ggml.tokens")?;
+        if meta.tokens.is_empty() {
+            return Err(err("tokenizer.ggml.tokens", "missing or empty".into()));
+        }
+        let n = meta.tokens.len();
+        meta.types = match file.meta("tokenizer.ggml.token_type") {
+            None => vec![TYPE_NORMAL; n],
+            Some(v) => v
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_f64().map(|f| f as i64))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .filter(|t| t.len() == n)
+                .ok_or_else(|| {
+                    err(
+                        "tokenizer.ggml.token_type",
+                        format!("expected {n} integers"),
+                    )
+                })?,
+        };
+        Ok(Some(meta))
+    }
+
+    fn err(&self, key: &str, msg: String) -> Error {
+        Error::config(&self.file.path, key, msg)
+    }
+
+    /// An array of strings (empty when absent).
+    fn strings(&self, key: &str) -> Result<Vec<&'a str>> {
+        match self.file.meta(key) {
             None => Ok(Vec::new()),
             Some(v) => v
                 .as_array()
                 .and_then(|a| a.iter().map(MetaValue::as_str).collect::<Option<Vec<_>>>())
-                .ok_or_else(|| err(key, "expected an array of strings".into())),
+                .ok_or_else(|| self.err(key, "expected an array of strings".into())),
         }
-    };
-    let tokens = strings("tokenizer.ggml.tokens")?;
-    if tokens.is_empty() {
-        return Err(err("tokenizer.ggml.tokens", "missing or empty".into()));
     }
-    let types: Vec<i64> = match file.meta("tokenizer.ggml.token_type") {
-        None => vec![TYPE_NORMAL; tokens.len()],
-        Some(v) => v
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .map(|x| x.as_f64().map(|f| f as i64))
-                    .collect::<Option<Vec<_>>>()
-            })
-            .filter(|t| t.len() == tokens.len())
-            .ok_or_else(|| {
-                err(
-                    "tokenizer.ggml.token_type",
-                    format!("expected {} integers", tokens.len()),
-                )
-            })?,
-    };
-    let flag = |key: &str| file.meta(key).and_then(MetaValue::as_bool);
-    let id_of = |what: &str| {
-        crate::model::gguf_import::special_id(file, what)
-            .filter(|&i| (i as usize) < tokens.len())
+
+    fn flag(&self, key: &str) -> Option<bool> {
+        self.file.meta(key).and_then(MetaValue::as_bool)
+    }
+
+    /// The id of special token `what` (`bos`, `eos`, `unknown`, `padding`) when it is in range.
+    fn id_of(&self, what: &str) -> Option<usize> {
+        crate::model::gguf_import::special_id(self.file, what)
+            .filter(|&i| (i as usize) < self.tokens.len())
             .map(|i| i as usize)
-    };
-    let pre = file
-        .meta("tokenizer.ggml.pre")
-        .and_then(MetaValue::as_str)
-        .unwrap_or("default");
-
-    let mut added = Vec::new();
-    for (id, (&tok, &ty)) in tokens.iter().zip(&types).enumerate() {
-        if matches!(ty, TYPE_UNKNOWN | TYPE_CONTROL | TYPE_USER_DEFINED) {
-            added.push(json!({
-                "id": id, "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
-                "normalized": false, "special": ty != TYPE_USER_DEFINED,
-            }));
-        }
     }
-    let vocab: Map<String, Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| ((*t).to_owned(), json!(i)))
-        .collect();
 
-    let (normalizer, pre_tokenizer, decoder, bpe, default_bos) = match model {
-        "gpt2" => {
-            let merges = strings("tokenizer.ggml.merges")?;
-            let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-            let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
-            let seq = |v: Vec<Value>| json!({"type": "Sequence", "pretokenizers": v});
-            let (norm, pre_tok, ignore_merges, bos) = match pre {
-                "gpt-2" | "default" | "gpt2" => (Value::Null, byte_level(true), false, false),
-                "qwen2" => (
-                    json!({"type": "NFC"}),
-                    seq(vec![split(QWEN2_REGEX), byte_level(false)]),
-                    false,
-                    false,
-                ),
-                "llama-bpe" | "llama3" => (
-                    Value::Null,
-                    seq(vec![split(LLAMA3_REGEX), byte_level(false)]),
-                    true,
-                    true,
-                ),
-                "smollm" => (
-                    Value::Null,
-                    seq(vec![
-                        json!({"type": "Digits", "individual_digits": true}),
-                        byte_level(true),
-                    ]),
-                    false,
-                    false,
-                ),
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "{}: tokenizer.ggml.pre `{other}` (supported: gpt-2, default, qwen2, llama-bpe, smollm)",
-                        file.path.display()
-                    )))
-                }
-            };
-            let bpe = json!({
-                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
-            });
-            let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
-            (norm, pre_tok, decoder, bpe, bos)
-        }
-        "llama" => {
-            let scores: Vec<f64> = match file.meta("tokenizer.ggml.scores") {
-                None => vec![0.0; tokens.len()],
-                Some(v) => v
-                    .as_array()
-                    .and_then(|a| a.iter().map(MetaValue::as_f64).collect::<Option<Vec<_>>>())
-                    .filter(|s| s.len() == tokens.len())
-                    .ok_or_else(|| {
-                        err(
-                            "tokenizer.ggml.scores",
-                            format!("expected {} numbers", tokens.len()),
-                        )
-                    })?,
-            };
-            let space_prefix = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
-            let mut norm = Vec::new();
-            if space_prefix {
-                norm.push(json!({"type": "Prepend", "prepend": "▁"}));
+    /// Control, unknown and user-defined tokens as `added_tokens` entries.
+    fn added_tokens(&self) -> Vec<Value> {
+        let mut added = Vec::new();
+        for (id, (&tok, &ty)) in self.tokens.iter().zip(&self.types).enumerate() {
+            if matches!(ty, TYPE_UNKNOWN | TYPE_CONTROL | TYPE_USER_DEFINED) {
+                added.push(json!({
+                    "id": id, "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": false, "special": ty != TYPE_USER_DEFINED,
+                }));
             }
-            norm.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"}));
-            let mut dec = vec![
-                json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
-                json!({"type": "ByteFallback"}),
-                json!({"type": "Fuse"}),
-            ];
-            if space_prefix {
-                dec.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
-            }
-            let unk = id_of("unknown").map(|i| tokens[i]);
-            let bpe = json!({
-                "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
-                "ignore_merges": false, "vocab": vocab, "merges": spm_merges(&tokens, &types, &scores),
-            });
-            (
-                json!({"type": "Sequence", "normalizers": norm}),
-                Value::Null,
-                json!({"type": "Sequence", "decoders": dec}),
-                bpe,
-                true,
-            )
         }
+        added
+    }
+
+    fn vocab(&self) -> Map<String, Value> {
+        self.tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((*t).to_owned(), json!(i)))
+            .collect()
+    }
+}
+
+/// The vocabulary-family part of `tokenizer.json`, and whether BOS is added by default.
+struct Pipeline {
+    normalizer: Value,
+    pre_tokenizer: Value,
+    decoder: Value,
+    bpe: Value,
+    default_bos: bool,
+}
+
+/// `tokenizer.json` and `tokenizer_config.json` contents for a GGUF file, or None when it has no
+/// tokenizer metadata.
+pub fn tokenizer_files(file: &GgufFile) -> Result<Option<(Value, Value)>> {
+    let Some(meta) = Meta::read(file)? else {
+        return Ok(None);
+    };
+    let pipe = match meta.model {
+        "gpt2" => gpt2_pipeline(&meta)?,
+        "llama" => llama_pipeline(&meta)?,
         other => {
             return Err(Error::Unsupported(format!(
                 "{}: tokenizer.ggml.model `{other}` (supported: gpt2, llama)",
@@ -192,43 +158,152 @@ pub fn tokenizer_files(file: &GgufFile) -> Result<Option<(Value, Value)>> {
             )))
         }
     };
-
-    let bos = id_of("bos");
-    let eos = id_of("eos");
-    let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(default_bos) && bos.is_some();
-    let add_eos = flag("tokenizer.ggml.add_eos_token").unwrap_or(false) && eos.is_some();
-    let post = if add_bos || add_eos {
-        let piece = |id: usize| json!({"SpecialToken": {"id": tokens[id], "type_id": 0}});
-        let seq = |t: u32| json!({"Sequence": {"id": if t == 0 {"A"} else {"B"}, "type_id": t}});
-        let wrap = |t: u32| {
-            let mut v = Vec::new();
-            v.extend(bos.filter(|_| add_bos).map(piece));
-            v.push(seq(t));
-            v.extend(eos.filter(|_| add_eos).map(piece));
-            v
-        };
-        let single = wrap(0);
-        let pair: Vec<Value> = single.iter().cloned().chain(wrap(1)).collect();
-        let mut special = Map::new();
-        for id in [bos.filter(|_| add_bos), eos.filter(|_| add_eos)]
-            .into_iter()
-            .flatten()
-        {
-            special.insert(
-                tokens[id].to_owned(),
-                json!({"id": tokens[id], "ids": [id], "tokens": [tokens[id]]}),
-            );
-        }
-        json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special})
-    } else {
-        Value::Null
-    };
+    let bos = meta.id_of("bos");
+    let eos = meta.id_of("eos");
+    let add_bos = meta
+        .flag("tokenizer.ggml.add_bos_token")
+        .unwrap_or(pipe.default_bos)
+        && bos.is_some();
+    let add_eos = meta.flag("tokenizer.ggml.add_eos_token").unwrap_or(false) && eos.is_some();
+    let post = post_processor(
+        &meta.tokens,
+        bos.filter(|_| add_bos),
+        eos.filter(|_| add_eos),
+    );
     let tokenizer_json = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": post,
-        "decoder": decoder, "model": bpe,
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": meta.added_tokens(),
+        "normalizer": pipe.normalizer, "pre_tokenizer": pipe.pre_tokenizer, "post_processor": post,
+        "decoder": pipe.decoder, "model": pipe.bpe,
     });
+    let cfg = tokenizer_config(&meta, add_bos, add_eos)?;
+    Ok(Some((tokenizer_json, cfg)))
+}
 
+/// Byte-level BPE from `tokens` + `merges`, the pre-tokenizer chosen by `tokenizer.ggml.pre`.
+fn gpt2_pipeline(meta: &Meta) -> Result<Pipeline> {
+    let pre = meta
+        .file
+        .meta("tokenizer.ggml.pre")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("default");
+    let merges = meta.strings("tokenizer.ggml.merges")?;
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
+    let seq = |v: Vec<Value>| json!({"type": "Sequence", "pretokenizers": v});
+    let (normalizer, pre_tokenizer, ignore_merges, default_bos) = match pre {
+        "gpt-2" | "default" | "gpt2" => (Value::Null, byte_level(true), false, false),
+        "qwen2" => (
+            json!({"type": "NFC"}),
+            seq(vec![split(QWEN2_REGEX), byte_level(false)]),
+            false,
+            false,
+        ),
+        "llama-bpe" | "llama3" => (
+            Value::Null,
+            seq(vec![split(LLAMA3_REGEX), byte_level(false)]),
+            true,
+            true,
+        ),
+        "smollm" => (
+            Value::Null,
+            seq(vec![
+                json!({"type": "Digits", "individual_digits": true}),
+                byte_level(true),
+            ]),
+            false,
+            false,
+        ),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{}: tokenizer.ggml.pre `{other}` (supported: gpt-2, default, qwen2, llama-bpe, smollm)",
+                meta.file.path.display()
+            )))
+        }
+    };
+    let bpe = json!({
+        "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+        "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+        "ignore_merges": ignore_merges, "vocab": meta.vocab(), "merges": merges,
+    });
+    let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+    Ok(Pipeline {
+        normalizer,
+        pre_tokenizer,
+        decoder,
+        bpe,
+        default_bos,
+    })
+}
+
+/// SentencePiece-style BPE with byte fallback, merges derived from `scores`.
+fn llama_pipeline(meta: &Meta) -> Result<Pipeline> {
+    let n = meta.tokens.len();
+    let scores: Vec<f64> = match meta.file.meta("tokenizer.ggml.scores") {
+        None => vec![0.0; n],
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(MetaValue::as_f64).collect::<Option<Vec<_>>>())
+            .filter(|s| s.len() == n)
+            .ok_or_else(|| meta.err("tokenizer.ggml.scores", format!("expected {n} numbers")))?,
+    };
+    let space_prefix = meta.flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+    let mut norm = Vec::new();
+    if space_prefix {
+        norm.push(json!({"type": "Prepend", "prepend": "▁"}));
+    }
+    norm.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"}));
+    let mut dec = vec![
+        json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if space_prefix {
+        dec.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    let unk = meta.id_of("unknown").map(|i| meta.tokens[i]);
+    let bpe = json!({
+        "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+        "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
+        "ignore_merges": false, "vocab": meta.vocab(),
+        "merges": spm_merges(&meta.tokens, &meta.types, &scores),
+    });
+    Ok(Pipeline {
+        normalizer: json!({"type": "Sequence", "normalizers": norm}),
+        pre_tokenizer: Value::Null,
+        decoder: json!({"type": "Sequence", "decoders": dec}),
+        bpe,
+        default_bos: true,
+    })
+}
+
+/// The template post-processor adding BOS and/or EOS (`Null` when neither is added).
+fn post_processor(tokens: &[&str], bos: Option<usize>, eos: Option<usize>) -> Value {
+    if bos.is_none() && eos.is_none() {
+        return Value::Null;
+    }
+    let piece = |id: usize| json!({"SpecialToken": {"id": tokens[id], "type_id": 0}});
+    let seq = |t: u32| json!({"Sequence": {"id": if t == 0 {"A"} else {"B"}, "type_id": t}});
+    let wrap = |t: u32| {
+        let mut v = Vec::new();
+        v.extend(bos.map(piece));
+        v.push(seq(t));
+        v.extend(eos.map(piece));
+        v
+    };
+    let single = wrap(0);
+    let pair: Vec<Value> = single.iter().cloned().chain(wrap(1)).collect();
+    let mut special = Map::new();
+    for id in [bos, eos].into_iter().flatten() {
+        special.insert(
+            tokens[id].to_owned(),
+            json!({"id": tokens[id], "ids": [id], "tokens": [tokens[id]]}),
+        );
+    }
+    json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special})
+}
+
+/// `tokenizer_config.json`: the special tokens, BOS/EOS flags and the chat template.
+fn tokenizer_config(meta: &Meta, add_bos: bool, add_eos: bool) -> Result<Value> {
     let mut cfg = Map::new();
     cfg.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
     for (key, what) in [
@@ -237,20 +312,20 @@ pub fn tokenizer_files(file: &GgufFile) -> Result<Option<(Value, Value)>> {
         ("unk_token", "unknown"),
         ("pad_token", "padding"),
     ] {
-        if let Some(id) = id_of(what) {
-            cfg.insert(key.into(), json!(tokens[id]));
+        if let Some(id) = meta.id_of(what) {
+            cfg.insert(key.into(), json!(meta.tokens[id]));
         }
     }
     cfg.insert("add_bos_token".into(), json!(add_bos));
     cfg.insert("add_eos_token".into(), json!(add_eos));
     cfg.insert("clean_up_tokenization_spaces".into(), json!(false));
-    if let Some(t) = file.meta("tokenizer.chat_template") {
+    if let Some(t) = meta.file.meta("tokenizer.chat_template") {
         let t = t
             .as_str()
-            .ok_or_else(|| err("tokenizer.chat_template", "expected a string".into()))?;
+            .ok_or_else(|| meta.err("tokenizer.chat_template", "expected a string".into()))?;
         cfg.insert("chat_template".into(), json!(t));
     }
-    Ok(Some((tokenizer_json, Value::Object(cfg))))
+    Ok(Value::Object(cfg))
 }
 
 /// SentencePiece BPE merges from scores: every split of a normal token into two vocabulary pieces,

@@ -430,6 +430,9 @@ pub(super) mod x86 {
     /// # Safety
     /// The CPU supports AVX2 and FMA; `rows` holds the K/V row offset of each visible key, each
     /// with `head_dim` elements inside `k` and `v`; `o` holds `group * head_dim` values.
+    ///
+    /// Longer than 100 lines on purpose: scores, softmax and the weighted sum are one loop nest
+    /// over the same score buffer; split across calls their accumulators would leave registers.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn item_avx2(
         it: &Item,
@@ -758,6 +761,9 @@ pub(super) mod x86 {
     /// The CPU supports AVX-512F, AVX2 and FMA; `head_dim` is 64 or 128; `kt` holds the item's keys
     /// transposed for positions up to `pos` (`npad > pos`); `rows` holds the V row offset of each
     /// visible key, each with `head_dim` elements inside `v`; `o` holds `group * head_dim` values.
+    ///
+    /// Longer than 100 lines on purpose: the three phases share blocks of 64 keys kept in L1 and
+    /// up to 4 heads' accumulators in registers; split across calls they would spill.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn item_avx512(

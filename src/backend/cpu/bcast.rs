@@ -438,6 +438,9 @@ impl Ahead {
 /// lane `l`'s sums on from where the block before left them, so they are the sums a pass over all
 /// steps makes; the last block's passes merge as they go (see [`ORDER`]). Each pass first
 /// prefetches its slice of the next chunk.
+///
+/// Longer than 100 lines on purpose: the carried lane sums and the merge stack are one
+/// register-resident state of the block loop; split across calls they would go through memory.
 #[inline(always)]
 unsafe fn tile<D: Units, S: Src, const C: usize, const DIRECT: bool>(
     jb: &Job<D::X, S::T>,

@@ -8,16 +8,16 @@
 
 use half::{bf16, f16};
 
-use crate::model::weights::{Weight, WeightData};
+use crate::backend::{Weight, WeightData};
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+pub(crate) mod amx;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod bcast;
-pub mod bench;
 pub mod compute;
 pub mod memory;
+pub mod rand;
 pub mod simd;
 pub(crate) mod team;
 
@@ -141,6 +141,10 @@ pub fn matmul_parts(x: &[f32], m: usize, ws: &[Weight], out: &mut [f32], ld: usi
 }
 
 /// [`matmul`] on a given path and precision (`kern` must be available on this CPU).
+///
+/// Longer than 100 lines on purpose: one match over (kernel, dtype) names every monomorphized
+/// block, widen and broadcast-GEMM function in one table; the `go!` macro that builds each path's
+/// job needs this function's locals.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
     kern: Kernel,
@@ -553,7 +557,7 @@ mod tests {
             f32::from_bits(0x0001_8000),
             f32::from_bits(0x807F_FFFF),
         ];
-        x.extend(super::bench::rand_vec(1000, 9).iter().map(|v| v * 1e3));
+        x.extend(super::rand::rand_vec(1000, 9).iter().map(|v| v * 1e3));
         x.extend((0..4000u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761))));
         let mut got = vec![half::bf16::ZERO; x.len()];
         super::to_bf16(&x, 7, &mut got);

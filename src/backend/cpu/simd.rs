@@ -1251,9 +1251,9 @@ pub(super) unsafe fn block_scalar<W: RefDot>(jb: &Job<f32, W>, j0: usize, j1: us
 pub(super) mod tests {
     use super::super::{dot_bf16, dot_f16, dot_f32, matmul_parts, matmul_with};
     use super::*;
-    use crate::model::weights::Weight;
+    use crate::backend::Weight;
 
-    pub(crate) use super::super::bench::rand_vec;
+    pub(crate) use super::super::rand::rand_vec;
 
     /// Every split covers `0..n` once, in order; even splits cut at multiples of `GEMM_CHUNK` and
     /// give two threads' halves within a chunk's rounding of each other.

@@ -8,11 +8,13 @@
 //! `RSTAR_CUDA_INCLUDE`, `$CUDA_HOME/include`, `/usr/local/cuda/include`, or the `include` folder
 //! beside the NVRTC library (the layout of NVIDIA's PyPI wheels).
 //!
-//! [`ops`] wraps each kernel in a typed launch; [`model`] runs the decoder with them.
+//! [`ops`] wraps each kernel in a typed launch and [`kv`] holds the K/V store's device memory;
+//! the decoder's CUDA forward pass (src/model/decoder/cuda.rs) runs on them.
 
-pub mod bench;
-pub mod model;
+pub mod kv;
 pub mod ops;
+
+pub use kv::DevKv;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,43 +39,6 @@ pub const SOURCES: &[(&str, &str)] = &[
 
 /// Definitions shared by every kernel file.
 pub const PRELUDE: &str = include_str!("../../../kernels/prelude.cuh");
-
-/// Where a model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Device {
-    #[default]
-    Cpu,
-    /// CUDA device ordinal.
-    Cuda(usize),
-}
-
-impl std::str::FromStr for Device {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Device> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "unknown device `{s}` (expected cpu, cuda or cuda:N)"
-                    ))
-                }),
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Device::Cpu => write!(f, "cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
 
 fn dev_err(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Device(format!("{what}: {e:?}"))

@@ -9,8 +9,8 @@ use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::Gpu;
+use crate::backend::DType;
 use crate::error::{Error, Result};
-use crate::model::DType;
 
 /// A device address (byte-addressed).
 pub type Ptr = u64;
@@ -152,21 +152,36 @@ pub struct Heads {
     pub hd: usize,
 }
 
+/// The operands of [`rope_store_kv`]: `t` rows of `qkv`, each token's position and K/V store
+/// row, the RoPE frequencies (`half` of them), and where q, k and v go.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeStore {
+    pub qkv: Ptr,
+    pub pos: Ptr,
+    pub kv_row: Ptr,
+    pub inv_freq: Ptr,
+    pub half: usize,
+    pub heads: Heads,
+    pub q_out: Ptr,
+    pub k_store: Ptr,
+    pub v_store: Ptr,
+    pub t: usize,
+}
+
 /// Rotary embedding of q and k of `t` tokens, q to `q_out`, k and v to their K/V store rows.
-#[allow(clippy::too_many_arguments)]
-pub fn rope_store_kv(
-    gpu: &Gpu,
-    qkv: Ptr,
-    pos: Ptr,
-    kv_row: Ptr,
-    inv_freq: Ptr,
-    half: usize,
-    heads: Heads,
-    q_out: Ptr,
-    k_store: Ptr,
-    v_store: Ptr,
-    t: usize,
-) -> Result<()> {
+pub fn rope_store_kv(gpu: &Gpu, r: RopeStore) -> Result<()> {
+    let RopeStore {
+        qkv,
+        pos,
+        kv_row,
+        inv_freq,
+        half,
+        heads,
+        q_out,
+        k_store,
+        v_store,
+        t,
+    } = r;
     launch(
         gpu,
         "elementwise",
@@ -331,7 +346,6 @@ pub struct DevMatrix {
 }
 
 /// `out[i, col0 + j] = x[i] . w[j]` for `m` rows with the GEMV kernels (any m, 8 rows per pass).
-#[allow(clippy::too_many_arguments)]
 pub fn gemv(
     gpu: &Gpu,
     x: Ptr,
@@ -390,19 +404,32 @@ pub fn gemv(
     Ok(())
 }
 
-/// Hand-written tensor-core GEMM: `c[i, col0 + j] = a[i] . b[j]` with bf16 `a [m, k]`, `b [n, k]`.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_wmma(
-    gpu: &Gpu,
-    a: Ptr,
-    b: Ptr,
-    c: Ptr,
-    m: usize,
-    n: usize,
-    k: usize,
-    ldc: usize,
-    col0: usize,
-) -> Result<()> {
+/// A GEMM's operands: `c[i, col0 + j] = a[i] . b[j]` with bf16 `a [m, k]` and `b [n, k]`, f32 `c`
+/// rows `ldc` apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Gemm {
+    pub a: Ptr,
+    pub b: Ptr,
+    pub c: Ptr,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ldc: usize,
+    pub col0: usize,
+}
+
+/// Hand-written tensor-core GEMM (see [`Gemm`]).
+pub fn gemm_wmma(gpu: &Gpu, g: Gemm) -> Result<()> {
+    let Gemm {
+        a,
+        b,
+        c,
+        m,
+        n,
+        k,
+        ldc,
+        col0,
+    } = g;
     launch(
         gpu,
         "gemm",
@@ -424,18 +451,17 @@ pub fn gemm_wmma(
 }
 
 /// The same product through cuBLAS (bf16 inputs, f32 output and accumulation).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_cublas(
-    gpu: &Gpu,
-    a: Ptr,
-    b: Ptr,
-    c: Ptr,
-    m: usize,
-    n: usize,
-    k: usize,
-    ldc: usize,
-    col0: usize,
-) -> Result<()> {
+pub fn gemm_cublas(gpu: &Gpu, g: Gemm) -> Result<()> {
+    let Gemm {
+        a,
+        b,
+        c,
+        m,
+        n,
+        k,
+        ldc,
+        col0,
+    } = g;
     use cudarc::cublas::{result, sys};
     let (alpha, beta) = (1f32, 0f32);
     // Row-major C [m, ldc] is column-major C^T [n, m]: C^T = B (n x k) . A^T, where the row-major
@@ -508,20 +534,8 @@ impl GemmTuner {
     }
 
     /// Runs the product with the faster implementation for this shape.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm(
-        &self,
-        gpu: &Gpu,
-        a: Ptr,
-        b: Ptr,
-        c: Ptr,
-        m: usize,
-        n: usize,
-        k: usize,
-        ldc: usize,
-        col0: usize,
-    ) -> Result<GemmImpl> {
-        let key = (m.next_power_of_two(), n, k);
+    pub fn gemm(&self, gpu: &Gpu, g: Gemm) -> Result<GemmImpl> {
+        let key = (g.m.next_power_of_two(), g.n, g.k);
         let known =
             Self::forced().or_else(|| self.choice.lock().expect("tuner").get(&key).copied());
         let pick = match known {
@@ -529,8 +543,8 @@ impl GemmTuner {
             None => {
                 let time = |imp: GemmImpl| -> Result<f64> {
                     let run = |imp| match imp {
-                        GemmImpl::Wmma => gemm_wmma(gpu, a, b, c, m, n, k, ldc, col0),
-                        GemmImpl::Cublas => gemm_cublas(gpu, a, b, c, m, n, k, ldc, col0),
+                        GemmImpl::Wmma => gemm_wmma(gpu, g),
+                        GemmImpl::Cublas => gemm_cublas(gpu, g),
                     };
                     run(imp)?; // warm-up
                     timed_ms(gpu, &mut || (0..3).try_for_each(|_| run(imp)))
@@ -546,8 +560,8 @@ impl GemmTuner {
             }
         };
         match pick {
-            GemmImpl::Wmma => gemm_wmma(gpu, a, b, c, m, n, k, ldc, col0)?,
-            GemmImpl::Cublas => gemm_cublas(gpu, a, b, c, m, n, k, ldc, col0)?,
+            GemmImpl::Wmma => gemm_wmma(gpu, g)?,
+            GemmImpl::Cublas => gemm_cublas(gpu, g)?,
         }
         Ok(pick)
     }
@@ -632,27 +646,45 @@ pub fn attn_smem(heads: Heads) -> usize {
     4 * (r * (hd + 1) + kb * (hd + 1) + kb * hd + r * kb + 3 * r)
 }
 
-/// Paged causal attention for one layer. `tiles`, `tables` (all block tables concatenated) and
+/// The operands of [`attention`]. `tiles`, `tables` (all block tables concatenated) and
 /// `table_off` (each sequence's offset into them) are device arrays; `part` holds
 /// `splits * t * (qd + 2 * nh)` floats when `splits > 1`.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    gpu: &Gpu,
-    q: Ptr,
-    k_store: Ptr,
-    v_store: Ptr,
-    tiles: Ptr,
-    n_tiles: usize,
-    tables: Ptr,
-    table_off: Ptr,
-    heads: Heads,
-    block_size: usize,
-    window: Option<usize>,
-    splits: usize,
-    t: usize,
-    out: Ptr,
-    part: Ptr,
-) -> Result<()> {
+#[derive(Debug, Clone, Copy)]
+pub struct PagedAttn {
+    pub q: Ptr,
+    pub k_store: Ptr,
+    pub v_store: Ptr,
+    pub tiles: Ptr,
+    pub n_tiles: usize,
+    pub tables: Ptr,
+    pub table_off: Ptr,
+    pub heads: Heads,
+    pub block_size: usize,
+    pub window: Option<usize>,
+    pub splits: usize,
+    pub t: usize,
+    pub out: Ptr,
+    pub part: Ptr,
+}
+
+/// Paged causal attention for one layer (see [`PagedAttn`]).
+pub fn attention(gpu: &Gpu, a: PagedAttn) -> Result<()> {
+    let PagedAttn {
+        q,
+        k_store,
+        v_store,
+        tiles,
+        n_tiles,
+        tables,
+        table_off,
+        heads,
+        block_size,
+        window,
+        splits,
+        t,
+        out,
+        part,
+    } = a;
     let scale = 1.0 / (heads.hd as f32).sqrt();
     launch(
         gpu,
@@ -773,7 +805,7 @@ pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
 }
 
 /// Uploads a host weight matrix in its dtype.
-pub fn upload_matrix(gpu: &Gpu, w: &crate::model::Weight) -> Result<DevMatrix> {
+pub fn upload_matrix(gpu: &Gpu, w: &crate::backend::Weight) -> Result<DevMatrix> {
     let (n, k) = match w.shape.as_slice() {
         [n, k] => (*n, *k),
         [k] => (1, *k),

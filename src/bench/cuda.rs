@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::model::{CudaModel, DevKv};
-use super::ops::{self, SampleParams};
-use super::Gpu;
+use crate::backend::cuda::ops::{self, SampleParams};
+use crate::backend::cuda::{DevKv, Gpu};
 use crate::error::{Error, Result};
+use crate::model::decoder::cuda::CudaModel;
 use crate::model::{ModelConfig, SeqChunk};
 
 /// What to run.
@@ -96,15 +96,162 @@ pub fn tensor_core_peak(gpu: &Gpu) -> Result<f64> {
         ops::ptr(gpu, &b, 0),
         ops::ptr(gpu, &c, 0),
     );
-    ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
+    let gemm = ops::Gemm {
+        a: pa,
+        b: pb,
+        c: pc,
+        m: s,
+        n: s,
+        k: s,
+        ldc: s,
+        col0: 0,
+    };
+    ops::gemm_cublas(gpu, gemm)?;
     let reps = 10;
     let ms = ops::timed_ms(gpu, &mut || {
         for _ in 0..reps {
-            ops::gemm_cublas(gpu, pa, pb, pc, s, s, s, s, 0)?;
+            ops::gemm_cublas(gpu, gemm)?;
         }
         Ok(())
     })?;
     Ok(2.0 * (s * s * s * reps) as f64 / (ms * 1e-3) / 1e12)
+}
+
+/// The GEMV kernel alone on each decode matrix shape of `mcfg`, one row: GB/s of weights read.
+fn gemv_rates(
+    gpu: &Gpu,
+    mcfg: &ModelConfig,
+    bw: f64,
+    log: &mut impl FnMut(&str),
+) -> Result<Vec<Value>> {
+    let mut gemv_gb_s = Vec::new();
+    let (h, qd, kvd, inter) = (
+        mcfg.hidden_size,
+        mcfg.q_dim(),
+        mcfg.kv_dim(),
+        mcfg.intermediate_size,
+    );
+    for (gn, gk) in [(2 * inter, h), (h, inter), (qd + 2 * kvd, h), (h, qd)] {
+        let gw = ops::DevMatrix {
+            buf: ops::zeros::<u8>(gpu, gn * gk * 2)?,
+            dtype: crate::backend::DType::BF16,
+            n: gn,
+            k: gk,
+        };
+        let gx = ops::zeros::<f32>(gpu, gk)?;
+        let go = ops::zeros::<f32>(gpu, gn)?;
+        let (px, po) = (ops::ptr(gpu, &gx, 0), ops::ptr(gpu, &go, 0));
+        ops::gemv(gpu, px, &gw, po, 1, gn, 0)?;
+        let reps = 20;
+        let ms = ops::timed_ms(gpu, &mut || {
+            (0..reps).try_for_each(|_| ops::gemv(gpu, px, &gw, po, 1, gn, 0))
+        })?;
+        let rate = (gn * gk * 2 * reps) as f64 / (ms * 1e-3) / 1e9;
+        log(&format!(
+            "gemv bf16 [{gn} x {gk}], 1 row: {rate:.0} GB/s of weights ({:.1}% of copy bandwidth)",
+            100.0 * rate / bw
+        ));
+        gemv_gb_s.push(json!({"n": gn, "k": gk, "gb_s": rate}));
+    }
+    Ok(gemv_gb_s)
+}
+
+/// The decode runs of [`bench_cuda`]: what every batch shares.
+struct DecodeRun<'a> {
+    model: &'a CudaModel,
+    block_size: usize,
+    /// Tokens per sequence (context, decode steps and one untimed step).
+    per_seq: usize,
+    greedy: SampleParams,
+    /// Batch-1 tokens per second at the copy bandwidth.
+    roofline: f64,
+}
+
+impl DecodeRun<'_> {
+    /// Every batch size of `cfg` (with CUDA graphs), and batch 1 again without them.
+    fn all(
+        &self,
+        cfg: &CudaBenchConfig,
+        kv: &mut DevKv,
+        prompt: &dyn Fn(usize, u32) -> Vec<u32>,
+        log: &mut impl FnMut(&str),
+    ) -> Result<Vec<Value>> {
+        // Decode: `b` sequences with a context_tokens prompt each, then decode_tokens greedy steps.
+        let mut decode = Vec::new();
+        let mut runs: Vec<(usize, bool)> = cfg.batches.iter().map(|&b| (b, true)).collect();
+        // Batch 1 again without CUDA graphs: the launch overhead graphs remove.
+        if cfg.batches.contains(&1) {
+            runs.push((1, false));
+        }
+        for (b, graphs) in runs {
+            decode.push(self.batch(cfg, kv, prompt, b, graphs, log)?);
+        }
+        Ok(decode)
+    }
+
+    /// `b` sequences with a `context_tokens` prompt each, then `decode_tokens` greedy steps.
+    fn batch(
+        &self,
+        cfg: &CudaBenchConfig,
+        kv: &mut DevKv,
+        prompt: &dyn Fn(usize, u32) -> Vec<u32>,
+        b: usize,
+        graphs: bool,
+        log: &mut impl FnMut(&str),
+    ) -> Result<Value> {
+        let (model, bs, per_seq, greedy) = (self.model, self.block_size, self.per_seq, self.greedy);
+        model.set_graphs(graphs);
+        let blocks_per = per_seq.div_ceil(bs) as u32;
+        let tables: Vec<Vec<u32>> = (0..b as u32)
+            .map(|s| (s * blocks_per..(s + 1) * blocks_per).collect())
+            .collect();
+        let ctx = cfg.context_tokens;
+        let mut all = Vec::new();
+        let chunks: Vec<SeqChunk> = tables
+            .iter()
+            .enumerate()
+            .map(|(s, tb)| {
+                all.extend(prompt(ctx, s as u32 + 7));
+                SeqChunk {
+                    table: tb,
+                    start: 0,
+                    len: ctx,
+                }
+            })
+            .collect();
+        let params = vec![greedy; b];
+        let mut next = model.forward_sample(&all, &chunks, bs, kv, &params)?;
+        // One untimed step (GEMM choice for this batch size), then the timed steps.
+        let mut step = |pos: usize, next: &mut Vec<u32>| -> Result<()> {
+            let chunks: Vec<SeqChunk> = tables
+                .iter()
+                .map(|tb| SeqChunk {
+                    table: tb,
+                    start: pos,
+                    len: 1,
+                })
+                .collect();
+            *next = model.forward_sample(next, &chunks, bs, kv, &params)?;
+            Ok(())
+        };
+        step(ctx, &mut next)?;
+        let t = Instant::now();
+        for i in 0..cfg.decode_tokens {
+            step(ctx + 1 + i, &mut next)?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let tok_s = (b * cfg.decode_tokens) as f64 / secs;
+        let roofline = self.roofline;
+        log(&format!(
+            "decode batch {b}{}: {tok_s:.1} tok/s ({:.2} ms/step); batch-1 roofline {roofline:.1} tok/s",
+            if graphs { "" } else { " (no CUDA graphs)" },
+            1e3 * secs / cfg.decode_tokens as f64
+        ));
+        Ok(json!({
+            "batch": b, "cuda_graphs": graphs, "tok_s": tok_s, "ms_per_step": 1e3 * secs / cfg.decode_tokens as f64,
+            "fraction_of_hbm_roofline": tok_s / b as f64 / roofline,
+        }))
+    }
 }
 
 /// Runs the benchmark and returns one JSON object.
@@ -136,36 +283,8 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
         wbytes as f64 / 1e9,
         t0.elapsed().as_secs_f64()
     ));
-    // The GEMV kernel alone on each decode matrix shape, one row.
-    let mut gemv_gb_s = Vec::new();
-    let (h, qd, kvd, inter) = (
-        mcfg.hidden_size,
-        mcfg.q_dim(),
-        mcfg.kv_dim(),
-        mcfg.intermediate_size,
-    );
-    for (gn, gk) in [(2 * inter, h), (h, inter), (qd + 2 * kvd, h), (h, qd)] {
-        let gw = ops::DevMatrix {
-            buf: ops::zeros::<u8>(&gpu, gn * gk * 2)?,
-            dtype: crate::model::DType::BF16,
-            n: gn,
-            k: gk,
-        };
-        let gx = ops::zeros::<f32>(&gpu, gk)?;
-        let go = ops::zeros::<f32>(&gpu, gn)?;
-        let (px, po) = (ops::ptr(&gpu, &gx, 0), ops::ptr(&gpu, &go, 0));
-        ops::gemv(&gpu, px, &gw, po, 1, gn, 0)?;
-        let reps = 20;
-        let ms = ops::timed_ms(&gpu, &mut || {
-            (0..reps).try_for_each(|_| ops::gemv(&gpu, px, &gw, po, 1, gn, 0))
-        })?;
-        let rate = (gn * gk * 2 * reps) as f64 / (ms * 1e-3) / 1e9;
-        log(&format!(
-            "gemv bf16 [{gn} x {gk}], 1 row: {rate:.0} GB/s of weights ({:.1}% of copy bandwidth)",
-            100.0 * rate / bw
-        ));
-        gemv_gb_s.push(json!({"n": gn, "k": gk, "gb_s": rate}));
-    }
+    let gemv_gb_s = gemv_rates(&gpu, &mcfg, bw, &mut log)?;
+    let (h, qd) = (mcfg.hidden_size, mcfg.q_dim());
     let bs = 16usize;
     let greedy = SampleParams {
         temperature: 0.0,
@@ -212,66 +331,14 @@ pub fn bench_cuda(cfg: &CudaBenchConfig, mut log: impl FnMut(&str)) -> Result<Va
         100.0 * prefill_tflops / peak
     ));
 
-    // Decode: `b` sequences with a context_tokens prompt each, then decode_tokens greedy steps.
-    let mut decode = Vec::new();
-    let mut runs: Vec<(usize, bool)> = cfg.batches.iter().map(|&b| (b, true)).collect();
-    // Batch 1 again without CUDA graphs: the launch overhead graphs remove.
-    if cfg.batches.contains(&1) {
-        runs.push((1, false));
-    }
-    for (b, graphs) in runs {
-        model.set_graphs(graphs);
-        let blocks_per = per_seq.div_ceil(bs) as u32;
-        let tables: Vec<Vec<u32>> = (0..b as u32)
-            .map(|s| (s * blocks_per..(s + 1) * blocks_per).collect())
-            .collect();
-        let ctx = cfg.context_tokens;
-        let mut all = Vec::new();
-        let chunks: Vec<SeqChunk> = tables
-            .iter()
-            .enumerate()
-            .map(|(s, tb)| {
-                all.extend(prompt(ctx, s as u32 + 7));
-                SeqChunk {
-                    table: tb,
-                    start: 0,
-                    len: ctx,
-                }
-            })
-            .collect();
-        let params = vec![greedy; b];
-        let mut next = model.forward_sample(&all, &chunks, bs, &mut kv, &params)?;
-        // One untimed step (GEMM choice for this batch size), then the timed steps.
-        let mut step = |pos: usize, next: &mut Vec<u32>| -> Result<()> {
-            let chunks: Vec<SeqChunk> = tables
-                .iter()
-                .map(|tb| SeqChunk {
-                    table: tb,
-                    start: pos,
-                    len: 1,
-                })
-                .collect();
-            *next = model.forward_sample(next, &chunks, bs, &mut kv, &params)?;
-            Ok(())
-        };
-        step(ctx, &mut next)?;
-        let t = Instant::now();
-        for i in 0..cfg.decode_tokens {
-            step(ctx + 1 + i, &mut next)?;
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let tok_s = (b * cfg.decode_tokens) as f64 / secs;
-        let roofline = bw * 1e9 / wbytes as f64;
-        log(&format!(
-            "decode batch {b}{}: {tok_s:.1} tok/s ({:.2} ms/step); batch-1 roofline {roofline:.1} tok/s",
-            if graphs { "" } else { " (no CUDA graphs)" },
-            1e3 * secs / cfg.decode_tokens as f64
-        ));
-        decode.push(json!({
-            "batch": b, "cuda_graphs": graphs, "tok_s": tok_s, "ms_per_step": 1e3 * secs / cfg.decode_tokens as f64,
-            "fraction_of_hbm_roofline": tok_s / b as f64 / roofline,
-        }));
-    }
+    let run = DecodeRun {
+        model: &model,
+        block_size: bs,
+        per_seq,
+        greedy,
+        roofline: bw * 1e9 / wbytes as f64,
+    };
+    let decode = run.all(cfg, &mut kv, &prompt, &mut log)?;
     let gemm: Vec<Value> = model
         .gemm_choices()
         .into_iter()

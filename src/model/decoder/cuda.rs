@@ -1,5 +1,5 @@
 //! The decoder's forward pass on a CUDA device: the same pre-norm block as the CPU decoder
-//! (`model::decoder`), with weights kept in their stored dtype on the device, f32 activations and
+//! (`decoder/cpu.rs`), built from the same [`Model`] layers (loaded by the one layer layout), with weights kept in their stored dtype on the device, f32 activations and
 //! residual stream, f32 K/V in the paged store, and matmuls on the GEMV kernels (up to 8 rows) or a
 //! tensor-core GEMM over bf16-rounded activations (more rows, bf16 weights).
 
@@ -9,72 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::CudaSlice;
 
-use super::ops::{self, DevMatrix, GemmTuner, Heads, Ptr};
-use super::Gpu;
+use super::{Linear, Model, SeqChunk};
+use crate::backend::cuda::ops::{self, DevMatrix, GemmTuner, Heads, Ptr};
+use crate::backend::cuda::{DevKv, Gpu};
+use crate::backend::DType;
 use crate::error::{Error, Result};
-use crate::model::decoder::{Linear, Model, SeqChunk};
-use crate::model::{DType, ModelConfig};
-
-/// K/V memory of all layers on the device.
-#[derive(Debug)]
-pub struct DevKv {
-    gpu: Arc<Gpu>,
-    k: Vec<CudaSlice<f32>>,
-    v: Vec<CudaSlice<f32>>,
-    len: usize,
-}
-
-impl DevKv {
-    /// `layers` layers of `len` floats each for K and for V.
-    pub fn new(gpu: Arc<Gpu>, layers: usize, len: usize) -> Result<DevKv> {
-        let alloc = |_| ops::zeros::<f32>(&gpu, len);
-        let k = (0..layers).map(alloc).collect::<Result<Vec<_>>>()?;
-        let v = (0..layers).map(alloc).collect::<Result<Vec<_>>>()?;
-        Ok(DevKv { gpu, k, v, len })
-    }
-
-    /// Grows every layer to `len` floats, keeping the contents.
-    pub fn grow(&mut self, len: usize) -> Result<()> {
-        if len <= self.len {
-            return Ok(());
-        }
-        let gpu = self.gpu.clone();
-        for l in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let mut bigger = ops::zeros::<f32>(&gpu, len)?;
-            gpu.stream
-                .memcpy_dtod(&l.slice(..self.len), &mut bigger.slice_mut(..self.len))
-                .map_err(|e| Error::Device(format!("K/V copy: {e:?}")))?;
-            *l = bigger;
-        }
-        self.len = len;
-        Ok(())
-    }
-
-    /// Copies `n` floats from offset `src` to offset `dst` in every layer.
-    pub fn copy_rows(&mut self, src: usize, dst: usize, n: usize) -> Result<()> {
-        if src + n > self.len || dst + n > self.len {
-            return Err(Error::Internal("K/V block copy out of range".into()));
-        }
-        let gpu = self.gpu.clone();
-        for l in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let tmp = gpu
-                .stream
-                .clone_dtod(&l.slice(src..src + n))
-                .map_err(|e| Error::Device(format!("K/V copy: {e:?}")))?;
-            gpu.stream
-                .memcpy_dtod(&tmp, &mut l.slice_mut(dst..dst + n))
-                .map_err(|e| Error::Device(format!("K/V copy: {e:?}")))?;
-        }
-        Ok(())
-    }
-
-    fn ptrs(&self, layer: usize) -> (Ptr, Ptr) {
-        (
-            ops::ptr(&self.gpu, &self.k[layer], 0),
-            ops::ptr(&self.gpu, &self.v[layer], 0),
-        )
-    }
-}
+use crate::model::ModelConfig;
 
 /// A linear layer on the device.
 #[derive(Debug)]
@@ -110,6 +50,121 @@ struct Scratch {
     part: CudaSlice<f32>,
     /// Index arrays of the batch (grow-only).
     idx: CudaSlice<u32>,
+}
+
+/// Where the index arrays of a batch sit in the scratch `idx` buffer, at fixed multiples of the
+/// scratch capacity (so that a captured graph stays valid): ids | pos | rows (cap each) |
+/// tiles (4 cap) | table offsets (cap) | block tables.
+#[derive(Debug, Clone, Copy)]
+struct IdxOffsets {
+    ids: usize,
+    pos: usize,
+    rows: usize,
+    tiles: usize,
+    table_off: usize,
+    tables: usize,
+}
+
+impl IdxOffsets {
+    fn new(cap: usize) -> IdxOffsets {
+        IdxOffsets {
+            ids: 0,
+            pos: cap,
+            rows: 2 * cap,
+            tiles: 3 * cap,
+            table_off: 7 * cap,
+            tables: 8 * cap,
+        }
+    }
+}
+
+/// The batch's host-side index arrays laid out as [`IdxOffsets`] says: token ids, positions, K/V
+/// rows, attention tiles, each chunk's offset into the block tables, and the tables.
+fn index_arrays(
+    tokens: &[u32],
+    chunks: &[SeqChunk],
+    block_size: usize,
+    tiles: &[ops::Tile],
+    off: IdxOffsets,
+) -> Vec<u32> {
+    let t = tokens.len();
+    let mut pos = Vec::with_capacity(t);
+    let mut rows = Vec::with_capacity(t);
+    let mut tables = Vec::new();
+    let mut table_off = Vec::with_capacity(chunks.len());
+    for ch in chunks {
+        table_off.push(tables.len() as u32);
+        let blocks = (ch.start + ch.len).div_ceil(block_size);
+        tables.extend_from_slice(&ch.table[..blocks]);
+        for p in ch.start..ch.start + ch.len {
+            pos.push(p as u32);
+            rows.push((ch.table[p / block_size] as usize * block_size + p % block_size) as u32);
+        }
+    }
+    let mut idx = vec![0u32; off.tables + tables.len()];
+    idx[off.ids..off.ids + t].copy_from_slice(tokens);
+    idx[off.pos..off.pos + t].copy_from_slice(&pos);
+    idx[off.rows..off.rows + t].copy_from_slice(&rows);
+    let tw: &[u32] = bytemuck::cast_slice(tiles);
+    idx[off.tiles..off.tiles + tw.len()].copy_from_slice(tw);
+    idx[off.table_off..off.table_off + table_off.len()].copy_from_slice(&table_off);
+    idx[off.tables..].copy_from_slice(&tables);
+    idx
+}
+
+/// Device addresses of one forward pass: the index arrays and the activation buffers.
+#[derive(Debug, Clone, Copy)]
+struct PassPtrs {
+    ids: Ptr,
+    pos: Ptr,
+    rows: Ptr,
+    tiles: Ptr,
+    table_off: Ptr,
+    tables: Ptr,
+    part: Ptr,
+    x: Ptr,
+    normed: Ptr,
+    qkv: Ptr,
+    q: Ptr,
+    attn: Ptr,
+    proj: Ptr,
+    gu: Ptr,
+    act: Ptr,
+}
+
+impl PassPtrs {
+    fn new(g: &Gpu, s: &Scratch, off: IdxOffsets) -> PassPtrs {
+        let at = |o: usize| ops::ptr(g, &s.idx, o);
+        let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
+        PassPtrs {
+            ids: at(off.ids),
+            pos: at(off.pos),
+            rows: at(off.rows),
+            tiles: at(off.tiles),
+            table_off: at(off.table_off),
+            tables: at(off.tables),
+            part: sp(&s.part),
+            x: sp(&s.x),
+            normed: sp(&s.normed),
+            qkv: sp(&s.qkv),
+            q: sp(&s.q),
+            attn: sp(&s.attn),
+            proj: sp(&s.proj),
+            gu: sp(&s.gu),
+            act: sp(&s.act),
+        }
+    }
+}
+
+/// One forward pass's shape and addresses.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    t: usize,
+    block_size: usize,
+    n_tiles: usize,
+    splits: usize,
+    heads: Heads,
+    p: PassPtrs,
 }
 
 /// The device sampler's buffers (grow-only, reused every step): the rows sampled from, their
@@ -192,6 +247,34 @@ pub struct CudaModel {
     graphs_on: AtomicBool,
 }
 
+/// Where a matmul writes: `out[i, col0 + j]` with rows `ld` apart.
+#[derive(Debug, Clone, Copy)]
+struct Dst {
+    out: Ptr,
+    ld: usize,
+    col0: usize,
+}
+
+impl Dst {
+    /// Whole rows of width `n` from column 0.
+    fn rows(out: Ptr, n: usize) -> Dst {
+        Dst {
+            out,
+            ld: n,
+            col0: 0,
+        }
+    }
+}
+
+/// The weights of a [`CudaModel`] on the device, before the buffers are added.
+struct DevWeights {
+    embed: DevMatrix,
+    layers: Vec<DevLayer>,
+    final_norm: CudaSlice<f32>,
+    lm_head: Option<DevMatrix>,
+    has_head: bool,
+}
+
 fn upload_linear(gpu: &Gpu, l: &Linear) -> Result<DevLinear> {
     Ok(DevLinear {
         parts: l
@@ -233,15 +316,33 @@ impl CudaModel {
             (Some(w), false) => Some(ops::upload_matrix(g, w)?),
             _ => None,
         };
-        Ok(CudaModel {
+        let weights = DevWeights {
             embed: ops::upload_matrix(g, &model.embed)?,
             layers,
             final_norm: ops::upload(g, &model.final_norm)?,
             lm_head,
             has_head: model.lm_head.is_some(),
-            inv_freq: ops::upload(g, &model.inv_freq)?,
-            half: model.inv_freq.len(),
-            cfg: model.config.clone(),
+        };
+        CudaModel::assemble(model.config.clone(), weights, &model.inv_freq, gpu)
+    }
+
+    /// The model around uploaded weights: the RoPE table and empty grow-only buffers.
+    fn assemble(
+        cfg: ModelConfig,
+        w: DevWeights,
+        inv_freq: &[f32],
+        gpu: Arc<Gpu>,
+    ) -> Result<CudaModel> {
+        let g = &gpu;
+        Ok(CudaModel {
+            embed: w.embed,
+            layers: w.layers,
+            final_norm: w.final_norm,
+            lm_head: w.lm_head,
+            has_head: w.has_head,
+            inv_freq: ops::upload(g, inv_freq)?,
+            half: inv_freq.len(),
+            cfg,
             tuner: GemmTuner::default(),
             scratch: Mutex::new(None),
             sample_bufs: Mutex::new(None),
@@ -316,24 +417,14 @@ impl CudaModel {
             Some(mat(cfg.vocab_size, h)?)
         };
         let inv_freq = cfg.rope_inv_freq();
-        Ok(CudaModel {
+        let weights = DevWeights {
             embed,
             layers,
             final_norm: ops::upload(g, &ones)?,
             lm_head,
             has_head: true,
-            half: inv_freq.len(),
-            inv_freq: ops::upload(g, &inv_freq)?,
-            cfg,
-            tuner: GemmTuner::default(),
-            scratch: Mutex::new(None),
-            sample_bufs: Mutex::new(None),
-            gemm_bufs: Mutex::new((ops::zeros(g, 1)?, ops::zeros(g, 1)?)),
-            generation: AtomicU64::new(0),
-            graphs: Mutex::new(HashMap::new()),
-            graphs_on: AtomicBool::new(std::env::var("RSTAR_CUDA_GRAPHS").as_deref() != Ok("0")),
-            gpu,
-        })
+        };
+        CudaModel::assemble(cfg, weights, &inv_freq, gpu)
     }
 
     /// Turns CUDA-graph replay of repeated batch shapes on or off (default on unless
@@ -412,7 +503,12 @@ impl CudaModel {
         let mut col = 0;
         let mut converted = false;
         for w in &l.parts {
-            self.matmul(w, x, t, out, l.out_dim, col, &mut converted)?;
+            let dst = Dst {
+                out,
+                ld: l.out_dim,
+                col0: col,
+            };
+            self.matmul(w, x, t, dst, &mut converted)?;
             col += w.n;
         }
         if let Some(b) = &l.bias {
@@ -427,17 +523,15 @@ impl CudaModel {
     /// `2t` rows of one GEMM and summed (about f32 accuracy for bf16 weights); in `Fast` one bf16
     /// copy is used. `converted` says the bf16 rows of this `x` are already in the buffer (the parts
     /// of one linear layer share them).
-    #[allow(clippy::too_many_arguments)]
     fn matmul(
         &self,
         w: &DevMatrix,
         x: Ptr,
         t: usize,
-        out: Ptr,
-        ld: usize,
-        col0: usize,
+        dst: Dst,
         converted: &mut bool,
     ) -> Result<()> {
+        let Dst { out, ld, col0 } = dst;
         let g = &*self.gpu;
         if t <= GEMV_MAX_ROWS || w.dtype != DType::BF16 || !w.k.is_multiple_of(8) {
             return ops::gemv(g, x, w, out, t, ld, col0);
@@ -466,11 +560,33 @@ impl CudaModel {
         }
         if exact {
             let gs = ops::ptr(g, &bufs.1, 0);
-            self.tuner.gemm(g, xb, wp, gs, rows, w.n, w.k, w.n, 0)?;
+            let gemm = ops::Gemm {
+                a: xb,
+                b: wp,
+                c: gs,
+                m: rows,
+                n: w.n,
+                k: w.k,
+                ldc: w.n,
+                col0: 0,
+            };
+            self.tuner.gemm(g, gemm)?;
             ops::add_halves(g, gs, out, t, w.n, ld, col0)
         } else {
             self.tuner
-                .gemm(g, xb, wp, out, t, w.n, w.k, ld, col0)
+                .gemm(
+                    g,
+                    ops::Gemm {
+                        a: xb,
+                        b: wp,
+                        c: out,
+                        m: t,
+                        n: w.n,
+                        k: w.k,
+                        ldc: ld,
+                        col0,
+                    },
+                )
                 .map(|_| ())
         }
     }
@@ -485,52 +601,21 @@ impl CudaModel {
         kv: &mut DevKv,
         block_size: usize,
     ) -> Result<std::sync::MutexGuard<'_, Option<Scratch>>> {
-        let c = &self.cfg;
         let g = &*self.gpu;
         let t = tokens.len();
-        let (h, qd, inter) = (c.hidden_size, c.q_dim(), c.intermediate_size);
-        let heads = Heads {
-            nh: c.num_heads,
-            nkv: c.num_kv_heads,
-            hd: c.head_dim,
-        };
-        // Host-side index arrays: positions, K/V rows, attention tiles, block tables.
-        let mut pos = Vec::with_capacity(t);
-        let mut rows = Vec::with_capacity(t);
-        let mut tables = Vec::new();
-        let mut table_off = Vec::with_capacity(chunks.len());
-        for ch in chunks {
-            table_off.push(tables.len() as u32);
-            let blocks = (ch.start + ch.len).div_ceil(block_size);
-            tables.extend_from_slice(&ch.table[..blocks]);
-            for p in ch.start..ch.start + ch.len {
-                pos.push(p as u32);
-                rows.push((ch.table[p / block_size] as usize * block_size + p % block_size) as u32);
-            }
-        }
+        let heads = self.heads();
         let spans: Vec<(usize, usize)> = chunks.iter().map(|ch| (ch.start, ch.len)).collect();
         let (tiles, max_chunks) = ops::attn_tiles(&spans, heads);
         let splits = ops::attn_splits(g, tiles.len(), heads.nkv, max_chunks);
         let part_len = if splits > 1 {
-            splits * t * (qd + 2 * heads.nh)
+            splits * t * (self.cfg.q_dim() + 2 * heads.nh)
         } else {
             1
         };
         let mut guard = self.scratch(t)?;
         let s = guard.as_mut().expect("scratch");
-        // Index arrays at fixed offsets of one device buffer (so a captured graph stays valid):
-        // ids | pos | rows (cap each) | tiles (4 cap) | table offsets (cap) | block tables.
-        let cap = s.cap;
-        let (o_ids, o_pos, o_rows, o_tiles, o_off, o_tables) =
-            (0, cap, 2 * cap, 3 * cap, 7 * cap, 8 * cap);
-        let mut idx = vec![0u32; 8 * cap + tables.len()];
-        idx[o_ids..o_ids + t].copy_from_slice(tokens);
-        idx[o_pos..o_pos + t].copy_from_slice(&pos);
-        idx[o_rows..o_rows + t].copy_from_slice(&rows);
-        let tw: &[u32] = bytemuck::cast_slice(&tiles);
-        idx[o_tiles..o_tiles + tw.len()].copy_from_slice(tw);
-        idx[o_off..o_off + table_off.len()].copy_from_slice(&table_off);
-        idx[o_tables..].copy_from_slice(&tables);
+        let off = IdxOffsets::new(s.cap);
+        let idx = index_arrays(tokens, chunks, block_size, &tiles, off);
         if s.idx.len() < idx.len() {
             s.idx = ops::zeros(g, idx.len().next_power_of_two())?;
             self.generation.fetch_add(1, Ordering::Relaxed);
@@ -542,83 +627,16 @@ impl CudaModel {
         g.stream
             .memcpy_htod(&idx, &mut s.idx.slice_mut(..idx.len()))
             .map_err(|e| Error::Device(format!("upload: {e:?}")))?;
-        let at = |o: usize| ops::ptr(g, &s.idx, o);
-        let part = ops::ptr(g, &s.part, 0);
-        let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
-        let (x, normed, qkv, q, attn, proj, gu, act) = (
-            sp(&s.x),
-            sp(&s.normed),
-            sp(&s.qkv),
-            sp(&s.q),
-            sp(&s.attn),
-            sp(&s.proj),
-            sp(&s.gu),
-            sp(&s.act),
-        );
-        let eps = c.rms_norm_eps as f32;
-        let run = || -> Result<()> {
-            ops::embed(
-                g,
-                self.embed.dtype,
-                ops::ptr(g, &self.embed.buf, 0),
-                at(o_ids),
-                x,
-                t,
-                h,
-            )?;
-            // Each residual add is fused with the RMSNorm after it (the next layer's, or the final one).
-            if let Some(first) = self.layers.first() {
-                ops::rms_norm(g, x, sp(&first.attn_norm), eps, normed, t, h)?;
-            }
-            for (li, layer) in self.layers.iter().enumerate() {
-                let (kst, vst) = kv.ptrs(li);
-                self.linear(&layer.qkv, normed, t, qkv)?;
-                ops::rope_store_kv(
-                    g,
-                    qkv,
-                    at(o_pos),
-                    at(o_rows),
-                    sp(&self.inv_freq),
-                    self.half,
-                    heads,
-                    q,
-                    kst,
-                    vst,
-                    t,
-                )?;
-                ops::attention(
-                    g,
-                    q,
-                    kst,
-                    vst,
-                    at(o_tiles),
-                    tiles.len(),
-                    at(o_tables),
-                    at(o_off),
-                    heads,
-                    block_size,
-                    c.sliding_window,
-                    splits,
-                    t,
-                    attn,
-                    part,
-                )?;
-                self.linear(&layer.o, attn, t, proj)?;
-                ops::add_rms_norm(g, x, proj, sp(&layer.mlp_norm), eps, normed, t, h)?;
-                self.linear(&layer.gate_up, normed, t, gu)?;
-                ops::silu_mul(g, gu, act, t, inter)?;
-                self.linear(&layer.down, act, t, proj)?;
-                let next_norm = self
-                    .layers
-                    .get(li + 1)
-                    .map_or(&self.final_norm, |l| &l.attn_norm);
-                ops::add_rms_norm(g, x, proj, sp(next_norm), eps, normed, t, h)?;
-            }
-            if self.layers.is_empty() {
-                ops::rms_norm(g, x, sp(&self.final_norm), eps, normed, t, h)?;
-            }
-            Ok(())
+        let pass = Pass {
+            t,
+            block_size,
+            n_tiles: tiles.len(),
+            splits,
+            heads,
+            p: PassPtrs::new(g, s, off),
         };
+        let kv = &*kv;
+        let run = || self.launch_pass(kv, &pass);
         let key = GraphKey {
             t,
             tiles: tiles.len(),
@@ -630,6 +648,86 @@ impl CudaModel {
         // The index arrays must outlive the queued kernels.
         g.sync()?;
         Ok(guard)
+    }
+
+    fn heads(&self) -> Heads {
+        Heads {
+            nh: self.cfg.num_heads,
+            nkv: self.cfg.num_kv_heads,
+            hd: self.cfg.head_dim,
+        }
+    }
+
+    /// The launches of one forward pass: embedding, the layers, the final norm into `normed`.
+    fn launch_pass(&self, kv: &DevKv, pass: &Pass) -> Result<()> {
+        let g = &*self.gpu;
+        let (c, p, t) = (&self.cfg, &pass.p, pass.t);
+        let (h, eps) = (c.hidden_size, c.rms_norm_eps as f32);
+        let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
+        let embed = ops::ptr(g, &self.embed.buf, 0);
+        ops::embed(g, self.embed.dtype, embed, p.ids, p.x, t, h)?;
+        // Each residual add is fused with the RMSNorm after it (the next layer's, or the final one).
+        if let Some(first) = self.layers.first() {
+            ops::rms_norm(g, p.x, sp(&first.attn_norm), eps, p.normed, t, h)?;
+        }
+        for (li, layer) in self.layers.iter().enumerate() {
+            self.launch_layer(kv, pass, li, layer)?;
+        }
+        if self.layers.is_empty() {
+            ops::rms_norm(g, p.x, sp(&self.final_norm), eps, p.normed, t, h)?;
+        }
+        Ok(())
+    }
+
+    /// Layer `li`'s launches: QKV, RoPE and the K/V store, attention, output projection and MLP,
+    /// each residual add fused with the next RMSNorm.
+    fn launch_layer(&self, kv: &DevKv, pass: &Pass, li: usize, layer: &DevLayer) -> Result<()> {
+        let g = &*self.gpu;
+        let (c, p, t) = (&self.cfg, &pass.p, pass.t);
+        let (h, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps as f32);
+        let sp = |b: &CudaSlice<f32>| ops::ptr(g, b, 0);
+        let (kst, vst) = kv.ptrs(li);
+        self.linear(&layer.qkv, p.normed, t, p.qkv)?;
+        let rope = ops::RopeStore {
+            qkv: p.qkv,
+            pos: p.pos,
+            kv_row: p.rows,
+            inv_freq: sp(&self.inv_freq),
+            half: self.half,
+            heads: pass.heads,
+            q_out: p.q,
+            k_store: kst,
+            v_store: vst,
+            t,
+        };
+        ops::rope_store_kv(g, rope)?;
+        let attn = ops::PagedAttn {
+            q: p.q,
+            k_store: kst,
+            v_store: vst,
+            tiles: p.tiles,
+            n_tiles: pass.n_tiles,
+            tables: p.tables,
+            table_off: p.table_off,
+            heads: pass.heads,
+            block_size: pass.block_size,
+            window: c.sliding_window,
+            splits: pass.splits,
+            t,
+            out: p.attn,
+            part: p.part,
+        };
+        ops::attention(g, attn)?;
+        self.linear(&layer.o, p.attn, t, p.proj)?;
+        ops::add_rms_norm(g, p.x, p.proj, sp(&layer.mlp_norm), eps, p.normed, t, h)?;
+        self.linear(&layer.gate_up, p.normed, t, p.gu)?;
+        ops::silu_mul(g, p.gu, p.act, t, inter)?;
+        self.linear(&layer.down, p.act, t, p.proj)?;
+        let next_norm = self
+            .layers
+            .get(li + 1)
+            .map_or(&self.final_norm, |l| &l.attn_norm);
+        ops::add_rms_norm(g, p.x, p.proj, sp(next_norm), eps, p.normed, t, h)
     }
 
     /// Runs `run` (the launches of one forward pass) eagerly the first time a shape is seen,
@@ -801,7 +899,13 @@ impl CudaModel {
             )
             .map_err(dev)?;
         let logits = ops::ptr(g, &b.logits, 0);
-        self.matmul(head, ops::ptr(g, &b.x, 0), n, logits, head.n, 0, &mut false)?;
+        self.matmul(
+            head,
+            ops::ptr(g, &b.x, 0),
+            n,
+            Dst::rows(logits, head.n),
+            &mut false,
+        )?;
         ops::sample(
             g,
             logits,
@@ -823,7 +927,13 @@ impl CudaModel {
         let head = self.head()?;
         let g = &*self.gpu;
         let out = ops::zeros::<f32>(g, n * head.n)?;
-        self.matmul(head, x, n, ops::ptr(g, &out, 0), head.n, 0, &mut false)?;
+        self.matmul(
+            head,
+            x,
+            n,
+            Dst::rows(ops::ptr(g, &out, 0), head.n),
+            &mut false,
+        )?;
         Ok(out)
     }
 

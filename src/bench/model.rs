@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::simd::{kernel, precision, Kernel};
+use super::machine::{compute_peaks, read_bandwidth};
+use crate::backend::cpu::{kernel, precision, Precision};
 use crate::error::{Error, Result};
-use crate::model::{Model, SeqChunk};
+use crate::model::{Model, ModelConfig, SeqChunk};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -104,7 +105,7 @@ pub struct ModelBench {
     pub context_tokens: usize,
     pub limits: Limits,
     pub weight_bytes: u64,
-    /// The fraction of the weights the kernel maps with huge pages (see [`super::memory`]). The read
+    /// The fraction of the weights the kernel maps with huge pages (see [`crate::backend::cpu::memory`]). The read
     /// limit is measured on the weights' own memory, so this says which pages it was read from
     /// (on the 2-core Xeon VM, 4 KiB pages read about a fifth slower than 2 MiB ones).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,38 +126,25 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// FLOPs of a `p`-token prefill from position 0 as `time_prefill` runs it: 2 per multiply-add of
 /// every layer's projections for every token, 4 per head dimension per visible key per head (QK
 /// and PV), and the LM head for the last position only.
-pub fn prefill_flops(c: &crate::model::ModelConfig, p: usize) -> f64 {
+pub fn prefill_flops(c: &ModelConfig, p: usize) -> f64 {
     flops(c, p, (p * (p + 1) / 2) as f64)
 }
 
 /// FLOPs per token of `time_decode`'s `steps` steps after a `context`-token prompt: one token's
 /// projections and LM head, and attention over its context (the prompt and the tokens before it,
 /// on average).
-pub fn decode_flops(c: &crate::model::ModelConfig, context: usize, steps: usize) -> f64 {
+pub fn decode_flops(c: &ModelConfig, context: usize, steps: usize) -> f64 {
     flops(c, 1, context as f64 + (steps + 1) as f64 / 2.0)
 }
 
 /// FLOPs of `tokens` tokens through every layer with `keys` (query, key) pairs in all, and one
 /// LM head row.
-fn flops(c: &crate::model::ModelConfig, tokens: usize, keys: f64) -> f64 {
+fn flops(c: &ModelConfig, tokens: usize, keys: f64) -> f64 {
     let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let per_layer = h * (qd + 2 * kvd) + qd * h + 3 * h * inter;
     let matmul = 2.0 * (tokens * c.num_layers * per_layer) as f64;
     let attention = 4.0 * keys * (c.num_heads * c.head_dim * c.num_layers) as f64;
     matmul + attention + 2.0 * (c.vocab_size * h) as f64
-}
-
-/// Seeded xorshift floats in [-1, 1): inputs for kernel tests and microbenchmarks.
-pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn token(i: usize, vocab: usize) -> u32 {
@@ -231,195 +219,6 @@ fn time_decode(model: &Model, b: usize, steps: usize, prompt: usize) -> Result<f
     Ok((b * steps) as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// A buffer of `bytes` (a multiple of 8) for [`read_bandwidth`], on huge pages where the kernel
-/// gives them (as weights are: see [`super::memory`]), every byte written.
-pub fn read_buffer(bytes: usize) -> super::memory::Mapping {
-    let mut m = super::memory::Mapping::zeroed(bytes);
-    if let Some(b) = m.bytes_mut() {
-        b.fill(1);
-    }
-    m
-}
-
-/// GB/s of all threads reading disjoint parts of `buf` (larger than the last-level cache): the
-/// best of three access patterns, 1, 8 and 16 interleaved streams per thread (a GEMV tile reads 8
-/// weight rows, an AMX tile 16; on some machines several streams per core are needed to reach the
-/// memory's rate), each a 64-byte line per stream and step, in the widest vectors the CPU has. On
-/// the 2-core Xeon they read 18, 23 and 30.4 GB/s; the scalar loops used before (1 stream, and 8
-/// streams interleaved by the u64) read 21 and 26.8, below the 28 GB/s that the AMX GEMV of
-/// `cargo bench --bench kernels` streamed (all over 4 KiB pages). Over 2 MiB pages the 16 streams
-/// read 29-30 GB/s there, against 18-27 GB/s over 4 KiB pages in the same runs (the VM's rate over
-/// 4 KiB pages drifted over hours, and weights on huge pages then streamed faster than that
-/// "limit"), so the model harness reads the weights' own memory and the kernel benchmarks a
-/// [`read_buffer`]. Runs on the threads the model's matmuls run on (the team of the
-/// [`super::Compute::run`] in progress, else the rayon pool).
-pub fn read_bandwidth(buf: &[u64]) -> f64 {
-    let rate = |f: fn(&[u64]) -> u64| {
-        let t0 = Instant::now();
-        let x = std::sync::atomic::AtomicU64::new(0);
-        super::par_for(buf.len().div_ceil(1 << 16), |c| {
-            let part = &buf[c << 16..((c + 1) << 16).min(buf.len())];
-            x.fetch_xor(f(part), std::sync::atomic::Ordering::Relaxed);
-        });
-        std::hint::black_box(x);
-        (buf.len() * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9
-    };
-    let one = rate(streams::<1>);
-    let eight = rate(streams::<8>);
-    let sixteen = rate(streams::<16>);
-    one.max(eight).max(sixteen)
-}
-
-/// XOR of `c` read as `S` equal interleaved streams, one 64-byte line of each per step (plus the
-/// leftover elements), in AVX-512 or AVX2 registers where the CPU has them.
-fn streams<const S: usize>(c: &[u64]) -> u64 {
-    #[inline(always)]
-    fn go<const S: usize>(c: &[u64]) -> u64 {
-        let per = c.len() / (8 * S) * 8;
-        let mut acc = [[0u64; 8]; S];
-        for i in (0..per).step_by(8) {
-            for (s, a) in acc.iter_mut().enumerate() {
-                let line = &c[s * per + i..s * per + i + 8];
-                for (x, &v) in a.iter_mut().zip(line) {
-                    *x ^= v;
-                }
-            }
-        }
-        let rest = c[S * per..].iter().fold(0, |a, &b| a ^ b);
-        acc.iter().flatten().fold(rest, |a, &b| a ^ b)
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512<const S: usize>(c: &[u64]) -> u64 {
-            go::<S>(c)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2<const S: usize>(c: &[u64]) -> u64 {
-            go::<S>(c)
-        }
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is present (checked just above).
-            return unsafe { avx512::<S>(c) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present (checked just above).
-            return unsafe { avx2::<S>(c) };
-        }
-    }
-    go::<S>(c)
-}
-
-/// Register-resident multiply-add loops on every compute thread at once (as [`read_bandwidth`]):
-/// (f32 GFLOP/s, bf16 dot-product GFLOP/s, AMX bf16 GFLOP/s).
-pub fn compute_peaks() -> (f64, Option<f64>, Option<f64>) {
-    let run = |f: fn(usize) -> f64| -> f64 {
-        let iters = 4_000_000;
-        let t0 = Instant::now();
-        let sum = std::sync::Mutex::new(0f64);
-        super::broadcast(|_| {
-            let v = f(iters);
-            *sum.lock().unwrap_or_else(|e| e.into_inner()) += v;
-        });
-        let flops = sum.into_inner().unwrap_or_else(|e| e.into_inner());
-        flops / t0.elapsed().as_secs_f64() / 1e9
-    };
-    let k = kernel();
-    #[cfg(target_arch = "x86_64")]
-    {
-        let f32_peak = match k {
-            Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => run(peak::fma512),
-            Kernel::Avx2 => run(peak::fma256),
-            _ => run(peak::fma_scalar),
-        };
-        let bf16 = matches!(k, Kernel::Avx512Bf16 | Kernel::Amx).then(|| run(peak::dpbf16));
-        // SAFETY: the `amx` path is only selected where AMX is available.
-        let amx = (k == Kernel::Amx).then(|| run(|n| unsafe { super::amx::peak(n / 16) }));
-        (f32_peak, bf16, amx)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = k;
-        (run(peak::fma_scalar), None, None)
-    }
-}
-
-mod peak {
-    //! Peak-rate loops: 12 independent accumulators (enough to cover FMA latency x throughput).
-
-    /// Scalar f32 multiply-adds (the compiler may vectorize; a lower bound).
-    pub fn fma_scalar(iters: usize) -> f64 {
-        let mut a = [1.0f32; 12];
-        for _ in 0..iters {
-            for v in a.iter_mut() {
-                *v = v.mul_add(0.999_999, 1e-7);
-            }
-        }
-        std::hint::black_box(a);
-        (iters * 12 * 2) as f64
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    macro_rules! peak_loop {
-        ($name:ident, $inner:ident, $feat:literal, $v:ty, $set1:ident, $op:expr, $flops:expr) => {
-            pub fn $name(iters: usize) -> f64 {
-                use std::arch::x86_64::*;
-                #[target_feature(enable = $feat)]
-                unsafe fn $inner(iters: usize) {
-                    let b = $set1(0.999_999);
-                    let mut acc = [$set1(1.0); 12];
-                    for _ in 0..iters {
-                        for a in acc.iter_mut() {
-                            *a = $op(*a, b);
-                        }
-                    }
-                    std::hint::black_box(acc);
-                }
-                // SAFETY: only called when `kernel()` selected a path whose features are present.
-                unsafe { $inner(iters) };
-                (iters * 12) as f64 * $flops
-            }
-        };
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    peak_loop!(
-        fma256,
-        inner256,
-        "avx2,fma",
-        __m256,
-        _mm256_set1_ps,
-        |a, b| _mm256_fmadd_ps(a, b, b),
-        16.0
-    );
-    #[cfg(target_arch = "x86_64")]
-    peak_loop!(
-        fma512,
-        inner512,
-        "avx512f",
-        __m512,
-        _mm512_set1_ps,
-        |a, b| _mm512_fmadd_ps(a, b, b),
-        32.0
-    );
-    #[cfg(target_arch = "x86_64")]
-    peak_loop!(
-        dpbf16,
-        innerbf16,
-        "avx512f,avx512bf16",
-        __m512,
-        _mm512_set1_ps,
-        // `b`'s f32 bits read as two bf16 values: 0x3F7F3F7F is the pair (0.996, 0.996), so the
-        // products are ordinary numbers (0.999999's low half would be a bf16 NaN).
-        |a, _b: __m512| _mm512_dpbf16_ps(
-            a,
-            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F7F_3F7F)),
-            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F7F_3F7F))
-        ),
-        64.0
-    );
-}
-
 /// Runs the benchmark: for each repeat, every prefill length and every decode batch, then a
 /// bandwidth and compute measurement, in turn; reports medians.
 pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> Result<ModelBench> {
@@ -471,9 +270,21 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         bf16_gflop_s: (!bf16p.is_empty()).then(|| median(bf16p)),
         amx_bf16_gflop_s: (!amxp.is_empty()).then(|| median(amxp)),
     };
+    Ok(report(model, weight_bytes, cfg, pre, dec, limits))
+}
+
+/// The medians of the runs as rates, fractions of the limits and the roofline.
+fn report(
+    model: &Model,
+    weight_bytes: u64,
+    cfg: &ModelBenchConfig,
+    pre: Vec<Vec<f64>>,
+    dec: Vec<Vec<f64>>,
+    limits: Limits,
+) -> ModelBench {
     let peak = match (precision(), limits.amx_bf16_gflop_s, limits.bf16_gflop_s) {
-        (super::Precision::Fast, Some(a), _) => a,
-        (super::Precision::Fast, None, Some(b)) => b,
+        (Precision::Fast, Some(a), _) => a,
+        (Precision::Fast, None, Some(b)) => b,
         _ => limits.f32_gflop_s,
     };
     let decode: Vec<(usize, f64)> = cfg
@@ -485,7 +296,7 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
     let batch1 = decode.iter().find(|d| d.0 == 1).map(|d| d.1);
     let context = cfg.context_tokens.max(1);
     let per_token = decode_flops(&model.config, context, cfg.decode_tokens);
-    Ok(ModelBench {
+    ModelBench {
         context_tokens: context,
         prefill: cfg
             .prompt_tokens
@@ -524,11 +335,11 @@ pub fn bench_model(model: &Model, weight_bytes: u64, cfg: &ModelBenchConfig) -> 
         weights_on_huge_pages: model.huge_page_fraction(),
         kernel: kernel().name(),
         precision: match precision() {
-            super::Precision::Exact => "exact",
-            super::Precision::Fast => "fast",
+            Precision::Exact => "exact",
+            Precision::Fast => "fast",
         },
-        threads: super::team::threads(),
-    })
+        threads: crate::backend::cpu::team::threads(),
+    }
 }
 
 #[cfg(test)]
@@ -578,7 +389,7 @@ mod tests {
             "vocab_size": 151936, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
             "rope_theta": 1000000.0, "tie_word_embeddings": true
         });
-        let c = crate::model::ModelConfig::from_json(&cfg, std::path::Path::new("q05")).unwrap();
+        let c = ModelConfig::from_json(&cfg, std::path::Path::new("q05")).unwrap();
         let projections = 494_032_768 - 151_936 * 896 - 49 * 896 - 24 * 1152;
         assert_eq!(projections, 357_826_560);
         let lm_head = 2.0 * (151_936 * 896) as f64;
@@ -602,20 +413,5 @@ mod tests {
             decode_flops(&c, 1000, 4),
             2.0 * projections as f64 + attn(2005) / 2.0 + lm_head
         );
-    }
-
-    /// Every stream pattern reads every element once: its XOR is the plain fold's.
-    #[test]
-    fn read_patterns_cover_every_element() {
-        let v: Vec<u64> = (0..5000u64)
-            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-            .collect();
-        for len in [0, 7, 64, 1000, 4099, 5000] {
-            let c = &v[..len];
-            let want = c.iter().fold(0, |a, &b| a ^ b);
-            assert_eq!(streams::<1>(c), want, "1 stream, {len}");
-            assert_eq!(streams::<8>(c), want, "8 streams, {len}");
-            assert_eq!(streams::<16>(c), want, "16 streams, {len}");
-        }
     }
 }

@@ -3,19 +3,28 @@
 //! The architectures differ only in how checkpoint tensors map onto the same blocks (fused or split
 //! q/k/v and gate/up projections, biases, tied head), which [`Model::load`] resolves once. The forward
 //! pass is pre-norm: `x += attn(rms(x)); x += mlp(rms(x))`, then a final RMSNorm and the LM head.
+//!
+//! This file owns the model (its blocks as loaded through [`crate::model::layout`]) and the
+//! device-independent API; the forward pass itself runs in `cpu.rs` (SIMD kernels) or [`cuda`]
+//! (the same blocks uploaded to a device), chosen by [`Model::to_device`].
+
+mod cpu;
+pub mod cuda;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::cpu;
 use crate::backend::cpu::memory::Mapping;
-use crate::backend::cuda::model::CudaModel;
-use crate::backend::cuda::{Device, Gpu};
+use crate::backend::cpu::{add_inplace, matmul, matmul_parts, AttnSeq};
+use crate::backend::cuda::Gpu;
+use crate::backend::Device;
+use crate::backend::Weight;
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::kv::{KvCache, KvStore};
 use crate::model::layout::{LayerLayout, LinearLayout, EMBED, FINAL_NORM, LM_HEAD};
-use crate::model::weights::{Weight, WeightStore};
+use crate::model::weights::WeightStore;
+use cuda::CudaModel;
 
 /// A linear layer whose output is the concatenation of one or more stored matrices
 /// (e.g. q|k|v from three tensors, or one fused `qkv_proj`), plus an optional bias.
@@ -32,10 +41,10 @@ pub struct Linear {
 impl Linear {
     /// `out[t, out_dim] = x[t, in_dim] @ W.T + b`.
     pub fn forward(&self, x: &[f32], t: usize, out: &mut [f32]) {
-        cpu::matmul_parts(x, t, &self.parts, out, self.out_dim, 0);
+        matmul_parts(x, t, &self.parts, out, self.out_dim, 0);
         if let Some(b) = &self.bias {
             for row in out.chunks_exact_mut(self.out_dim).take(t) {
-                cpu::add_inplace(row, b);
+                add_inplace(row, b);
             }
         }
     }
@@ -65,33 +74,7 @@ pub(crate) struct Layer {
 /// One sequence's part of a batched forward pass: its block table in the [`KvStore`] and the
 /// positions `start .. start + len` of its tokens (laid out consecutively in the token list). The
 /// same record as the attention kernel's, so a batch passes to it as is.
-pub type SeqChunk<'a> = cpu::AttnSeq<'a>;
-
-/// The CPU forward pass's buffers (see [`Model::forward_batch_into`]), per thread.
-#[derive(Default)]
-struct Workspace {
-    /// KV row of every token.
-    rows: Vec<usize>,
-    /// RoPE `(sin, cos)` of every token's position, `inv_freq.len()` each.
-    angles: Vec<(f32, f32)>,
-    x: Vec<f32>,
-    qkv: Vec<f32>,
-    attn: Vec<f32>,
-    proj: Vec<f32>,
-    gate_up: Vec<f32>,
-    act: Vec<f32>,
-    q: Vec<f32>,
-    normed: Vec<f32>,
-}
-
-thread_local! {
-    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
-}
-
-/// `len` elements of `buf` from a 64-byte boundary, `buf` grown (never shrunk) to hold them.
-fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    cpu::aligned(buf, len, 1)
-}
+pub type SeqChunk<'a> = AttnSeq<'a>;
 
 /// Opens a Hugging Face model directory: its parsed `config.json` and its weights.
 pub fn open_model_dir(dir: &Path) -> Result<(ModelConfig, WeightStore)> {
@@ -350,101 +333,7 @@ impl Model {
             *out = cuda.forward_batch(tokens, chunks, block_size, kv.cuda_mut()?)?;
             return Ok(());
         }
-        cpu::with_scratch(&WORKSPACE, |ws| {
-            self.forward_cpu(tokens, chunks, kv, ws, out)
-        })
-    }
-
-    fn forward_cpu(
-        &self,
-        tokens: &[u32],
-        chunks: &[SeqChunk],
-        kv: &mut KvStore,
-        ws: &mut Workspace,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let c = &self.config;
-        let t = tokens.len();
-        let (h, qd, kvd, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
-        // Position and KV row of every token.
-        ws.rows.clear();
-        ws.angles.clear();
-        let half = self.inv_freq.len();
-        for ch in chunks {
-            for p in ch.start..ch.start + ch.len {
-                ws.rows.push(kv.row(ch.table, p));
-                let at = ws.angles.len();
-                ws.angles.resize(at + half, (0.0, 0.0));
-                cpu::rope_angles(&self.inv_freq, p, &mut ws.angles[at..]);
-            }
-        }
-        let eps = c.rms_norm_eps as f32;
-        let block_size = kv.block_size;
-        let host = kv.host_mut()?;
-        let Workspace {
-            rows,
-            angles,
-            x,
-            qkv,
-            attn,
-            proj,
-            gate_up,
-            act,
-            q,
-            normed,
-        } = ws;
-        // Activations, row-major [t, width]; every element is written before it is read.
-        let x = grown(x, t * h);
-        for (row, &id) in x.chunks_exact_mut(h).zip(tokens) {
-            self.embed.row_to_f32(id as usize, row);
-        }
-        let normed = grown(normed, t * h);
-        let qkv = grown(qkv, t * (qd + 2 * kvd));
-        let attn = grown(attn, t * qd);
-        let proj = grown(proj, t * h);
-        let gate_up = grown(gate_up, t * 2 * inter);
-        let act = grown(act, t * inter);
-        let q = grown(q, t * qd);
-        let shape = cpu::AttnShape {
-            n_heads: c.num_heads,
-            n_kv_heads: c.num_kv_heads,
-            head_dim: c.head_dim,
-            block_size,
-            window: c.sliding_window,
-        };
-
-        for (li, layer) in self.layers.iter().enumerate() {
-            cpu::rms_norm(x, &layer.attn_norm, eps, normed);
-            layer.qkv.forward(normed, t, qkv);
-            for (ti, row) in qkv.chunks_exact_mut(qd + 2 * kvd).enumerate() {
-                let (qr, rest) = row.split_at_mut(qd);
-                let (kr, vr) = rest.split_at_mut(kvd);
-                let sc = &angles[ti * half..(ti + 1) * half];
-                cpu::rope_rotate(qr, c.num_heads, c.head_dim, sc);
-                cpu::rope_rotate(kr, c.num_kv_heads, c.head_dim, sc);
-                q[ti * qd..(ti + 1) * qd].copy_from_slice(qr);
-                host.write(li, rows[ti], kr, vr);
-            }
-            let (kl, vl) = host.layer(li);
-            cpu::attention(q, kl, vl, chunks, shape, attn);
-            layer.o.forward(attn, t, proj);
-            cpu::for_rows(x, h, proj, h, cpu::add_inplace);
-
-            cpu::rms_norm(x, &layer.mlp_norm, eps, normed);
-            layer.gate_up.forward(normed, t, gate_up);
-            cpu::for_rows(act, inter, gate_up, 2 * inter, |a, row| {
-                let (g, u) = row.split_at(inter);
-                a.copy_from_slice(g);
-                cpu::silu_mul(a, u);
-            });
-            layer.down.forward(act, t, proj);
-            cpu::for_rows(x, h, proj, h, cpu::add_inplace);
-        }
-        // The final norm writes straight into `out` (its length set without touching its capacity
-        // once it has held a batch of this size).
-        out.resize(t * h, 0.0);
-        cpu::rms_norm(x, &self.final_norm, eps, out);
-        Ok(())
+        self.forward_cpu(tokens, chunks, kv, out)
     }
 
     /// Checks a batch against the model and the KV store (token ids, chunk cover, context length,
@@ -524,7 +413,7 @@ impl Model {
             return Ok(());
         }
         out.resize(n * v, 0.0);
-        cpu::matmul(hidden, n, head, &mut out[..n * v], v, 0);
+        matmul(hidden, n, head, &mut out[..n * v], v, 0);
         Ok(())
     }
 

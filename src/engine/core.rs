@@ -1,4 +1,4 @@
-//! The batched, tree-structured engine: many sequences over one paged KV pool.
+//! The batched, tree-structured [`Engine`]: many sequences over one paged KV pool.
 //!
 //! * Sequences are token lists with a block table. [`Engine::fork`] copies the table (no KV copy);
 //!   the first write into a shared, partially filled block copies just that block.
@@ -26,10 +26,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::blocks::{BlockManager, BlockStats};
-use crate::engine::generate::{FinishReason, GenerateOutput, GenerateParams};
+use crate::engine::loaded::LoadedModel;
+use crate::engine::request::{
+    Candidate, FinishReason, GenerateOutput, GenerateParams, Request, SeqId,
+};
 use crate::engine::sampling::Sampler;
 use crate::engine::stop::TextTracker;
-use crate::engine::LoadedModel;
 use crate::error::{Error, Result};
 use crate::model::{KvStore, SeqChunk};
 
@@ -61,10 +63,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// A handle to a sequence in an [`Engine`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct SeqId(pub u64);
-
 /// Counters for what was asked and what was done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct EngineStats {
@@ -89,21 +87,6 @@ struct Seq {
     computed: usize,
     /// Final-norm hidden state at position `computed - 1` (valid when computed == tokens.len()).
     last_hidden: Option<Arc<Vec<f32>>>,
-}
-
-/// One generation request over an existing sequence.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub seq: SeqId,
-    pub params: GenerateParams,
-}
-
-/// A sampled continuation from [`Engine::expand`]: the child sequence (holding parent + continuation)
-/// and what was generated.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub seq: SeqId,
-    pub output: GenerateOutput,
 }
 
 /// Many sequences sharing one model and one KV pool.
@@ -135,6 +118,45 @@ impl std::fmt::Debug for Engine {
             .field("sequences", &self.seqs.len())
             .field("stats", &self.stats)
             .finish()
+    }
+}
+
+/// A request being decoded in [`Engine::run`]: its sampler, stop-string tracker, output so far
+/// and timings.
+struct Active<'t> {
+    /// Index of the request.
+    idx: usize,
+    sampler: Sampler,
+    text: TextTracker<'t>,
+    ids: Vec<u32>,
+    prompt_tokens: usize,
+    budget: usize,
+    t_first: Option<Instant>,
+    prefill_seconds: f64,
+    t_start: Instant,
+}
+
+impl Active<'_> {
+    /// The request's output, ended for `reason`.
+    fn finish(self, reason: FinishReason) -> GenerateOutput {
+        let decode = self
+            .t_first
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        let tps = if self.ids.len() > 1 && decode > 0.0 {
+            (self.ids.len() - 1) as f64 / decode
+        } else {
+            0.0
+        };
+        GenerateOutput {
+            ids: self.ids,
+            text: self.text.text,
+            finish_reason: reason,
+            stop_string: self.text.stop_string,
+            prompt_tokens: self.prompt_tokens,
+            tokens_per_second: tps,
+            prefill_seconds: self.prefill_seconds,
+        }
     }
 }
 
@@ -527,12 +549,38 @@ impl Engine {
     ) -> Result<Vec<GenerateOutput>> {
         let lm = self.lm.clone();
         let tok = lm.tokenizer.as_ref();
+        self.check_requests(requests, tok.is_some())?;
+        let mut queue: VecDeque<usize> = (0..requests.len()).collect();
+        let mut active: Vec<Active> = Vec::new();
+        let mut outputs: Vec<Option<GenerateOutput>> = vec![None; requests.len()];
+        loop {
+            self.admit(requests, tok, &mut queue, &mut active)?;
+            if active.is_empty() {
+                break;
+            }
+            let picks = self.draw(requests, &mut active)?;
+            let finished = self.advance(requests, &mut active, &picks, on_text)?;
+            for &(k, f) in finished.iter().rev() {
+                let a = active.swap_remove(k);
+                let idx = a.idx;
+                outputs[idx] = Some(a.finish(f));
+            }
+        }
+        outputs
+            .into_iter()
+            .map(|o| o.ok_or_else(|| Error::Internal("request without output".into())))
+            .collect()
+    }
+
+    /// Validation of [`Engine::run`]'s requests before any work: sampling settings, stop strings
+    /// (non-empty, and a tokenizer to match them), known and distinct sequences.
+    fn check_requests(&self, requests: &[Request], has_tokenizer: bool) -> Result<()> {
         for r in requests {
             r.params.sampling.validate()?;
             if r.params.stop.iter().any(String::is_empty) {
                 return Err(Error::InvalidArgument("empty stop string".into()));
             }
-            if !r.params.stop.is_empty() && tok.is_none() {
+            if !r.params.stop.is_empty() && !has_tokenizer {
                 return Err(Error::InvalidArgument(
                     "stop strings need a tokenizer (tokenizer.json) in the model directory".into(),
                 ));
@@ -548,138 +596,133 @@ impl Engine {
                 "two requests for the same sequence".into(),
             ));
         }
-        struct Active<'t> {
-            idx: usize,
-            sampler: Sampler,
-            text: TextTracker<'t>,
-            ids: Vec<u32>,
-            prompt_tokens: usize,
-            budget: usize,
-            t_first: Option<Instant>,
-            prefill_seconds: f64,
-            t_start: Instant,
+        Ok(())
+    }
+
+    /// Admission: waiting requests join `active` up to `max_active`; a prompt that already fills
+    /// the model's context is refused.
+    fn admit<'t>(
+        &self,
+        requests: &'t [Request],
+        tok: Option<&'t crate::tokenizer::Tokenizer>,
+        queue: &mut VecDeque<usize>,
+        active: &mut Vec<Active<'t>>,
+    ) -> Result<()> {
+        let max_ctx = self.lm.model.config.max_position_embeddings;
+        while active.len() < self.cfg.max_active {
+            let Some(i) = queue.pop_front() else { break };
+            let r = &requests[i];
+            let len = self.seq(r.seq)?.tokens.len();
+            if len >= max_ctx {
+                return Err(Error::InvalidArgument(format!(
+                    "prompt has {len} tokens; the model's context is {max_ctx}"
+                )));
+            }
+            active.push(Active {
+                idx: i,
+                sampler: Sampler::new(r.params.sampling),
+                text: TextTracker::new(tok, &r.params.stop),
+                ids: Vec::new(),
+                prompt_tokens: len,
+                budget: r.params.max_new_tokens.min(max_ctx - len),
+                t_first: None,
+                prefill_seconds: 0.0,
+                t_start: Instant::now(),
+            });
         }
-        let max_ctx = lm.model.config.max_position_embeddings;
-        let mut queue: VecDeque<usize> = (0..requests.len()).collect();
-        let mut active: Vec<Active> = Vec::new();
-        let mut outputs: Vec<Option<GenerateOutput>> = vec![None; requests.len()];
-        loop {
-            while active.len() < self.cfg.max_active {
-                let Some(i) = queue.pop_front() else { break };
-                let r = &requests[i];
-                let len = self.seq(r.seq)?.tokens.len();
-                if len >= max_ctx {
-                    return Err(Error::InvalidArgument(format!(
-                        "prompt has {len} tokens; the model's context is {max_ctx}"
-                    )));
-                }
-                active.push(Active {
-                    idx: i,
-                    sampler: Sampler::new(r.params.sampling),
-                    text: TextTracker::new(tok, &r.params.stop),
-                    ids: Vec::new(),
-                    prompt_tokens: len,
-                    budget: r.params.max_new_tokens.min(max_ctx - len),
-                    t_first: None,
-                    prefill_seconds: 0.0,
-                    t_start: Instant::now(),
-                });
-            }
-            if active.is_empty() {
-                break;
-            }
-            let ids: Vec<SeqId> = active.iter().map(|a| requests[a.idx].seq).collect();
-            // `Some(counter)` for each sequence that draws a token this step.
-            let draws: Vec<Option<u64>> = active
+        Ok(())
+    }
+
+    /// The next token of every active request that still has budget (`None` for the others):
+    /// drawn on the model's CUDA device, or from the CPU logits by each request's sampler.
+    fn draw(&mut self, requests: &[Request], active: &mut [Active]) -> Result<Vec<Option<u32>>> {
+        let ids: Vec<SeqId> = active.iter().map(|a| requests[a.idx].seq).collect();
+        // `Some(counter)` for each sequence that draws a token this step.
+        let draws: Vec<Option<u64>> = active
+            .iter()
+            .map(|a| (a.ids.len() < a.budget).then_some(a.ids.len() as u64))
+            .collect();
+        if draws.iter().all(Option::is_none) {
+            return Ok(vec![None; active.len()]);
+        }
+        if self.lm.model.cuda().is_some() {
+            let params: Vec<_> = active
                 .iter()
-                .map(|a| (a.ids.len() < a.budget).then_some(a.ids.len() as u64))
+                .zip(&draws)
+                .map(|(a, d)| d.map(|c| requests[a.idx].params.sampling.on_device(c)))
                 .collect();
-            let picks: Vec<Option<u32>> = if draws.iter().all(Option::is_none) {
-                vec![None; active.len()]
-            } else if lm.model.cuda().is_some() {
-                let params: Vec<_> = active
-                    .iter()
-                    .zip(&draws)
-                    .map(|(a, d)| d.map(|c| requests[a.idx].params.sampling.on_device(c)))
-                    .collect();
-                self.sample_on_device(&ids, &params)?
-            } else {
-                self.logits_rows(&ids)?;
-                let logits = &self.bufs.logits;
-                let t0 = Instant::now();
-                // Sequences sample independently (each has its own RNG stream): in parallel.
-                let vocab = lm.model.config.vocab_size;
-                let mut slots: Vec<_> = active.iter_mut().zip(&draws).map(|s| (s, None)).collect();
-                crate::backend::cpu::par_chunks_mut(&mut slots, 1, |k, s| {
-                    let ((a, d), pick) = &mut s[0];
-                    *pick = d.map(|_| a.sampler.sample(&logits[k * vocab..(k + 1) * vocab]));
-                });
-                let picks = slots.into_iter().map(|(_, p)| p).collect();
-                self.stats.sample_seconds += t0.elapsed().as_secs_f64();
-                picks
+            return self.sample_on_device(&ids, &params);
+        }
+        self.logits_rows(&ids)?;
+        let logits = &self.bufs.logits;
+        let t0 = Instant::now();
+        // Sequences sample independently (each has its own RNG stream): in parallel.
+        let vocab = self.lm.model.config.vocab_size;
+        let mut slots: Vec<_> = active.iter_mut().zip(&draws).map(|s| (s, None)).collect();
+        crate::backend::cpu::par_chunks_mut(&mut slots, 1, |k, s| {
+            let ((a, d), pick) = &mut s[0];
+            *pick = d.map(|_| a.sampler.sample(&logits[k * vocab..(k + 1) * vocab]));
+        });
+        let picks = slots.into_iter().map(|(_, p)| p).collect();
+        self.stats.sample_seconds += t0.elapsed().as_secs_f64();
+        Ok(picks)
+    }
+
+    /// Appends each pick to its request's sequence, streams the text that became final and
+    /// returns the requests that finished, with why (in `active` order).
+    fn advance(
+        &mut self,
+        requests: &[Request],
+        active: &mut [Active],
+        picks: &[Option<u32>],
+        on_text: &mut dyn FnMut(usize, &str) -> bool,
+    ) -> Result<Vec<(usize, FinishReason)>> {
+        let t0 = Instant::now();
+        let mut finished = Vec::new();
+        for (k, a) in active.iter_mut().enumerate() {
+            let finish = match picks[k] {
+                Some(id) => self.accept(&requests[a.idx], a, id)?,
+                None => Some(FinishReason::Length),
             };
-            let t0 = Instant::now();
-            let mut finished = Vec::new();
-            for (k, a) in active.iter_mut().enumerate() {
-                let r = &requests[a.idx];
-                let mut finish = None;
-                if let Some(id) = picks[k] {
-                    if a.t_first.is_none() {
-                        a.prefill_seconds = a.t_start.elapsed().as_secs_f64();
-                        a.t_first = Some(Instant::now());
-                    }
-                    a.ids.push(id);
-                    // A stop or EOS id ends generation and is kept in `ids`, not in the text.
-                    if r.params.stop_token_ids.contains(&id) {
-                        finish = Some(FinishReason::Stop);
-                    } else if !r.params.ignore_eos && lm.eos_token_ids.contains(&id) {
-                        finish = Some(FinishReason::Eos);
-                    } else if a.text.push(id)? {
-                        finish = Some(FinishReason::Stop);
-                    } else if a.ids.len() == a.budget {
-                        finish = Some(FinishReason::Length);
-                    }
-                    // The sequence keeps every generated id (MCTS continues from it).
-                    let s = self.seqs.get_mut(&r.seq).expect("validated sequence");
-                    s.tokens.push(id);
-                    s.last_hidden = None;
-                    self.stats.tokens_requested += 1;
-                } else {
-                    finish = Some(FinishReason::Length);
-                }
-                if let Some(ready) = a.text.take_ready(finish.is_some()) {
-                    if !on_text(a.idx, ready) {
-                        return Err(Error::Cancelled);
-                    }
-                }
-                if let Some(f) = finish {
-                    finished.push((k, f));
+            if let Some(ready) = a.text.take_ready(finish.is_some()) {
+                if !on_text(a.idx, ready) {
+                    return Err(Error::Cancelled);
                 }
             }
-            self.stats.sample_seconds += t0.elapsed().as_secs_f64();
-            for &(k, f) in finished.iter().rev() {
-                let a = active.swap_remove(k);
-                let decode = a.t_first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-                let tps = if a.ids.len() > 1 && decode > 0.0 {
-                    (a.ids.len() - 1) as f64 / decode
-                } else {
-                    0.0
-                };
-                outputs[a.idx] = Some(GenerateOutput {
-                    ids: a.ids,
-                    text: a.text.text,
-                    finish_reason: f,
-                    stop_string: a.text.stop_string,
-                    prompt_tokens: a.prompt_tokens,
-                    tokens_per_second: tps,
-                    prefill_seconds: a.prefill_seconds,
-                });
+            if let Some(f) = finish {
+                finished.push((k, f));
             }
         }
-        outputs
-            .into_iter()
-            .map(|o| o.ok_or_else(|| Error::Internal("request without output".into())))
-            .collect()
+        self.stats.sample_seconds += t0.elapsed().as_secs_f64();
+        Ok(finished)
+    }
+
+    /// Stop detection for one drawn id: appends it to the request's output and sequence and says
+    /// whether generation ends there (stop id, EOS, stop string, budget).
+    fn accept(&mut self, r: &Request, a: &mut Active, id: u32) -> Result<Option<FinishReason>> {
+        if a.t_first.is_none() {
+            a.prefill_seconds = a.t_start.elapsed().as_secs_f64();
+            a.t_first = Some(Instant::now());
+        }
+        a.ids.push(id);
+        // A stop or EOS id ends generation and is kept in `ids`, not in the text.
+        let finish = if r.params.stop_token_ids.contains(&id) {
+            Some(FinishReason::Stop)
+        } else if !r.params.ignore_eos && self.lm.eos_token_ids.contains(&id) {
+            Some(FinishReason::Eos)
+        } else if a.text.push(id)? {
+            Some(FinishReason::Stop)
+        } else if a.ids.len() == a.budget {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        // The sequence keeps every generated id (MCTS continues from it).
+        let s = self.seqs.get_mut(&r.seq).expect("validated sequence");
+        s.tokens.push(id);
+        s.last_hidden = None;
+        self.stats.tokens_requested += 1;
+        Ok(finish)
     }
 
     /// Samples `n` continuations of `parent`, each in its own forked sequence (child `i` samples

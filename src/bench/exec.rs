@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{find_python, ExecConfig, Executor};
+use crate::exec::{find_python, ExecConfig, Executor};
 use crate::{Error, Result};
 
 /// A typical rStar step program: imports sympy, a few exact computations, one print.

@@ -4,10 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::engine::batch::{Engine, EngineConfig, Request, SeqId};
-use crate::engine::generate::GenerateParams;
 use crate::engine::sampling::SamplingParams;
-use crate::engine::LoadedModel;
+use crate::engine::{Engine, EngineConfig, GenerateParams, LoadedModel, Request, SeqId};
 use crate::error::{Error, Result};
 
 /// Shape of the benchmark tree.
