@@ -13,6 +13,7 @@
 
 pub mod assets;
 pub mod backend;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::data::problems::Problem;
+use crate::data::prompts::{self, POLICY_PROMPT};
 use crate::error::{Error, Result};
 use crate::exec::{ExecResult, Executor};
 use crate::grade;
@@ -124,10 +126,6 @@ impl From<FailureRuleCfg> for FailureRule {
     }
 }
 
-/// The policy-SLM prompt of `sft_prompt.json` (spec 1.3).
-pub const POLICY_PROMPT: &str =
-    "<|user|>:\n{question}\n\n<|assistant|>: Let's think step by step and solve the problem with code.";
-
 impl Default for MctsConfig {
     fn default() -> Self {
         MctsConfig {
@@ -222,18 +220,8 @@ impl MctsConfig {
 
     /// The prompt for a question.
     pub fn prompt(&self, question: &str) -> String {
-        self.prompt_template.replace("{question}", question)
+        prompts::fill(&self.prompt_template, question)
     }
-}
-
-/// One problem of a search.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    /// Stable id (the dataset index): seeds and engine sequences are keyed by it.
-    pub id: u64,
-    pub question: String,
-    /// Ground truth; needed by the annotation modes.
-    pub answer: Option<String>,
 }
 
 /// A node to expand.

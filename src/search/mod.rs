@@ -11,7 +11,6 @@ pub mod beam;
 pub mod config;
 pub mod dataset;
 pub mod eval;
-pub mod extract;
 pub mod llm;
 pub mod mcts;
 pub mod solver;

@@ -130,7 +130,7 @@ impl Solver {
         out: Option<&Path>,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<EvalSummary> {
-        let mut problems = dataset::load_problems(data)?;
+        let mut problems = crate::data::load_problems(data)?;
         if let Some(n) = limit {
             problems.truncate(n);
         }
@@ -165,7 +165,7 @@ impl Solver {
         batch: usize,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<RunSummary> {
-        let problems = dataset::load_problems(data)?;
+        let problems = crate::data::load_problems(data)?;
         let cfg = self.cfg.clone();
         let t0 = std::time::Instant::now();
         self.take_cancel()?;

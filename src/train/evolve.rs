@@ -7,7 +7,7 @@
 //!    with the latest trained PPM (terminal-guided while there is none). Round 1 uses
 //!    `round1_rollouts` (the paper's 8), later rounds `mcts.rollouts` (16).
 //! 2. **extract**: the SFT set and the preference pairs of the round's trees
-//!    ([`crate::search::extract`]).
+//!    ([`crate::data::extract`]).
 //! 3. **sft**: the policy is trained **from the base model** on this round's SFT set (spec 5.2),
 //!    plus, with a replay file, a draw of its examples (`sft_replay`; e.g. the bootstrap set, so
 //!    that a base already fine-tuned on it does not forget what the round's trajectories miss).
@@ -38,17 +38,19 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::data::extract::{
+    extract_file, trajectories, ExtractConfig, ExtractKind, ExtractSummary,
+};
+use crate::data::problems::load_problems;
+use crate::data::prompts::POLICY_PROMPT;
+use crate::data::training::read_records;
+use crate::data::trees::read_trees;
 use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
 use crate::grade;
-use crate::search::dataset::{load_problems, run_dataset};
-use crate::search::extract::{
-    extract_file, read_trees, trajectories, ExtractConfig, ExtractKind, ExtractSummary,
-};
+use crate::search::dataset::run_dataset;
 use crate::search::llm::load_models;
-use crate::search::mcts::POLICY_PROMPT;
 use crate::search::{search, MctsConfig, Mode, Models, Problem, SearchStats, ValueModel};
-use crate::train::data::read_records;
 use crate::train::plot::{line_chart, Series};
 use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 
@@ -89,7 +91,7 @@ impl Default for EvolveConfig {
             ppm_from_round: 2,
             // The PPM is trained on the prompt it is scored with during search.
             extract: ExtractConfig {
-                prompt_template: POLICY_PROMPT.replace("{question}", "{query}"),
+                prompt_template: POLICY_PROMPT.into(),
                 ..ExtractConfig::default()
             },
             sft: TrainConfig::default(),

@@ -19,14 +19,13 @@
 //! step (all micro-batches), so gradient accumulation gives the same update as one big batch.
 
 pub mod checkpoint;
-pub mod data;
 pub mod evolve;
 pub mod init;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod pack;
 pub mod plot;
-pub mod problems;
 pub mod trainer;
 
 pub use model::{Grads, LoraSpec, Objective, Packed, Param, TrainModel};
