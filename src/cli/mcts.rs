@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use rstar::search::solver::Solver;
-use rstar::search::{config, MctsConfig, Mode, Strategy};
+use rstar::search::{config, Mode, SearchConfig, Strategy};
 use rstar::train::init;
 
 use super::progress::Display;
@@ -127,7 +127,7 @@ fn set<T>(slot: &mut T, v: Option<T>) {
 
 impl SearchArgs {
     /// Defaults, then the `--config` file, then the flags.
-    fn config(&self) -> rstar::Result<(MctsConfig, bool)> {
+    fn config(&self) -> rstar::Result<(SearchConfig, bool)> {
         let default_cfg = if self.policy.is_none() {
             init::default_search_config()
         } else {
@@ -138,7 +138,7 @@ impl SearchArgs {
                 let (c, keys) = config::load(p)?;
                 (c, keys.iter().any(|k| k == "mode"))
             }
-            None => (MctsConfig::default(), false),
+            None => (SearchConfig::default(), false),
         };
         set(&mut c.rollouts, self.rollouts);
         set(&mut c.width, self.width);
@@ -150,7 +150,7 @@ impl SearchArgs {
         set(&mut c.temperature, self.temperature);
         set(&mut c.top_p, self.top_p);
         set(&mut c.exec_timeout_s, self.exec_timeout);
-        set(&mut c.device, self.device.map(|d| d.to_string()));
+        set(&mut c.device, self.device);
         if !self.stop.is_empty() {
             c.stop = self.stop.clone();
         }
@@ -168,7 +168,7 @@ impl SearchArgs {
         }
     }
 
-    fn solver(&self, cfg: MctsConfig) -> rstar::Result<Solver> {
+    fn solver(&self, cfg: SearchConfig) -> rstar::Result<Solver> {
         let (policy, ppm) = self.models()?;
         let solver = Solver::new(&policy, ppm.as_deref(), cfg)?;
         let exec = solver.executor();
@@ -184,7 +184,7 @@ impl SearchArgs {
 }
 
 impl TestArgs {
-    fn apply(&self, c: &mut MctsConfig) {
+    fn apply(&self, c: &mut SearchConfig) {
         c.mode = Mode::Inference;
         set(
             &mut c.search,

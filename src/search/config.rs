@@ -1,4 +1,4 @@
-//! The search configuration file: every [`MctsConfig`] knob as a flat TOML (or JSON) table whose
+//! The search configuration file: every [`SearchConfig`] knob as a flat TOML (or JSON) table whose
 //! keys are the field names (`rollouts`, `width`, `max_depth`, `c_puct`, `temperature`, `top_p`,
 //! `stop`, `errors_threshold`, `exec_timeout_s`, `vote_size`, `max_step_tokens`, `mode`, ...).
 //! Keys left out keep their defaults; an unknown key or a badly typed value is an
@@ -9,18 +9,18 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::search::mcts::MctsConfig;
+use crate::search::api::SearchConfig;
 
 /// The keys a configuration may hold, in declaration order.
 pub fn known_keys() -> Vec<String> {
-    match serde_json::to_value(MctsConfig::default()) {
+    match serde_json::to_value(SearchConfig::default()) {
         Ok(Value::Object(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
     }
 }
 
 /// A configuration and the keys its source set.
-pub type Parsed = (MctsConfig, Vec<String>);
+pub type Parsed = (SearchConfig, Vec<String>);
 
 /// Builds a configuration from a key -> value table (defaults for missing keys).
 fn from_table(table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
@@ -35,11 +35,11 @@ fn from_table(table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
         }
         // Each key alone, so a type error names its key.
         let one: Map<String, Value> = [(k.clone(), v.clone())].into_iter().collect();
-        serde_json::from_value::<MctsConfig>(Value::Object(one))
+        serde_json::from_value::<SearchConfig>(Value::Object(one))
             .map_err(|e| Error::config(origin, k, e.to_string()))?;
     }
     let keys: Vec<String> = table.keys().cloned().collect();
-    let cfg: MctsConfig = serde_json::from_value(Value::Object(table))
+    let cfg: SearchConfig = serde_json::from_value(Value::Object(table))
         .map_err(|e| Error::config(origin, "<table>", e.to_string()))?;
     cfg.validate()
         .map_err(|e| Error::config(origin, "<table>", e.to_string()))?;
@@ -68,7 +68,7 @@ pub fn from_json(text: &str, origin: &Path) -> Result<Parsed> {
 }
 
 /// JSON when the text starts with `{`, TOML otherwise; empty text gives the defaults.
-pub fn parse(text: &str, origin: &Path) -> Result<MctsConfig> {
+pub fn parse(text: &str, origin: &Path) -> Result<SearchConfig> {
     parse_keys(text, origin).map(|p| p.0)
 }
 
@@ -90,7 +90,7 @@ pub fn load(path: &Path) -> Result<Parsed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::mcts::{Mode, Strategy};
+    use crate::search::api::{Mode, Strategy};
 
     #[test]
     fn toml_keys_override_defaults() {
@@ -111,10 +111,10 @@ mod tests {
         assert_eq!(c.exec_timeout_s, 5.0);
         assert_eq!((c.mode, c.search), (Mode::PpmAugmented, Strategy::Beam));
         // Untouched keys keep the defaults.
-        assert_eq!(c.max_depth, MctsConfig::default().max_depth);
+        assert_eq!(c.max_depth, SearchConfig::default().max_depth);
         assert_eq!(
             parse("", Path::new("e.toml")).unwrap(),
-            MctsConfig::default()
+            SearchConfig::default()
         );
         let j = parse(
             r#"{"rollouts": 2, "search": "best-of-n"}"#,
@@ -152,6 +152,6 @@ mod tests {
         let e = parse("device = \"tpu\"\n", Path::new("d.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown device `tpu`"), "{e}");
         let c = parse("device = \"cuda:1\"\n", Path::new("d.toml")).unwrap();
-        assert_eq!(c.device().unwrap(), crate::backend::Device::Cuda(1));
+        assert_eq!(c.device, crate::backend::Device::Cuda(1));
     }
 }

@@ -9,7 +9,8 @@ use std::path::Path;
 use crate::data::problems::Problem;
 use crate::data::trees::{open_output, record};
 use crate::error::{Error, Result};
-use crate::search::mcts::{search, MctsConfig, Models, SearchStats};
+use crate::search::api::{Models, SearchConfig, SearchStats};
+use crate::search::mcts::search;
 
 /// What a dataset run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -28,7 +29,7 @@ pub struct RunSummary {
 pub fn run_dataset(
     problems: &[Problem],
     out: &Path,
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
     batch: usize,
     models: &mut Models<'_, '_>,
     progress: &mut dyn FnMut(usize, usize, &RunSummary) -> bool,

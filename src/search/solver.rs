@@ -1,5 +1,5 @@
 //! A solver that owns its models: the policy on an engine, the optional PPM and the executor,
-//! with one [`MctsConfig`]. `rstar solve`, `rstar eval`, `rstar mcts` and the C ABI's
+//! with one [`SearchConfig`]. `rstar solve`, `rstar eval`, `rstar mcts` and the C ABI's
 //! `rstar_solver_*` are thin shells over it.
 
 use std::path::Path;
@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::search::api::{Models, Policy, Problem, SearchConfig, SearchStats, ValueModel};
 use crate::search::dataset::{self, RunSummary};
 use crate::search::eval::{self, EvalSummary, Progress};
 use crate::search::llm::{EnginePolicy, PpmValue};
-use crate::search::mcts::{MctsConfig, Models, Policy, Problem, SearchStats, ValueModel};
 
 /// Policy + optional PPM + executor + configuration.
 pub struct Solver {
-    cfg: MctsConfig,
+    cfg: SearchConfig,
     policy: EnginePolicy,
     value: Option<PpmValue>,
     exec: Executor,
@@ -26,7 +26,7 @@ pub struct Solver {
 
 impl Solver {
     /// Loads the policy (HF directory or .gguf) and the PPM, starts the executor.
-    pub fn new(policy: &Path, ppm: Option<&Path>, cfg: MctsConfig) -> Result<Solver> {
+    pub fn new(policy: &Path, ppm: Option<&Path>, cfg: SearchConfig) -> Result<Solver> {
         let cfg = cfg.resolved();
         let (policy, value, exec) = crate::search::llm::load_models(policy, ppm, &cfg)?;
         Ok(Solver {
@@ -38,7 +38,7 @@ impl Solver {
         })
     }
 
-    pub fn config(&self) -> &MctsConfig {
+    pub fn config(&self) -> &SearchConfig {
         &self.cfg
     }
 

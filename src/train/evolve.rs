@@ -50,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::grade;
 use crate::search::dataset::run_dataset;
 use crate::search::llm::load_models;
-use crate::search::{search, MctsConfig, Mode, Models, Problem, SearchStats, ValueModel};
+use crate::search::{search, Mode, Models, Problem, SearchConfig, SearchStats, ValueModel};
 use crate::train::plot::{line_chart, Series};
 use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 
@@ -59,7 +59,7 @@ use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 #[serde(default, deny_unknown_fields)]
 pub struct EvolveConfig {
     /// The search of the synthesis stage; `mode` is set per round.
-    pub mcts: MctsConfig,
+    pub mcts: SearchConfig,
     /// Rollouts of round 1 (paper: 8); `None` uses `mcts.rollouts`.
     pub round1_rollouts: Option<usize>,
     /// Problems searched together.
@@ -85,7 +85,7 @@ pub struct EvolveConfig {
 impl Default for EvolveConfig {
     fn default() -> Self {
         EvolveConfig {
-            mcts: MctsConfig::default(),
+            mcts: SearchConfig::default(),
             round1_rollouts: Some(8),
             batch: 8,
             ppm_from_round: 2,
@@ -375,7 +375,7 @@ fn split_problems(opts: &EvolveOptions) -> Result<(Vec<Problem>, Vec<Problem>)> 
 /// Runs inference MCTS over `problems` in batches and counts the correct best answers.
 fn count_correct(
     problems: &[Problem],
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
     policy: &Path,
     ppm: Option<&Path>,
     batch: usize,
@@ -513,7 +513,7 @@ fn evaluate_round(
     let t0 = Instant::now();
     let policy = latest(w, r, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
     let ppm = latest(w, r, Stage::Ppm)?;
-    let greedy = MctsConfig {
+    let greedy = SearchConfig {
         mode: Mode::Inference,
         rollouts: 1,
         width: 1,
@@ -527,7 +527,7 @@ fn evaluate_round(
     let greedy_correct = count_correct(held, &greedy, &policy, None, c.batch, on)?;
     let ppm_correct = match &ppm {
         Some(p) if c.eval_ppm_rollouts > 0 => {
-            let guided = MctsConfig {
+            let guided = SearchConfig {
                 mode: Mode::Inference,
                 rollouts: c.eval_ppm_rollouts,
                 ..c.mcts.clone()
