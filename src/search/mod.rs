@@ -13,6 +13,7 @@ pub mod api;
 pub mod beam;
 pub mod config;
 pub mod dataset;
+pub mod default_model;
 pub mod eval;
 pub mod expand;
 pub mod llm;
