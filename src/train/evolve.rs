@@ -611,6 +611,64 @@ pub fn plot_rounds(rows: &[RoundRow]) -> Result<Vec<u8>> {
     )
 }
 
+/// The synthesis stage of round `r`: MCTS over the training problems with the previous round's
+/// policy (and PPM from `ppm_from_round` on), trees appended to `trees`.
+fn mcts_stage(
+    opts: &EvolveOptions,
+    r: usize,
+    train: &[Problem],
+    trees: &Path,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<MctsDone> {
+    let c = &opts.config;
+    let w = &opts.workdir;
+    let t0 = Instant::now();
+    let policy = latest(w, r - 1, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
+    let ppm = if r >= c.ppm_from_round {
+        latest(w, r - 1, Stage::Ppm)?
+    } else {
+        None
+    };
+    let mut cfg = c.mcts.clone();
+    cfg.mode = match ppm {
+        Some(_) => Mode::PpmAugmented,
+        None => Mode::TerminalGuided,
+    };
+    if r == 1 {
+        cfg.rollouts = c.round1_rollouts.unwrap_or(cfg.rollouts);
+    }
+    let (mut pol, mut val, exec) = load_models(&policy, ppm.as_deref(), &cfg)?;
+    run_dataset(
+        train,
+        trees,
+        &cfg,
+        c.batch,
+        &mut Models {
+            policy: &mut pol,
+            value: val.as_mut().map(|v| v as &mut dyn ValueModel),
+            runner: &exec,
+        },
+        &mut |done, total, _| {
+            on(Event::Problems { done, total });
+            true
+        },
+    )?;
+    // Coverage over the whole file (earlier, interrupted runs included).
+    let solved = read_trees(trees)?
+        .iter()
+        .filter(|t| trajectories(t, &c.extract).iter().any(|tr| tr.correct))
+        .count();
+    Ok(MctsDone {
+        mode: cfg.mode,
+        rollouts: cfg.rollouts,
+        policy,
+        ppm,
+        problems: train.len(),
+        solved,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
 /// One round; returns its row.
 fn round(
     opts: &EvolveOptions,
@@ -627,51 +685,7 @@ fn round(
     let (sft_file, pairs_file) = (dir.join("sft.json"), dir.join("pairs.json"));
 
     let mcts = stage(&dir, r, Stage::Mcts, on, |on| {
-        let t0 = Instant::now();
-        let policy = latest(w, r - 1, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
-        let ppm = if r >= c.ppm_from_round {
-            latest(w, r - 1, Stage::Ppm)?
-        } else {
-            None
-        };
-        let mut cfg = c.mcts.clone();
-        cfg.mode = match ppm {
-            Some(_) => Mode::PpmAugmented,
-            None => Mode::TerminalGuided,
-        };
-        if r == 1 {
-            cfg.rollouts = c.round1_rollouts.unwrap_or(cfg.rollouts);
-        }
-        let (mut pol, mut val, exec) = load_models(&policy, ppm.as_deref(), &cfg)?;
-        run_dataset(
-            train,
-            &trees,
-            &cfg,
-            c.batch,
-            &mut Models {
-                policy: &mut pol,
-                value: val.as_mut().map(|v| v as &mut dyn ValueModel),
-                runner: &exec,
-            },
-            &mut |done, total, _| {
-                on(Event::Problems { done, total });
-                true
-            },
-        )?;
-        // Coverage over the whole file (earlier, interrupted runs included).
-        let solved = read_trees(&trees)?
-            .iter()
-            .filter(|t| trajectories(t, &c.extract).iter().any(|tr| tr.correct))
-            .count();
-        Ok(MctsDone {
-            mode: cfg.mode,
-            rollouts: cfg.rollouts,
-            policy,
-            ppm,
-            problems: train.len(),
-            solved,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
+        mcts_stage(opts, r, train, &trees, on)
     })?;
 
     let ext = stage(&dir, r, Stage::Extract, on, |_| {
