@@ -165,7 +165,7 @@ pub fn help() -> String {
             .find(|(k, _)| k == key)
             .map_or("", |(_, w)| *w);
         let default = match default {
-            Value::String(s) => s.escape_debug().to_string(),
+            Value::String(s) => s.replace('\n', "\\n"),
             Value::Array(a) => a
                 .iter()
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
