@@ -8,10 +8,10 @@
 use std::time::Instant;
 
 use rayon::prelude::*;
+use rstar::data::training::SftExample;
 use rstar::model::layout::{LayerLayout, EMBED, FINAL_NORM, LM_HEAD};
 use rstar::model::ModelConfig;
 use rstar::train::checkpoint::write_safetensors;
-use rstar::train::data::SftExample;
 use rstar::train::optim::OptimizerKind;
 use rstar::train::{TrainConfig, Trainer};
 

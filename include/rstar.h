@@ -385,7 +385,7 @@ enum rstar_status rstar_ppm_score(const struct rstar_ppm *ppm,
 // "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
 // `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
 // `exec_timeout_s`, `max_step_tokens`, `device` "cpu"|"cuda"|"cuda:N", ...); an unknown key is
-// `RSTAR_STATUS_FORMAT` naming it. The annotation mode is always inference here. Returns `RSTAR_STATUS_EXEC` when the executor
+// `RSTAR_STATUS_FORMAT` naming it. The search always runs in inference mode here. Returns `RSTAR_STATUS_EXEC` when the executor
 // cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
 //
 // # Safety

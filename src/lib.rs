@@ -6,7 +6,8 @@
 //! process preference model, and self-evolution training, behind a stable C ABI.
 //!
 //! Layers (bottom to top): [`backend`] ops -> [`model`] (config, weights, decoder)
-//! -> [`engine`] (generation, sampling, stop strings) -> search/training.
+//! -> [`engine`] (generation, sampling, stop strings) -> search/training, which share the data
+//! formats and training data of [`data`].
 //! Code-augmented steps ([`steps`]), the sandboxed Python
 //! executor ([`exec`]) and the answer grader ([`grade`]) sit beside the engine.
 //! The CLI (`src/bin/rstar.rs`, `src/cli/`) and the C ABI ([`ffi`]) are thin shells.
@@ -14,6 +15,7 @@
 pub mod assets;
 pub mod backend;
 pub mod bench;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use rstar::data::prompts::{self, SFT_PROMPT};
+use rstar::data::training::{load_pairs, load_sft, TokenContext};
 use rstar::tokenizer::Tokenizer;
-use rstar::train::data::{load_pairs, load_sft, TokenContext, RSTAR_SFT_PROMPT};
 use rstar::train::{Task, TrainConfig, Trainer};
 use serde_json::{json, Value};
 
@@ -67,7 +68,7 @@ fn extracted_data_loads_for_training() {
     );
     let pair_v: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(&pairs).unwrap()).unwrap();
-    let prompt = RSTAR_SFT_PROMPT.replace("{query}", Q);
+    let prompt = prompts::fill(SFT_PROMPT, Q);
     let (user, opener) = prompt.split_at(prompt.find("\n<|assistant|>").unwrap());
     assert_eq!(
         pair_v,

@@ -6,10 +6,10 @@ mod common;
 
 use std::process::Command;
 
+use rstar::data::generate::generate;
 use rstar::exec::{ExecConfig, Executor};
 use rstar::grade::{equal, extract_answer};
 use rstar::steps::{assemble_program, format_observation, tags};
-use rstar::train::problems::generate;
 
 #[test]
 fn generated_solutions_execute_and_grade_equal() {
@@ -64,7 +64,7 @@ fn cli_writes_problems_that_load_as_data() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ps = rstar::search::dataset::load_problems(&out).unwrap();
+    let ps = rstar::data::load_problems(&out).unwrap();
     assert_eq!(ps.len(), 5);
     let text = std::fs::read_to_string(&out).unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

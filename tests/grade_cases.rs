@@ -169,7 +169,7 @@ fn registry_benchmark_answers() {
         return;
     };
     for f in ["math500_test.jsonl", "gsm8k_test.jsonl"] {
-        let problems = rstar::search::dataset::load_problems(&dir.join(f)).expect("load");
+        let problems = rstar::data::load_problems(&dir.join(f)).expect("load");
         assert!(problems.len() >= 500, "{f}: {} problems", problems.len());
         let answers: Vec<String> = problems.into_iter().filter_map(|p| p.answer).collect();
         check_answers(f, &answers);

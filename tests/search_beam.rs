@@ -7,7 +7,7 @@ mod common;
 use common::scripted::{values, Runner, Script};
 use rstar::search::eval::{self, Accuracy};
 use rstar::search::{
-    run_search, MctsConfig, Models, Policy, Problem, SearchStats, StepRequest, Strategy, Tree,
+    run_search, Models, Policy, Problem, SearchConfig, SearchStats, StepRequest, Strategy, Tree,
 };
 
 const A: &str = "<code>\na = 3\n<end_of_step>";
@@ -29,7 +29,7 @@ fn problem() -> Problem {
 
 /// Runs `cfg.search` on the one problem.
 fn go(
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
     pol: &mut dyn Policy,
     vm: Option<&mut dyn rstar::search::ValueModel>,
 ) -> (Tree, SearchStats) {
@@ -70,12 +70,12 @@ fn beam_keeps_the_top_valued_and_answers_shrink_the_beam() {
         (WRONG, 0.3),
         (RIGHT, 0.8),
     ]);
-    let cfg = MctsConfig {
+    let cfg = SearchConfig {
         search: Strategy::Beam,
         beam_width: 2,
         width: 3,
         max_depth: 6,
-        ..MctsConfig::default()
+        ..SearchConfig::default()
     };
     let (t, _) = go(&cfg, &mut pol, Some(&mut vm));
     let t = &t;
@@ -116,11 +116,11 @@ fn best_of_n_samples_n_then_one_per_step_and_values_only_answers() {
         (C, &[BAD]),
     ]);
     let mut vm = values(&[(WRONG, 0.3), (RIGHT, 0.6)]);
-    let cfg = MctsConfig {
+    let cfg = SearchConfig {
         search: Strategy::BestOfN,
         best_of: 3,
         width: 99, // unused by best-of-N
-        ..MctsConfig::default()
+        ..SearchConfig::default()
     };
     let (t, stats) = go(&cfg, &mut pol, Some(&mut vm));
     let t = &t;
@@ -148,9 +148,9 @@ fn best_of_n_samples_n_then_one_per_step_and_values_only_answers() {
 
 #[test]
 fn greedy_is_one_trajectory_at_temperature_zero() {
-    let cfg = MctsConfig {
+    let cfg = SearchConfig {
         search: Strategy::Greedy,
-        ..MctsConfig::default()
+        ..SearchConfig::default()
     }
     .resolved();
     assert_eq!(cfg.temperature, 0.0);
@@ -187,13 +187,13 @@ impl Policy for PerRun {
 fn runs_vote_with_grader_clusters() {
     const RIGHT2: &str = "<answer>So \\boxed{4.0}.<end_of_answer>";
     let mut vm = values(&[(RIGHT, 0.2), (WRONG, 0.9), (RIGHT2, 0.3)]);
-    let cfg = MctsConfig {
+    let cfg = SearchConfig {
         search: Strategy::Mcts,
         rollouts: 2,
         width: 1,
         runs: 3,
         vote_size: 0,
-        ..MctsConfig::default()
+        ..SearchConfig::default()
     };
     let mut pol = PerRun {
         roots: vec![RIGHT, WRONG, RIGHT2],

@@ -109,7 +109,7 @@ fn a_path_that_fills_the_context_ends_as_too_deep() {
     }
     let question = "What is 6 times 7?";
     let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
-    let prompt = rstar::search::mcts::POLICY_PROMPT.replace("{question}", question);
+    let prompt = rstar::data::prompts::fill(rstar::data::prompts::POLICY_PROMPT, question);
     let prompt_len = tok.encode(prompt, true).unwrap().len();
     let cfg_path = model.join("config.json");
     let mut cfg: Value =

@@ -7,7 +7,7 @@ mod common;
 use common::scripted::{values, Runner, Script};
 use rstar::search::tree::{TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS};
 use rstar::search::{
-    keep_candidates, search, AnswerChildren, End, MctsConfig, Mode, Models, Problem, SearchStats,
+    keep_candidates, search, AnswerChildren, End, Mode, Models, Problem, SearchConfig, SearchStats,
     Tree, ValueModel,
 };
 
@@ -19,18 +19,18 @@ fn problem(answer: &str) -> Problem {
     }
 }
 
-fn cfg(mode: Mode, rollouts: usize, width: usize) -> MctsConfig {
-    MctsConfig {
+fn cfg(mode: Mode, rollouts: usize, width: usize) -> SearchConfig {
+    SearchConfig {
         mode,
         rollouts,
         width,
-        ..MctsConfig::default()
+        ..SearchConfig::default()
     }
 }
 
 fn run(
     p: &[Problem],
-    c: &MctsConfig,
+    c: &SearchConfig,
     pol: &mut Script,
     val: Option<&mut dyn ValueModel>,
 ) -> Vec<Tree> {
@@ -40,7 +40,7 @@ fn run(
 
 fn try_run(
     p: &[Problem],
-    c: &MctsConfig,
+    c: &SearchConfig,
     pol: &mut Script,
     value: Option<&mut dyn ValueModel>,
     stats: &mut SearchStats,
@@ -298,9 +298,9 @@ fn ppm_augmented_needs_a_value_model_and_annotation_needs_answers() {
     };
     let c = cfg(Mode::TerminalGuided, 1, 1);
     assert!(try_run(&[p], &c, &mut pol, None, &mut stats).is_err());
-    let c = MctsConfig {
+    let c = SearchConfig {
         width: 0,
-        ..MctsConfig::default()
+        ..SearchConfig::default()
     };
     assert!(try_run(&[problem("4")], &c, &mut pol, None, &mut stats).is_err());
 }
@@ -330,7 +330,7 @@ fn inference_values_terminals_with_the_ppm_and_propagates() {
 fn many_problems_in_lock_step_match_one_at_a_time() {
     let script: &[(&str, &[&str])] =
         &[("", &[A, B, C]), (A, &[C, WRONG]), (B, &[RIGHT]), (C, &[A])];
-    let c = MctsConfig {
+    let c = SearchConfig {
         answer_children: AnswerChildren::OneAnswerPlusCode,
         ..cfg(Mode::TerminalGuided, 4, 3)
     };

@@ -8,8 +8,8 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use rstar::data::training::{PairExample, SftExample};
 use rstar::model::Model;
-use rstar::train::data::{PairExample, SftExample};
 use rstar::train::optim::{OptimizerKind, Schedule};
 use rstar::train::{
     checkpoint, LoraSpec, Objective, Packed, Task, TrainConfig, TrainModel, Trainer,

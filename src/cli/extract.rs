@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use rstar::search::extract::{extract_file, ExtractConfig, ExtractKind};
+use rstar::data::extract::{extract_file, ExtractConfig, ExtractKind};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum KindArg {

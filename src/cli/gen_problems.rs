@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use rstar::train::problems::{generate, write_jsonl, MAX_LEVEL};
+use rstar::data::generate::{generate, write_jsonl, MAX_LEVEL};
 
 #[derive(Args, Debug)]
 pub struct GenProblemsArgs {

@@ -107,34 +107,7 @@ fn generate_cmd(args: GenerateArgs) -> rstar::Result<()> {
     let io_err = |e| rstar::Error::io("<stdout>", e);
     let mut stdout = std::io::stdout().lock();
     if args.n > 1 {
-        let mut eng = Engine::new(lm.clone(), EngineConfig::default())?;
-        let root = eng.add(&prompt)?;
-        let cands = eng.expand(root, args.n, &params)?;
-        if args.json {
-            let list: Vec<_> = cands
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "ids": c.output.ids,
-                        "text": c.output.text,
-                        "finish_reason": c.output.finish_reason.as_str(),
-                    })
-                })
-                .collect();
-            let v = serde_json::json!({ "candidates": list, "stats": eng.stats() });
-            writeln!(stdout, "{v}").map_err(io_err)?;
-        } else {
-            for (k, c) in cands.iter().enumerate() {
-                writeln!(
-                    stdout,
-                    "--- candidate {k} ({})",
-                    c.output.finish_reason.as_str()
-                )
-                .map_err(io_err)?;
-                writeln!(stdout, "{}", c.output.text).map_err(io_err)?;
-            }
-        }
-        return Ok(());
+        return candidates(&lm, &prompt, &params, &args);
     }
     if args.n == 0 {
         return Err(rstar::Error::InvalidArgument(
@@ -168,6 +141,45 @@ fn generate_cmd(args: GenerateArgs) -> rstar::Result<()> {
             None => e,
         })?;
         writeln!(stdout).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// `--n K > 1`: K continuations decoded together, printed one after another (or as JSON).
+fn candidates(
+    lm: &std::sync::Arc<LoadedModel>,
+    prompt: &[u32],
+    params: &GenerateParams,
+    args: &GenerateArgs,
+) -> rstar::Result<()> {
+    let io_err = |e| rstar::Error::io("<stdout>", e);
+    let mut stdout = std::io::stdout().lock();
+    let mut eng = Engine::new(lm.clone(), EngineConfig::default())?;
+    let root = eng.add(prompt)?;
+    let cands = eng.expand(root, args.n, params)?;
+    if args.json {
+        let list: Vec<_> = cands
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "ids": c.output.ids,
+                    "text": c.output.text,
+                    "finish_reason": c.output.finish_reason.as_str(),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({ "candidates": list, "stats": eng.stats() });
+        writeln!(stdout, "{v}").map_err(io_err)?;
+    } else {
+        for (k, c) in cands.iter().enumerate() {
+            writeln!(
+                stdout,
+                "--- candidate {k} ({})",
+                c.output.finish_reason.as_str()
+            )
+            .map_err(io_err)?;
+            writeln!(stdout, "{}", c.output.text).map_err(io_err)?;
+        }
     }
     Ok(())
 }

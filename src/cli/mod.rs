@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod convert;
+pub mod eval;
 pub mod evolve;
 pub mod exec;
 pub mod extract;
@@ -19,7 +20,9 @@ pub mod init_model;
 pub mod mcts;
 pub mod progress;
 pub mod score;
+pub mod search_args;
 pub mod setup_python;
+pub mod solve;
 pub mod train;
 
 #[derive(Parser, Debug)]
@@ -56,7 +59,7 @@ pub enum Command {
     /// MCTS data synthesis: one annotated tree per problem, appended to a resumable JSONL file.
     Mcts(mcts::MctsArgs),
     /// Solve one question at test time (mcts, beam, best-of-n or greedy) and print the answer.
-    Solve(mcts::SolveArgs),
+    Solve(solve::SolveArgs),
     /// Extract the SFT set (sft) or PPM preference pairs (pairs) from `rstar mcts` trees.
     Extract(extract::ExtractArgs),
     /// Self-evolution rounds: MCTS, extraction, policy SFT, PPM training, evaluation (resumable).
@@ -66,7 +69,7 @@ pub enum Command {
     /// A new small model from scratch: BPE tokenizer trained on a problem file + random Qwen2 weights.
     InitModel(init_model::InitModelArgs),
     /// Accuracy over a problem file: pass@1, maj@k, PPM-weighted@k, PPM-best; per-problem JSONL.
-    Eval(mcts::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Download the pinned real-model assets (default model, test vocabularies) into the cache.
     FetchAssets(fetch::FetchArgs),
 }
@@ -103,11 +106,11 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Convert(a) => convert::run(a),
         Command::FetchAssets(a) => fetch::run(a),
         Command::Mcts(a) => mcts::run(a),
-        Command::Solve(a) => mcts::run_solve(a),
+        Command::Solve(a) => solve::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Evolve(a) => evolve::run(a),
         Command::GenProblems(a) => gen_problems::run(a),
         Command::InitModel(a) => init_model::run(a),
-        Command::Eval(a) => mcts::run_eval(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

@@ -92,6 +92,11 @@ pub(crate) fn new_c_string(s: &str) -> *mut c_char {
         .into_raw()
 }
 
+/// A typed result as JSON text, for a `*_json` out-parameter.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(format!("serialising a result: {e}")))
+}
+
 /// Reads a params struct whose first field is `struct_size`: fields beyond what the caller's
 /// (possibly older, smaller) struct holds keep their defaults.
 pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {

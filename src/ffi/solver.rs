@@ -14,10 +14,8 @@ use std::sync::{Arc, Mutex};
 use super::{arg, c_str, guard, new_c_string, out};
 use crate::backend::cpu::{Compute, Precision};
 use crate::error::{Error, Result, Status};
-use crate::search::config;
 use crate::search::eval::Progress;
-use crate::search::solver::Solver;
-use crate::train::init;
+use crate::search::solver::{Settings, Solver, SolverOptions};
 
 /// Problems searched together by `rstar_solver_run_dataset`.
 const DATASET_BATCH: usize = 8;
@@ -84,7 +82,7 @@ fn lock(s: &rstar_solver) -> Result<std::sync::MutexGuard<'_, Solver>> {
 /// "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
 /// `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
 /// `exec_timeout_s`, `max_step_tokens`, `device` "cpu"|"cuda"|"cuda:N", ...); an unknown key is
-/// `RSTAR_STATUS_FORMAT` naming it. The annotation mode is always inference here. Returns `RSTAR_STATUS_EXEC` when the executor
+/// `RSTAR_STATUS_FORMAT` naming it. The search always runs in inference mode here. Returns `RSTAR_STATUS_EXEC` when the executor
 /// cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
 ///
 /// # Safety
@@ -100,32 +98,22 @@ pub unsafe extern "C" fn rstar_solver_new(
     guard(|| {
         let out = self::out(out, "out")?;
         *out = std::ptr::null_mut();
-        // NULL policy: the default model, with its PPM and search settings unless given.
-        let (policy, default_ppm, default_cfg) = if policy_path.is_null() {
-            (
-                init::default_policy()?,
-                init::default_ppm(),
-                init::default_search_config(),
-            )
-        } else {
-            (
-                PathBuf::from(c_str(policy_path, "policy_path")?),
-                None,
-                None,
-            )
+        let opt_path = |p: *const c_char, what: &str| -> Result<Option<PathBuf>> {
+            Ok(match p.is_null() {
+                true => None,
+                false => Some(PathBuf::from(c_str(p, what)?)),
+            })
         };
-        let ppm = if ppm_path.is_null() {
-            default_ppm
-        } else {
-            Some(PathBuf::from(c_str(ppm_path, "ppm_path")?))
+        let settings = match config.is_null() {
+            true => None,
+            false => Some(Settings::Text(c_str(config, "config")?.to_owned())),
         };
-        let mut cfg = match (config.is_null(), default_cfg) {
-            (false, _) => config::parse(c_str(config, "config")?, Path::new("<config>"))?,
-            (true, Some(file)) => config::load(&file)?.0,
-            (true, None) => Default::default(),
-        };
-        cfg.mode = crate::search::Mode::Inference;
-        let solver = Solver::new(&policy, ppm.as_deref(), cfg)?;
+        let solver = Solver::new(SolverOptions {
+            policy: opt_path(policy_path, "policy_path")?,
+            ppm: opt_path(ppm_path, "ppm_path")?,
+            settings,
+            ..SolverOptions::default()
+        })?;
         let cancel = solver.cancel_flag();
         *out = Box::into_raw(Box::new(rstar_solver {
             inner: Mutex::new(solver),
@@ -156,8 +144,8 @@ pub unsafe extern "C" fn rstar_solver_solve(
         let q = c_str(question, "question")?;
         let mut solver = lock(s)?;
         let solver = &mut *solver;
-        let v = s.compute.run(|| solver.solve(q))?;
-        *result = new_c_string(&v.to_string());
+        let solution = s.compute.run(|| solver.solve(q))?;
+        *result = new_c_string(&super::to_json(&solution)?);
         Ok(())
     })
 }
@@ -219,9 +207,7 @@ pub unsafe extern "C" fn rstar_solver_run_dataset(
             )
         })?;
         if !summary_json.is_null() {
-            let v = serde_json::to_string(&sum)
-                .map_err(|e| Error::Internal(format!("serialising a summary: {e}")))?;
-            *out(summary_json, "summary_json")? = new_c_string(&v);
+            *out(summary_json, "summary_json")? = new_c_string(&super::to_json(&sum)?);
         }
         Ok(())
     })

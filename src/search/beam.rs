@@ -9,12 +9,13 @@
 //! - **best-of-N**: the root is expanded with `best_of` samples, then each open trajectory with
 //!   one sample per step; only answers are valued. Identical samples are merged, as in MCTS, so
 //!   fewer than N trajectories may come out.
-//! - **greedy**: best-of-1 at temperature 0 with the greedy stop strings ([`MctsConfig::resolved`]).
+//! - **greedy**: best-of-1 at temperature 0 with the greedy stop strings ([`SearchConfig::resolved`]).
 //!
 //! The answer of a run is the answer node with the highest value ([`Tree::best_answer`]).
 
 use crate::error::{Error, Result};
-use crate::search::mcts::{expand, MctsConfig, Mode, Models, Problem, SearchStats, Strategy};
+use crate::search::api::{Models, Problem, SearchConfig, SearchStats, Strategy};
+use crate::search::expand::{expand, Expansion};
 use crate::search::tree::{NodeId, Tree};
 
 /// Frontier rule of one strategy.
@@ -28,7 +29,7 @@ struct Plan {
     rank: bool,
 }
 
-fn plan(cfg: &MctsConfig) -> Result<Plan> {
+fn plan(cfg: &SearchConfig) -> Result<Plan> {
     Ok(match cfg.search {
         Strategy::Beam => Plan {
             keep: cfg.beam_width,
@@ -80,21 +81,18 @@ fn next_frontier(tree: &Tree, children: &[NodeId], keep: &mut usize, rank: bool)
 }
 
 /// Runs beam search, best-of-N or greedy (by `cfg.search`) on all problems together; returns
-/// their trees in input order. Values are the PPM's (0 without one), as MCTS inference.
+/// their trees in input order. Values are the PPM's (0 without one): `cfg.mode` is inference, as
+/// [`crate::search::run_search`] sets it.
 /// `on_step(depth, max_depth)` after each expansion step; false cancels with [`Error::Cancelled`].
-pub fn step_search(
+pub(crate) fn step_search(
     problems: &[Problem],
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
     models: &mut Models<'_, '_>,
     stats: &mut SearchStats,
     on_step: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Vec<Tree>> {
     cfg.validate()?;
     let plan = plan(cfg)?;
-    let cfg = MctsConfig {
-        mode: Mode::Inference,
-        ..cfg.clone()
-    };
     let t0 = std::time::Instant::now();
     let mut trees: Vec<Tree> = problems.iter().map(|p| Tree::new(&p.question)).collect();
     let mut frontier: Vec<Vec<NodeId>> = vec![vec![0]; problems.len()];
@@ -108,7 +106,7 @@ pub fn step_search(
         if leaves.is_empty() {
             break;
         }
-        let step_cfg = MctsConfig {
+        let step_cfg = SearchConfig {
             width: if depth == 0 {
                 plan.root_width
             } else {
@@ -116,9 +114,13 @@ pub fn step_search(
             },
             ..cfg.clone()
         };
-        expand(
-            problems, &mut trees, &leaves, &step_cfg, plan.rank, models, stats,
-        )?;
+        let mut x = Expansion {
+            problems,
+            trees: &mut trees,
+            cfg: &step_cfg,
+            value_open: plan.rank,
+        };
+        expand(&mut x, &leaves, models, stats)?;
         for (i, f) in frontier.iter_mut().enumerate() {
             let children: Vec<NodeId> = f
                 .iter()
@@ -136,24 +138,4 @@ pub fn step_search(
     }
     stats.finish(t0);
     Ok(trees)
-}
-
-/// Runs the test-time search `cfg.search` (MCTS in inference mode, or [`step_search`]).
-pub fn run_search(
-    problems: &[Problem],
-    cfg: &MctsConfig,
-    models: &mut Models<'_, '_>,
-    stats: &mut SearchStats,
-    on_step: &mut dyn FnMut(usize, usize) -> bool,
-) -> Result<Vec<Tree>> {
-    match cfg.search {
-        Strategy::Mcts => {
-            let cfg = MctsConfig {
-                mode: Mode::Inference,
-                ..cfg.clone()
-            };
-            crate::search::mcts::search(problems, &cfg, models, stats, on_step)
-        }
-        _ => step_search(problems, cfg, models, stats, on_step),
-    }
 }

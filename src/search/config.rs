@@ -1,4 +1,4 @@
-//! The search configuration file: every [`MctsConfig`] knob as a flat TOML (or JSON) table whose
+//! The search configuration file: every [`SearchConfig`] knob as a flat TOML (or JSON) table whose
 //! keys are the field names (`rollouts`, `width`, `max_depth`, `c_puct`, `temperature`, `top_p`,
 //! `stop`, `errors_threshold`, `exec_timeout_s`, `vote_size`, `max_step_tokens`, `mode`, ...).
 //! Keys left out keep their defaults; an unknown key or a badly typed value is an
@@ -9,21 +9,27 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::search::mcts::MctsConfig;
+use crate::search::api::SearchConfig;
 
 /// The keys a configuration may hold, in declaration order.
 pub fn known_keys() -> Vec<String> {
-    match serde_json::to_value(MctsConfig::default()) {
+    match serde_json::to_value(SearchConfig::default()) {
         Ok(Value::Object(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
     }
 }
 
 /// A configuration and the keys its source set.
-pub type Parsed = (MctsConfig, Vec<String>);
+pub type Parsed = (SearchConfig, Vec<String>);
 
 /// Builds a configuration from a key -> value table (defaults for missing keys).
 fn from_table(table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
+    apply(&SearchConfig::default(), table, origin)
+}
+
+/// `base` with the keys of `table` set (command-line flags over a file, say); `origin` names the
+/// table in errors. Also returns the keys the table set.
+pub fn apply(base: &SearchConfig, table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
     let known = known_keys();
     for (k, v) in &table {
         if !known.iter().any(|n| n == k) {
@@ -35,11 +41,16 @@ fn from_table(table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
         }
         // Each key alone, so a type error names its key.
         let one: Map<String, Value> = [(k.clone(), v.clone())].into_iter().collect();
-        serde_json::from_value::<MctsConfig>(Value::Object(one))
+        serde_json::from_value::<SearchConfig>(Value::Object(one))
             .map_err(|e| Error::config(origin, k, e.to_string()))?;
     }
     let keys: Vec<String> = table.keys().cloned().collect();
-    let cfg: MctsConfig = serde_json::from_value(Value::Object(table))
+    let mut merged = match serde_json::to_value(base) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    merged.extend(table);
+    let cfg: SearchConfig = serde_json::from_value(Value::Object(merged))
         .map_err(|e| Error::config(origin, "<table>", e.to_string()))?;
     cfg.validate()
         .map_err(|e| Error::config(origin, "<table>", e.to_string()))?;
@@ -68,7 +79,7 @@ pub fn from_json(text: &str, origin: &Path) -> Result<Parsed> {
 }
 
 /// JSON when the text starts with `{`, TOML otherwise; empty text gives the defaults.
-pub fn parse(text: &str, origin: &Path) -> Result<MctsConfig> {
+pub fn parse(text: &str, origin: &Path) -> Result<SearchConfig> {
     parse_keys(text, origin).map(|p| p.0)
 }
 
@@ -87,10 +98,90 @@ pub fn load(path: &Path) -> Result<Parsed> {
     parse_keys(&text, path)
 }
 
+/// What each key sets, for [`help`]; every key of [`SearchConfig`] has a line.
+const KEY_HELP: &[(&str, &str)] = &[
+    (
+        "mode",
+        "annotation: terminal-guided | ppm-augmented | inference (mcts only)",
+    ),
+    (
+        "search",
+        "test-time search: mcts | beam | best-of-n | greedy",
+    ),
+    ("rollouts", "MCTS rollouts per run"),
+    ("width", "candidates per expansion (samples per beam node)"),
+    ("beam_width", "beam search: nodes kept per step"),
+    ("best_of", "best-of-N: trajectories per run"),
+    ("runs", "independent runs per problem at test time"),
+    (
+        "vote_size",
+        "votes use the top-k trajectories by value, 0 = all",
+    ),
+    ("max_depth", "steps per trajectory"),
+    ("c_puct", "UCT exploration constant"),
+    (
+        "errors_threshold",
+        "consecutive failing steps that end a branch",
+    ),
+    ("failure_rule", "execution | error-substring | either"),
+    (
+        "answer_children",
+        "only-first-answer | one-answer-plus-code",
+    ),
+    ("positive_reward", "terminal reward of a correct answer"),
+    (
+        "negative_reward",
+        "terminal reward of a wrong answer or a failed branch",
+    ),
+    ("value_scale", "PPM value = tanh(raw / value_scale)"),
+    ("max_step_tokens", "tokens per generated step"),
+    ("temperature", "sampling temperature"),
+    ("top_p", "sampling nucleus"),
+    ("top_k", "sampling top-k, 0 = off"),
+    ("seed", "sampling seed"),
+    ("stop", "stop strings"),
+    ("prompt_template", "policy prompt, {question} replaced"),
+    ("exec_timeout_s", "seconds per executed program"),
+    (
+        "device",
+        "where the policy and the PPM run: cpu | cuda | cuda:N",
+    ),
+];
+
+/// The keys of a configuration with what they set and their defaults (`--config`'s help), one
+/// line each, in declaration order; the defaults come from [`SearchConfig::default`].
+pub fn help() -> String {
+    let defaults = match serde_json::to_value(SearchConfig::default()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let mut out = String::from(
+        "A TOML file of search knobs; command-line flags override it; an unknown key is an error.\n\
+         Keys (defaults in brackets):",
+    );
+    for (key, default) in &defaults {
+        let what = KEY_HELP
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, w)| *w);
+        let default = match default {
+            Value::String(s) => s.replace('\n', "\\n"),
+            Value::Array(a) => a
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", "),
+            v => v.to_string(),
+        };
+        out.push_str(&format!("\n  {key:<17} {what}  [{default}]"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::mcts::{Mode, Strategy};
+    use crate::search::api::{Mode, Strategy};
 
     #[test]
     fn toml_keys_override_defaults() {
@@ -111,10 +202,10 @@ mod tests {
         assert_eq!(c.exec_timeout_s, 5.0);
         assert_eq!((c.mode, c.search), (Mode::PpmAugmented, Strategy::Beam));
         // Untouched keys keep the defaults.
-        assert_eq!(c.max_depth, MctsConfig::default().max_depth);
+        assert_eq!(c.max_depth, SearchConfig::default().max_depth);
         assert_eq!(
             parse("", Path::new("e.toml")).unwrap(),
-            MctsConfig::default()
+            SearchConfig::default()
         );
         let j = parse(
             r#"{"rollouts": 2, "search": "best-of-n"}"#,
@@ -152,6 +243,43 @@ mod tests {
         let e = parse("device = \"tpu\"\n", Path::new("d.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown device `tpu`"), "{e}");
         let c = parse("device = \"cuda:1\"\n", Path::new("d.toml")).unwrap();
-        assert_eq!(c.device().unwrap(), crate::backend::Device::Cuda(1));
+        assert_eq!(c.device, crate::backend::Device::Cuda(1));
+    }
+
+    #[test]
+    fn help_names_every_key_with_its_default() {
+        let h = help();
+        for k in known_keys() {
+            assert!(
+                KEY_HELP.iter().any(|(n, _)| *n == k),
+                "key `{k}` has no help line"
+            );
+            assert!(h.contains(&format!("\n  {k:<17} ")), "{h}");
+        }
+        assert!(
+            h.contains("rollouts          MCTS rollouts per run  [16]"),
+            "{h}"
+        );
+        assert!(
+            h.contains("[cpu]") && h.contains("[<end_of_step>, <end_of_code>"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn overrides_apply_over_a_base_and_name_their_key() {
+        let (base, _) = parse_keys("rollouts = 4\nwidth = 3\n", Path::new("s.toml")).unwrap();
+        let table: Map<String, Value> =
+            serde_json::from_str(r#"{"width": 5, "device": "cuda:2"}"#).unwrap();
+        let (c, keys) = apply(&base, table, Path::new("<flags>")).unwrap();
+        assert_eq!((c.rollouts, c.width), (4, 5));
+        assert_eq!(c.device, crate::backend::Device::Cuda(2));
+        assert_eq!(keys, vec!["width".to_string(), "device".to_string()]);
+        let table: Map<String, Value> = serde_json::from_str(r#"{"width": -1}"#).unwrap();
+        let e = apply(&base, table, Path::new("<flags>")).unwrap_err();
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "width"),
+            "{e}"
+        );
     }
 }

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::grade;
-use crate::search::beam::run_search;
-use crate::search::mcts::{MctsConfig, Models, Problem, SearchStats, Strategy};
+use crate::search::api::{Models, Problem, SearchConfig, SearchStats, Strategy};
+use crate::search::run_search;
 use crate::search::tree::Tree;
 use crate::search::vote::{self, Candidate, Votes};
 
@@ -120,7 +120,7 @@ pub fn result(p: &Problem, trajs: Vec<Trajectory>, vote_size: usize) -> ProblemR
 /// search steps (MCTS rollouts or beam depths) over all runs; false cancels.
 pub fn solve_problems(
     problems: &[Problem],
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
     models: &mut Models<'_, '_>,
     stats: &mut SearchStats,
     on_step: &mut dyn FnMut(usize, usize) -> bool,
@@ -207,7 +207,7 @@ pub struct Progress {
 /// `out` (when given) as soon as its batch is done. `progress` returning false cancels.
 pub fn evaluate(
     problems: &[Problem],
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
     batch: usize,
     models: &mut Models<'_, '_>,
     mut out: Option<(&mut dyn Write, &std::path::Path)>,

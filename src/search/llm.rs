@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::data::prompts;
 use crate::engine::ppm::{Ppm, Scorer};
 use crate::engine::{
     Engine, EngineConfig, EngineStats, GenerateParams, LoadedModel, Request, SamplingParams, SeqId,
 };
 use crate::error::{Error, Result};
-use crate::search::mcts::{MctsConfig, Policy, ScoreRequest, StepRequest, ValueModel};
+use crate::search::api::{Policy, ScoreRequest, SearchConfig, StepRequest, ValueModel};
 use crate::search::tree::NodeId;
 
 /// A proposed candidate's sequence and its generated token count.
@@ -37,7 +38,7 @@ pub struct EnginePolicy {
 }
 
 impl EnginePolicy {
-    pub fn new(lm: Arc<LoadedModel>, engine_cfg: EngineConfig, cfg: &MctsConfig) -> Result<Self> {
+    pub fn new(lm: Arc<LoadedModel>, engine_cfg: EngineConfig, cfg: &SearchConfig) -> Result<Self> {
         lm.tokenizer()?;
         Ok(EnginePolicy {
             engine: Engine::new(lm, engine_cfg)?,
@@ -74,7 +75,7 @@ impl EnginePolicy {
         if let Some(&s) = self.nodes.get(&(r.problem, r.node)) {
             return Ok(s);
         }
-        let mut ids = self.encode(&self.template.replace("{question}", r.question), true)?;
+        let mut ids = self.encode(&prompts::fill(&self.template, r.question), true)?;
         let path = r.path.concat();
         if !path.is_empty() {
             ids.extend(self.encode(&path, false)?);
@@ -185,7 +186,7 @@ pub struct PpmValue {
 }
 
 impl PpmValue {
-    pub fn new(ppm: Arc<Ppm>, engine_cfg: EngineConfig, cfg: &MctsConfig) -> Result<Self> {
+    pub fn new(ppm: Arc<Ppm>, engine_cfg: EngineConfig, cfg: &SearchConfig) -> Result<Self> {
         let lm = ppm.lm.clone();
         lm.tokenizer()?;
         Ok(PpmValue {
@@ -208,7 +209,7 @@ impl ValueModel for PpmValue {
         let seqs = reqs
             .iter()
             .map(|r| {
-                let text = self.template.replace("{question}", r.question) + &r.path.concat();
+                let text = prompts::fill(&self.template, r.question) + &r.path.concat();
                 // A path longer than the PPM's context is valued by its longest prefix that fits.
                 let mut ids = tok.encode(&text, true)?;
                 ids.truncate(max_ctx);
@@ -229,10 +230,10 @@ impl ValueModel for PpmValue {
 pub fn load_models(
     policy: &std::path::Path,
     ppm: Option<&std::path::Path>,
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
 ) -> Result<(EnginePolicy, Option<PpmValue>, crate::exec::Executor)> {
     cfg.validate()?;
-    let device = cfg.device()?;
+    let device = cfg.device;
     let lm = Arc::new(LoadedModel::load_on(policy, device)?);
     let policy = EnginePolicy::new(lm, EngineConfig::default(), cfg)?;
     let value = match ppm {

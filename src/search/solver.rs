@@ -1,23 +1,160 @@
 //! A solver that owns its models: the policy on an engine, the optional PPM and the executor,
-//! with one [`MctsConfig`]. `rstar solve`, `rstar eval`, `rstar mcts` and the C ABI's
-//! `rstar_solver_*` are thin shells over it.
+//! with one [`SearchConfig`]. [`Solver::new`] resolves what it runs from [`SolverOptions`]: the
+//! default model (with its PPM and search settings) when no policy is given, the settings file
+//! or text, and overrides by key. `rstar solve`, `rstar eval`, `rstar mcts` and the C ABI's
+//! `rstar_solver_*` are thin shells over it: they parse, call, and print the typed results
+//! ([`Solution`], [`EvalSummary`], [`RunSummary`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
+use crate::engine::EngineStats;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::search::api::{
+    Mode, Models, Policy, Problem, SearchConfig, SearchStats, Strategy, ValueModel,
+};
+use crate::search::config;
 use crate::search::dataset::{self, RunSummary};
-use crate::search::eval::{self, EvalSummary, Progress};
+use crate::search::default_model;
+use crate::search::eval::{self, EvalSummary, Progress, Trajectory};
 use crate::search::llm::{EnginePolicy, PpmValue};
-use crate::search::mcts::{MctsConfig, Models, Policy, Problem, SearchStats, ValueModel};
+
+/// Where the search settings come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settings {
+    /// A configuration file: TOML, or JSON by content ([`config::load`]).
+    File(PathBuf),
+    /// Configuration text: a JSON object or TOML ([`config::parse`]); errors name `<config>`.
+    Text(String),
+}
+
+/// What a solver is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// Test time (`solve`, `evaluate_file`): the configured search, in inference mode
+    /// ([`crate::search::run_search`]).
+    #[default]
+    TestTime,
+    /// Data synthesis (`synthesize`): annotation MCTS; needs an explicit policy. Unless the
+    /// settings set `mode`, it is PPM-augmented with a PPM and terminal-guided without.
+    Synthesis,
+}
+
+/// What [`Solver::new`] loads and how it searches; every field may be left to its default.
+#[derive(Debug, Clone, Default)]
+pub struct SolverOptions {
+    /// Policy model directory or .gguf; `None`: the self-evolved default model
+    /// ([`default_model`]).
+    pub policy: Option<PathBuf>,
+    /// Process preference model; `None`: the default model's PPM when the policy is the default
+    /// one and it has a PPM, else none.
+    pub ppm: Option<PathBuf>,
+    /// `None`: the default model's `search.toml` when the policy is the default one, else the
+    /// defaults of [`SearchConfig`].
+    pub settings: Option<Settings>,
+    /// Configuration keys set over the settings (command-line flags), as in a configuration
+    /// file; errors name `<flags>` and the key.
+    pub overrides: Map<String, Value>,
+    pub purpose: Purpose,
+}
+
+/// The models and the search configuration [`SolverOptions`] resolve to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub policy: PathBuf,
+    pub ppm: Option<PathBuf>,
+    pub config: SearchConfig,
+}
+
+impl SolverOptions {
+    /// Resolves the default model, its PPM and its search settings, applies the overrides and
+    /// the purpose; reads configuration files, loads no model.
+    pub fn resolve(self) -> Result<Resolved> {
+        let (policy, ppm, default_settings) = match self.policy {
+            Some(p) => (p, self.ppm, None),
+            None if self.purpose == Purpose::Synthesis => {
+                return Err(Error::InvalidArgument(
+                    "mcts needs --policy (the model whose search data is synthesized)".into(),
+                ))
+            }
+            None => (
+                default_model::default_policy()?,
+                self.ppm.or_else(default_model::default_ppm),
+                default_model::default_search_config().map(Settings::File),
+            ),
+        };
+        let (base, mut keys) = match self.settings.or(default_settings) {
+            Some(Settings::File(p)) => config::load(&p)?,
+            Some(Settings::Text(t)) => config::parse_keys(&t, Path::new("<config>"))?,
+            None => (SearchConfig::default(), Vec::new()),
+        };
+        let (mut config, flag_keys) = config::apply(&base, self.overrides, Path::new("<flags>"))?;
+        keys.extend(flag_keys);
+        if self.purpose == Purpose::Synthesis {
+            if !keys.iter().any(|k| k == "mode") {
+                config.mode = if ppm.is_some() {
+                    Mode::PpmAugmented
+                } else {
+                    Mode::TerminalGuided
+                };
+            }
+            config.search = Strategy::Mcts;
+        }
+        Ok(Resolved {
+            policy,
+            ppm,
+            config,
+        })
+    }
+}
+
+/// Engine counters of a solver: the policy's and the PPM's, and how much of the policy's work
+/// the trees kept.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EngineReport {
+    pub policy: EngineStats,
+    pub ppm: Option<EngineStats>,
+    pub tokens_generated: u64,
+    /// Tokens of the trees' unique content.
+    pub tree_tokens: u64,
+    /// Tokens computed per unique tree token (recompute and discarded candidates).
+    pub computed_per_tree_token: f64,
+}
+
+/// The answer to one question ([`Solver::solve`]); serialised, the JSON of `rstar solve --json`
+/// and `rstar_solver_solve`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Solution {
+    pub question: String,
+    /// The PPM-best answer.
+    pub answer: Option<String>,
+    /// Run 0's highest-value answer.
+    pub pass1: Option<String>,
+    pub majority: Option<String>,
+    pub weighted: Option<String>,
+    /// Trajectories voting.
+    pub k: usize,
+    pub trajectories: Vec<Trajectory>,
+    pub stats: SearchStats,
+    pub engine: EngineReport,
+}
+
+impl Solution {
+    /// The first trajectory that reached [`Solution::answer`].
+    pub fn best(&self) -> Option<&Trajectory> {
+        let answer = self.answer.as_deref()?;
+        self.trajectories.iter().find(|t| t.answer == answer)
+    }
+}
 
 /// Policy + optional PPM + executor + configuration.
 pub struct Solver {
-    cfg: MctsConfig,
+    cfg: SearchConfig,
     policy: EnginePolicy,
     value: Option<PpmValue>,
     exec: Executor,
@@ -25,10 +162,13 @@ pub struct Solver {
 }
 
 impl Solver {
-    /// Loads the policy (HF directory or .gguf) and the PPM, starts the executor.
-    pub fn new(policy: &Path, ppm: Option<&Path>, cfg: MctsConfig) -> Result<Solver> {
-        let cfg = cfg.resolved();
-        let (policy, value, exec) = crate::search::llm::load_models(policy, ppm, &cfg)?;
+    /// Resolves `opts` ([`SolverOptions::resolve`]), loads the policy (HF directory or .gguf)
+    /// and the PPM, starts the executor.
+    pub fn new(opts: SolverOptions) -> Result<Solver> {
+        let r = opts.resolve()?;
+        let cfg = r.config.resolved();
+        let (policy, value, exec) =
+            crate::search::llm::load_models(&r.policy, r.ppm.as_deref(), &cfg)?;
         Ok(Solver {
             cfg,
             policy,
@@ -38,7 +178,7 @@ impl Solver {
         })
     }
 
-    pub fn config(&self) -> &MctsConfig {
+    pub fn config(&self) -> &SearchConfig {
         &self.cfg
     }
 
@@ -49,19 +189,19 @@ impl Solver {
 
     /// Engine counters: the policy's and the PPM's, tokens per unique tree token, tokens
     /// generated.
-    pub fn engine_stats(&self) -> Value {
+    pub fn engine_stats(&self) -> EngineReport {
         let p = self.policy.stats();
-        json!({
-            "policy": p,
-            "ppm": self.value.as_ref().map(|v| v.stats()),
-            "tokens_generated": self.policy.tokens_generated(),
-            "tree_tokens": self.policy.tree_tokens,
-            "computed_per_tree_token": if self.policy.tree_tokens == 0 {
+        EngineReport {
+            policy: p,
+            ppm: self.value.as_ref().map(|v| v.stats()),
+            tokens_generated: self.policy.tokens_generated(),
+            tree_tokens: self.policy.tree_tokens,
+            computed_per_tree_token: if self.policy.tree_tokens == 0 {
                 0.0
             } else {
                 p.tokens_computed as f64 / self.policy.tree_tokens as f64
             },
-        })
+        }
     }
 
     fn take_cancel(&self) -> Result<()> {
@@ -71,9 +211,6 @@ impl Solver {
         Ok(())
     }
 
-    /// Solves one question with `cfg.search` over `cfg.runs` runs. The JSON holds `answer`
-    /// (PPM-best), `pass1`, `majority`, `weighted`, `trajectories` (each `{run, tag, answer,
-    /// value, solution}`), `stats` and `engine`.
     /// The executor (its interpreter and what that can import: [`Executor::info`]).
     pub fn executor(&self) -> &Executor {
         &self.exec
@@ -88,7 +225,8 @@ impl Solver {
         }
     }
 
-    pub fn solve(&mut self, question: &str) -> Result<Value> {
+    /// Solves one question with `cfg.search` over `cfg.runs` runs.
+    pub fn solve(&mut self, question: &str) -> Result<Solution> {
         let p = Problem {
             id: 0,
             question: question.into(),
@@ -106,17 +244,17 @@ impl Solver {
         );
         self.cancel.store(false, Ordering::Relaxed);
         let r = r?.remove(0);
-        Ok(json!({
-            "question": question,
-            "answer": r.votes.ppm_best,
-            "pass1": r.pass1,
-            "majority": r.votes.majority,
-            "weighted": r.votes.weighted,
-            "k": r.votes.k,
-            "trajectories": r.trajectories,
-            "stats": stats,
-            "engine": self.engine_stats(),
-        }))
+        Ok(Solution {
+            question: question.into(),
+            answer: r.votes.ppm_best,
+            pass1: r.pass1,
+            majority: r.votes.majority,
+            weighted: r.votes.weighted,
+            k: r.votes.k,
+            trajectories: r.trajectories,
+            stats,
+            engine: self.engine_stats(),
+        })
     }
 
     /// Evaluates a problem file (JSON list or JSONL of `{question, answer}`), `limit` problems
@@ -130,7 +268,7 @@ impl Solver {
         out: Option<&Path>,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<EvalSummary> {
-        let mut problems = dataset::load_problems(data)?;
+        let mut problems = crate::data::load_problems(data)?;
         if let Some(n) = limit {
             problems.truncate(n);
         }
@@ -165,7 +303,7 @@ impl Solver {
         batch: usize,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<RunSummary> {
-        let problems = dataset::load_problems(data)?;
+        let problems = crate::data::load_problems(data)?;
         let cfg = self.cfg.clone();
         let t0 = std::time::Instant::now();
         self.take_cancel()?;
@@ -190,5 +328,65 @@ impl Solver {
         );
         self.cancel.store(false, Ordering::Relaxed);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(purpose: Purpose, ppm: bool, settings: &str, flags: &str) -> SolverOptions {
+        SolverOptions {
+            policy: Some("p".into()),
+            ppm: ppm.then(|| "q".into()),
+            settings: Some(Settings::Text(settings.into())),
+            overrides: serde_json::from_str(flags).unwrap(),
+            purpose,
+        }
+    }
+
+    #[test]
+    fn synthesis_picks_the_mode_from_the_ppm_unless_the_settings_set_it() {
+        let r = opts(Purpose::Synthesis, true, "search = \"beam\"", "{}")
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            (r.config.mode, r.config.search),
+            (Mode::PpmAugmented, Strategy::Mcts)
+        );
+        let r = opts(Purpose::Synthesis, false, "", "{}").resolve().unwrap();
+        assert_eq!(r.config.mode, Mode::TerminalGuided);
+        let r = opts(Purpose::Synthesis, true, "mode = \"terminal-guided\"", "{}")
+            .resolve()
+            .unwrap();
+        assert_eq!(r.config.mode, Mode::TerminalGuided);
+        let e = SolverOptions {
+            purpose: Purpose::Synthesis,
+            ..SolverOptions::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("--policy"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_settings_by_key() {
+        let r = opts(
+            Purpose::TestTime,
+            false,
+            "width = 5\nrollouts = 3",
+            r#"{"width": 2}"#,
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!((r.config.width, r.config.rollouts), (2, 3));
+        assert_eq!(r.config.search, Strategy::Mcts);
+        let e = opts(Purpose::TestTime, false, "", r#"{"widht": 2}"#)
+            .resolve()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("<flags>") && e.to_string().contains("widht"),
+            "{e}"
+        );
     }
 }

@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::model::WeightStore;
-use crate::train::data::tokenizer_files;
 use crate::train::model::{LoraSpec, TrainModel, V_HEAD_BIAS, V_HEAD_WEIGHT};
 
 /// Writes f32 tensors to a safetensors file (via a temporary file and a rename).
@@ -291,4 +290,22 @@ pub fn load_state(
         }
     }
     Ok(meta)
+}
+
+/// The tokenizer-side files of a model directory that a saved checkpoint copies.
+pub fn tokenizer_files(dir: &Path) -> Vec<PathBuf> {
+    [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "generation_config.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .filter(|p| p.is_file())
+    .collect()
 }

@@ -7,7 +7,7 @@
 //!    with the latest trained PPM (terminal-guided while there is none). Round 1 uses
 //!    `round1_rollouts` (the paper's 8), later rounds `mcts.rollouts` (16).
 //! 2. **extract**: the SFT set and the preference pairs of the round's trees
-//!    ([`crate::search::extract`]).
+//!    ([`crate::data::extract`]).
 //! 3. **sft**: the policy is trained **from the base model** on this round's SFT set (spec 5.2),
 //!    plus, with a replay file, a draw of its examples (`sft_replay`; e.g. the bootstrap set, so
 //!    that a base already fine-tuned on it does not forget what the round's trajectories miss).
@@ -38,18 +38,20 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::data::extract::{
+    extract_file, trajectories, ExtractConfig, ExtractKind, ExtractSummary,
+};
+use crate::data::problems::load_problems;
+use crate::data::prompts::POLICY_PROMPT;
+use crate::data::training::read_records;
+use crate::data::trees::read_trees;
 use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
 use crate::grade;
 use crate::plot::{line_chart, Chart, Series};
-use crate::search::dataset::{load_problems, run_dataset};
-use crate::search::extract::{
-    extract_file, read_trees, trajectories, ExtractConfig, ExtractKind, ExtractSummary,
-};
+use crate::search::dataset::run_dataset;
 use crate::search::llm::load_models;
-use crate::search::mcts::POLICY_PROMPT;
-use crate::search::{search, MctsConfig, Mode, Models, Problem, SearchStats, ValueModel};
-use crate::train::data::read_records;
+use crate::search::{search, Mode, Models, Problem, SearchConfig, SearchStats, ValueModel};
 use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 
 /// Every knob of the driver.
@@ -57,7 +59,7 @@ use crate::train::trainer::{prepare, state_dir, Progress, Task, TrainConfig};
 #[serde(default, deny_unknown_fields)]
 pub struct EvolveConfig {
     /// The search of the synthesis stage; `mode` is set per round.
-    pub mcts: MctsConfig,
+    pub mcts: SearchConfig,
     /// Rollouts of round 1 (paper: 8); `None` uses `mcts.rollouts`.
     pub round1_rollouts: Option<usize>,
     /// Problems searched together.
@@ -83,13 +85,13 @@ pub struct EvolveConfig {
 impl Default for EvolveConfig {
     fn default() -> Self {
         EvolveConfig {
-            mcts: MctsConfig::default(),
+            mcts: SearchConfig::default(),
             round1_rollouts: Some(8),
             batch: 8,
             ppm_from_round: 2,
             // The PPM is trained on the prompt it is scored with during search.
             extract: ExtractConfig {
-                prompt_template: POLICY_PROMPT.replace("{question}", "{query}"),
+                prompt_template: POLICY_PROMPT.into(),
                 ..ExtractConfig::default()
             },
             sft: TrainConfig::default(),
@@ -373,7 +375,7 @@ fn split_problems(opts: &EvolveOptions) -> Result<(Vec<Problem>, Vec<Problem>)> 
 /// Runs inference MCTS over `problems` in batches and counts the correct best answers.
 fn count_correct(
     problems: &[Problem],
-    cfg: &MctsConfig,
+    cfg: &SearchConfig,
     policy: &Path,
     ppm: Option<&Path>,
     batch: usize,
@@ -511,7 +513,7 @@ fn evaluate_round(
     let t0 = Instant::now();
     let policy = latest(w, r, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
     let ppm = latest(w, r, Stage::Ppm)?;
-    let greedy = MctsConfig {
+    let greedy = SearchConfig {
         mode: Mode::Inference,
         rollouts: 1,
         width: 1,
@@ -525,7 +527,7 @@ fn evaluate_round(
     let greedy_correct = count_correct(held, &greedy, &policy, None, c.batch, on)?;
     let ppm_correct = match &ppm {
         Some(p) if c.eval_ppm_rollouts > 0 => {
-            let guided = MctsConfig {
+            let guided = SearchConfig {
                 mode: Mode::Inference,
                 rollouts: c.eval_ppm_rollouts,
                 ..c.mcts.clone()
@@ -617,6 +619,64 @@ pub fn plot_rounds(rows: &[RoundRow]) -> Result<Vec<u8>> {
     Ok(plot.png)
 }
 
+/// The synthesis stage of round `r`: MCTS over the training problems with the previous round's
+/// policy (and PPM from `ppm_from_round` on), trees appended to `trees`.
+fn mcts_stage(
+    opts: &EvolveOptions,
+    r: usize,
+    train: &[Problem],
+    trees: &Path,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<MctsDone> {
+    let c = &opts.config;
+    let w = &opts.workdir;
+    let t0 = Instant::now();
+    let policy = latest(w, r - 1, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
+    let ppm = if r >= c.ppm_from_round {
+        latest(w, r - 1, Stage::Ppm)?
+    } else {
+        None
+    };
+    let mut cfg = c.mcts.clone();
+    cfg.mode = match ppm {
+        Some(_) => Mode::PpmAugmented,
+        None => Mode::TerminalGuided,
+    };
+    if r == 1 {
+        cfg.rollouts = c.round1_rollouts.unwrap_or(cfg.rollouts);
+    }
+    let (mut pol, mut val, exec) = load_models(&policy, ppm.as_deref(), &cfg)?;
+    run_dataset(
+        train,
+        trees,
+        &cfg,
+        c.batch,
+        &mut Models {
+            policy: &mut pol,
+            value: val.as_mut().map(|v| v as &mut dyn ValueModel),
+            runner: &exec,
+        },
+        &mut |done, total, _| {
+            on(Event::Problems { done, total });
+            true
+        },
+    )?;
+    // Coverage over the whole file (earlier, interrupted runs included).
+    let solved = read_trees(trees)?
+        .iter()
+        .filter(|t| trajectories(t, &c.extract).iter().any(|tr| tr.correct))
+        .count();
+    Ok(MctsDone {
+        mode: cfg.mode,
+        rollouts: cfg.rollouts,
+        policy,
+        ppm,
+        problems: train.len(),
+        solved,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
 /// One round; returns its row.
 fn round(
     opts: &EvolveOptions,
@@ -633,51 +693,7 @@ fn round(
     let (sft_file, pairs_file) = (dir.join("sft.json"), dir.join("pairs.json"));
 
     let mcts = stage(&dir, r, Stage::Mcts, on, |on| {
-        let t0 = Instant::now();
-        let policy = latest(w, r - 1, Stage::Sft)?.unwrap_or_else(|| opts.policy.clone());
-        let ppm = if r >= c.ppm_from_round {
-            latest(w, r - 1, Stage::Ppm)?
-        } else {
-            None
-        };
-        let mut cfg = c.mcts.clone();
-        cfg.mode = match ppm {
-            Some(_) => Mode::PpmAugmented,
-            None => Mode::TerminalGuided,
-        };
-        if r == 1 {
-            cfg.rollouts = c.round1_rollouts.unwrap_or(cfg.rollouts);
-        }
-        let (mut pol, mut val, exec) = load_models(&policy, ppm.as_deref(), &cfg)?;
-        run_dataset(
-            train,
-            &trees,
-            &cfg,
-            c.batch,
-            &mut Models {
-                policy: &mut pol,
-                value: val.as_mut().map(|v| v as &mut dyn ValueModel),
-                runner: &exec,
-            },
-            &mut |done, total, _| {
-                on(Event::Problems { done, total });
-                true
-            },
-        )?;
-        // Coverage over the whole file (earlier, interrupted runs included).
-        let solved = read_trees(&trees)?
-            .iter()
-            .filter(|t| trajectories(t, &c.extract).iter().any(|tr| tr.correct))
-            .count();
-        Ok(MctsDone {
-            mode: cfg.mode,
-            rollouts: cfg.rollouts,
-            policy,
-            ppm,
-            problems: train.len(),
-            solved,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
+        mcts_stage(opts, r, train, &trees, on)
     })?;
 
     let ext = stage(&dir, r, Stage::Extract, on, |_| {

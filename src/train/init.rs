@@ -10,7 +10,7 @@
 //! and kept by `decode(.., skip_special_tokens = true)` as well, because the search decodes them as
 //! text (stop strings, step classification). The tags are cut out of the corpus before the merges
 //! are learned, so no merge is spent on them. Each record contributes its question inside both
-//! policy prompts ([`crate::search::mcts::POLICY_PROMPT`], [`crate::train::data::RSTAR_SFT_PROMPT`])
+//! policy prompts ([`crate::data::prompts`])
 //! and its response, so the prompts' words get their own merges.
 //!
 //! Weights: normal(0, `init_std`) for every matrix (the embedding included), ones for the RMSNorm
@@ -29,12 +29,11 @@ use tokenizers::{
     TokenizerBuilder,
 };
 
+use crate::data::prompts::{self, POLICY_PROMPT, SFT_PROMPT};
 use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
-use crate::search::mcts::POLICY_PROMPT;
 use crate::steps::tags;
 use crate::train::checkpoint::write_safetensors;
-use crate::train::data::RSTAR_SFT_PROMPT;
 use crate::train::model::normal;
 
 /// End of sequence (also the pad token).
@@ -200,8 +199,8 @@ pub fn corpus(path: &Path) -> Result<(Vec<String>, usize, Vec<String>)> {
                 format!("{loc}: no string field `question`, `query` or `problem`"),
             )
         })?;
-        texts.push(POLICY_PROMPT.replace("{question}", q));
-        texts.push(RSTAR_SFT_PROMPT.replace("{query}", q));
+        texts.push(prompts::fill(POLICY_PROMPT, q));
+        texts.push(prompts::fill(SFT_PROMPT, q));
         if let Some(resp) = field(&["response", "solution"]) {
             texts.push(resp.to_owned());
             responses.push(resp.to_owned());
@@ -430,48 +429,10 @@ pub fn init_model(data: &Path, out: &Path, c: &InitConfig) -> Result<InitSummary
     })
 }
 
-/// Where the default model lives: `$RSTAR_DEFAULT_MODEL` when set (e.g. for an installed
-/// binary), else `models/default/` of the source tree the binary was built from.
-pub fn default_model_dir() -> PathBuf {
-    match std::env::var_os("RSTAR_DEFAULT_MODEL") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default"),
-    }
-}
-
-/// The recipe that builds the default model.
-pub const DEFAULT_MODEL_RECIPE: &str = "scripts/make_default_model.sh";
-
-/// The default policy directory, or an error naming the recipe when it has not been built.
-pub fn default_policy() -> Result<PathBuf> {
-    let p = default_model_dir().join("policy");
-    if p.join("config.json").is_file() {
-        Ok(p)
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "no --policy given and the default model is not built ({} has no config.json); \
-             build it with {DEFAULT_MODEL_RECIPE} or pass --policy DIR",
-            p.display()
-        )))
-    }
-}
-
-/// The default model's search settings (`models/default/search.toml`) when they exist.
-pub fn default_search_config() -> Option<PathBuf> {
-    let p = default_model_dir().join("search.toml");
-    p.is_file().then_some(p)
-}
-
-/// The default PPM directory when it exists.
-pub fn default_ppm() -> Option<PathBuf> {
-    let p = default_model_dir().join("ppm");
-    p.join("config.json").is_file().then_some(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::problems::{generate, write_jsonl};
+    use crate::data::generate::{generate, write_jsonl};
 
     fn problems_file(dir: &Path, n: usize) -> PathBuf {
         let mut ps = generate(1, n, 1).unwrap();
@@ -503,7 +464,7 @@ mod tests {
             );
         }
         // A generated solution (and a prompt, and text the corpus never had) round-trip exactly.
-        let prompt = POLICY_PROMPT.replace("{question}", "Ünïcødé ≥ 3? 12½ €");
+        let prompt = prompts::fill(POLICY_PROMPT, "Ünïcødé ≥ 3? 12½ €");
         for s in [&responses[0], &responses[responses.len() - 1], &prompt] {
             let ids = tok.encode(s.as_str(), false).unwrap().get_ids().to_vec();
             assert_eq!(&tok.decode(&ids, false).unwrap(), s);

@@ -5,13 +5,13 @@
 //! * [`model`]: [`TrainModel`], the decoder with f32 master parameters, gradients, activation
 //!   checkpointing, LoRA adapters and a value head;
 //! * [`optim`]: AdamW (decoupled weight decay), SGD, warmup + linear/cosine schedules, clipping;
-//! * [`data`]: SFT and preference-pair datasets (JSONL or JSON arrays) tokenized and packed;
+//! * [`pack`]: tokenized SFT examples and preference pairs (loaded by [`crate::data::training`])
+//!   packed into micro-batches, pairs sharing their prefix;
 //! * [`checkpoint`]: Hugging Face model directories, `value_head.safetensors`, PEFT adapters and
 //!   resumable trainer state;
 //! * [`trainer`]: [`Trainer`], the loop the CLI (`rstar train`), the C API and the evolve driver use;
 //! * [`init`]: from-scratch models: a byte-level BPE tokenizer trained on problem text, a seeded
 //!   random Qwen2 decoder (`rstar init-model`);
-//! * [`problems`]: generated math word problems of graded difficulty with code-augmented solutions;
 //! * [`evolve`]: the self-evolution driver (`rstar evolve`): rounds of MCTS, extraction, SFT, PPM
 //!   training and evaluation, resumable stage by stage.
 //!
@@ -19,13 +19,12 @@
 //! step (all micro-batches), so gradient accumulation gives the same update as one big batch.
 
 pub mod checkpoint;
-pub mod data;
 pub mod evolve;
 pub mod init;
 pub mod model;
 pub mod ops;
 pub mod optim;
-pub mod problems;
+pub mod pack;
 pub mod trainer;
 
 pub use model::{Grads, LoraSpec, Objective, Packed, Param, TrainModel};

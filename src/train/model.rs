@@ -882,6 +882,9 @@ impl TrainModel {
 
     /// One forward and backward of `obj` on `p`: accumulates gradients into `g` and returns the
     /// (weighted) loss.
+    // About 110 lines, kept whole on purpose: the forward pass, the loss and the backward pass
+    // over the same layers read side by side, so the saved activations and their gradients can
+    // be checked against each other in one place (the per-layer work is already in functions).
     pub fn forward_backward(&self, p: &Packed, obj: &Objective, g: &mut Grads) -> Result<f64> {
         self.check_tokens(&p.tokens)?;
         let c = &self.config;

@@ -21,13 +21,14 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::data::training::{self as data, PairExample, SftExample, TokenContext};
 use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint;
-use crate::train::data::{self, PairExample, SftExample, TokenContext};
 use crate::train::model::{Grads, LoraSpec, Objective, TrainModel};
 use crate::train::optim::{self, OptimConfig, Optimizer, OptimizerKind, Schedule};
+use crate::train::pack;
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -390,7 +391,7 @@ impl Trainer {
                 let ex: Vec<&SftExample> = batch.iter().map(|&i| &all[i]).collect();
                 let total: usize = ex.iter().map(|e| e.n_targets()).sum();
                 let weight = 1.0 / total.max(1) as f32;
-                for (p, targets) in data::pack_sft(&ex, self.config.seq_len) {
+                for (p, targets) in pack::pack_sft(&ex, self.config.seq_len) {
                     tokens += p.len();
                     fmas += 3.0 * self.model.forward_fmas(&p, targets.len());
                     let obj = Objective::Lm { targets, weight };
@@ -400,7 +401,7 @@ impl Trainer {
             Dataset::Pairs(all) => {
                 let ex: Vec<&PairExample> = batch.iter().map(|&i| &all[i]).collect();
                 let weight = 1.0 / ex.len().max(1) as f32;
-                for (p, pairs) in data::pack_pairs(&ex, self.config.seq_len) {
+                for (p, pairs) in pack::pack_pairs(&ex, self.config.seq_len) {
                     tokens += p.len();
                     fmas += 3.0 * self.model.forward_fmas(&p, 0);
                     let obj = Objective::Pairs { pairs, weight };

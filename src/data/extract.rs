@@ -1,7 +1,7 @@
 //! Training data out of search trees (spec 5.1, 5.2, 5.4): the SFT set and the PPM preference
-//! pairs, read from the JSONL that `rstar mcts` writes ([`crate::search::dataset`]) and written in
+//! pairs, read from the JSONL that `rstar mcts` writes ([`crate::data::trees`]) and written in
 //! the formats of rStar's `sft_data_examples.json` / `rm_data_examples.json`, which
-//! [`crate::train::data`] loads.
+//! [`crate::data::training`] loads.
 //!
 //! **Trajectories.** A trajectory is a root-to-leaf path ending at a valid answer node (spec 5.1);
 //! its step Q-values are those of the path's nodes below the root, answer node included. It is
@@ -27,7 +27,7 @@
 //! * *trajectory pairs* (the paper's final-step rule, and the whole-solution pairs of
 //!   `rm_data_examples.json`): the `per_side` correct error-free trajectories with the highest
 //!   mean Q against the `per_side` wrong ones with the lowest mean Q; the prompt is the question
-//!   only (`<|user|>:\n{query}`) and each side starts with `\n<|assistant|>: ...`.
+//!   only (`<|user|>:\n{question}`) and each side starts with `\n<|assistant|>: ...`.
 //!
 //! Every pair must pass two filters (`sample_rm_data.py`): Q(pos) − Q(neg) ≥ `min_margin` (0.5;
 //! mean Q for trajectory pairs), and the two texts must differ enough: their Levenshtein distance
@@ -39,18 +39,16 @@
 //! greedy-best continuation must exceed the rejected one's greedy-worst); the margin filter covers
 //! most of what it removes.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::data::prompts::{self, SFT_PROMPT};
+use crate::data::tree::{End, NodeId, Tree};
+use crate::data::trees::{read_trees, TreeRecord};
 use crate::error::{Error, Result};
 use crate::grade;
-use crate::search::tree::{End, NodeId, Tree, TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS};
-use crate::steps;
-use crate::train::data::RSTAR_SFT_PROMPT;
 
 /// Every knob of extraction; defaults from the spec (5.2, 5.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +74,7 @@ pub struct ExtractConfig {
     pub error_negatives: bool,
     /// Also emit whole-trajectory pairs (the paper's final-answer-step rule).
     pub trajectory_pairs: bool,
-    /// The policy prompt with `{query}` (`train_SFT.py`'s source and `extra_rm_file.py`'s prefix;
+    /// The policy prompt with `{question}` (`train_SFT.py`'s source and `extra_rm_file.py`'s prefix;
     /// one newline before `<|assistant|>`).
     pub prompt_template: String,
 }
@@ -92,7 +90,7 @@ impl Default for ExtractConfig {
             min_edit_distance: 20,
             error_negatives: true,
             trajectory_pairs: true,
-            prompt_template: RSTAR_SFT_PROMPT.into(),
+            prompt_template: SFT_PROMPT.into(),
         }
     }
 }
@@ -106,27 +104,12 @@ impl ExtractConfig {
         if !self.min_margin.is_finite() {
             return Err(Error::InvalidArgument("min_margin must be finite".into()));
         }
-        if !self.prompt_template.contains("{query}") {
-            return Err(Error::InvalidArgument(
-                "prompt_template must contain {query}".into(),
-            ));
-        }
-        Ok(())
+        prompts::check(&self.prompt_template, "prompt_template")
     }
 
     fn prompt(&self, question: &str) -> String {
-        self.prompt_template.replace("{query}", question)
+        prompts::fill(&self.prompt_template, question)
     }
-}
-
-/// One line of an MCTS output file.
-#[derive(Debug, Clone)]
-pub struct TreeRecord {
-    pub index: u64,
-    pub question: String,
-    /// Ground truth.
-    pub answer: String,
-    pub tree: Tree,
 }
 
 /// An SFT example in the `sft_data_examples.json` format.
@@ -155,138 +138,6 @@ pub struct Trajectory {
     pub correct: bool,
     /// A step failed, or (with `drop_error_text`) the text mentions "error".
     pub has_error: bool,
-}
-
-fn parse_tags(tag: &str) -> Option<Vec<u32>> {
-    tag.split('.').map(|s| s.parse().ok()).collect()
-}
-
-/// Rebuilds a [`Tree`] from the `rstar` map (tag -> node state) of [`Tree::to_rstar_json`], or of
-/// the reference's output (which lacks `end`, `correct`, `failure`: they are inferred from
-/// `final_answer` and the text). Errors name the tag and field.
-pub fn tree_from_rstar(question: &str, rstar: &Value) -> std::result::Result<Tree, String> {
-    let map = rstar
-        .as_object()
-        .ok_or("field `rstar`: expected an object of tag -> node")?;
-    let mut tagged: Vec<(Vec<u32>, &String, &Value)> = Vec::with_capacity(map.len());
-    for (tag, node) in map {
-        let t = parse_tags(tag)
-            .filter(|t| t.first() == Some(&0))
-            .ok_or_else(|| format!("field `rstar`: bad node tag `{tag}`"))?;
-        tagged.push((t, tag, node));
-    }
-    // Parents before children, siblings in child order ("0.10" after "0.9").
-    tagged.sort_by(|a, b| a.0.cmp(&b.0));
-    if tagged.first().map(|t| t.0.len()) != Some(1) {
-        return Err("field `rstar`: no root node `0`".into());
-    }
-    let mut tree = Tree::new(question);
-    let mut ids: HashMap<&str, NodeId> = HashMap::new();
-    for (k, (_, tag, v)) in tagged.iter().enumerate() {
-        let field = |f: &str| format!("field `rstar.{tag}.{f}`");
-        let num = |f: &str| -> std::result::Result<f64, String> {
-            v.get(f)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| format!("{}: expected a number", field(f)))
-        };
-        let id = if k == 0 {
-            0
-        } else {
-            let ptag = tag.rsplit_once('.').map(|p| p.0).unwrap_or("0");
-            let &parent = ids
-                .get(ptag)
-                .ok_or_else(|| format!("field `rstar`: node `{tag}` has no parent `{ptag}`"))?;
-            let text = v
-                .get("text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{}: expected a string", field("text")))?;
-            let id = tree.add_child(parent, text);
-            tree.nodes[id].tag = (*tag).clone();
-            id
-        };
-        ids.insert(tag.as_str(), id);
-        let n = &mut tree.nodes[id];
-        let visits = num("visit_count")?;
-        let q = num("q_value")?;
-        n.visit_count = visits as u32;
-        n.value_sum = match v.get("value_sum").and_then(Value::as_f64) {
-            Some(s) => s,
-            None => q * visits,
-        };
-        n.value = v
-            .get("value")
-            .and_then(Value::as_f64)
-            .filter(|&x| x != -100.0);
-        n.final_answer = v
-            .get("final_answer")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        n.failure = v.get("failure").and_then(Value::as_str).map(str::to_owned);
-        n.correct = v.get("correct").and_then(Value::as_bool);
-        n.consecutive_errors = v
-            .get("consecutive_errors")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as u32;
-        n.observation = v
-            .get("observation")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        n.end = match v.get("end") {
-            Some(Value::Null) => None,
-            Some(e) => Some(
-                serde_json::from_value::<End>(e.clone())
-                    .map_err(|err| format!("{}: {err}", field("end")))?,
-            ),
-            // The reference's trees: infer from the final answer.
-            None => match n.final_answer.as_deref() {
-                Some(TOO_MANY_CODE_ERRORS) => Some(End::Errors),
-                Some(TOO_MANY_STEPS) => Some(End::Depth),
-                Some(_) if id != 0 && steps::classify(&n.text) == steps::StepKind::Answer => {
-                    Some(End::Answer)
-                }
-                _ => None,
-            },
-        };
-    }
-    Ok(tree)
-}
-
-/// Reads every line of an MCTS output file; a malformed line is an error naming the file and line.
-pub fn read_trees(path: &Path) -> Result<Vec<TreeRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |m: String| Error::format(path, format!("line {}: {m}", i + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| err(format!("invalid JSON: {e}")))?;
-        let s = |f: &str| -> Result<String> {
-            match v.get(f) {
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(Value::Number(n)) => Ok(n.to_string()),
-                _ => Err(err(format!("field `{f}`: expected a string"))),
-            }
-        };
-        let question = s("question")?;
-        let answer = s("answer")?;
-        let index = v
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(out.len() as u64);
-        let rstar = v
-            .get("rstar")
-            .ok_or_else(|| err("field `rstar` missing".into()))?;
-        let tree = tree_from_rstar(&question, rstar).map_err(err)?;
-        out.push(TreeRecord {
-            index,
-            question,
-            answer,
-            tree,
-        });
-    }
-    Ok(out)
 }
 
 /// Levenshtein distance between two strings, over Unicode scalar values.
@@ -564,6 +415,8 @@ fn collect<T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::tree::TOO_MANY_CODE_ERRORS;
+    use crate::data::trees::tree_from_rstar;
 
     /// A node with N visits and a value sum chosen so Q = sum / N is the stated value.
     fn node(t: &mut Tree, parent: NodeId, text: &str, n: u32, sum: f64) -> NodeId {
@@ -647,7 +500,7 @@ mod tests {
     }
 
     fn base() -> String {
-        RSTAR_SFT_PROMPT.replace("{query}", "Janet has 3 apples and buys 2 more. How many?")
+        prompts::fill(SFT_PROMPT, "Janet has 3 apples and buys 2 more. How many?")
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Training data: SFT examples and preference pairs, read from JSONL or a JSON array, tokenized,
-//! and packed into [`Packed`] micro-batches.
+//! Training-data loaders: SFT examples and preference pairs, read from JSONL or a JSON array and
+//! tokenized (`crate::train::pack` packs them into micro-batches).
 //!
 //! SFT records (one of):
 //! * `{"prompt": str, "response": str}`: `tokenizer(prompt)` + `response` tokens + EOS; loss on the
 //!   response and EOS;
 //! * `{"query": str, "response": str}` (rStar's released SFT data and `sample_sft_data.py` output):
-//!   the prompt is rStar's policy template [`RSTAR_SFT_PROMPT`] around the query;
+//!   the prompt is rStar's policy template [`SFT_PROMPT`] around the query;
 //! * `{"prompt_ids": [int], "response_ids": [int]}`: ids as given (no EOS added);
 //! * `{"messages": [{"role", "content"}, ...]}` (ChatML long-CoT data): rendered with the model's chat
 //!   template; loss on every assistant turn (its content and end-of-turn text).
@@ -17,18 +17,13 @@
 //!
 //! Errors name the file and the JSONL line (or array index) and field.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
+use crate::data::prompts::{self, SFT_PROMPT};
 use crate::error::{Error, Result};
 use crate::tokenizer::{ChatMessage, Tokenizer};
-use crate::train::model::Packed;
-
-/// rStar-Math's SFT source template (`train/train_SFT.py`) with `{query}`.
-pub const RSTAR_SFT_PROMPT: &str =
-    "<|user|>:\n{query}\n<|assistant|>: Let's think step by step and solve the problem with code.";
 
 /// One tokenized SFT example.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +81,7 @@ impl Loc<'_> {
 }
 
 /// Reads records from a JSON array file or a JSONL file (blank lines ignored).
-pub(crate) fn read_records(path: &Path) -> Result<Vec<(String, Value)>> {
+pub fn read_records(path: &Path) -> Result<Vec<(String, Value)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     if text.trim_start().starts_with('[') {
         let v: Vec<Value> = serde_json::from_str(&text)
@@ -205,7 +200,7 @@ fn sft_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<SftExample> {
     } else {
         let t = tok(loc, cx)?;
         let prompt = match r.get("query") {
-            Some(_) => RSTAR_SFT_PROMPT.replace("{query}", str_field(loc, r, "query")?),
+            Some(_) => prompts::fill(SFT_PROMPT, str_field(loc, r, "query")?),
             None => str_field(loc, r, "prompt")?.to_owned(),
         };
         let mut resp = encode(loc, t, str_field(loc, r, "response")?, false, cx.vocab_size)?;
@@ -298,90 +293,6 @@ pub fn load_pairs(path: &Path, cx: &TokenContext) -> Result<Loaded<PairExample>>
     })
 }
 
-/// Packs SFT examples, in order, into micro-batches of at most `seq_len` rows; each comes with its
-/// `(row, target id)` list.
-pub fn pack_sft(examples: &[&SftExample], seq_len: usize) -> Vec<(Packed, Vec<(usize, u32)>)> {
-    let mut out: Vec<(Packed, Vec<(usize, u32)>)> = Vec::new();
-    for ex in examples {
-        let fits = out
-            .last()
-            .is_some_and(|(p, _)| p.len() + ex.ids.len() <= seq_len);
-        if !fits {
-            out.push((Packed::default(), Vec::new()));
-        }
-        let (p, targets) = out.last_mut().expect("pushed above");
-        let start = p.push_sequence(&ex.ids);
-        for j in 1..ex.ids.len() {
-            if ex.target[j] {
-                targets.push((start + j - 1, ex.ids[j]));
-            }
-        }
-    }
-    out
-}
-
-/// Packs pairs into micro-batches: pairs with the same prefix form one tree (the prefix once, each
-/// distinct continuation once); trees are laid end to end up to `seq_len` rows. Each micro-batch
-/// comes with its `(pos last row, neg last row)` list.
-pub fn pack_pairs(pairs: &[&PairExample], seq_len: usize) -> Vec<(Packed, Vec<(usize, usize)>)> {
-    // Group by prefix, keeping first-seen order.
-    let mut groups: Vec<(&[u32], Vec<&PairExample>)> = Vec::new();
-    let mut index: HashMap<&[u32], usize> = HashMap::new();
-    for p in pairs {
-        let g = *index.entry(&p.prefix).or_insert_with(|| {
-            groups.push((&p.prefix, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push(p);
-    }
-    let mut out: Vec<(Packed, Vec<(usize, usize)>)> = Vec::new();
-    for (prefix, members) in groups {
-        let mut branches: Vec<&[u32]> = Vec::new();
-        for m in &members {
-            for b in [&m.pos[..], &m.neg[..]] {
-                if !branches.contains(&b) {
-                    branches.push(b);
-                }
-            }
-        }
-        let size = prefix.len() + branches.iter().map(|b| b.len()).sum::<usize>();
-        let fits = out.last().is_some_and(|(p, _)| p.len() + size <= seq_len);
-        if !fits {
-            out.push((Packed::default(), Vec::new()));
-        }
-        let (p, list) = out.last_mut().expect("pushed above");
-        let start = p.push_sequence(prefix);
-        let pre = (start, start + prefix.len());
-        let last: Vec<usize> = branches
-            .iter()
-            .map(|b| p.push_branch(b, pre, prefix.len()) + b.len() - 1)
-            .collect();
-        let row = |b: &[u32]| last[branches.iter().position(|x| *x == b).expect("added above")];
-        for m in members {
-            list.push((row(&m.pos), row(&m.neg)));
-        }
-    }
-    out
-}
-
-/// The tokenizer-side files of a model directory that a saved checkpoint copies.
-pub fn tokenizer_files(dir: &Path) -> Vec<PathBuf> {
-    [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-        "generation_config.json",
-        "vocab.json",
-        "merges.txt",
-        "tokenizer.model",
-    ]
-    .iter()
-    .map(|f| dir.join(f))
-    .filter(|p| p.is_file())
-    .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,40 +326,5 @@ mod tests {
         let f = write("{\"prompt\": \"x\"}\n");
         let e = load_sft(f.path(), &cx(10)).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("tokenizer"), "{e}");
-    }
-
-    #[test]
-    fn packing_shares_prefixes() {
-        let a = PairExample {
-            prefix: vec![1, 2, 3],
-            pos: vec![4, 5],
-            neg: vec![6],
-        };
-        let b = PairExample {
-            prefix: vec![1, 2, 3],
-            pos: vec![4, 5],
-            neg: vec![7, 8],
-        };
-        let c = PairExample {
-            prefix: vec![9],
-            pos: vec![4],
-            neg: vec![5],
-        };
-        let packs = pack_pairs(&[&a, &b, &c], 64);
-        assert_eq!(packs.len(), 1);
-        let (p, pairs) = &packs[0];
-        // prefix(3) + [4,5] + [6] + [7,8] ; then [9] + [4] + [5]
-        assert_eq!(p.tokens, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 5]);
-        assert_eq!(pairs, &vec![(4, 5), (4, 7), (9, 10)]);
-        assert_eq!(p.pos[5], 3);
-        assert_eq!(p.ctx[7].prefix, (0, 3));
-        assert_eq!(p.ctx[7].own, 6);
-        let s1 = SftExample {
-            ids: vec![1, 2, 3],
-            target: vec![false, true, true],
-        };
-        let packs = pack_sft(&[&s1, &s1, &s1], 7);
-        assert_eq!(packs.len(), 2);
-        assert_eq!(packs[0].1, vec![(0, 2), (1, 3), (3, 2), (4, 3)]);
     }
 }
