@@ -17,6 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Values per K-quant super-block.
+#define QK_K 256
+
+// Sub-blocks of 16 values per super-block (the granularity of [`Decoded::sc`]).
+#define NSUB (QK_K / 16)
+
 // Version of this ABI. Grows when functions or trailing struct fields are added; existing
 // functions and struct prefixes never change meaning.
 #define RSTAR_ABI_VERSION 2
@@ -35,6 +41,9 @@ typedef enum rstar_status {
   RSTAR_STATUS_DEVICE = 9,
   RSTAR_STATUS_INTERNAL = 100,
 } rstar_status;
+
+// A ggml block format librstar computes with. Ids are ggml's `enum ggml_type` values.
+typedef struct QuantFormat QuantFormat;
 
 // Many sequences over one model: prefix cache, forks, batched expansion.
 typedef struct rstar_engine rstar_engine;
@@ -155,6 +164,8 @@ typedef struct rstar_train_progress {
 // Called after every optimizer step with the progress (valid only during the call). Return false
 // to stop; the call then returns `RSTAR_STATUS_CANCELLED` after saving resumable state.
 typedef bool (*rstar_train_callback)(const struct rstar_train_progress *progress, void *user_data);
+
+
 
 #ifdef __cplusplus
 extern "C" {

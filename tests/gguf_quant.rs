@@ -21,6 +21,8 @@ fn dequantize_matches_gguf_python() {
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
     ];
     for ty in types {
         let raw = st.tensor(&format!("{}.raw", ty.name())).unwrap();

@@ -18,6 +18,7 @@ mod bcast;
 pub mod bench;
 pub mod compute;
 pub mod memory;
+pub mod quant;
 pub mod simd;
 pub(crate) mod team;
 
