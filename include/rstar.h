@@ -17,12 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Values per K-quant super-block.
-#define QK_K 256
-
-// Sub-blocks of 16 values per super-block (the granularity of [`Decoded::sc`]).
-#define NSUB (QK_K / 16)
-
 // Version of this ABI. Grows when functions or trailing struct fields are added; existing
 // functions and struct prefixes never change meaning.
 #define RSTAR_ABI_VERSION 2

@@ -11,22 +11,13 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::quant::{self as q, QuantFormat};
 
-/// The ggml element types librstar reads. Ids are ggml's `enum ggml_type` values.
+/// The ggml element types librstar reads: the float types and the backend's block formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
     F32,
     F16,
     BF16,
-    Q4_0,
-    Q4_1,
-    Q5_0,
-    Q5_1,
-    Q8_0,
-    Q2K,
-    Q3K,
-    Q4K,
-    Q5K,
-    Q6K,
+    Quant(QuantFormat),
 }
 
 impl GgmlType {
@@ -36,30 +27,16 @@ impl GgmlType {
             0 => GgmlType::F32,
             1 => GgmlType::F16,
             30 => GgmlType::BF16,
-            _ => GgmlType::from_quant(QuantFormat::from_ggml_id(id)?),
+            _ => GgmlType::Quant(QuantFormat::from_ggml_id(id)?),
         })
-    }
-
-    fn from_quant(f: QuantFormat) -> GgmlType {
-        match f {
-            QuantFormat::Q4_0 => GgmlType::Q4_0,
-            QuantFormat::Q4_1 => GgmlType::Q4_1,
-            QuantFormat::Q5_0 => GgmlType::Q5_0,
-            QuantFormat::Q5_1 => GgmlType::Q5_1,
-            QuantFormat::Q8_0 => GgmlType::Q8_0,
-            QuantFormat::Q2K => GgmlType::Q2K,
-            QuantFormat::Q3K => GgmlType::Q3K,
-            QuantFormat::Q4K => GgmlType::Q4K,
-            QuantFormat::Q5K => GgmlType::Q5K,
-            QuantFormat::Q6K => GgmlType::Q6K,
-        }
     }
 
     /// The block format of a quantized type; None for the float types.
     pub fn quant_format(self) -> Option<QuantFormat> {
-        QuantFormat::ALL
-            .into_iter()
-            .find(|&f| GgmlType::from_quant(f) == self)
+        match self {
+            GgmlType::Quant(f) => Some(f),
+            _ => None,
+        }
     }
 
     /// ggml's name for the type.
@@ -68,7 +45,7 @@ impl GgmlType {
             GgmlType::F32 => "F32",
             GgmlType::F16 => "F16",
             GgmlType::BF16 => "BF16",
-            _ => self.quant_format().map_or("?", QuantFormat::name),
+            GgmlType::Quant(f) => f.name(),
         }
     }
 
@@ -82,7 +59,7 @@ impl GgmlType {
         match self {
             GgmlType::F32 => 4,
             GgmlType::F16 | GgmlType::BF16 => 2,
-            _ => self.quant_format().map_or(0, QuantFormat::block_bytes),
+            GgmlType::Quant(f) => f.block_bytes(),
         }
     }
 
@@ -132,7 +109,7 @@ mod tests {
         let mut b = vec![0x00, 0x38];
         b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
         let mut y = [0f32; 32];
-        dequantize(GgmlType::Q4_0, &b, &mut y).unwrap();
+        dequantize(GgmlType::Quant(QuantFormat::Q4_0), &b, &mut y).unwrap();
         assert_eq!(y[0], -4.0);
         assert_eq!(y[15], 3.5);
         assert_eq!(y[16], 3.5);
@@ -140,8 +117,8 @@ mod tests {
         // Q8_0: d = 2.0 (0x4000), q = -128, 127, 0...
         let mut b = vec![0x00, 0x40, 0x80, 0x7f];
         b.extend([0u8; 30]);
-        dequantize(GgmlType::Q8_0, &b, &mut y).unwrap();
+        dequantize(GgmlType::Quant(QuantFormat::Q8_0), &b, &mut y).unwrap();
         assert_eq!((y[0], y[1], y[2]), (-256.0, 254.0, 0.0));
-        assert!(dequantize(GgmlType::Q8_0, &b[..33], &mut y).is_err());
+        assert!(dequantize(GgmlType::Quant(QuantFormat::Q8_0), &b[..33], &mut y).is_err());
     }
 }

@@ -15,9 +15,9 @@
 use half::f16;
 
 /// Values per K-quant super-block.
-pub const QK_K: usize = 256;
+pub(crate) const QK_K: usize = 256;
 /// Sub-blocks of 16 values per super-block (the granularity of [`Decoded::sc`]).
-pub const NSUB: usize = QK_K / 16;
+pub(crate) const NSUB: usize = QK_K / 16;
 
 /// One block in integer form (only the first `QK` quants and `QK / 16` scales are meaningful).
 #[derive(Clone, Copy)]
@@ -186,9 +186,9 @@ impl Format for Q2K {
     #[inline(always)]
     fn decode(b: &[u8], o: &mut Decoded) {
         crumbs(&b[16..80], &mut o.q);
-        for t in 0..NSUB {
-            o.sc[t] = (b[t] & 0x0F) as i16;
-            o.mn[t] = (b[t] >> 4) as i16;
+        for (t, &s) in b[..NSUB].iter().enumerate() {
+            o.sc[t] = (s & 0x0F) as i16;
+            o.mn[t] = (s >> 4) as i16;
         }
         o.d = f16_at(b, 80);
         o.dmin = f16_at(b, 82);
@@ -205,8 +205,8 @@ impl Format for Q3K {
         for n in 0..2 {
             for j in 0..4 {
                 let bit = 1u8 << (4 * n + j);
-                for l in 0..32 {
-                    let low = if hm[l] & bit != 0 { 0 } else { 4 };
+                for (l, &h) in hm.iter().enumerate() {
+                    let low = if h & bit != 0 { 0 } else { 4 };
                     o.q[n * 128 + j * 32 + l] -= low;
                 }
             }

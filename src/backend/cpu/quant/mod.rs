@@ -20,7 +20,7 @@ pub mod act;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-pub mod blocks;
+mod blocks;
 
 use std::ops::Range;
 
@@ -45,50 +45,18 @@ pub enum QuantFormat {
     Q6K,
 }
 
-/// Runs `$body` with `$F` bound to the block type of format `$f`.
+/// Runs `$body` with `$F` bound to the block type of format `$f` (each block type in [`blocks`]
+/// is named as its variant).
 macro_rules! with_format {
     ($f:expr, $F:ident => $body:expr) => {
+        with_format!(@ $f, $F, $body, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K)
+    };
+    (@ $f:expr, $F:ident, $body:expr, $($v:ident),*) => {
         match $f {
-            QuantFormat::Q4_0 => {
-                type $F = blocks::Q4_0;
+            $(QuantFormat::$v => {
+                type $F = blocks::$v;
                 $body
-            }
-            QuantFormat::Q4_1 => {
-                type $F = blocks::Q4_1;
-                $body
-            }
-            QuantFormat::Q5_0 => {
-                type $F = blocks::Q5_0;
-                $body
-            }
-            QuantFormat::Q5_1 => {
-                type $F = blocks::Q5_1;
-                $body
-            }
-            QuantFormat::Q8_0 => {
-                type $F = blocks::Q8_0;
-                $body
-            }
-            QuantFormat::Q2K => {
-                type $F = blocks::Q2K;
-                $body
-            }
-            QuantFormat::Q3K => {
-                type $F = blocks::Q3K;
-                $body
-            }
-            QuantFormat::Q4K => {
-                type $F = blocks::Q4K;
-                $body
-            }
-            QuantFormat::Q5K => {
-                type $F = blocks::Q5K;
-                $body
-            }
-            QuantFormat::Q6K => {
-                type $F = blocks::Q6K;
-                $body
-            }
+            })*
         }
     };
 }
@@ -299,33 +267,89 @@ pub fn matmul(
     precision: Precision,
     path: QuantPath,
 ) -> Result<()> {
+    matmul_on(w, x, m, out, ld, precision, path, false)
+}
+
+/// As [`matmul`], with the weight rows split over the threads of the CPU team enlisted on this
+/// thread (inside a [`super::Compute::run`]), else the rayon pool. Every output element is computed
+/// as [`matmul`] computes it, so the result is the same bit for bit.
+pub fn matmul_par(
+    w: &QuantMatrix,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    ld: usize,
+    precision: Precision,
+    path: QuantPath,
+) -> Result<()> {
+    matmul_on(w, x, m, out, ld, precision, path, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_on(
+    w: &QuantMatrix,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    ld: usize,
+    precision: Precision,
+    path: QuantPath,
+    par: bool,
+) -> Result<()> {
     check_io(w, x.len(), m, out.len(), ld)?;
-    let out = OutPtr::new(out);
-    let rows = 0..w.rows;
-    match precision {
-        Precision::Exact => run(path, Job::new(w, rows, Acts::F32(x), m, &out, ld)),
+    let q8;
+    let acts = match precision {
+        Precision::Exact => Acts::F32(x),
         Precision::Fast => {
-            let a = ActQ8::quantize(w.format, x, m, w.cols);
-            run(path, Job::new(w, rows, Acts::Q8(&a), m, &out, ld))
+            q8 = ActQ8::quantize(w.format, x, m, w.cols);
+            Acts::Q8(&q8)
         }
-    }
+    };
+    run_rows(path, w, acts, m, out, ld, par);
     Ok(())
 }
 
 /// As [`matmul`] in `fast` precision with the activations already quantized for `w.format` (one
-/// quantization serves every matrix of the same format and width, e.g. q, k and v).
+/// quantization serves every matrix of the same format and width, e.g. q, k and v); `par` as in
+/// [`matmul_par`].
 pub fn matmul_q8(
     w: &QuantMatrix,
     a: &ActQ8,
     out: &mut [f32],
     ld: usize,
     path: QuantPath,
+    par: bool,
 ) -> Result<()> {
     check_io(w, a.m() * w.cols, a.m(), out.len(), ld)?;
     a.check(w.format, w.cols)?;
-    let out = OutPtr::new(out);
-    run(path, Job::new(w, 0..w.rows, Acts::Q8(a), a.m(), &out, ld));
+    run_rows(path, w, Acts::Q8(a), a.m(), out, ld, par);
     Ok(())
+}
+
+/// Weight rows per parallel task: a multiple of 8, about four tasks per thread.
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(4 * super::team::threads())
+        .next_multiple_of(8)
+}
+
+fn run_rows(
+    path: QuantPath,
+    w: &QuantMatrix,
+    acts: Acts,
+    m: usize,
+    out: &mut [f32],
+    ld: usize,
+    par: bool,
+) {
+    let out = OutPtr::new(out);
+    if !par {
+        return run(path, Job::new(w, 0..w.rows, acts, m, &out, ld));
+    }
+    let per = rows_per_task(w.rows);
+    super::par_for(w.rows.div_ceil(per), |c| {
+        let rows = c * per..((c + 1) * per).min(w.rows);
+        run(path, Job::new(w, rows, acts, m, &out, ld));
+    });
 }
 
 fn check_io(w: &QuantMatrix, x_len: usize, m: usize, out_len: usize, ld: usize) -> Result<()> {
@@ -488,8 +512,8 @@ impl Isa for Scalar {
             let (fd, fo) = dec.factors(t);
             for l in 16 * t..16 * t + 16 {
                 let w = fd * dec.q[l] as f32 + fo;
-                for r in 0..R {
-                    acc[r] += w * x[r][l];
+                for (a, x) in acc.iter_mut().zip(&x) {
+                    *a += w * x[l];
                 }
             }
         }

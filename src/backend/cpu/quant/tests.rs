@@ -120,7 +120,7 @@ fn every_path_matches_references() {
 #[test]
 fn batched_rows_equal_rows_alone() {
     let mut rng = Rng(77);
-    let (m, rows, cols) = (7, 3, 512);
+    let (m, rows, cols) = (7, 37, 512);
     for f in [QuantFormat::Q4_1, QuantFormat::Q4K, QuantFormat::Q6K] {
         let data = random_matrix(f, rows, cols, &mut rng);
         let w = QuantMatrix::new(f, &data, rows, cols).unwrap();
@@ -128,6 +128,9 @@ fn batched_rows_equal_rows_alone() {
         for path in QuantPath::available_all() {
             for p in [Precision::Exact, Precision::Fast] {
                 let all = run_path(&w, &x, m, p, path);
+                let mut par = vec![0f32; m * rows];
+                matmul_par(&w, &x, m, &mut par, rows, p, path).unwrap();
+                assert_eq!(par, all, "{f:?} {path:?} {p:?} threaded");
                 for i in 0..m {
                     let one = run_path(&w, &x[i * cols..(i + 1) * cols], 1, p, path);
                     assert_eq!(
@@ -156,7 +159,7 @@ fn bad_shapes_are_errors() {
     assert!(matmul(&w, &x, 1, &mut out[..1], 2, e, s).is_err());
     assert!(matmul(&w, &x, 1, &mut out, 1, e, s).is_err());
     let a = ActQ8::quantize(QuantFormat::Q8_0, &x, 1, 256);
-    assert!(matmul_q8(&w, &a, &mut out, 2, s).is_err());
+    assert!(matmul_q8(&w, &a, &mut out, 2, s, false).is_err());
     assert!(dequantize(QuantFormat::Q4K, &data[..143], &mut [0f32; 256]).is_err());
 }
 

@@ -1,0 +1,117 @@
+//! Quantized GEMV microbenchmark: `cargo bench --bench quant [-- FILTER]`.
+//!
+//! Batch-1 `y = W x` on the quantized blocks in place (`backend::cpu::quant::matmul`), single
+//! thread, for the Qwen2.5-0.5B shapes (896x896, 4864x896, 896x4864 and the 151936x896 vocabulary)
+//! in Q4_K, Q6_K, Q8_0 and Q4_1, `exact` and `fast`. Each line reports the weight bytes read per
+//! second (median of the repeats, and the best) and its fraction of the single-thread memory-read
+//! limit measured in the same run (`bench::read_bandwidth` on a one-thread pool, sampled between the
+//! kernels). Weights are copies of a random matrix stacked past 192 MiB, walked in turn, so they
+//! come from memory as in a real decode.
+//!
+//! `RSTAR_KERNEL` picks the path (default: the best, with VNNI where the CPU has it);
+//! `RSTAR_BENCH_REPEATS` (default 5) the repeats. A FILTER (substring of a line's name) runs only
+//! the matching lines.
+
+use std::time::Instant;
+
+use rstar::backend::cpu::bench::{read_bandwidth, read_buffer};
+use rstar::backend::cpu::quant::{matmul, QuantFormat, QuantMatrix, QuantPath};
+use rstar::backend::cpu::{kernel, Precision};
+
+const SHAPES: [(&str, usize, usize); 4] = [
+    ("attn 896x896", 896, 896),
+    ("mlp up 4864x896", 4864, 896),
+    ("mlp down 896x4864", 896, 4864),
+    ("vocab 151936x896", 151936, 896),
+];
+const FORMATS: [QuantFormat; 4] = [
+    QuantFormat::Q4K,
+    QuantFormat::Q6K,
+    QuantFormat::Q8_0,
+    QuantFormat::Q4_1,
+];
+
+fn random_bytes(n: usize, mut s: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn one_thread_read_gb_s(pool: &rayon::ThreadPool) -> f64 {
+    let buf = read_buffer(256 << 20);
+    pool.install(|| read_bandwidth(bytemuck::cast_slice(&buf)))
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let repeats: usize = std::env::var("RSTAR_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let path = QuantPath::for_kernel(kernel()).expect("kernel");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    let mut limits = vec![one_thread_read_gb_s(&pool)];
+    println!("path {path:?}, single thread, {repeats} repeats");
+    for (shape, rows, cols) in SHAPES {
+        for f in FORMATS {
+            for p in [Precision::Exact, Precision::Fast] {
+                let name = format!("gemv {} {shape} {p:?}", f.name()).to_lowercase();
+                if filter.as_ref().is_some_and(|s| !name.contains(s.as_str())) {
+                    continue;
+                }
+                let mbytes = rows * cols / f.block_values() * f.block_bytes();
+                let copies = (192usize << 20).div_ceil(mbytes);
+                let data = random_bytes(mbytes * copies, 0x5EED ^ rows as u64);
+                let mats: Vec<QuantMatrix> = data
+                    .chunks_exact(mbytes)
+                    .map(|d| QuantMatrix::new(f, d, rows, cols).expect("shape"))
+                    .collect();
+                let x: Vec<f32> = (0..cols)
+                    .map(|k| ((k * 7919) % 1000) as f32 / 1e3 - 0.5)
+                    .collect();
+                let mut y = vec![0f32; rows];
+                let mut next = 0;
+                let mut call = |y: &mut [f32]| {
+                    matmul(&mats[next], &x, 1, y, rows, p, path).expect("matmul");
+                    next = (next + 1) % mats.len();
+                };
+                call(&mut y);
+                let calls = mats.len().max(3);
+                let runs: Vec<f64> = (0..repeats)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        for _ in 0..calls {
+                            call(&mut y);
+                        }
+                        (mbytes * calls) as f64 / t0.elapsed().as_secs_f64() / 1e9
+                    })
+                    .collect();
+                std::hint::black_box(&y);
+                let best = runs.iter().copied().fold(0.0, f64::max);
+                let gb_s = median(runs);
+                limits.push(one_thread_read_gb_s(&pool));
+                let limit = median(limits.clone());
+                println!(
+                    "{name:<44} {:6.2} GB/s (best {:6.2}) = {:5.1}% of {limit:.1} GB/s read",
+                    gb_s,
+                    best,
+                    100.0 * gb_s / limit
+                );
+            }
+        }
+    }
+}
