@@ -256,73 +256,53 @@ fn avx512_vnni() -> bool {
     }
 }
 
-/// `out[i * ld + j] = sum_k x[i * cols + k] * w[j, k]` for `i < m`, `j < w.rows`, on this thread.
-/// `fast` quantizes `x` first ([`ActQ8::quantize`]); [`matmul_q8`] takes it quantized.
+/// How a quantized matmul runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantRun {
+    pub precision: Precision,
+    pub path: QuantPath,
+    /// Split the weight rows over the threads of the CPU team enlisted on this thread (inside a
+    /// [`super::Compute::run`]), else the rayon pool; false: this thread only. Every output element
+    /// is computed the same way either way, so the results are the same bit for bit.
+    pub threaded: bool,
+}
+
+/// `out[i * ld + j] = sum_k x[i * cols + k] * w[j, k]` for `i < m`, `j < w.rows`. `fast` quantizes
+/// `x` first ([`ActQ8::quantize`]); [`matmul_q8`] takes it quantized.
 pub fn matmul(
     w: &QuantMatrix,
     x: &[f32],
     m: usize,
     out: &mut [f32],
     ld: usize,
-    precision: Precision,
-    path: QuantPath,
-) -> Result<()> {
-    matmul_on(w, x, m, out, ld, precision, path, false)
-}
-
-/// As [`matmul`], with the weight rows split over the threads of the CPU team enlisted on this
-/// thread (inside a [`super::Compute::run`]), else the rayon pool. Every output element is computed
-/// as [`matmul`] computes it, so the result is the same bit for bit.
-pub fn matmul_par(
-    w: &QuantMatrix,
-    x: &[f32],
-    m: usize,
-    out: &mut [f32],
-    ld: usize,
-    precision: Precision,
-    path: QuantPath,
-) -> Result<()> {
-    matmul_on(w, x, m, out, ld, precision, path, true)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn matmul_on(
-    w: &QuantMatrix,
-    x: &[f32],
-    m: usize,
-    out: &mut [f32],
-    ld: usize,
-    precision: Precision,
-    path: QuantPath,
-    par: bool,
+    run: QuantRun,
 ) -> Result<()> {
     check_io(w, x.len(), m, out.len(), ld)?;
     let q8;
-    let acts = match precision {
+    let acts = match run.precision {
         Precision::Exact => Acts::F32(x),
         Precision::Fast => {
             q8 = ActQ8::quantize(w.format, x, m, w.cols);
             Acts::Q8(&q8)
         }
     };
-    run_rows(path, w, acts, m, out, ld, par);
+    run_rows(run.path, w, acts, m, out, ld, run.threaded);
     Ok(())
 }
 
 /// As [`matmul`] in `fast` precision with the activations already quantized for `w.format` (one
-/// quantization serves every matrix of the same format and width, e.g. q, k and v); `par` as in
-/// [`matmul_par`].
+/// quantization serves every matrix of the same format and width, e.g. q, k and v); the precision
+/// of `run` is ignored.
 pub fn matmul_q8(
     w: &QuantMatrix,
     a: &ActQ8,
     out: &mut [f32],
     ld: usize,
-    path: QuantPath,
-    par: bool,
+    run: QuantRun,
 ) -> Result<()> {
     check_io(w, a.m() * w.cols, a.m(), out.len(), ld)?;
     a.check(w.format, w.cols)?;
-    run_rows(path, w, Acts::Q8(a), a.m(), out, ld, par);
+    run_rows(run.path, w, Acts::Q8(a), a.m(), out, ld, run.threaded);
     Ok(())
 }
 

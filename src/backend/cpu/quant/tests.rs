@@ -62,9 +62,33 @@ fn reference(wf: &[f32], x: &[f32], m: usize, rows: usize, cols: usize) -> Vec<(
 }
 
 fn run_path(w: &QuantMatrix, x: &[f32], m: usize, p: Precision, path: QuantPath) -> Vec<f32> {
+    run_on(w, x, m, p, path, false)
+}
+
+fn run_on(
+    w: &QuantMatrix,
+    x: &[f32],
+    m: usize,
+    p: Precision,
+    path: QuantPath,
+    threaded: bool,
+) -> Vec<f32> {
     let mut out = vec![f32::NAN; m * w.rows];
-    matmul(w, x, m, &mut out, w.rows, p, path).unwrap();
+    let run = QuantRun {
+        precision: p,
+        path,
+        threaded,
+    };
+    matmul(w, x, m, &mut out, w.rows, run).unwrap();
     out
+}
+
+/// Every value within `1e-5` of the sum of magnitudes of its f64 reference.
+fn assert_close(got: &[f32], want: &[(f64, f64)], what: &str) {
+    for (k, (&g, &(w, mag))) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(err <= 1e-5 * mag + 1e-30, "{what} {k}: {g} vs {w}");
+    }
 }
 
 const SHAPES: [(usize, usize, usize); 2] = [(1, 7, 512), (6, 5, 768)];
@@ -90,22 +114,8 @@ fn every_path_matches_references() {
                 let what = format!("{} {m}x{rows}x{cols} {path:?}", f.name());
                 let exact = run_path(&w, &x, m, Precision::Exact, path);
                 let fast = run_path(&w, &x, m, Precision::Fast, path);
-                for (k, &(want, mag)) in exact_ref.iter().enumerate() {
-                    let err = (exact[k] as f64 - want).abs();
-                    assert!(
-                        err <= 1e-5 * mag + 1e-30,
-                        "{what} exact {k}: {} vs {want}",
-                        exact[k]
-                    );
-                }
-                for (k, &(want, mag)) in fast_ref.iter().enumerate() {
-                    let err = (fast[k] as f64 - want).abs();
-                    assert!(
-                        err <= 1e-5 * mag + 1e-30,
-                        "{what} fast {k}: {} vs {want}",
-                        fast[k]
-                    );
-                }
+                assert_close(&exact, &exact_ref, &format!("{what} exact"));
+                assert_close(&fast, &fast_ref, &format!("{what} fast"));
                 // Integer dots are exact and the f32 scaling is shared: bit-identical.
                 assert_eq!(
                     fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -128,8 +138,7 @@ fn batched_rows_equal_rows_alone() {
         for path in QuantPath::available_all() {
             for p in [Precision::Exact, Precision::Fast] {
                 let all = run_path(&w, &x, m, p, path);
-                let mut par = vec![0f32; m * rows];
-                matmul_par(&w, &x, m, &mut par, rows, p, path).unwrap();
+                let par = run_on(&w, &x, m, p, path, true);
                 assert_eq!(par, all, "{f:?} {path:?} {p:?} threaded");
                 for i in 0..m {
                     let one = run_path(&w, &x[i * cols..(i + 1) * cols], 1, p, path);
@@ -154,12 +163,17 @@ fn bad_shapes_are_errors() {
     let w = QuantMatrix::new(QuantFormat::Q4K, &data, 2, 256).unwrap();
     let mut out = [0f32; 2];
     let x = [0f32; 256];
-    let (e, s) = (Precision::Exact, QuantPath::Scalar);
-    assert!(matmul(&w, &x[..255], 1, &mut out, 2, e, s).is_err());
-    assert!(matmul(&w, &x, 1, &mut out[..1], 2, e, s).is_err());
-    assert!(matmul(&w, &x, 1, &mut out, 1, e, s).is_err());
+    let r = QuantRun {
+        precision: Precision::Exact,
+        path: QuantPath::Scalar,
+        threaded: false,
+    };
+    assert!(matmul(&w, &x, 1, &mut out, 2, r).is_ok());
+    assert!(matmul(&w, &x[..255], 1, &mut out, 2, r).is_err());
+    assert!(matmul(&w, &x, 1, &mut out[..1], 2, r).is_err());
+    assert!(matmul(&w, &x, 1, &mut out, 1, r).is_err());
     let a = ActQ8::quantize(QuantFormat::Q8_0, &x, 1, 256);
-    assert!(matmul_q8(&w, &a, &mut out, 2, s, false).is_err());
+    assert!(matmul_q8(&w, &a, &mut out, 2, r).is_err());
     assert!(dequantize(QuantFormat::Q4K, &data[..143], &mut [0f32; 256]).is_err());
 }
 
