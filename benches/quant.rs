@@ -8,8 +8,9 @@
 //! kernels, over 512 MiB). Weights are copies of a random matrix stacked past 640 MiB, walked in
 //! turn, so they come from memory (not the 260 MiB L3 of the test machine) as in a real decode.
 //!
-//! Then `m`-row matmuls (batch 8 and 32, batched decode) on the 4864x896 shape: GFLOP/s and rows
-//! per second against batch 1 in the same run.
+//! Then `m`-row matmuls (batch 8 and 32, batched decode) on the 896x4864 shape: GFLOP/s and rows
+//! per second against batch 1 in the same run. Shapes with 896 columns do not exist in the K
+//! formats (not whole 256-value blocks; llama.cpp quantizes those tensors in a fallback type).
 //!
 //! `RSTAR_KERNEL` picks the path (default: the best, with VNNI where the CPU has it);
 //! `RSTAR_BENCH_REPEATS` (default 5) the repeats. A FILTER (substring of a line's name) runs only
@@ -99,13 +100,13 @@ fn seconds_per_call(
     runs
 }
 
-/// `m`-row matmuls (batched decode) on the 4864x896 shape: GFLOP/s and rows per second against
+/// `m`-row matmuls (batched decode) on the 896x4864 shape (whole blocks in every format): GFLOP/s and rows per second against
 /// batch 1, in the same run.
 fn gemm_lines(data: &[u8], filter: Option<&str>, path: QuantPath, repeats: usize) {
-    let (rows, cols) = (4864, 896);
+    let (rows, cols) = (896, 4864);
     for f in FORMATS {
         for p in [Precision::Exact, Precision::Fast] {
-            let name = format!("gemm {} 4864x896 {p:?}", f.name()).to_lowercase();
+            let name = format!("gemm {} 896x4864 {p:?}", f.name()).to_lowercase();
             if filter.is_some_and(|s| !name.contains(s)) {
                 continue;
             }
@@ -162,6 +163,14 @@ fn main() {
             for p in [Precision::Exact, Precision::Fast] {
                 let name = format!("gemv {} {shape} {p:?}", f.name()).to_lowercase();
                 if filter.is_some_and(|s| !name.contains(s)) {
+                    continue;
+                }
+                if !cols.is_multiple_of(f.block_values()) {
+                    // As in the real files: llama.cpp stores such tensors in a fallback type.
+                    println!(
+                        "{name:<44} n/a: {cols} columns are not whole {}-value blocks",
+                        f.block_values()
+                    );
                     continue;
                 }
                 let mbytes = rows * cols / f.block_values() * f.block_bytes();

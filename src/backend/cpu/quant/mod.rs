@@ -508,84 +508,69 @@ impl Isa for Scalar {
     }
 }
 
-/// Activation rows per `exact` tile: each decoded weight vector is multiplied into this many rows.
+/// Activation rows per tile: each decoded block is used against this many rows, whose running
+/// sums stay in registers.
 const TILE: usize = 4;
 
-/// The one matmul loop, for every format `F` and path `K`: weight row by weight row, block by
-/// block, each block decoded once and used against all `m` activation rows.
+/// The one matmul loop, for every format `F` and path `K`: weight row by weight row, a tile of
+/// activation rows at a time (the rows left over one by one), block by block.
 #[inline(always)]
 fn drive<F: Format, K: Isa>(job: &Job) {
-    let nb = job.cols / F::QK;
     let mut dec = Decoded::default();
-    let mut acc = vec![K::zero(); job.m];
-    let mut facc = vec![0f32; job.m];
+    let tiles = job.m / TILE * TILE;
     for j in job.rows.clone() {
         let wrow = &job.w[j * job.row_bytes..(j + 1) * job.row_bytes];
-        acc.fill(K::zero());
-        facc.fill(0.0);
-        for (b, blk) in wrow.chunks_exact(F::BYTES).enumerate() {
-            F::decode(blk, &mut dec);
-            match job.acts {
-                // SAFETY (both arms): `drive` runs under the features of `K` (see `run_format`).
-                Acts::F32(x) => unsafe { exact_block::<F, K>(&dec, x, job.cols, b, &mut acc) },
-                Acts::Q8(a) => unsafe { fast_block::<F, K>(&dec, a, nb, b, &mut facc) },
+        for i0 in (0..tiles).step_by(TILE) {
+            row_tile::<F, K, TILE>(job, wrow, i0, j, &mut dec);
+        }
+        for i in tiles..job.m {
+            row_tile::<F, K, 1>(job, wrow, i, j, &mut dec);
+        }
+    }
+}
+
+/// Output elements `(i0..i0 + R, j)`: weight row `wrow` against activation rows `i0..i0 + R`.
+#[inline(always)]
+fn row_tile<F: Format, K: Isa, const R: usize>(
+    job: &Job,
+    wrow: &[u8],
+    i0: usize,
+    j: usize,
+    dec: &mut Decoded,
+) {
+    let (qk, nb) = (F::QK, job.cols / F::QK);
+    let mut out = [0f32; R];
+    match job.acts {
+        Acts::F32(x) => {
+            let mut acc = [K::zero(); R];
+            for (b, blk) in wrow.chunks_exact(F::BYTES).enumerate() {
+                F::decode(blk, dec);
+                let xs: [&[f32]; R] =
+                    std::array::from_fn(|r| &x[(i0 + r) * job.cols + b * qk..][..qk]);
+                // SAFETY: `drive` runs under the features of `K` (see `run_format`); every `xs[r]`
+                // holds `qk` values.
+                unsafe { K::exact::<R>(dec, qk, xs, &mut acc) };
+            }
+            for (o, a) in out.iter_mut().zip(acc) {
+                // SAFETY: as above.
+                *o = unsafe { K::hsum(a) };
             }
         }
-        for i in 0..job.m {
-            let v = match job.acts {
-                // SAFETY: as above.
-                Acts::F32(_) => unsafe { K::hsum(acc[i]) },
-                Acts::Q8(_) => facc[i],
-            };
-            job.out.set(i * job.ld + j, v);
+        Acts::Q8(a) => {
+            for (b, blk) in wrow.chunks_exact(F::BYTES).enumerate() {
+                F::decode(blk, dec);
+                for (r, o) in out.iter_mut().enumerate() {
+                    let (q, da, bsum) = a.block((i0 + r) * nb + b);
+                    // SAFETY: as above; `q` holds `qk` values in -127..=127.
+                    let isum = unsafe { K::int_dot(dec, qk, q) };
+                    let msum: i32 = (0..qk / 16).map(|t| dec.mn[t] as i32 * bsum[t]).sum();
+                    *o += da * (dec.d * isum as f32 - dec.dmin * msum as f32);
+                }
+            }
         }
     }
-}
-
-/// Block `b` of one weight row against every activation row, `TILE` rows at a time.
-#[inline(always)]
-unsafe fn exact_block<F: Format, K: Isa>(
-    dec: &Decoded,
-    x: &[f32],
-    cols: usize,
-    b: usize,
-    acc: &mut [K::Acc],
-) {
-    let xb = |i: usize| &x[i * cols + b * F::QK..i * cols + (b + 1) * F::QK];
-    let done = acc.len() / TILE * TILE;
-    let mut tiles = acc.chunks_exact_mut(TILE);
-    for (t, a) in tiles.by_ref().enumerate() {
-        let a: &mut [K::Acc; TILE] = a.try_into().expect("tile");
-        let i = t * TILE;
-        // SAFETY: forwarded from the caller.
-        unsafe { K::exact::<TILE>(dec, F::QK, [xb(i), xb(i + 1), xb(i + 2), xb(i + 3)], a) };
-    }
-    for (r, a) in tiles.into_remainder().iter_mut().enumerate() {
-        let mut one = [*a];
-        // SAFETY: forwarded from the caller.
-        unsafe { K::exact::<1>(dec, F::QK, [xb(done + r)], &mut one) };
-        *a = one[0];
-    }
-}
-
-/// Block `b` of one weight row against every quantized activation row:
-/// `acc[i] += da * (d * sum sc*q*a - dmin * sum mn*bsum)`.
-#[inline(always)]
-unsafe fn fast_block<F: Format, K: Isa>(
-    dec: &Decoded,
-    a: &ActQ8,
-    nb: usize,
-    b: usize,
-    acc: &mut [f32],
-) {
-    let subs = F::QK / 16;
-    for (i, acc) in acc.iter_mut().enumerate() {
-        let blk = i * nb + b;
-        let (q, da, bsum) = a.block(blk);
-        // SAFETY: forwarded from the caller; `q` holds `F::QK` values in -127..=127.
-        let isum = unsafe { K::int_dot(dec, F::QK, q) };
-        let msum: i32 = (0..subs).map(|t| dec.mn[t] as i32 * bsum[t]).sum();
-        *acc += da * (dec.d * isum as f32 - dec.dmin * msum as f32);
+    for (r, o) in out.into_iter().enumerate() {
+        job.out.set((i0 + r) * job.ld + j, o);
     }
 }
 
