@@ -36,6 +36,9 @@ typedef enum rstar_status {
   RSTAR_STATUS_INTERNAL = 100,
 } rstar_status;
 
+// A ggml block format librstar computes with. Ids are ggml's `enum ggml_type` values.
+typedef struct QuantFormat QuantFormat;
+
 // Many sequences over one model: prefix cache, forks, batched expansion.
 typedef struct rstar_engine rstar_engine;
 
@@ -155,6 +158,8 @@ typedef struct rstar_train_progress {
 // Called after every optimizer step with the progress (valid only during the call). Return false
 // to stop; the call then returns `RSTAR_STATUS_CANCELLED` after saving resumable state.
 typedef bool (*rstar_train_callback)(const struct rstar_train_progress *progress, void *user_data);
+
+
 
 #ifdef __cplusplus
 extern "C" {

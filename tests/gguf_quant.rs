@@ -3,25 +3,17 @@
 
 mod common;
 
+use rstar::backend::cpu::quant::QuantFormat;
 use rstar::model::quant::{dequantize, GgmlType};
 
 #[test]
 fn dequantize_matches_gguf_python() {
     let bytes = std::fs::read(common::fixtures().join("gguf/quant_blocks.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let types = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-    ];
+    let floats = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
+    let types = floats
+        .into_iter()
+        .chain(QuantFormat::ALL.map(GgmlType::Quant));
     for ty in types {
         let raw = st.tensor(&format!("{}.raw", ty.name())).unwrap();
         let want: Vec<f32> = st

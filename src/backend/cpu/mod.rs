@@ -17,6 +17,7 @@ pub mod attention;
 mod bcast;
 pub mod compute;
 pub mod memory;
+pub mod quant;
 pub mod rand;
 pub mod simd;
 pub(crate) mod team;

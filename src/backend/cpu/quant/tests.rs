@@ -1,0 +1,198 @@
+//! Every path against the scalar reference, and both precisions against f64 sums of the
+//! dequantized values (the dequantization itself is checked against the `gguf` Python package in
+//! tests/gguf_quant.rs).
+
+use super::*;
+
+/// Byte offsets of each format's f16 scale fields (random bytes there could be inf or NaN).
+fn f16_fields(f: QuantFormat) -> &'static [usize] {
+    match f {
+        QuantFormat::Q4_0 | QuantFormat::Q5_0 | QuantFormat::Q8_0 => &[0],
+        QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K | QuantFormat::Q5K => &[0, 2],
+        QuantFormat::Q2K => &[80, 82],
+        QuantFormat::Q3K => &[108],
+        QuantFormat::Q6K => &[208],
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// `rows` x `cols` random weights of format `f` with scales in +-0.05.
+fn random_matrix(f: QuantFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let bytes = f.block_bytes();
+    let mut w: Vec<u8> = (0..rows * cols / f.block_values() * bytes)
+        .map(|_| rng.next() as u8)
+        .collect();
+    for blk in w.chunks_exact_mut(bytes) {
+        for &o in f16_fields(f) {
+            let s = half::f16::from_f32(rng.f32() * 0.05).to_le_bytes();
+            blk[o..o + 2].copy_from_slice(&s);
+        }
+    }
+    w
+}
+
+/// `sum_k w[j, k] * x[i, k]` in f64 with the sum of magnitudes, for the tolerance.
+fn reference(wf: &[f32], x: &[f32], m: usize, rows: usize, cols: usize) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for i in 0..m {
+        for j in 0..rows {
+            let (mut s, mut a) = (0f64, 0f64);
+            for k in 0..cols {
+                let p = wf[j * cols + k] as f64 * x[i * cols + k] as f64;
+                s += p;
+                a += p.abs();
+            }
+            out.push((s, a));
+        }
+    }
+    out
+}
+
+fn run_path(w: &QuantMatrix, x: &[f32], m: usize, p: Precision, path: QuantPath) -> Vec<f32> {
+    run_on(w, x, m, p, path, false)
+}
+
+fn run_on(
+    w: &QuantMatrix,
+    x: &[f32],
+    m: usize,
+    p: Precision,
+    path: QuantPath,
+    threaded: bool,
+) -> Vec<f32> {
+    let mut out = vec![f32::NAN; m * w.rows];
+    let run = QuantRun {
+        precision: p,
+        path,
+        threaded,
+    };
+    matmul(w, x, m, &mut out, w.rows, run).unwrap();
+    out
+}
+
+/// Every value within `1e-5` of the sum of magnitudes of its f64 reference.
+fn assert_close(got: &[f32], want: &[(f64, f64)], what: &str) {
+    for (k, (&g, &(w, mag))) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(err <= 1e-5 * mag + 1e-30, "{what} {k}: {g} vs {w}");
+    }
+}
+
+const SHAPES: [(usize, usize, usize); 2] = [(1, 7, 512), (6, 5, 768)];
+
+#[test]
+fn every_path_matches_references() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for f in QuantFormat::ALL {
+        for (m, rows, cols) in SHAPES {
+            let data = random_matrix(f, rows, cols, &mut rng);
+            let w = QuantMatrix::new(f, &data, rows, cols).unwrap();
+            let x: Vec<f32> = (0..m * cols).map(|_| rng.f32()).collect();
+            let mut wf = vec![0f32; rows * cols];
+            dequantize(f, &data, &mut wf).unwrap();
+            let exact_ref = reference(&wf, &x, m, rows, cols);
+            let a = ActQ8::quantize(f, &x, m, cols);
+            let xq: Vec<f32> = (0..m * cols)
+                .map(|k| a.value(k / f.block_values(), k % f.block_values()))
+                .collect();
+            let fast_ref = reference(&wf, &xq, m, rows, cols);
+            let scalar_fast = run_path(&w, &x, m, Precision::Fast, QuantPath::Scalar);
+            for path in QuantPath::available_all() {
+                let what = format!("{} {m}x{rows}x{cols} {path:?}", f.name());
+                let exact = run_path(&w, &x, m, Precision::Exact, path);
+                let fast = run_path(&w, &x, m, Precision::Fast, path);
+                assert_close(&exact, &exact_ref, &format!("{what} exact"));
+                assert_close(&fast, &fast_ref, &format!("{what} fast"));
+                // Integer dots are exact and the f32 scaling is shared: bit-identical.
+                assert_eq!(
+                    fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    scalar_fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{what} fast vs scalar"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_rows_equal_rows_alone() {
+    let mut rng = Rng(77);
+    let (m, rows, cols) = (7, 37, 512);
+    for f in [QuantFormat::Q4_1, QuantFormat::Q4K, QuantFormat::Q6K] {
+        let data = random_matrix(f, rows, cols, &mut rng);
+        let w = QuantMatrix::new(f, &data, rows, cols).unwrap();
+        let x: Vec<f32> = (0..m * cols).map(|_| rng.f32()).collect();
+        for path in QuantPath::available_all() {
+            for p in [Precision::Exact, Precision::Fast] {
+                let all = run_path(&w, &x, m, p, path);
+                let par = run_on(&w, &x, m, p, path, true);
+                assert_eq!(par, all, "{f:?} {path:?} {p:?} threaded");
+                for i in 0..m {
+                    let one = run_path(&w, &x[i * cols..(i + 1) * cols], 1, p, path);
+                    assert_eq!(
+                        one,
+                        all[i * rows..(i + 1) * rows],
+                        "{f:?} {path:?} {p:?} row {i}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let data = vec![0u8; 2 * 144];
+    assert!(QuantMatrix::new(QuantFormat::Q4K, &data, 2, 256).is_ok());
+    assert!(QuantMatrix::new(QuantFormat::Q4K, &data[1..], 2, 256).is_err());
+    assert!(QuantMatrix::new(QuantFormat::Q4K, &data, 1, 512).is_ok());
+    assert!(QuantMatrix::new(QuantFormat::Q4K, &data, 2, 255).is_err());
+    let w = QuantMatrix::new(QuantFormat::Q4K, &data, 2, 256).unwrap();
+    let mut out = [0f32; 2];
+    let x = [0f32; 256];
+    let r = QuantRun {
+        precision: Precision::Exact,
+        path: QuantPath::Scalar,
+        threaded: false,
+    };
+    assert!(matmul(&w, &x, 1, &mut out, 2, r).is_ok());
+    assert!(matmul(&w, &x[..255], 1, &mut out, 2, r).is_err());
+    assert!(matmul(&w, &x, 1, &mut out[..1], 2, r).is_err());
+    assert!(matmul(&w, &x, 1, &mut out, 1, r).is_err());
+    let a = ActQ8::quantize(QuantFormat::Q8_0, &x, 1, 256);
+    assert!(matmul_q8(&w, &a, &mut out, 2, r).is_err());
+    assert!(dequantize(QuantFormat::Q4K, &data[..143], &mut [0f32; 256]).is_err());
+}
+
+#[test]
+fn q8_activations_follow_llama_cpp() {
+    // q8_0: d = amax / 127, round half away from zero.
+    let mut x = [0f32; 32];
+    x[0] = 1.27;
+    x[1] = -0.635; // exactly -63.5 steps: rounds away to -64
+    x[2] = 0.005;
+    let a = ActQ8::quantize(QuantFormat::Q8_0, &x, 1, 32);
+    let (q, d, bsum) = a.block(0);
+    assert_eq!((q[0], q[1], q[2], d), (127, -64, 1, 1.27f32 / 127.0));
+    assert_eq!(bsum[0], 127 - 64 + 1);
+    // q8_K: the value of largest magnitude maps to -127 (so negative d when it is positive).
+    let mut x = [0f32; 256];
+    x[5] = 2.0;
+    x[6] = -1.0;
+    let a = ActQ8::quantize(QuantFormat::Q4K, &x, 1, 256);
+    let (q, d, _) = a.block(0);
+    assert_eq!((q[5], q[6], d), (-127, 64, 2.0 / -127.0)); // -63.5 -> 64 (ties to even)
+}
