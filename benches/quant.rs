@@ -18,9 +18,9 @@
 
 use std::time::Instant;
 
-use rstar::bench::machine::{read_bandwidth, read_buffer};
 use rstar::backend::cpu::quant::{matmul, QuantFormat, QuantMatrix, QuantPath, QuantRun};
 use rstar::backend::cpu::{kernel, Precision};
+use rstar::bench::machine::{read_bandwidth, read_buffer};
 
 const SHAPES: [(&str, usize, usize); 4] = [
     ("attn 896x896", 896, 896),

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use rstar::engine::sampling::Rng;
+use rstar::rng::Rng;
 use rstar::engine::{Sampler, SamplingParams};
 use rstar::tokenizer::Tokenizer;
 

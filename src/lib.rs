@@ -23,6 +23,7 @@ pub mod ffi;
 pub mod grade;
 pub mod model;
 pub mod plot;
+pub mod rng;
 pub mod search;
 pub mod steps;
 pub mod tokenizer;

@@ -329,7 +329,7 @@ fn mutated_checkpoints_never_panic() {
     let p = dir.join("model.safetensors");
     let orig = std::fs::read(&p).unwrap();
     let header_len = u64::from_le_bytes(orig[..8].try_into().unwrap()) as usize + 8;
-    let mut rng = rstar::engine::sampling::Rng::new(1234);
+    let mut rng = rstar::rng::Rng::new(1234);
     for _ in 0..300 {
         let mut bytes = orig.clone();
         for _ in 0..1 + rng.next_u64() % 4 {

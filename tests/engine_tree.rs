@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use rstar::engine::sampling::Rng;
+use rstar::rng::Rng;
 use rstar::engine::{
     generate, Engine, EngineConfig, GenerateParams, LoadedModel, Request, SamplingParams, SeqId,
 };

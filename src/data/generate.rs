@@ -17,8 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 use crate::steps::tags;
 
 /// The highest level.

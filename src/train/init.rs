@@ -30,8 +30,8 @@ use tokenizers::{
 };
 
 use crate::data::prompts::{self, POLICY_PROMPT, SFT_PROMPT};
-use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 use crate::steps::tags;
 use crate::train::checkpoint::write_safetensors;
 use crate::train::model::normal;

@@ -15,10 +15,10 @@
 
 use std::path::Path;
 
-use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
 use crate::model::layout::{LayerLayout, LinearLayout, EMBED, FINAL_NORM, LM_HEAD};
 use crate::model::{ModelConfig, WeightStore};
+use crate::rng::Rng;
 use crate::train::ops::{self, AttnDims, Mat, RowCtx};
 
 /// One parameter tensor in f32.

@@ -397,7 +397,7 @@ mod tests {
     //! Finite-difference checks: each backward against central differences of its forward, on a
     //! random direction, in f32 with a step large enough for f32 rounding (relative error < 1e-2).
     use super::*;
-    use crate::engine::sampling::Rng;
+    use crate::rng::Rng;
 
     fn randn(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
         (0..n)

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::data::training::{self as data, PairExample, SftExample, TokenContext};
-use crate::engine::sampling::Rng;
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint;
 use crate::train::model::{Grads, LoraSpec, Objective, TrainModel};
