@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use rstar::rng::Rng;
 use rstar::engine::{Sampler, SamplingParams};
+use rstar::rng::Rng;
 use rstar::tokenizer::Tokenizer;
 
 /// Approximately normal logits (sum of four uniforms), scaled by `scale`.

@@ -5,10 +5,10 @@ mod common;
 
 use std::sync::Arc;
 
-use rstar::rng::Rng;
 use rstar::engine::{
     generate, Engine, EngineConfig, GenerateParams, LoadedModel, Request, SamplingParams, SeqId,
 };
+use rstar::rng::Rng;
 
 fn lm(name: &str) -> Arc<LoadedModel> {
     Arc::new(LoadedModel::load(&common::fixtures().join("models").join(name)).unwrap())

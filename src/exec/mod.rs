@@ -32,7 +32,7 @@ pub mod python;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -302,6 +302,8 @@ impl Worker {
         }
     }
 
+    /// Starts one worker: spawn the interpreter with a scrubbed environment, drain its pipes,
+    /// and wait for its hello line (the sandbox layers it set up).
     fn try_start(
         python: &PathBuf,
         slot: usize,
@@ -323,21 +325,7 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // "Text file busy": an interpreter (or wrapper script) just written is still open for
-        // writing in a child that another thread of this process forked and has not yet exec'd
-        // (the descriptor closes at its exec). That passes within milliseconds: a few more tries.
-        const ETXTBSY: i32 = 26;
-        let mut spawned = cmd.spawn();
-        for attempt in 1..=5u64 {
-            match &spawned {
-                Err(e) if cfg!(target_os = "linux") && e.raw_os_error() == Some(ETXTBSY) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
-                    spawned = cmd.spawn();
-                }
-                _ => break,
-            }
-        }
-        let mut child = spawned.map_err(|e| {
+        let mut child = spawn_retrying(&mut cmd).map_err(|e| {
                 StartError::Other(Error::Exec(format!(
                     "cannot start Python interpreter `{}`: {e}; install python3 or run `rstar setup-python`, or set RSTAR_PYTHON",
                     python.display()
@@ -352,20 +340,7 @@ impl Worker {
                     )))
                 }
             };
-        // The last lines the worker wrote to stderr (it writes there only when something went
-        // wrong), drained for its whole life so the pipe never fills.
-        let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-        let keep = Arc::clone(&tail);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut t = keep.lock().unwrap_or_else(|p| p.into_inner());
-                if t.len() == STDERR_LINES {
-                    t.pop_front();
-                }
-                t.push_back(line.chars().take(400).collect());
-            }
-        });
+        let tail = drain_stderr(stderr);
         let (tx, lines) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -381,19 +356,33 @@ impl Worker {
             lines,
             reader: Some(reader),
         };
-        let hello = match w.lines.recv_timeout(Duration::from_secs(120)) {
-            Ok(l) => l,
+        let hello = w.await_hello(python, &tail)?;
+        let info: WorkerInfo = serde_json::from_str(&hello).map_err(|e| {
+            StartError::Other(Error::Exec(format!("bad hello from worker: {e}: {hello}")))
+        })?;
+        Ok((w, info))
+    }
+
+    /// The worker's first line, or why it never came (timeout, or the worker exited: its status
+    /// and the last lines of its stderr).
+    fn await_hello(
+        &mut self,
+        python: &Path,
+        tail: &Mutex<VecDeque<String>>,
+    ) -> std::result::Result<String, StartError> {
+        match self.lines.recv_timeout(Duration::from_secs(120)) {
+            Ok(l) => Ok(l),
             Err(RecvTimeoutError::Timeout) => {
-                w.kill();
-                return Err(StartError::Other(Error::Exec(format!(
+                self.kill();
+                Err(StartError::Other(Error::Exec(format!(
                     "Python worker `{}` did not start within 120 s (is it Python 3.9+?)",
                     python.display()
-                ))));
+                ))))
             }
             Err(RecvTimeoutError::Disconnected) => {
                 // Reaped here (or killed after a grace period); `wait` then returns the status.
-                w.kill();
-                let status = w
+                self.kill();
+                let status = self
                     .child
                     .wait()
                     .map_or_else(|e| e.to_string(), |s| s.to_string());
@@ -401,16 +390,12 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(50));
                 let lines = tail.lock().unwrap_or_else(|p| p.into_inner());
                 let said = Vec::from(lines.clone()).join(" | ");
-                return Err(StartError::Exited(format!(
+                Err(StartError::Exited(format!(
                     "{status}, stderr: {}",
                     if said.is_empty() { "(empty)" } else { &said }
-                )));
+                )))
             }
-        };
-        let info: WorkerInfo = serde_json::from_str(&hello).map_err(|e| {
-            StartError::Other(Error::Exec(format!("bad hello from worker: {e}: {hello}")))
-        })?;
-        Ok((w, info))
+        }
     }
 
     fn kill(&mut self) {
@@ -657,4 +642,40 @@ fn serve(shared: Arc<Shared>, worker: Worker, python: PathBuf, slot: usize, cfg:
         result.sandbox = cfg.sandbox;
         let _ = job.reply.send(result);
     }
+}
+
+/// `cmd.spawn()`, retried on "Text file busy": an interpreter (or wrapper script) just written is
+/// still open for writing in a child that another thread of this process forked and has not yet
+/// exec'd (the descriptor closes at its exec). That passes within milliseconds.
+fn spawn_retrying(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    const ETXTBSY: i32 = 26;
+    let mut spawned = cmd.spawn();
+    for attempt in 1..=5u64 {
+        match &spawned {
+            Err(e) if cfg!(target_os = "linux") && e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+                spawned = cmd.spawn();
+            }
+            _ => break,
+        }
+    }
+    spawned
+}
+
+/// Keeps the last lines a worker writes to stderr (it writes there only when something went
+/// wrong), draining the pipe for the worker's whole life so that it never fills.
+fn drain_stderr(stderr: std::process::ChildStderr) -> Arc<Mutex<VecDeque<String>>> {
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let keep = Arc::clone(&tail);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut t = keep.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() == STDERR_LINES {
+                t.pop_front();
+            }
+            t.push_back(line.chars().take(400).collect());
+        }
+    });
+    tail
 }
