@@ -116,13 +116,7 @@ fn generate_cmd(args: GenerateArgs) -> rstar::Result<()> {
     }
     if args.json {
         let out = generate(&lm, &prompt, &params, &mut |_| true)?;
-        let v = serde_json::json!({
-            "ids": out.ids,
-            "text": out.text,
-            "finish_reason": out.finish_reason.as_str(),
-            "prompt_tokens": out.prompt_tokens,
-            "tokens_per_second": out.tokens_per_second,
-        });
+        let v = serde_json::to_string(&out).map_err(|e| rstar::Error::Internal(e.to_string()))?;
         writeln!(stdout, "{v}").map_err(io_err)?;
     } else {
         let mut write_err = None;
@@ -158,17 +152,7 @@ fn candidates(
     let root = eng.add(prompt)?;
     let cands = eng.expand(root, args.n, params)?;
     if args.json {
-        let list: Vec<_> = cands
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "ids": c.output.ids,
-                    "text": c.output.text,
-                    "finish_reason": c.output.finish_reason.as_str(),
-                })
-            })
-            .collect();
-        let v = serde_json::json!({ "candidates": list, "stats": eng.stats() });
+        let v = serde_json::json!({ "candidates": cands, "stats": eng.stats() });
         writeln!(stdout, "{v}").map_err(io_err)?;
     } else {
         for (k, c) in cands.iter().enumerate() {

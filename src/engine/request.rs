@@ -30,8 +30,9 @@ impl Default for GenerateParams {
     }
 }
 
-/// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why generation ended. Serialized as `"stop"`, `"length"` or `"eos"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FinishReason {
     /// A stop string or stop id was produced.
     Stop,
@@ -51,8 +52,9 @@ impl FinishReason {
     }
 }
 
-/// The result of one generation.
-#[derive(Debug, Clone, PartialEq)]
+/// The result of one generation; its JSON (the CLI's `--json`, the C ABI's result strings) is
+/// this type serialized.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GenerateOutput {
     /// Generated ids (including the EOS/stop id or the tokens that completed a stop string).
     pub ids: Vec<u32>,
@@ -81,8 +83,9 @@ pub struct Request {
 
 /// A sampled continuation from [`Engine::expand`](super::Engine::expand): the child sequence (holding parent + continuation)
 /// and what was generated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Candidate {
     pub seq: SeqId,
+    #[serde(flatten)]
     pub output: GenerateOutput,
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{arg, c_str, default_generate_params, guard, new_c_string, out, read_params, slice};
-use super::{result_json_value, rstar_generate_params, rstar_model, to_generate_params};
+use super::{rstar_generate_params, rstar_model, to_generate_params};
 use crate::engine::ppm::{Ppm, Scorer};
 use crate::engine::{Engine, EngineConfig, SeqId};
 use crate::error::{Error, Result, Status};
@@ -202,15 +202,7 @@ pub unsafe extern "C" fn rstar_engine_expand(
         let cands = e
             .compute
             .run(|| eng.expand(SeqId(seq), n as usize, &params))?;
-        let list: Vec<serde_json::Value> = cands
-            .iter()
-            .map(|c| {
-                let mut v = result_json_value(&c.output);
-                v["seq"] = c.seq.0.into();
-                v
-            })
-            .collect();
-        let v = serde_json::json!({ "candidates": list, "stats": eng.stats() });
+        let v = serde_json::json!({ "candidates": cands, "stats": eng.stats() });
         *result = new_c_string(&v.to_string());
         Ok(())
     })

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::engine::{generate, GenerateOutput, GenerateParams, LoadedModel, SamplingParams};
+use crate::engine::{generate, GenerateParams, LoadedModel, SamplingParams};
 use crate::error::{Error, Result, Status};
 
 /// Version of this ABI. Grows when functions or trailing struct fields are added; existing
@@ -441,17 +441,6 @@ pub(crate) fn to_generate_params(p: &rstar_generate_params) -> Result<GeneratePa
     })
 }
 
-pub(crate) fn result_json_value(o: &GenerateOutput) -> serde_json::Value {
-    serde_json::json!({
-        "ids": o.ids,
-        "text": o.text,
-        "finish_reason": o.finish_reason.as_str(),
-        "stop_string": o.stop_string,
-        "prompt_tokens": o.prompt_tokens,
-        "tokens_per_second": o.tokens_per_second,
-    })
-}
-
 fn run_generate(
     m: &rstar_model,
     prompt: &[u32],
@@ -485,7 +474,7 @@ fn run_generate(
     })?;
     if !result.is_null() {
         // SAFETY: non-NULL output location owned by the caller.
-        unsafe { *result = new_c_string(&result_json_value(&o).to_string()) };
+        unsafe { *result = new_c_string(&serde_json::to_string(&o).unwrap_or_default()) };
     }
     Ok(())
 }
