@@ -221,14 +221,9 @@ fn bench_model(a: BenchModelArgs) -> Result<()> {
     let dir = a
         .model
         .ok_or_else(|| rstar::Error::InvalidArgument("rstar bench: --model is required".into()))?;
-    let model = rstar::model::Model::load(&dir)?;
-    let weight_bytes = std::fs::read_dir(&dir)
-        .map_err(|e| rstar::Error::io(&dir, e))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let lm = rstar::engine::LoadedModel::load(&dir)?;
+    let model = &lm.model;
+    let weight_bytes = model.weight_bytes() as u64;
     let cfg = rstar::bench::model::ModelBenchConfig {
         prompt_tokens: a.prompt_tokens,
         decode_tokens: a.decode_tokens,
@@ -236,7 +231,7 @@ fn bench_model(a: BenchModelArgs) -> Result<()> {
         batches: a.batch,
         repeats: a.repeats,
     };
-    let r = rstar::bench::model::bench_model(&model, weight_bytes, &cfg)?;
+    let r = rstar::bench::model::bench_model(model, weight_bytes, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {

@@ -229,6 +229,18 @@ impl Model {
     }
 
     /// An empty cache for one sequence.
+    /// Bytes of the weight matrices one decode step reads (every layer's projections and the
+    /// LM head, in their stored dtype): the denominator of a read-bandwidth fraction.
+    pub fn weight_bytes(&self) -> usize {
+        let lin = |l: &Linear| l.parts.iter().map(|w| w.raw().len()).sum::<usize>();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| lin(&l.qkv) + lin(&l.o) + lin(&l.gate_up) + lin(&l.down))
+            .sum();
+        layers + self.lm_head.as_ref().map_or(0, |w| w.raw().len())
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.num_layers, self.config.kv_dim())
     }
