@@ -19,7 +19,20 @@
 
 // Version of this ABI. Grows when functions or trailing struct fields are added; existing
 // functions and struct prefixes never change meaning.
-#define RSTAR_ABI_VERSION 2
+//
+// 3: `rstar_solver_params` / `rstar_solver_new_with_params` (device, precision, threads,
+// executor workers, step limits, annotation mode, sandbox mode, `rstar_code_runner`),
+// `rstar_solver_run_dataset` in annotation mode, `rstar_grade`, `rstar_extract_answer`,
+// `rstar_exec`; handles whose state a call changes are passed non-const (same symbols and
+// layouts, so v2 callers keep working).
+#define RSTAR_ABI_VERSION 3
+
+// `rstar_solver_params.mode`: test-time search (the default).
+#define RSTAR_SOLVER_MODE_INFERENCE 0
+
+// `rstar_solver_params.mode`: MCTS annotation for data synthesis (needs `policy`):
+// `rstar_solver_run_dataset` writes annotated trees as JSONL and resumes a partial file.
+#define RSTAR_SOLVER_MODE_ANNOTATION 1
 
 // Status codes shared by the C ABI (`rstar_status`). 0 is success.
 typedef enum rstar_status {
@@ -39,20 +52,46 @@ typedef enum rstar_status {
 // A ggml block format librstar computes with. Ids are ggml's `enum ggml_type` values.
 typedef struct QuantFormat QuantFormat;
 
+// Where a `rstar_code_runner` puts the outcome of one program: set with
+// `rstar_code_result_set` during the callback. Owned by the library.
+typedef struct rstar_code_result rstar_code_result;
+
 // Many sequences over one model: prefix cache, forks, batched expansion.
+//
+// Thread-safety: calls on one engine are serialised by an internal lock (a second thread waits);
+// use one engine per thread to run in parallel. Calls that change the engine take a non-const
+// pointer. No callbacks.
 typedef struct rstar_engine rstar_engine;
 
 // A loaded model (decoder + tokenizer). Immutable after loading: every function taking a
-// `const rstar_model *` may be called from several threads at once.
+// `const rstar_model *` may be called from several threads at once. The text callback of
+// `rstar_model_generate*` runs on a library thread (or the calling thread) while the calling
+// thread is blocked in the call.
 typedef struct rstar_model rstar_model;
 
 // A process reward model with its own KV cache (see `rstar_ppm_score`).
+//
+// Thread-safety: `rstar_ppm_score` calls on one PPM are serialised by an internal lock.
 typedef struct rstar_ppm rstar_ppm;
 
-// A policy (+ optional PPM) with a search configuration.
+// A policy (+ optional PPM) with a search configuration and a code runner.
+//
+// Thread-safety: `rstar_solver_solve` and `rstar_solver_run_dataset` on one solver are
+// serialised by an internal lock (a second thread waits for the first call to return);
+// `rstar_solver_cancel` may be called from any thread at any time, also during those calls.
+// Different solvers may be used from different threads at once. `rstar_solver_free` must not
+// race any other call on the same solver.
+//
+// Callbacks: the progress callback of `rstar_solver_run_dataset` and the solver's
+// `rstar_code_runner` run on a library thread (or the calling thread) while the calling thread
+// is blocked in the call; for one solver they are never called concurrently.
 typedef struct rstar_solver rstar_solver;
 
 // A training run (SFT or PPM) over one model and dataset.
+//
+// Thread-safety: calls on one trainer are serialised by an internal lock; `rstar_trainer_cancel`
+// may be called from any thread at any time, also during `rstar_trainer_step`/`_epoch`. The
+// progress callback runs on the calling thread, between optimizer steps.
 typedef struct rstar_trainer rstar_trainer;
 
 // How a model is loaded and run. Fill with `rstar_model_default_params`, then change fields.
@@ -111,6 +150,52 @@ typedef struct rstar_engine_params {
   uint32_t max_active;
 } rstar_engine_params;
 
+// Runs one program of a search step instead of the built-in sandbox. `code` is `len` bytes of
+// UTF-8 Python followed by a NUL, valid only during the call; `timeout_s` is the step's time
+// limit. Report the outcome with `rstar_code_result_set(result, ...)`; a runner that sets
+// nothing makes the step fail. Must not unwind (no C++ exception, no longjmp) out of the call.
+typedef void (*rstar_code_runner)(const char *code,
+                                  size_t len,
+                                  double timeout_s,
+                                  struct rstar_code_result *result,
+                                  void *user_data);
+
+// How a solver is made. Fill with `rstar_solver_default_params`, then change fields.
+typedef struct rstar_solver_params {
+  // sizeof(rstar_solver_params), set by rstar_solver_default_params.
+  uint32_t struct_size;
+  // Policy model directory or .gguf; NULL = the self-evolved default model
+  // (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm`
+  // is NULL and its search settings when `config` is NULL.
+  const char *policy;
+  // Process preference model directory, or NULL.
+  const char *ppm;
+  // Search configuration text (JSON object or TOML, the keys of `rstar --help`'s `--config`),
+  // or NULL for the defaults; an unknown key is `RSTAR_STATUS_FORMAT` naming it.
+  const char *config;
+  // "cpu", "cuda" or "cuda:N"; NULL = the configuration's device.
+  const char *device;
+  // Matmul precision: 0 exact (default), 1 fast (bf16 activations where the CPU has them).
+  uint32_t precision;
+  // Compute threads: 0 = one per core (default); more than 1024 is invalid.
+  uint32_t threads;
+  // Sandboxed Python workers (programs run at once): 0 = one per core (default).
+  uint32_t executor_workers;
+  // Time limit per step's program in seconds; 0 = the configuration's `exec_timeout_s`.
+  double step_timeout_s;
+  // Address-space limit per step's program in bytes; 0 = the default (2 GiB).
+  uint64_t step_memory_bytes;
+  // `RSTAR_SOLVER_MODE_INFERENCE` (default) or `RSTAR_SOLVER_MODE_ANNOTATION`.
+  uint32_t mode;
+  // 0: refuse to run code when a sandbox layer is missing (default); 1: run with the layers
+  // that could be set up (weaker isolation, reported in every result).
+  uint32_t weak_sandbox;
+  // Runs the steps' programs instead of the built-in sandbox when not NULL.
+  rstar_code_runner code_runner;
+  // Passed to `code_runner` untouched.
+  void *code_runner_user_data;
+} rstar_solver_params;
+
 // Progress of `rstar_solver_run_dataset`, passed to `rstar_solver_callback`.
 typedef struct rstar_solver_progress {
   // sizeof(rstar_solver_progress) as the library was built; fields may be added at the end.
@@ -131,6 +216,21 @@ typedef struct rstar_solver_progress {
 // Called after every search step and every finished batch of problems (progress valid only
 // during the call). Return false to cancel: the call then returns `RSTAR_STATUS_CANCELLED`.
 typedef bool (*rstar_solver_callback)(const struct rstar_solver_progress *progress, void *user_data);
+
+// Settings of `rstar_exec`. Fill with `rstar_exec_default_params`, then change fields.
+typedef struct rstar_exec_params {
+  // sizeof(rstar_exec_params), set by rstar_exec_default_params.
+  uint32_t struct_size;
+  // Wall-clock limit in seconds (default 10).
+  double timeout_s;
+  // Address-space limit in bytes (default 2 GiB; 0 = none).
+  uint64_t memory_bytes;
+  // 0: refuse to run when a sandbox layer is missing (default); 1: run with the layers that
+  // could be set up (reported in the result's `sandbox`).
+  uint32_t weak_sandbox;
+  // Python interpreter; NULL = the executor's search (`$RSTAR_PYTHON`, the rstar venv, python3).
+  const char *python;
+} rstar_exec_params;
 
 // Progress after an optimizer step, passed to `rstar_train_callback`.
 typedef struct rstar_train_progress {
@@ -175,17 +275,20 @@ uint32_t rstar_abi_version(void);
 // valid until the next rstar call on this thread: do not free.
 const char *rstar_last_error_message(void);
 
-// Frees a string returned by the library. NULL is ignored.
+// Frees a string returned by the library. NULL is ignored (`RSTAR_STATUS_OK`). A string freed
+// before, or one the library did not return, is left alone: `RSTAR_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
-// `s` must be NULL or a string returned by an rstar function, not freed before.
-void rstar_string_free(char *s);
+// `s` is NULL or any pointer; only strings the library returned and has not freed are freed.
+enum rstar_status rstar_string_free(char *s);
 
-// Frees an id array returned by the library. NULL is ignored.
+// Frees an id array returned by the library. NULL is ignored (`RSTAR_STATUS_OK`). An array
+// freed before, one the library did not return, or a wrong `n` is left alone:
+// `RSTAR_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
-// `ids`/`n` must be exactly what an rstar function returned, not freed before.
-void rstar_ids_free(uint32_t *ids, size_t n);
+// `ids` is NULL or any pointer; only arrays the library returned and has not freed are freed.
+enum rstar_status rstar_ids_free(uint32_t *ids, size_t n);
 
 // Loads a model: a Hugging Face directory (config.json, safetensors, tokenizer.json) or a .gguf
 // file (weights, tokenizer and chat template from its metadata). On success `*out` owns the model;
@@ -211,11 +314,12 @@ enum rstar_status rstar_model_load_with_params(const char *path,
                                                const struct rstar_model_params *params,
                                                struct rstar_model **out);
 
-// Frees a model. NULL is ignored.
+// Frees a model. NULL is ignored; a model freed before is `RSTAR_STATUS_INVALID_ARGUMENT`.
+// Engines made from it keep what they need.
 //
 // # Safety
-// `model` is NULL or came from `rstar_model_load` and is not used afterwards.
-void rstar_model_free(struct rstar_model *model);
+// `model` is NULL or came from `rstar_model_load*`; no other thread is inside a call on it.
+enum rstar_status rstar_model_free(struct rstar_model *model);
 
 // Vocabulary size of the model's LM head.
 //
@@ -295,17 +399,18 @@ enum rstar_status rstar_engine_new(const struct rstar_model *model,
                                    const struct rstar_engine_params *params,
                                    struct rstar_engine **out);
 
-// Frees an engine and all its sequences. NULL is ignored.
+// Frees an engine and all its sequences. NULL is ignored; a second free is
+// `RSTAR_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
 // `engine` is NULL or came from `rstar_engine_new` and is not used afterwards.
-void rstar_engine_free(struct rstar_engine *engine);
+enum rstar_status rstar_engine_free(struct rstar_engine *engine);
 
 // Adds a sequence of `n_ids` tokens (reusing cached KV of its prefix); `*seq` receives its id.
 //
 // # Safety
 // `engine` is live; `ids` points to `n_ids` ids; `seq` is writable.
-enum rstar_status rstar_engine_add(const struct rstar_engine *engine,
+enum rstar_status rstar_engine_add(struct rstar_engine *engine,
                                    const uint32_t *ids,
                                    size_t n_ids,
                                    uint64_t *seq);
@@ -314,15 +419,13 @@ enum rstar_status rstar_engine_add(const struct rstar_engine *engine,
 //
 // # Safety
 // `engine` is live; `child` is writable.
-enum rstar_status rstar_engine_fork(const struct rstar_engine *engine,
-                                    uint64_t seq,
-                                    uint64_t *child);
+enum rstar_status rstar_engine_fork(struct rstar_engine *engine, uint64_t seq, uint64_t *child);
 
 // Appends tokens to a sequence (computed lazily, batched with other work).
 //
 // # Safety
 // `engine` is live; `ids` points to `n_ids` ids.
-enum rstar_status rstar_engine_append(const struct rstar_engine *engine,
+enum rstar_status rstar_engine_append(struct rstar_engine *engine,
                                       uint64_t seq,
                                       const uint32_t *ids,
                                       size_t n_ids);
@@ -331,7 +434,7 @@ enum rstar_status rstar_engine_append(const struct rstar_engine *engine,
 //
 // # Safety
 // `engine` is live.
-enum rstar_status rstar_engine_remove(const struct rstar_engine *engine, uint64_t seq);
+enum rstar_status rstar_engine_remove(struct rstar_engine *engine, uint64_t seq);
 
 // Samples `n` continuations of `seq`, all decoded together; child `i` samples with seed
 // `params.seed + i`. `*result_json` receives
@@ -340,7 +443,7 @@ enum rstar_status rstar_engine_remove(const struct rstar_engine *engine, uint64_
 //
 // # Safety
 // `engine` is live; `params` NULL or filled by `rstar_generate_default_params`; `result_json` writable.
-enum rstar_status rstar_engine_expand(const struct rstar_engine *engine,
+enum rstar_status rstar_engine_expand(struct rstar_engine *engine,
                                       uint64_t seq,
                                       uint32_t n,
                                       const struct rstar_generate_params *params,
@@ -362,11 +465,12 @@ enum rstar_status rstar_ppm_load(const char *path,
                                  const struct rstar_engine_params *params,
                                  struct rstar_ppm **out);
 
-// Frees a PPM. NULL is ignored.
+// Frees a PPM. NULL is ignored; a second free is
+// `RSTAR_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
 // `ppm` is NULL or came from `rstar_ppm_load` and is not used afterwards.
-void rstar_ppm_free(struct rstar_ppm *ppm);
+enum rstar_status rstar_ppm_free(struct rstar_ppm *ppm);
 
 // Scores `n_seqs` sequences (sequence `i` is `seqs[i][0 .. lens[i]]`) in batched passes that share
 // common prefixes; `values[i]` receives the raw head output at the last token (rStar's MCTS uses
@@ -375,23 +479,46 @@ void rstar_ppm_free(struct rstar_ppm *ppm);
 // # Safety
 // `ppm` is live; `seqs` and `lens` point to `n_seqs` entries; each `seqs[i]` to `lens[i]` ids;
 // `values` to `n_seqs` writable floats.
-enum rstar_status rstar_ppm_score(const struct rstar_ppm *ppm,
+enum rstar_status rstar_ppm_score(struct rstar_ppm *ppm,
                                   const uint32_t *const *seqs,
                                   const size_t *lens,
                                   size_t n_seqs,
                                   float *values);
 
-// Creates a solver: loads the policy (HF directory or .gguf), the PPM when `ppm_path` is not
-// NULL, and starts the Python executor. A NULL `policy_path` means the self-evolved default model
-// (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm_path`
-// is NULL and its search settings when `config` is NULL; `RSTAR_STATUS_INVALID_ARGUMENT` when
-// it is missing. `config` is NULL (defaults) or the search configuration
-// as a JSON object or TOML text with the keys of `rstar --help`'s `--config` (`search`
-// "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
-// `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
-// `exec_timeout_s`, `max_step_tokens`, `device` "cpu"|"cuda"|"cuda:N", ...); an unknown key is
-// `RSTAR_STATUS_FORMAT` naming it. The search always runs in inference mode here. Returns `RSTAR_STATUS_EXEC` when the executor
-// cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
+// Fills `params` with defaults (and sets `struct_size`).
+//
+// # Safety
+// `params` is NULL (ignored) or writable.
+void rstar_solver_default_params(struct rstar_solver_params *params);
+
+// Reports the outcome of one program from inside a `rstar_code_runner`: `ok` when it ran to the
+// end without an exception, `output` its stdout (NULL = ""), `error` (NULL when ok) the
+// exception as `"<Type>: <message>"`. The strings are copied. A second call replaces the first.
+//
+// # Safety
+// `result` is the pointer the runner was given, during the runner's call; `output` and `error`
+// are NULL or NUL-terminated.
+enum rstar_status rstar_code_result_set(struct rstar_code_result *result,
+                                        bool ok,
+                                        const char *output,
+                                        const char *error);
+
+// Creates a solver from `params` (NULL = all defaults: the default model, inference): loads the
+// policy and the PPM, starts the sandboxed Python executor unless `params.code_runner` is set.
+// `RSTAR_STATUS_INVALID_ARGUMENT` names a bad field (also a NULL policy in annotation mode, or a
+// missing default model), `RSTAR_STATUS_FORMAT` a bad configuration key, `RSTAR_STATUS_EXEC`
+// an executor that cannot start (or refuses to: a sandbox layer missing in strict mode). On
+// success `*out` owns the solver; free it with `rstar_solver_free`.
+//
+// # Safety
+// `params` is NULL or filled by `rstar_solver_default_params` (its strings NULL or
+// NUL-terminated UTF-8, valid for the call; `code_runner` NULL or a valid function that stays
+// valid, with its `user_data`, until the solver is freed); `out` is writable.
+enum rstar_status rstar_solver_new_with_params(const struct rstar_solver_params *params,
+                                               struct rstar_solver **out);
+
+// The ABI v2 constructor, kept: as `rstar_solver_new_with_params` with `policy`, `ppm` and
+// `config` set and every other field at its default (inference mode).
 //
 // # Safety
 // `policy_path`, `ppm_path` and `config` are NULL or NUL-terminated UTF-8; `out` points to
@@ -404,28 +531,36 @@ enum rstar_status rstar_solver_new(const char *policy_path,
 // Solves one question. On success `*result_json` receives a JSON object to free with
 // `rstar_string_free`: `{"question", "answer" (PPM-best, or null), "pass1", "majority",
 // "weighted", "k", "trajectories": [{"run", "tag", "answer", "value", "solution"}], "stats",
-// "engine"}`. Returns `RSTAR_STATUS_CANCELLED` when `rstar_solver_cancel` was called.
+// "engine"}`. Returns `RSTAR_STATUS_CANCELLED` when `rstar_solver_cancel` was called (during
+// the call, or since the last call returned). The search runs in inference mode, also on a
+// solver made for annotation.
 //
 // # Safety
 // `solver` is a live solver; `question` is NUL-terminated UTF-8; `result_json` is writable.
-enum rstar_status rstar_solver_solve(const struct rstar_solver *solver,
+enum rstar_status rstar_solver_solve(struct rstar_solver *solver,
                                      const char *question,
                                      char **result_json);
 
-// Evaluates a problem file (a JSON list, `{"example": [...]}` or JSONL of `{question,
-// answer}`): the first `limit` problems (0 = all), 8 in lock-step. When `results_path` is not
-// NULL, one JSON line per problem is written there (the file is overwritten). `callback` (may
-// be NULL) gets progress; returning false, or `rstar_solver_cancel`, stops the run with
-// `RSTAR_STATUS_CANCELLED` (lines already written stay). On success, if `summary_json` is not
-// NULL, it receives `{"accuracy": {"problems", "pass1", "majority", "weighted", "ppm_best",
-// "any"} (counts), "vote_size", "runs", "search", "stats", "tokens"}`; free it with
-// `rstar_string_free`.
+// Runs a problem file (a JSON list, `{"example": [...]}` or JSONL of `{question, answer}`),
+// 8 problems in lock-step. `callback` (may be NULL) gets progress; returning false, or
+// `rstar_solver_cancel`, stops the run with `RSTAR_STATUS_CANCELLED` (lines already written
+// stay). The summary, when `summary_json` is not NULL, is freed with `rstar_string_free`.
+//
+// Inference mode (evaluation): the first `limit` problems (0 = all); when `results_path` is not
+// NULL, one JSON line per problem is written there (the file is overwritten). Summary:
+// `{"accuracy": {"problems", "pass1", "majority", "weighted", "ppm_best", "any"} (counts),
+// "vote_size", "runs", "search", "stats", "tokens"}`.
+//
+// Annotation mode (data synthesis, as `rstar mcts`): `results_path` is required and receives
+// one annotated search tree per problem as JSONL; problems already in the file are skipped, so
+// a cancelled or crashed run resumes where it stopped. `limit` must be 0. Summary:
+// `{"problems", "skipped", "solved", "stats", "tokens"}`.
 //
 // # Safety
 // `solver` is live; `data_path` is NUL-terminated UTF-8; `results_path` is NULL or
 // NUL-terminated UTF-8; `callback` is NULL or a valid function; `user_data` is passed through
 // untouched; `summary_json` is NULL or writable.
-enum rstar_status rstar_solver_run_dataset(const struct rstar_solver *solver,
+enum rstar_status rstar_solver_run_dataset(struct rstar_solver *solver,
                                            const char *data_path,
                                            size_t limit,
                                            const char *results_path,
@@ -440,12 +575,48 @@ enum rstar_status rstar_solver_run_dataset(const struct rstar_solver *solver,
 // `solver` is NULL (ignored) or a live solver.
 void rstar_solver_cancel(const struct rstar_solver *solver);
 
-// Frees a solver. NULL is ignored.
+// Frees a solver. NULL is ignored; a second free is
+// `RSTAR_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
-// `solver` is NULL or came from `rstar_solver_new`, is not used afterwards, and no other
+// `solver` is NULL or came from `rstar_solver_new*`, is not used afterwards, and no other
 // thread is inside a call on it.
-void rstar_solver_free(struct rstar_solver *solver);
+enum rstar_status rstar_solver_free(struct rstar_solver *solver);
+
+// Whether a predicted answer equals the reference answer, as the search grades them (numbers,
+// fractions, percentages, LaTeX, intervals, equations, multiple choice; no sympy). Symmetric.
+// `pred` should be an extracted answer (`rstar_extract_answer`).
+//
+// # Safety
+// `pred` and `answer` are NUL-terminated UTF-8; `equal` is writable.
+enum rstar_status rstar_grade(const char *pred, const char *answer, bool *equal);
+
+// The final answer in a solution text (the last `\boxed{...}`, or "The answer is ..."). On
+// success `*answer` is a new string (free with `rstar_string_free`), or NULL when the text has
+// no answer.
+//
+// # Safety
+// `text` is NUL-terminated UTF-8; `answer` is writable.
+enum rstar_status rstar_extract_answer(const char *text, char **answer);
+
+// Fills `params` with defaults (and sets `struct_size`).
+//
+// # Safety
+// `params` is NULL (ignored) or writable.
+void rstar_exec_default_params(struct rstar_exec_params *params);
+
+// Runs one Python program in the sandboxed executor (a fresh worker: ~0.1 s to start). A program
+// that fails is still `RSTAR_STATUS_OK`: `*result_json` receives `{"ok", "output" (stdout),
+// "error" ("<Type>: <message>" or null), "timed_out", "elapsed_ms", "sandbox": {"mode",
+// "layers", "refused"}}` (free with `rstar_string_free`). `RSTAR_STATUS_EXEC` when no
+// interpreter starts or, in strict mode, a sandbox layer is missing (the message names it).
+//
+// # Safety
+// `code` is NUL-terminated UTF-8; `params` NULL or filled by `rstar_exec_default_params`;
+// `result_json` is writable.
+enum rstar_status rstar_exec(const char *code,
+                             const struct rstar_exec_params *params,
+                             char **result_json);
 
 // Creates a trainer from a model directory and a JSON config. The config is an object with any of
 // the fields of the Rust `TrainConfig` (`task` "sft"|"ppm", `optimizer` "adamw"|"sgd", `lr`,
@@ -466,7 +637,7 @@ enum rstar_status rstar_trainer_new(const char *model_dir,
 //
 // # Safety
 // `trainer` is a live trainer; `path` a NUL-terminated UTF-8 path; `n_examples` NULL or writable.
-enum rstar_status rstar_trainer_load_data(const struct rstar_trainer *trainer,
+enum rstar_status rstar_trainer_load_data(struct rstar_trainer *trainer,
                                           const char *path,
                                           size_t *n_examples);
 
@@ -477,7 +648,7 @@ enum rstar_status rstar_trainer_load_data(const struct rstar_trainer *trainer,
 // # Safety
 // `trainer` is a live trainer; `callback` is NULL or a valid function; `user_data` is passed
 // through untouched.
-enum rstar_status rstar_trainer_step(const struct rstar_trainer *trainer,
+enum rstar_status rstar_trainer_step(struct rstar_trainer *trainer,
                                      uint32_t n_steps,
                                      rstar_train_callback callback,
                                      void *user_data);
@@ -486,7 +657,7 @@ enum rstar_status rstar_trainer_step(const struct rstar_trainer *trainer,
 //
 // # Safety
 // As `rstar_trainer_step`.
-enum rstar_status rstar_trainer_epoch(const struct rstar_trainer *trainer,
+enum rstar_status rstar_trainer_epoch(struct rstar_trainer *trainer,
                                       rstar_train_callback callback,
                                       void *user_data);
 
@@ -501,7 +672,7 @@ enum rstar_status rstar_trainer_finished(const struct rstar_trainer *trainer, bo
 //
 // # Safety
 // `trainer` is a live trainer; `dir` a NUL-terminated UTF-8 path.
-enum rstar_status rstar_trainer_save(const struct rstar_trainer *trainer, const char *dir);
+enum rstar_status rstar_trainer_save(struct rstar_trainer *trainer, const char *dir);
 
 // Asks a running (or the next) `rstar_trainer_step`/`rstar_trainer_epoch` to stop after the
 // current optimizer step. Safe to call from any thread.
@@ -510,12 +681,13 @@ enum rstar_status rstar_trainer_save(const struct rstar_trainer *trainer, const 
 // `trainer` is NULL (ignored) or a live trainer.
 void rstar_trainer_cancel(const struct rstar_trainer *trainer);
 
-// Frees a trainer. NULL is ignored.
+// Frees a trainer. NULL is ignored; a second free is
+// `RSTAR_STATUS_INVALID_ARGUMENT`.
 //
 // # Safety
 // `trainer` is NULL or came from `rstar_trainer_new`, is not used afterwards, and no other thread
 // is inside a call on it.
-void rstar_trainer_free(struct rstar_trainer *trainer);
+enum rstar_status rstar_trainer_free(struct rstar_trainer *trainer);
 
 #ifdef __cplusplus
 }  // extern "C"

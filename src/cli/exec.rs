@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use clap::Args;
-use rstar::exec::{ExecConfig, Executor, SandboxMode};
+use rstar::exec::{ExecConfig, SandboxMode};
 use rstar::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -21,20 +21,18 @@ pub fn run(args: ExecArgs) -> Result<()> {
     std::io::stdin()
         .read_to_string(&mut code)
         .map_err(|e| Error::io("<stdin>", e))?;
-    let ex = Executor::new(ExecConfig {
-        workers: 1,
-        timeout_s: args.timeout,
-        require_sympy: false,
-        sandbox: args.sandbox,
-        ..ExecConfig::default()
-    })?;
-    let r = ex.run(&code);
+    let r = rstar::exec::run_once(
+        &code,
+        ExecConfig {
+            timeout_s: args.timeout,
+            require_sympy: false,
+            sandbox: args.sandbox,
+            ..ExecConfig::default()
+        },
+    )?;
     println!(
         "{}",
-        serde_json::json!({
-            "ok": r.ok, "output": r.stdout, "error": r.error, "elapsed_ms": r.elapsed_ms,
-            "sandbox": ex.sandbox(),
-        })
+        serde_json::to_string(&r).map_err(|e| Error::Internal(e.to_string()))?
     );
     Ok(())
 }

@@ -130,13 +130,16 @@ impl SearchArgs {
             settings: self.config.clone().map(Settings::File),
             overrides: o,
             purpose,
+            ..SolverOptions::default()
         }
     }
 
     /// The solver of these flags; warns when the executor's Python lacks sympy.
     pub fn solver(&self, test: Option<&TestArgs>, purpose: Purpose) -> rstar::Result<Solver> {
         let solver = Solver::new(self.options(test, purpose))?;
-        let exec = solver.executor();
+        let Some(exec) = solver.executor() else {
+            return Ok(solver);
+        };
         if !exec.info().modules.get("sympy").copied().unwrap_or(false) {
             eprintln!(
                 "warning: Python `{}` cannot import sympy, so steps that use it fail; \

@@ -597,6 +597,36 @@ impl Drop for Executor {
     }
 }
 
+/// The outcome of [`run_once`]: the JSON of `rstar exec --json` and the C ABI's `rstar_exec`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OneShot {
+    pub ok: bool,
+    /// The snippet's stdout.
+    pub output: String,
+    pub error: Option<String>,
+    pub timed_out: bool,
+    pub elapsed_ms: f64,
+    /// The layers in force and the mode (`weak`: the caller accepted missing layers).
+    pub sandbox: SandboxReport,
+}
+
+/// Runs one snippet in a fresh single-worker executor with `config` (its `workers` ignored).
+pub fn run_once(code: &str, config: ExecConfig) -> Result<OneShot> {
+    let ex = Executor::new(ExecConfig {
+        workers: 1,
+        ..config
+    })?;
+    let r = ex.run(code);
+    Ok(OneShot {
+        ok: r.ok,
+        output: r.stdout,
+        error: r.error,
+        timed_out: r.timed_out,
+        elapsed_ms: r.elapsed_ms,
+        sandbox: ex.sandbox().clone(),
+    })
+}
+
 /// One dispatcher thread: owns a worker, feeds it jobs, replaces it when it dies.
 fn serve(shared: Arc<Shared>, worker: Worker, python: PathBuf, slot: usize, cfg: ExecConfig) {
     let mut worker = Some(worker);

@@ -65,6 +65,10 @@ pub unsafe extern "C" fn rstar_engine_default_params(params: *mut rstar_engine_p
 }
 
 /// Many sequences over one model: prefix cache, forks, batched expansion.
+///
+/// Thread-safety: calls on one engine are serialised by an internal lock (a second thread waits);
+/// use one engine per thread to run in parallel. Calls that change the engine take a non-const
+/// pointer. No callbacks.
 pub struct rstar_engine {
     inner: Mutex<Engine>,
     /// The model's precision and threads (`rstar_model_params`).
@@ -93,26 +97,26 @@ pub unsafe extern "C" fn rstar_engine_new(
         *out = std::ptr::null_mut();
         let m = arg(model, "model")?;
         let engine = Engine::new(m.inner.clone(), to_engine_config(params)?)?;
-        *out = Box::into_raw(Box::new(rstar_engine {
-            inner: Mutex::new(engine),
-            compute: m.compute.clone(),
-        }));
+        *out = super::new_handle(
+            rstar_engine {
+                inner: Mutex::new(engine),
+                compute: m.compute.clone(),
+            },
+            "engine",
+        );
         Ok(())
     })
 }
 
-/// Frees an engine and all its sequences. NULL is ignored.
+/// Frees an engine and all its sequences. NULL is ignored; a second free is
+/// `RSTAR_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `engine` is NULL or came from `rstar_engine_new` and is not used afterwards.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_engine_free(engine: *mut rstar_engine) {
-    if !engine.is_null() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: per the contract, the pointer came from Box::into_raw in rstar_engine_new.
-            drop(unsafe { Box::from_raw(engine) })
-        }));
-    }
+pub unsafe extern "C" fn rstar_engine_free(engine: *mut rstar_engine) -> Status {
+    // SAFETY: per the contract, no call on the handle is running.
+    unsafe { super::free_handle(engine, "engine") }
 }
 
 /// Adds a sequence of `n_ids` tokens (reusing cached KV of its prefix); `*seq` receives its id.
@@ -121,7 +125,7 @@ pub unsafe extern "C" fn rstar_engine_free(engine: *mut rstar_engine) {
 /// `engine` is live; `ids` points to `n_ids` ids; `seq` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_engine_add(
-    engine: *const rstar_engine,
+    engine: *mut rstar_engine,
     ids: *const u32,
     n_ids: usize,
     seq: *mut u64,
@@ -140,7 +144,7 @@ pub unsafe extern "C" fn rstar_engine_add(
 /// `engine` is live; `child` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_engine_fork(
-    engine: *const rstar_engine,
+    engine: *mut rstar_engine,
     seq: u64,
     child: *mut u64,
 ) -> Status {
@@ -157,7 +161,7 @@ pub unsafe extern "C" fn rstar_engine_fork(
 /// `engine` is live; `ids` points to `n_ids` ids.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_engine_append(
-    engine: *const rstar_engine,
+    engine: *mut rstar_engine,
     seq: u64,
     ids: *const u32,
     n_ids: usize,
@@ -173,7 +177,7 @@ pub unsafe extern "C" fn rstar_engine_append(
 /// # Safety
 /// `engine` is live.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_engine_remove(engine: *const rstar_engine, seq: u64) -> Status {
+pub unsafe extern "C" fn rstar_engine_remove(engine: *mut rstar_engine, seq: u64) -> Status {
     guard(|| lock(arg(engine, "engine")?)?.remove(SeqId(seq)))
 }
 
@@ -186,7 +190,7 @@ pub unsafe extern "C" fn rstar_engine_remove(engine: *const rstar_engine, seq: u
 /// `engine` is live; `params` NULL or filled by `rstar_generate_default_params`; `result_json` writable.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_engine_expand(
-    engine: *const rstar_engine,
+    engine: *mut rstar_engine,
     seq: u64,
     n: u32,
     params: *const rstar_generate_params,
@@ -228,6 +232,8 @@ pub unsafe extern "C" fn rstar_engine_stats(
 }
 
 /// A process reward model with its own KV cache (see `rstar_ppm_score`).
+///
+/// Thread-safety: `rstar_ppm_score` calls on one PPM are serialised by an internal lock.
 pub struct rstar_ppm {
     inner: Mutex<Scorer>,
 }
@@ -248,25 +254,25 @@ pub unsafe extern "C" fn rstar_ppm_load(
         *out = std::ptr::null_mut();
         let ppm = Arc::new(Ppm::load(Path::new(c_str(path, "path")?))?);
         let scorer = Scorer::new(ppm, to_engine_config(params)?)?;
-        *out = Box::into_raw(Box::new(rstar_ppm {
-            inner: Mutex::new(scorer),
-        }));
+        *out = super::new_handle(
+            rstar_ppm {
+                inner: Mutex::new(scorer),
+            },
+            "ppm",
+        );
         Ok(())
     })
 }
 
-/// Frees a PPM. NULL is ignored.
+/// Frees a PPM. NULL is ignored; a second free is
+/// `RSTAR_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `ppm` is NULL or came from `rstar_ppm_load` and is not used afterwards.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_ppm_free(ppm: *mut rstar_ppm) {
-    if !ppm.is_null() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: per the contract, the pointer came from Box::into_raw in rstar_ppm_load.
-            drop(unsafe { Box::from_raw(ppm) })
-        }));
-    }
+pub unsafe extern "C" fn rstar_ppm_free(ppm: *mut rstar_ppm) -> Status {
+    // SAFETY: per the contract, no call on the handle is running.
+    unsafe { super::free_handle(ppm, "ppm") }
 }
 
 /// Scores `n_seqs` sequences (sequence `i` is `seqs[i][0 .. lens[i]]`) in batched passes that share
@@ -278,7 +284,7 @@ pub unsafe extern "C" fn rstar_ppm_free(ppm: *mut rstar_ppm) {
 /// `values` to `n_seqs` writable floats.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_ppm_score(
-    ppm: *const rstar_ppm,
+    ppm: *mut rstar_ppm,
     seqs: *const *const u32,
     lens: *const usize,
     n_seqs: usize,

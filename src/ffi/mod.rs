@@ -7,20 +7,28 @@
 
 pub mod engine;
 pub mod solver;
+pub mod tools;
 pub mod train;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::engine::{generate, GenerateParams, LoadedModel, SamplingParams};
 use crate::error::{Error, Result, Status};
 
 /// Version of this ABI. Grows when functions or trailing struct fields are added; existing
 /// functions and struct prefixes never change meaning.
-pub const RSTAR_ABI_VERSION: u32 = 2;
+///
+/// 3: `rstar_solver_params` / `rstar_solver_new_with_params` (device, precision, threads,
+/// executor workers, step limits, annotation mode, sandbox mode, `rstar_code_runner`),
+/// `rstar_solver_run_dataset` in annotation mode, `rstar_grade`, `rstar_extract_answer`,
+/// `rstar_exec`; handles whose state a call changes are passed non-const (same symbols and
+/// layouts, so v2 callers keep working).
+pub const RSTAR_ABI_VERSION: u32 = 3;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -86,10 +94,79 @@ pub(crate) fn slice<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T]>
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
+/// What a pointer the library handed out is, in [`LIVE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    String,
+    /// An id array of this length.
+    Ids(usize),
+    /// A handle of this type (`"model"`, `"solver"`, ...).
+    Handle(&'static str),
+}
+
+/// Every string, id array and handle handed out and not yet freed: a second free, a pointer the
+/// library never made, or a handle passed to the wrong `*_free` is `RSTAR_STATUS_INVALID_ARGUMENT`
+/// instead of a double free.
+static LIVE: Mutex<BTreeMap<usize, Live>> = Mutex::new(BTreeMap::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeMap<usize, Live>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forgets `p` if it is live as `kind`; false when it is not (already freed, or never ours).
+fn take_live(p: usize, kind: Live) -> bool {
+    let mut m = live();
+    match m.get(&p) {
+        Some(k) if *k == kind => m.remove(&p).is_some(),
+        _ => false,
+    }
+}
+
+fn not_live(what: &str) -> Status {
+    set_last_error(&format!(
+        "{what} is not a live {what} of this library (freed twice, or not returned by it)"
+    ));
+    Status::InvalidArgument
+}
+
 pub(crate) fn new_c_string(s: &str) -> *mut c_char {
-    CString::new(s.replace('\0', "\\u0000"))
+    let p = CString::new(s.replace('\0', "\\u0000"))
         .unwrap_or_default()
-        .into_raw()
+        .into_raw();
+    live().insert(p as usize, Live::String);
+    p
+}
+
+/// Moves a handle to the heap for C and records it as live.
+pub(crate) fn new_handle<T>(v: T, kind: &'static str) -> *mut T {
+    let p = Box::into_raw(Box::new(v));
+    live().insert(p as usize, Live::Handle(kind));
+    p
+}
+
+/// Frees a handle made by [`new_handle`] with the same `kind`; NULL is ignored.
+///
+/// # Safety
+/// No other thread is inside a call on the handle (the header's contract for every `*_free`).
+pub(crate) unsafe fn free_handle<T>(p: *mut T, kind: &'static str) -> Status {
+    if p.is_null() {
+        return Status::Ok;
+    }
+    if !take_live(p as usize, Live::Handle(kind)) {
+        return not_live(kind);
+    }
+    // SAFETY: `p` was live as this kind, so it came from Box::into_raw in `new_handle::<T>`
+    // and was not freed since.
+    let r = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(p) })));
+    match r {
+        Ok(()) => Status::Ok,
+        Err(_) => {
+            set_last_error(&format!(
+                "internal error (please report): freeing a {kind} panicked"
+            ));
+            Status::Internal
+        }
+    }
 }
 
 /// A typed result as JSON text, for a `*_json` out-parameter.
@@ -106,10 +183,17 @@ pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
     // SAFETY: every params struct starts with a `uint32_t struct_size` the caller set (the header
     // asks for `*_default_params`); we read that field first, then at most that many bytes.
     let size = unsafe { *(p as *const u32) } as usize;
-    if size < std::mem::size_of::<u32>() {
-        return Err(Error::InvalidArgument(
-            "params.struct_size is not set (use the *_default_params function)".into(),
-        ));
+    // A real sizeof is a multiple of the struct's alignment (so a prefix never splits a field,
+    // e.g. half a pointer) and no struct of this ABI will reach 64 KiB.
+    if size < std::mem::size_of::<u32>()
+        || !size.is_multiple_of(std::mem::align_of::<T>())
+        || size > 1 << 16
+    {
+        return Err(Error::InvalidArgument(format!(
+            "params.struct_size {size} is not the size of a params struct (this library's is {}; \
+             use the *_default_params function)",
+            std::mem::size_of::<T>()
+        )));
     }
     let mut v = defaults;
     let n = size.min(std::mem::size_of::<T>());
@@ -128,7 +212,9 @@ pub(crate) struct CallerState<F>(pub(crate) F);
 unsafe impl<F> Send for CallerState<F> {}
 
 /// A loaded model (decoder + tokenizer). Immutable after loading: every function taking a
-/// `const rstar_model *` may be called from several threads at once.
+/// `const rstar_model *` may be called from several threads at once. The text callback of
+/// `rstar_model_generate*` runs on a library thread (or the calling thread) while the calling
+/// thread is blocked in the call.
 pub struct rstar_model {
     inner: Arc<LoadedModel>,
     /// Precision and threads of the generations run on this handle (`rstar_model_params`).
@@ -201,28 +287,41 @@ pub extern "C" fn rstar_last_error_message() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// Frees a string returned by the library. NULL is ignored.
+/// Frees a string returned by the library. NULL is ignored (`RSTAR_STATUS_OK`). A string freed
+/// before, or one the library did not return, is left alone: `RSTAR_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
-/// `s` must be NULL or a string returned by an rstar function, not freed before.
+/// `s` is NULL or any pointer; only strings the library returned and has not freed are freed.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_string_free(s: *mut c_char) {
-    if !s.is_null() {
-        // SAFETY: per the contract, `s` came from CString::into_raw in this library.
-        drop(unsafe { CString::from_raw(s) });
+pub unsafe extern "C" fn rstar_string_free(s: *mut c_char) -> Status {
+    if s.is_null() {
+        return Status::Ok;
     }
+    if !take_live(s as usize, Live::String) {
+        return not_live("string");
+    }
+    // SAFETY: `s` was live, so it came from CString::into_raw in `new_c_string`, not freed since.
+    drop(unsafe { CString::from_raw(s) });
+    Status::Ok
 }
 
-/// Frees an id array returned by the library. NULL is ignored.
+/// Frees an id array returned by the library. NULL is ignored (`RSTAR_STATUS_OK`). An array
+/// freed before, one the library did not return, or a wrong `n` is left alone:
+/// `RSTAR_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
-/// `ids`/`n` must be exactly what an rstar function returned, not freed before.
+/// `ids` is NULL or any pointer; only arrays the library returned and has not freed are freed.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_ids_free(ids: *mut u32, n: usize) {
-    if !ids.is_null() {
-        // SAFETY: per the contract, the array was made by `ids_to_c` as a boxed slice of length n.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ids, n)) });
+pub unsafe extern "C" fn rstar_ids_free(ids: *mut u32, n: usize) -> Status {
+    if ids.is_null() {
+        return Status::Ok;
     }
+    if !take_live(ids as usize, Live::Ids(n)) {
+        return not_live("id array");
+    }
+    // SAFETY: live with length n, so made by `ids_to_c` as a boxed slice of length n.
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ids, n)) });
+    Status::Ok
 }
 
 /// Loads a model: a Hugging Face directory (config.json, safetensors, tokenizer.json) or a .gguf
@@ -298,26 +397,26 @@ pub unsafe extern "C" fn rstar_model_load_with_params(
         let compute =
             crate::backend::cpu::Compute::new(precision, p.threads as usize, "params.threads")?;
         let inner = compute.run(|| LoadedModel::load_on(Path::new(path), device))?;
-        *out = Box::into_raw(Box::new(rstar_model {
-            inner: Arc::new(inner),
-            compute,
-        }));
+        *out = new_handle(
+            rstar_model {
+                inner: Arc::new(inner),
+                compute,
+            },
+            "model",
+        );
         Ok(())
     })
 }
 
-/// Frees a model. NULL is ignored.
+/// Frees a model. NULL is ignored; a model freed before is `RSTAR_STATUS_INVALID_ARGUMENT`.
+/// Engines made from it keep what they need.
 ///
 /// # Safety
-/// `model` is NULL or came from `rstar_model_load` and is not used afterwards.
+/// `model` is NULL or came from `rstar_model_load*`; no other thread is inside a call on it.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_model_free(model: *mut rstar_model) {
-    if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: per the contract, the pointer came from Box::into_raw in rstar_model_load.
-            drop(unsafe { Box::from_raw(model) })
-        }));
-    }
+pub unsafe extern "C" fn rstar_model_free(model: *mut rstar_model) -> Status {
+    // SAFETY: per the contract, no call on the model is running.
+    unsafe { free_handle(model, "model") }
 }
 
 /// Vocabulary size of the model's LM head.
@@ -340,6 +439,7 @@ fn ids_to_c(ids: Vec<u32>, out_ids: &mut *mut u32, out_n: &mut usize) {
     let boxed = ids.into_boxed_slice();
     *out_n = boxed.len();
     *out_ids = Box::into_raw(boxed) as *mut u32;
+    live().insert(*out_ids as usize, Live::Ids(*out_n));
 }
 
 /// Text -> token ids. `add_special_tokens` applies the tokenizer's post-processor (e.g. BOS) as HF's

@@ -1,31 +1,108 @@
 //! The solver handle of the C ABI: `rstar_solver_*` over [`crate::search::solver::Solver`]
-//! (test-time search: MCTS, beam, best-of-N or greedy, with votes over runs).
-//!
-//! Thread-safety: calls on one `rstar_solver` are serialised by an internal lock (a second
-//! thread waits), except `rstar_solver_cancel`, which may be called from any thread at any time.
-//! Different solvers may be used from different threads at once.
+//! (test-time search: MCTS, beam, best-of-N or greedy, with votes over runs; MCTS annotation for
+//! data synthesis), and the caller's code runner (`rstar_code_runner`). Only parses and converts:
+//! what the solver loads and how it searches is resolved by `Solver::new`.
 
 use std::ffi::{c_char, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{arg, c_str, guard, new_c_string, out};
-use crate::backend::cpu::{Compute, Precision};
+use serde_json::{Map, Value};
+
+use super::{arg, c_str, guard, new_c_string, out, read_params};
+use crate::backend::cpu::Compute;
 use crate::error::{Error, Result, Status};
+use crate::exec::{ExecConfig, ExecResult, SandboxMode};
+use crate::search::api::StepRunner;
 use crate::search::eval::Progress;
-use crate::search::solver::{Settings, Solver, SolverOptions};
+use crate::search::solver::{CodeRunner, Purpose, Settings, Solver, SolverOptions};
 
 /// Problems searched together by `rstar_solver_run_dataset`.
 const DATASET_BATCH: usize = 8;
 
-/// A policy (+ optional PPM) with a search configuration.
+/// `rstar_solver_params.mode`: test-time search (the default).
+pub const RSTAR_SOLVER_MODE_INFERENCE: u32 = 0;
+/// `rstar_solver_params.mode`: MCTS annotation for data synthesis (needs `policy`):
+/// `rstar_solver_run_dataset` writes annotated trees as JSONL and resumes a partial file.
+pub const RSTAR_SOLVER_MODE_ANNOTATION: u32 = 1;
+
+/// A policy (+ optional PPM) with a search configuration and a code runner.
+///
+/// Thread-safety: `rstar_solver_solve` and `rstar_solver_run_dataset` on one solver are
+/// serialised by an internal lock (a second thread waits for the first call to return);
+/// `rstar_solver_cancel` may be called from any thread at any time, also during those calls.
+/// Different solvers may be used from different threads at once. `rstar_solver_free` must not
+/// race any other call on the same solver.
+///
+/// Callbacks: the progress callback of `rstar_solver_run_dataset` and the solver's
+/// `rstar_code_runner` run on a library thread (or the calling thread) while the calling thread
+/// is blocked in the call; for one solver they are never called concurrently.
 pub struct rstar_solver {
     inner: Mutex<Solver>,
     cancel: Arc<AtomicBool>,
-    /// All cores, `exact`, on the calling thread (see `Compute::run`).
-    compute: crate::backend::cpu::Compute,
+    /// Precision and threads of the searches (`rstar_solver_params`; see `Compute::run`).
+    compute: Compute,
+    /// `RSTAR_SOLVER_MODE_*` the solver was made for.
+    mode: u32,
+}
+
+/// Where a `rstar_code_runner` puts the outcome of one program: set with
+/// `rstar_code_result_set` during the callback. Owned by the library.
+pub struct rstar_code_result {
+    result: Option<ExecResult>,
+}
+
+/// Runs one program of a search step instead of the built-in sandbox. `code` is `len` bytes of
+/// UTF-8 Python followed by a NUL, valid only during the call; `timeout_s` is the step's time
+/// limit. Report the outcome with `rstar_code_result_set(result, ...)`; a runner that sets
+/// nothing makes the step fail. Must not unwind (no C++ exception, no longjmp) out of the call.
+pub type rstar_code_runner = Option<
+    unsafe extern "C" fn(
+        code: *const c_char,
+        len: usize,
+        timeout_s: f64,
+        result: *mut rstar_code_result,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// How a solver is made. Fill with `rstar_solver_default_params`, then change fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rstar_solver_params {
+    /// sizeof(rstar_solver_params), set by rstar_solver_default_params.
+    pub struct_size: u32,
+    /// Policy model directory or .gguf; NULL = the self-evolved default model
+    /// (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm`
+    /// is NULL and its search settings when `config` is NULL.
+    pub policy: *const c_char,
+    /// Process preference model directory, or NULL.
+    pub ppm: *const c_char,
+    /// Search configuration text (JSON object or TOML, the keys of `rstar --help`'s `--config`),
+    /// or NULL for the defaults; an unknown key is `RSTAR_STATUS_FORMAT` naming it.
+    pub config: *const c_char,
+    /// "cpu", "cuda" or "cuda:N"; NULL = the configuration's device.
+    pub device: *const c_char,
+    /// Matmul precision: 0 exact (default), 1 fast (bf16 activations where the CPU has them).
+    pub precision: u32,
+    /// Compute threads: 0 = one per core (default); more than 1024 is invalid.
+    pub threads: u32,
+    /// Sandboxed Python workers (programs run at once): 0 = one per core (default).
+    pub executor_workers: u32,
+    /// Time limit per step's program in seconds; 0 = the configuration's `exec_timeout_s`.
+    pub step_timeout_s: f64,
+    /// Address-space limit per step's program in bytes; 0 = the default (2 GiB).
+    pub step_memory_bytes: u64,
+    /// `RSTAR_SOLVER_MODE_INFERENCE` (default) or `RSTAR_SOLVER_MODE_ANNOTATION`.
+    pub mode: u32,
+    /// 0: refuse to run code when a sandbox layer is missing (default); 1: run with the layers
+    /// that could be set up (weaker isolation, reported in every result).
+    pub weak_sandbox: u32,
+    /// Runs the steps' programs instead of the built-in sandbox when not NULL.
+    pub code_runner: rstar_code_runner,
+    /// Passed to `code_runner` untouched.
+    pub code_runner_user_data: *mut c_void,
 }
 
 /// Progress of `rstar_solver_run_dataset`, passed to `rstar_solver_callback`.
@@ -73,17 +150,253 @@ fn lock(s: &rstar_solver) -> Result<std::sync::MutexGuard<'_, Solver>> {
         .map_err(|_| Error::Internal("a previous call on this solver panicked".into()))
 }
 
-/// Creates a solver: loads the policy (HF directory or .gguf), the PPM when `ppm_path` is not
-/// NULL, and starts the Python executor. A NULL `policy_path` means the self-evolved default model
-/// (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm_path`
-/// is NULL and its search settings when `config` is NULL; `RSTAR_STATUS_INVALID_ARGUMENT` when
-/// it is missing. `config` is NULL (defaults) or the search configuration
-/// as a JSON object or TOML text with the keys of `rstar --help`'s `--config` (`search`
-/// "mcts"|"beam"|"best-of-n"|"greedy", `rollouts`, `width`, `beam_width`, `best_of`, `runs`,
-/// `vote_size`, `max_depth`, `c_puct`, `temperature`, `top_p`, `stop`, `errors_threshold`,
-/// `exec_timeout_s`, `max_step_tokens`, `device` "cpu"|"cuda"|"cuda:N", ...); an unknown key is
-/// `RSTAR_STATUS_FORMAT` naming it. The search always runs in inference mode here. Returns `RSTAR_STATUS_EXEC` when the executor
-/// cannot start. On success `*out` owns the solver; free it with `rstar_solver_free`.
+fn default_solver_params() -> rstar_solver_params {
+    rstar_solver_params {
+        struct_size: std::mem::size_of::<rstar_solver_params>() as u32,
+        policy: std::ptr::null(),
+        ppm: std::ptr::null(),
+        config: std::ptr::null(),
+        device: std::ptr::null(),
+        precision: 0,
+        threads: 0,
+        executor_workers: 0,
+        step_timeout_s: 0.0,
+        step_memory_bytes: 0,
+        mode: RSTAR_SOLVER_MODE_INFERENCE,
+        weak_sandbox: 0,
+        code_runner: None,
+        code_runner_user_data: std::ptr::null_mut(),
+    }
+}
+
+/// Fills `params` with defaults (and sets `struct_size`).
+///
+/// # Safety
+/// `params` is NULL (ignored) or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rstar_solver_default_params(params: *mut rstar_solver_params) {
+    // SAFETY: NULL or a writable struct, per the contract.
+    if let Some(p) = unsafe { params.as_mut() } {
+        *p = default_solver_params();
+    }
+}
+
+/// The caller's `rstar_code_runner` as the search's step runner.
+struct CallerRunner {
+    run: unsafe extern "C" fn(*const c_char, usize, f64, *mut rstar_code_result, *mut c_void),
+    user_data: *mut c_void,
+    /// The resolved per-step time limit (f64 bits), set once the solver's configuration is known.
+    timeout_s: std::sync::atomic::AtomicU64,
+}
+
+// SAFETY: the header tells callers that the runner is called from a library thread, one call at
+// a time per solver (the solver's lock serialises the searches that call it).
+unsafe impl Send for CallerRunner {}
+// SAFETY: as for Send: the search calls `run_many` from one thread at a time.
+unsafe impl Sync for CallerRunner {}
+
+impl StepRunner for CallerRunner {
+    fn run_many(&self, programs: &[String]) -> Vec<ExecResult> {
+        programs.iter().map(|p| self.run_one(p)).collect()
+    }
+}
+
+impl CallerRunner {
+    fn run_one(&self, code: &str) -> ExecResult {
+        let mut buf = Vec::with_capacity(code.len() + 1);
+        buf.extend_from_slice(code.as_bytes());
+        buf.push(0);
+        let mut slot = rstar_code_result { result: None };
+        let t0 = std::time::Instant::now();
+        // SAFETY: a valid function per the header's contract; `buf` is NUL-terminated and
+        // `slot` outlives the call.
+        unsafe {
+            (self.run)(
+                buf.as_ptr() as *const c_char,
+                code.len(),
+                f64::from_bits(self.timeout_s.load(Ordering::Relaxed)),
+                &mut slot,
+                self.user_data,
+            )
+        };
+        let mut r = slot.result.unwrap_or_else(|| {
+            exec_result(false, "", Some("CodeRunnerError: the runner set no result"))
+        });
+        r.elapsed_ms = t0.elapsed().as_secs_f64() * 1e3;
+        r
+    }
+}
+
+fn exec_result(ok: bool, stdout: &str, error: Option<&str>) -> ExecResult {
+    ExecResult {
+        ok,
+        stdout: stdout.into(),
+        stderr: String::new(),
+        error: error.map(str::to_owned),
+        exit: None,
+        signal: None,
+        timed_out: false,
+        elapsed_ms: 0.0,
+        sandbox: SandboxMode::Weak,
+    }
+}
+
+/// Reports the outcome of one program from inside a `rstar_code_runner`: `ok` when it ran to the
+/// end without an exception, `output` its stdout (NULL = ""), `error` (NULL when ok) the
+/// exception as `"<Type>: <message>"`. The strings are copied. A second call replaces the first.
+///
+/// # Safety
+/// `result` is the pointer the runner was given, during the runner's call; `output` and `error`
+/// are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn rstar_code_result_set(
+    result: *mut rstar_code_result,
+    ok: bool,
+    output: *const c_char,
+    error: *const c_char,
+) -> Status {
+    guard(|| {
+        let r = out(result, "result")?;
+        let text = |p: *const c_char, name: &str| -> Result<Option<&str>> {
+            Ok(match p.is_null() {
+                true => None,
+                false => Some(c_str(p, name)?),
+            })
+        };
+        let output = text(output, "output")?.unwrap_or("");
+        let error = text(error, "error")?;
+        let error = match (ok, error) {
+            (false, None) => Some("Error: the code runner reported a failure"),
+            (_, e) => e,
+        };
+        r.result = Some(exec_result(ok, output, error));
+        Ok(())
+    })
+}
+
+fn opt_str<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>> {
+    Ok(match p.is_null() {
+        true => None,
+        false => Some(c_str(p, what)?),
+    })
+}
+
+/// `rstar_solver_params` as solver options, and the caller's runner when it has one.
+fn solver_options(p: &rstar_solver_params) -> Result<(SolverOptions, Option<Arc<CallerRunner>>)> {
+    let mut overrides = Map::new();
+    if let Some(d) = opt_str(p.device, "params.device")? {
+        overrides.insert("device".into(), Value::from(d));
+    }
+    if p.step_timeout_s != 0.0 {
+        if !(p.step_timeout_s.is_finite() && p.step_timeout_s > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "params.step_timeout_s {}: expected > 0 seconds (0 = the configuration's)",
+                p.step_timeout_s
+            )));
+        }
+        overrides.insert("exec_timeout_s".into(), Value::from(p.step_timeout_s));
+    }
+    let purpose = match p.mode {
+        RSTAR_SOLVER_MODE_INFERENCE => Purpose::TestTime,
+        RSTAR_SOLVER_MODE_ANNOTATION => Purpose::Synthesis,
+        m => {
+            return Err(Error::InvalidArgument(format!(
+                "params.mode {m}: expected 0 (inference) or 1 (annotation)"
+            )))
+        }
+    };
+    let sandbox = match p.weak_sandbox {
+        0 => SandboxMode::Strict,
+        1 => SandboxMode::Weak,
+        v => {
+            return Err(Error::InvalidArgument(format!(
+                "params.weak_sandbox {v}: expected 0 (strict) or 1 (weak)"
+            )))
+        }
+    };
+    let defaults = ExecConfig::default();
+    let caller = p.code_runner.map(|run| {
+        Arc::new(CallerRunner {
+            run,
+            user_data: p.code_runner_user_data,
+            timeout_s: Default::default(),
+        })
+    });
+    let runner = match &caller {
+        Some(c) => CodeRunner::Custom(c.clone()),
+        None => CodeRunner::Sandbox(ExecConfig {
+            workers: p.executor_workers as usize,
+            memory_bytes: match p.step_memory_bytes {
+                0 => defaults.memory_bytes,
+                m => m,
+            },
+            sandbox,
+            ..defaults
+        }),
+    };
+    let opts = SolverOptions {
+        policy: opt_str(p.policy, "params.policy")?.map(PathBuf::from),
+        ppm: opt_str(p.ppm, "params.ppm")?.map(PathBuf::from),
+        settings: opt_str(p.config, "params.config")?.map(|t| Settings::Text(t.to_owned())),
+        overrides,
+        purpose,
+        runner,
+    };
+    Ok((opts, caller))
+}
+
+/// Creates a solver from `params` (NULL = all defaults: the default model, inference): loads the
+/// policy and the PPM, starts the sandboxed Python executor unless `params.code_runner` is set.
+/// `RSTAR_STATUS_INVALID_ARGUMENT` names a bad field (also a NULL policy in annotation mode, or a
+/// missing default model), `RSTAR_STATUS_FORMAT` a bad configuration key, `RSTAR_STATUS_EXEC`
+/// an executor that cannot start (or refuses to: a sandbox layer missing in strict mode). On
+/// success `*out` owns the solver; free it with `rstar_solver_free`.
+///
+/// # Safety
+/// `params` is NULL or filled by `rstar_solver_default_params` (its strings NULL or
+/// NUL-terminated UTF-8, valid for the call; `code_runner` NULL or a valid function that stays
+/// valid, with its `user_data`, until the solver is freed); `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rstar_solver_new_with_params(
+    params: *const rstar_solver_params,
+    out: *mut *mut rstar_solver,
+) -> Status {
+    guard(|| {
+        let out = self::out(out, "out")?;
+        *out = std::ptr::null_mut();
+        let p = read_params(params, default_solver_params())?;
+        let (opts, caller) = solver_options(&p)?;
+        let precision = match p.precision {
+            0 => crate::backend::cpu::Precision::Exact,
+            1 => crate::backend::cpu::Precision::Fast,
+            v => {
+                return Err(Error::InvalidArgument(format!(
+                    "params.precision {v}: expected 0 (exact) or 1 (fast)"
+                )))
+            }
+        };
+        let compute = Compute::new(precision, p.threads as usize, "params.threads")?;
+        let solver = compute.run(|| Solver::new(opts))?;
+        if let Some(c) = caller {
+            let t = solver.config().exec_timeout_s;
+            c.timeout_s.store(t.to_bits(), Ordering::Relaxed);
+        }
+        let cancel = solver.cancel_flag();
+        *out = super::new_handle(
+            rstar_solver {
+                inner: Mutex::new(solver),
+                cancel,
+                compute,
+                mode: p.mode,
+            },
+            "solver",
+        );
+        Ok(())
+    })
+}
+
+/// The ABI v2 constructor, kept: as `rstar_solver_new_with_params` with `policy`, `ppm` and
+/// `config` set and every other field at its default (inference mode).
 ///
 /// # Safety
 /// `policy_path`, `ppm_path` and `config` are NULL or NUL-terminated UTF-8; `out` points to
@@ -95,45 +408,28 @@ pub unsafe extern "C" fn rstar_solver_new(
     config: *const c_char,
     out: *mut *mut rstar_solver,
 ) -> Status {
-    guard(|| {
-        let out = self::out(out, "out")?;
-        *out = std::ptr::null_mut();
-        let opt_path = |p: *const c_char, what: &str| -> Result<Option<PathBuf>> {
-            Ok(match p.is_null() {
-                true => None,
-                false => Some(PathBuf::from(c_str(p, what)?)),
-            })
-        };
-        let settings = match config.is_null() {
-            true => None,
-            false => Some(Settings::Text(c_str(config, "config")?.to_owned())),
-        };
-        let solver = Solver::new(SolverOptions {
-            policy: opt_path(policy_path, "policy_path")?,
-            ppm: opt_path(ppm_path, "ppm_path")?,
-            settings,
-            ..SolverOptions::default()
-        })?;
-        let cancel = solver.cancel_flag();
-        *out = Box::into_raw(Box::new(rstar_solver {
-            inner: Mutex::new(solver),
-            cancel,
-            compute: Compute::new(Precision::Exact, 0, "threads")?,
-        }));
-        Ok(())
-    })
+    let p = rstar_solver_params {
+        policy: policy_path,
+        ppm: ppm_path,
+        config,
+        ..default_solver_params()
+    };
+    // SAFETY: the caller's guarantees on the strings and `out` are those this call needs.
+    unsafe { rstar_solver_new_with_params(&p, out) }
 }
 
 /// Solves one question. On success `*result_json` receives a JSON object to free with
 /// `rstar_string_free`: `{"question", "answer" (PPM-best, or null), "pass1", "majority",
 /// "weighted", "k", "trajectories": [{"run", "tag", "answer", "value", "solution"}], "stats",
-/// "engine"}`. Returns `RSTAR_STATUS_CANCELLED` when `rstar_solver_cancel` was called.
+/// "engine"}`. Returns `RSTAR_STATUS_CANCELLED` when `rstar_solver_cancel` was called (during
+/// the call, or since the last call returned). The search runs in inference mode, also on a
+/// solver made for annotation.
 ///
 /// # Safety
 /// `solver` is a live solver; `question` is NUL-terminated UTF-8; `result_json` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_solver_solve(
-    solver: *const rstar_solver,
+    solver: *mut rstar_solver,
     question: *const c_char,
     result_json: *mut *mut c_char,
 ) -> Status {
@@ -150,14 +446,20 @@ pub unsafe extern "C" fn rstar_solver_solve(
     })
 }
 
-/// Evaluates a problem file (a JSON list, `{"example": [...]}` or JSONL of `{question,
-/// answer}`): the first `limit` problems (0 = all), 8 in lock-step. When `results_path` is not
-/// NULL, one JSON line per problem is written there (the file is overwritten). `callback` (may
-/// be NULL) gets progress; returning false, or `rstar_solver_cancel`, stops the run with
-/// `RSTAR_STATUS_CANCELLED` (lines already written stay). On success, if `summary_json` is not
-/// NULL, it receives `{"accuracy": {"problems", "pass1", "majority", "weighted", "ppm_best",
-/// "any"} (counts), "vote_size", "runs", "search", "stats", "tokens"}`; free it with
-/// `rstar_string_free`.
+/// Runs a problem file (a JSON list, `{"example": [...]}` or JSONL of `{question, answer}`),
+/// 8 problems in lock-step. `callback` (may be NULL) gets progress; returning false, or
+/// `rstar_solver_cancel`, stops the run with `RSTAR_STATUS_CANCELLED` (lines already written
+/// stay). The summary, when `summary_json` is not NULL, is freed with `rstar_string_free`.
+///
+/// Inference mode (evaluation): the first `limit` problems (0 = all); when `results_path` is not
+/// NULL, one JSON line per problem is written there (the file is overwritten). Summary:
+/// `{"accuracy": {"problems", "pass1", "majority", "weighted", "ppm_best", "any"} (counts),
+/// "vote_size", "runs", "search", "stats", "tokens"}`.
+///
+/// Annotation mode (data synthesis, as `rstar mcts`): `results_path` is required and receives
+/// one annotated search tree per problem as JSONL; problems already in the file are skipped, so
+/// a cancelled or crashed run resumes where it stopped. `limit` must be 0. Summary:
+/// `{"problems", "skipped", "solved", "stats", "tokens"}`.
 ///
 /// # Safety
 /// `solver` is live; `data_path` is NUL-terminated UTF-8; `results_path` is NULL or
@@ -165,7 +467,7 @@ pub unsafe extern "C" fn rstar_solver_solve(
 /// untouched; `summary_json` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_solver_run_dataset(
-    solver: *const rstar_solver,
+    solver: *mut rstar_solver,
     data_path: *const c_char,
     limit: usize,
     results_path: *const c_char,
@@ -193,21 +495,33 @@ pub unsafe extern "C" fn rstar_solver_run_dataset(
             }
             None => true,
         };
+        let annotate = s.mode == RSTAR_SOLVER_MODE_ANNOTATION;
+        if annotate && (results.is_none() || limit != 0) {
+            return Err(Error::InvalidArgument(
+                "annotation mode needs `results_path` (the trees' JSONL) and `limit` 0".into(),
+            ));
+        }
         let mut solver = lock(s)?;
         let state = super::CallerState((&mut *solver, &mut call));
-        let sum = s.compute.run(move || {
+        let summary = s.compute.run(move || {
             let state = state;
             let (solver, call) = state.0;
-            solver.evaluate_file(
-                Path::new(data),
-                (limit > 0).then_some(limit),
-                DATASET_BATCH,
-                results,
-                call,
-            )
+            let data = Path::new(data);
+            match results {
+                Some(out) if annotate => {
+                    super::to_json(&solver.synthesize(data, out, DATASET_BATCH, call)?)
+                }
+                _ => super::to_json(&solver.evaluate_file(
+                    data,
+                    (limit > 0).then_some(limit),
+                    DATASET_BATCH,
+                    results,
+                    call,
+                )?),
+            }
         })?;
         if !summary_json.is_null() {
-            *out(summary_json, "summary_json")? = new_c_string(&super::to_json(&sum)?);
+            *out(summary_json, "summary_json")? = new_c_string(&summary);
         }
         Ok(())
     })
@@ -226,17 +540,14 @@ pub unsafe extern "C" fn rstar_solver_cancel(solver: *const rstar_solver) {
     }
 }
 
-/// Frees a solver. NULL is ignored.
+/// Frees a solver. NULL is ignored; a second free is
+/// `RSTAR_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
-/// `solver` is NULL or came from `rstar_solver_new`, is not used afterwards, and no other
+/// `solver` is NULL or came from `rstar_solver_new*`, is not used afterwards, and no other
 /// thread is inside a call on it.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_solver_free(solver: *mut rstar_solver) {
-    if !solver.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: per the contract, the pointer came from Box::into_raw in rstar_solver_new.
-            drop(unsafe { Box::from_raw(solver) })
-        }));
-    }
+pub unsafe extern "C" fn rstar_solver_free(solver: *mut rstar_solver) -> Status {
+    // SAFETY: per the contract, no call on the handle is running.
+    unsafe { super::free_handle(solver, "solver") }
 }

@@ -5,7 +5,6 @@
 //! thread is inside `rstar_trainer_step`).
 
 use std::ffi::{c_char, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +14,10 @@ use crate::error::{Error, Result, Status};
 use crate::train::{Progress, TrainConfig, Trainer};
 
 /// A training run (SFT or PPM) over one model and dataset.
+///
+/// Thread-safety: calls on one trainer are serialised by an internal lock; `rstar_trainer_cancel`
+/// may be called from any thread at any time, also during `rstar_trainer_step`/`_epoch`. The
+/// progress callback runs on the calling thread, between optimizer steps.
 pub struct rstar_trainer {
     inner: Mutex<Trainer>,
     cancel: Arc<AtomicBool>,
@@ -118,10 +121,13 @@ pub unsafe extern "C" fn rstar_trainer_new(
         }
         t.set_state_dir(state);
         let cancel = t.cancel_flag();
-        *out = Box::into_raw(Box::new(rstar_trainer {
-            inner: Mutex::new(t),
-            cancel,
-        }));
+        *out = super::new_handle(
+            rstar_trainer {
+                inner: Mutex::new(t),
+                cancel,
+            },
+            "trainer",
+        );
         Ok(())
     })
 }
@@ -132,7 +138,7 @@ pub unsafe extern "C" fn rstar_trainer_new(
 /// `trainer` is a live trainer; `path` a NUL-terminated UTF-8 path; `n_examples` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_trainer_load_data(
-    trainer: *const rstar_trainer,
+    trainer: *mut rstar_trainer,
     path: *const c_char,
     n_examples: *mut usize,
 ) -> Status {
@@ -183,7 +189,7 @@ fn run_with(
 /// through untouched.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_trainer_step(
-    trainer: *const rstar_trainer,
+    trainer: *mut rstar_trainer,
     n_steps: u32,
     callback: rstar_train_callback,
     user_data: *mut c_void,
@@ -202,7 +208,7 @@ pub unsafe extern "C" fn rstar_trainer_step(
 /// As `rstar_trainer_step`.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_trainer_epoch(
-    trainer: *const rstar_trainer,
+    trainer: *mut rstar_trainer,
     callback: rstar_train_callback,
     user_data: *mut c_void,
 ) -> Status {
@@ -235,7 +241,7 @@ pub unsafe extern "C" fn rstar_trainer_finished(
 /// `trainer` is a live trainer; `dir` a NUL-terminated UTF-8 path.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_trainer_save(
-    trainer: *const rstar_trainer,
+    trainer: *mut rstar_trainer,
     dir: *const c_char,
 ) -> Status {
     guard(|| {
@@ -258,17 +264,14 @@ pub unsafe extern "C" fn rstar_trainer_cancel(trainer: *const rstar_trainer) {
     }
 }
 
-/// Frees a trainer. NULL is ignored.
+/// Frees a trainer. NULL is ignored; a second free is
+/// `RSTAR_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `trainer` is NULL or came from `rstar_trainer_new`, is not used afterwards, and no other thread
 /// is inside a call on it.
 #[no_mangle]
-pub unsafe extern "C" fn rstar_trainer_free(trainer: *mut rstar_trainer) {
-    if !trainer.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: per the contract, the pointer came from Box::into_raw in rstar_trainer_new.
-            drop(unsafe { Box::from_raw(trainer) })
-        }));
-    }
+pub unsafe extern "C" fn rstar_trainer_free(trainer: *mut rstar_trainer) -> Status {
+    // SAFETY: per the contract, no call on the handle is running.
+    unsafe { super::free_handle(trainer, "trainer") }
 }

@@ -232,6 +232,32 @@ pub fn load_models(
     ppm: Option<&std::path::Path>,
     cfg: &SearchConfig,
 ) -> Result<(EnginePolicy, Option<PpmValue>, crate::exec::Executor)> {
+    let (policy, value) = load_engines(policy, ppm, cfg)?;
+    let exec =
+        crate::exec::Executor::new(step_exec_config(cfg, crate::exec::ExecConfig::default()))?;
+    Ok((policy, value, exec))
+}
+
+/// The executor settings of a search's steps: `base` with the config's per-step timeout. Without
+/// sympy the search still runs (steps that import it fail like any other error); callers can
+/// check `exec.info().modules` and say so.
+pub fn step_exec_config(
+    cfg: &SearchConfig,
+    base: crate::exec::ExecConfig,
+) -> crate::exec::ExecConfig {
+    crate::exec::ExecConfig {
+        timeout_s: cfg.exec_timeout_s,
+        require_sympy: false,
+        ..base
+    }
+}
+
+/// The policy and the optional PPM of [`load_models`], without the executor.
+pub fn load_engines(
+    policy: &std::path::Path,
+    ppm: Option<&std::path::Path>,
+    cfg: &SearchConfig,
+) -> Result<(EnginePolicy, Option<PpmValue>)> {
     cfg.validate()?;
     let device = cfg.device;
     let lm = Arc::new(LoadedModel::load_on(policy, device)?);
@@ -244,12 +270,5 @@ pub fn load_models(
         )?),
         None => None,
     };
-    // Without sympy the search still runs (steps that import it fail like any other error);
-    // callers can check `exec.info().modules` and say so.
-    let exec = crate::exec::Executor::new(crate::exec::ExecConfig {
-        timeout_s: cfg.exec_timeout_s,
-        require_sympy: false,
-        ..crate::exec::ExecConfig::default()
-    })?;
-    Ok((policy, value, exec))
+    Ok((policy, value))
 }

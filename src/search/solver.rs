@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::engine::EngineStats;
 use crate::error::{Error, Result};
-use crate::exec::Executor;
+use crate::exec::{ExecConfig, Executor};
 use crate::search::api::{
-    Mode, Models, Policy, Problem, SearchConfig, SearchStats, Strategy, ValueModel,
+    Mode, Models, Policy, Problem, SearchConfig, SearchStats, StepRunner, Strategy, ValueModel,
 };
 use crate::search::config;
 use crate::search::dataset::{self, RunSummary};
@@ -45,6 +45,38 @@ pub enum Purpose {
     Synthesis,
 }
 
+/// Who runs the code of the search's steps.
+#[derive(Clone)]
+pub enum CodeRunner {
+    /// The built-in sandboxed Python executor with these settings; its timeout is the search's
+    /// `exec_timeout_s`.
+    Sandbox(ExecConfig),
+    /// A caller's runner (the C ABI's `rstar_code_runner`), e.g. on a platform without child
+    /// processes; the search calls it from the thread that runs the search.
+    Custom(Arc<dyn StepRunner + Send + Sync>),
+}
+
+impl Default for CodeRunner {
+    fn default() -> Self {
+        CodeRunner::Sandbox(ExecConfig::default())
+    }
+}
+
+impl std::fmt::Debug for CodeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodeRunner::Sandbox(c) => f.debug_tuple("Sandbox").field(c).finish(),
+            CodeRunner::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// The runner a solver holds: a started executor or the caller's.
+enum Runner {
+    Sandbox(Box<Executor>),
+    Custom(Arc<dyn StepRunner + Send + Sync>),
+}
+
 /// What [`Solver::new`] loads and how it searches; every field may be left to its default.
 #[derive(Debug, Clone, Default)]
 pub struct SolverOptions {
@@ -61,6 +93,8 @@ pub struct SolverOptions {
     /// file; errors name `<flags>` and the key.
     pub overrides: Map<String, Value>,
     pub purpose: Purpose,
+    /// Who runs the steps' code: the sandboxed executor (default settings) unless set.
+    pub runner: CodeRunner,
 }
 
 /// The models and the search configuration [`SolverOptions`] resolve to.
@@ -157,23 +191,29 @@ pub struct Solver {
     cfg: SearchConfig,
     policy: EnginePolicy,
     value: Option<PpmValue>,
-    exec: Executor,
+    runner: Runner,
     cancel: Arc<AtomicBool>,
 }
 
 impl Solver {
     /// Resolves `opts` ([`SolverOptions::resolve`]), loads the policy (HF directory or .gguf)
-    /// and the PPM, starts the executor.
-    pub fn new(opts: SolverOptions) -> Result<Solver> {
+    /// and the PPM, starts the executor (unless the options bring their own runner).
+    pub fn new(mut opts: SolverOptions) -> Result<Solver> {
+        let runner = std::mem::take(&mut opts.runner);
         let r = opts.resolve()?;
         let cfg = r.config.resolved();
-        let (policy, value, exec) =
-            crate::search::llm::load_models(&r.policy, r.ppm.as_deref(), &cfg)?;
+        let (policy, value) = crate::search::llm::load_engines(&r.policy, r.ppm.as_deref(), &cfg)?;
+        let runner = match runner {
+            CodeRunner::Sandbox(base) => Runner::Sandbox(Box::new(Executor::new(
+                crate::search::llm::step_exec_config(&cfg, base),
+            )?)),
+            CodeRunner::Custom(c) => Runner::Custom(c),
+        };
         Ok(Solver {
             cfg,
             policy,
             value,
-            exec,
+            runner,
             cancel: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -211,9 +251,13 @@ impl Solver {
         Ok(())
     }
 
-    /// The executor (its interpreter and what that can import: [`Executor::info`]).
-    pub fn executor(&self) -> &Executor {
-        &self.exec
+    /// The executor (its interpreter and what that can import: [`Executor::info`]); `None`
+    /// with a caller's [`CodeRunner::Custom`].
+    pub fn executor(&self) -> Option<&Executor> {
+        match &self.runner {
+            Runner::Sandbox(e) => Some(&**e),
+            Runner::Custom(_) => None,
+        }
     }
 
     /// The policy, the PPM (when loaded) and the executor, as a search takes them.
@@ -221,7 +265,10 @@ impl Solver {
         Models {
             policy: &mut self.policy,
             value: self.value.as_mut().map(|v| v as &mut dyn ValueModel),
-            runner: &self.exec,
+            runner: match &self.runner {
+                Runner::Sandbox(e) => &**e,
+                Runner::Custom(c) => c.as_ref(),
+            },
         }
     }
 
@@ -342,6 +389,7 @@ mod tests {
             settings: Some(Settings::Text(settings.into())),
             overrides: serde_json::from_str(flags).unwrap(),
             purpose,
+            ..SolverOptions::default()
         }
     }
 
