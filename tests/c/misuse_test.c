@@ -1,0 +1,320 @@
+/* C ABI misuse and v3 features, built with -fsanitize=address,undefined (tests/c_abi_misuse.rs,
+ * .ci/bindings.sh). Usage: misuse_test POLICY_DIR PPM_DIR WORK_DIR
+ * Every misuse must come back as a status code (no crash, no sanitizer report, no leak):
+ * NULL handles and strings, wrong struct_size, a second free of strings, id arrays and handles,
+ * cancel after a finished call and from another thread during a solve, two threads on one
+ * solver. Then the v3 calls: rstar_grade, rstar_extract_answer, rstar_exec, a solver with a
+ * caller's code runner (python3 through popen) solving the README question, and annotation
+ * mode (trees JSONL, resumed). Prints `misuse: ok` at the end. */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rstar.h"
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "CHECK failed at line %d: %s (last error: %s)\n", __LINE__, \
+                    #cond, rstar_last_error_message());                              \
+            exit(1);                                                                 \
+        }                                                                            \
+    } while (0)
+
+#define QUESTION "A jacket costs $160. It is on sale for 25% off. What is the sale price in dollars?"
+/* Greedy: deterministic and quick on the tiny model. */
+#define GREEDY "{\"search\": \"greedy\"}"
+
+static const char *g_policy, *g_ppm, *g_work;
+
+static int contains(const char *s, const char *what) { return s && strstr(s, what) != NULL; }
+
+static void null_arguments(void) {
+    char *json = (char *)1;
+    bool eq = true;
+    rstar_model *m = (rstar_model *)1;
+    rstar_solver *s = (rstar_solver *)1;
+    CHECK(rstar_model_load(NULL, &m) == RSTAR_STATUS_INVALID_ARGUMENT && m == NULL);
+    CHECK(contains(rstar_last_error_message(), "path"));
+    CHECK(rstar_model_load(g_policy, NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_model_generate_text(NULL, "x", false, NULL, NULL, NULL, &json) ==
+          RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_solver_solve(NULL, "q", &json) == RSTAR_STATUS_INVALID_ARGUMENT && json == NULL);
+    CHECK(rstar_solver_run_dataset(NULL, "x", 0, NULL, NULL, NULL, NULL) ==
+          RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_solver_new_with_params(NULL, NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_engine_add(NULL, NULL, 0, NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_trainer_step(NULL, 1, NULL, NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_grade(NULL, "1", &eq) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_grade("1", NULL, &eq) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_grade("1", "1", NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_extract_answer(NULL, &json) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_exec(NULL, NULL, &json) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_code_result_set(NULL, true, "x", NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+    /* Frees and cancels of NULL are no-ops. */
+    CHECK(rstar_string_free(NULL) == RSTAR_STATUS_OK);
+    CHECK(rstar_ids_free(NULL, 0) == RSTAR_STATUS_OK);
+    CHECK(rstar_solver_free(NULL) == RSTAR_STATUS_OK);
+    CHECK(rstar_model_free(NULL) == RSTAR_STATUS_OK);
+    rstar_solver_cancel(NULL);
+    rstar_trainer_cancel(NULL);
+    (void)s;
+    puts("null arguments: ok");
+}
+
+static void bad_struct_size(void) {
+    rstar_solver_params p;
+    rstar_solver *s = (rstar_solver *)1;
+    uint32_t bad[] = {0, 3, 12, 0xFFFFFFFFu, (uint32_t)sizeof p + 4};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rstar_solver_default_params(&p);
+        p.struct_size = bad[i];
+        p.policy = g_policy;
+        CHECK(rstar_solver_new_with_params(&p, &s) == RSTAR_STATUS_INVALID_ARGUMENT && s == NULL);
+        CHECK(contains(rstar_last_error_message(), "struct_size"));
+    }
+    rstar_exec_params e;
+    rstar_exec_default_params(&e);
+    e.struct_size = 2;
+    char *json = NULL;
+    CHECK(rstar_exec("print(1)", &e, &json) == RSTAR_STATUS_INVALID_ARGUMENT && json == NULL);
+    /* Out-of-range fields name themselves. */
+    rstar_solver_default_params(&p);
+    p.policy = g_policy;
+    p.mode = 7;
+    CHECK(rstar_solver_new_with_params(&p, &s) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(contains(rstar_last_error_message(), "params.mode"));
+    rstar_solver_default_params(&p);
+    p.policy = g_policy;
+    p.threads = 100000;
+    CHECK(rstar_solver_new_with_params(&p, &s) == RSTAR_STATUS_INVALID_ARGUMENT);
+    rstar_solver_default_params(&p);
+    p.mode = RSTAR_SOLVER_MODE_ANNOTATION; /* annotation needs an explicit policy */
+    CHECK(rstar_solver_new_with_params(&p, &s) == RSTAR_STATUS_INVALID_ARGUMENT);
+    puts("struct_size: ok");
+}
+
+static void second_free(void) {
+    char *a = NULL;
+    CHECK(rstar_extract_answer("so the answer is \\boxed{42}.", &a) == RSTAR_STATUS_OK);
+    CHECK(a && strcmp(a, "42") == 0);
+    CHECK(rstar_string_free(a) == RSTAR_STATUS_OK);
+    CHECK(rstar_string_free(a) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(contains(rstar_last_error_message(), "not a live string"));
+    char not_ours[] = "mine";
+    CHECK(rstar_string_free(not_ours) == RSTAR_STATUS_INVALID_ARGUMENT);
+
+    rstar_model *m = NULL;
+    CHECK(rstar_model_load(g_policy, &m) == RSTAR_STATUS_OK);
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(rstar_model_tokenize(m, "2 + 2", false, &ids, &n) == RSTAR_STATUS_OK && n > 0);
+    CHECK(rstar_ids_free(ids, n + 1) == RSTAR_STATUS_INVALID_ARGUMENT); /* wrong length: kept */
+    CHECK(rstar_ids_free(ids, n) == RSTAR_STATUS_OK);
+    CHECK(rstar_ids_free(ids, n) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_model_free(m) == RSTAR_STATUS_OK);
+    CHECK(rstar_model_free(m) == RSTAR_STATUS_INVALID_ARGUMENT);
+    puts("second free: ok");
+}
+
+static rstar_solver *new_solver(const char *config, rstar_code_runner runner, void *user) {
+    rstar_solver_params p;
+    rstar_solver_default_params(&p);
+    p.policy = g_policy;
+    p.ppm = g_ppm;
+    p.config = config;
+    p.executor_workers = 2;
+    p.code_runner = runner;
+    p.code_runner_user_data = user;
+    rstar_solver *s = NULL;
+    CHECK(rstar_solver_new_with_params(&p, &s) == RSTAR_STATUS_OK && s != NULL);
+    return s;
+}
+
+static char *solve(rstar_solver *s, rstar_status want) {
+    char *json = NULL;
+    rstar_status st = rstar_solver_solve(s, QUESTION, &json);
+    if (st != want) fprintf(stderr, "solve: status %d, want %d\n", (int)st, (int)want);
+    CHECK(st == want);
+    CHECK((json != NULL) == (want == RSTAR_STATUS_OK));
+    return json;
+}
+
+struct shared {
+    rstar_solver *solver;
+    volatile int done;
+    char *json;
+    rstar_status status;
+};
+
+static void *solve_thread(void *arg) {
+    struct shared *sh = (struct shared *)arg;
+    sh->status = rstar_solver_solve(sh->solver, QUESTION, &sh->json);
+    __atomic_store_n(&sh->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void threads_and_cancel(void) {
+    rstar_solver *s = new_solver(GREEDY, NULL, NULL);
+    /* Two threads on one solver: serialised, both answer, the same answer. */
+    struct shared a = {s, 0, NULL, RSTAR_STATUS_INTERNAL}, b = a;
+    pthread_t ta, tb;
+    CHECK(pthread_create(&ta, NULL, solve_thread, &a) == 0);
+    CHECK(pthread_create(&tb, NULL, solve_thread, &b) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(a.status == RSTAR_STATUS_OK && b.status == RSTAR_STATUS_OK);
+    CHECK(strcmp(a.json, b.json) == 0 || contains(a.json, "\"answer\""));
+    rstar_string_free(a.json);
+    rstar_string_free(b.json);
+
+    /* Cancel from another thread during a solve: the solve returns CANCELLED. */
+    struct shared c = {s, 0, NULL, RSTAR_STATUS_INTERNAL};
+    pthread_t tc;
+    CHECK(pthread_create(&tc, NULL, solve_thread, &c) == 0);
+    struct timespec ms = {0, 1000000};
+    while (!__atomic_load_n(&c.done, __ATOMIC_SEQ_CST)) {
+        rstar_solver_cancel(s);
+        nanosleep(&ms, NULL);
+    }
+    pthread_join(tc, NULL);
+    CHECK(c.status == RSTAR_STATUS_CANCELLED && c.json == NULL);
+
+    /* Cancel after a finished call cancels the next call (documented), then the solver works. */
+    rstar_string_free(solve(s, RSTAR_STATUS_OK));
+    rstar_solver_cancel(s);
+    solve(s, RSTAR_STATUS_CANCELLED);
+    char *json = solve(s, RSTAR_STATUS_OK);
+    CHECK(contains(json, "\"answer\""));
+    rstar_string_free(json);
+    CHECK(rstar_solver_free(s) == RSTAR_STATUS_OK);
+    CHECK(rstar_solver_free(s) == RSTAR_STATUS_INVALID_ARGUMENT);
+    puts("threads and cancel: ok");
+}
+
+struct runner_state {
+    int calls;
+    char path[4096];
+};
+
+/* A caller's code runner: python3 on a temp file, as an app without the sandbox would. */
+static void run_python(const char *code, size_t len, double timeout_s, rstar_code_result *result,
+                       void *user_data) {
+    struct runner_state *st = (struct runner_state *)user_data;
+    st->calls++;
+    FILE *f = fopen(st->path, "w");
+    if (!f) return; /* no result: the step fails */
+    fwrite(code, 1, len, f);
+    fclose(f);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "timeout %.0f python3 %s 2>&1", timeout_s + 1.0, st->path);
+    FILE *p = popen(cmd, "r");
+    if (!p) return;
+    static char out[65536];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int rc = pclose(p);
+    rstar_code_result_set(result, rc == 0, out, rc == 0 ? NULL : out);
+}
+
+static void v3_calls(void) {
+    bool eq = false;
+    CHECK(rstar_grade("\\frac{1}{2}", "0.5", &eq) == RSTAR_STATUS_OK && eq);
+    CHECK(rstar_grade("120", "$120", &eq) == RSTAR_STATUS_OK && eq);
+    CHECK(rstar_grade("121", "120", &eq) == RSTAR_STATUS_OK && !eq);
+    char *a = (char *)1;
+    CHECK(rstar_extract_answer("no answer here", &a) == RSTAR_STATUS_OK && a == NULL);
+
+    rstar_exec_params e;
+    rstar_exec_default_params(&e);
+    e.timeout_s = 5;
+    char *json = NULL;
+    rstar_status st = rstar_exec("print(6 * 7)", &e, &json);
+    if (st == RSTAR_STATUS_EXEC) {
+        /* Strict sandbox refusing (a layer missing on this machine): says which. */
+        CHECK(contains(rstar_last_error_message(), "sandbox") ||
+              contains(rstar_last_error_message(), "ython"));
+        e.weak_sandbox = 1;
+        st = rstar_exec("print(6 * 7)", &e, &json);
+    }
+    CHECK(st == RSTAR_STATUS_OK && contains(json, "\"output\":\"42\\n\"") &&
+          contains(json, "\"ok\":true") && contains(json, "\"sandbox\""));
+    rstar_string_free(json);
+
+    struct runner_state rs = {0, ""};
+    snprintf(rs.path, sizeof rs.path, "%s/runner_step.py", g_work);
+    rstar_solver *s = new_solver(GREEDY, run_python, &rs);
+    json = solve(s, RSTAR_STATUS_OK);
+    CHECK(rs.calls > 0);
+    printf("code runner: %d calls, %s\n", rs.calls, json);
+    rstar_string_free(json);
+    rstar_solver_free(s);
+    puts("v3 calls: ok");
+}
+
+static int count_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int n = 0, c;
+    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static void annotation(void) {
+    char data[4096], trees[4096];
+    snprintf(data, sizeof data, "%s/problems.jsonl", g_work);
+    snprintf(trees, sizeof trees, "%s/trees.jsonl", g_work);
+    FILE *f = fopen(data, "w");
+    CHECK(f != NULL);
+    fputs("{\"question\": \"What is 6 times 7?\", \"answer\": \"42\"}\n"
+          "{\"question\": \"What is 2 + 2?\", \"answer\": \"4\"}\n",
+          f);
+    fclose(f);
+    remove(trees);
+    rstar_solver_params p;
+    rstar_solver_default_params(&p);
+    p.policy = g_policy;
+    p.ppm = g_ppm;
+    p.config = "{\"rollouts\": 2, \"width\": 2, \"max_depth\": 3}";
+    p.mode = RSTAR_SOLVER_MODE_ANNOTATION;
+    p.executor_workers = 2;
+    rstar_solver *s = NULL;
+    CHECK(rstar_solver_new_with_params(&p, &s) == RSTAR_STATUS_OK);
+    char *sum = NULL;
+    CHECK(rstar_solver_run_dataset(s, data, 0, NULL, NULL, NULL, &sum) ==
+          RSTAR_STATUS_INVALID_ARGUMENT); /* annotation writes trees: a path is required */
+    CHECK(rstar_solver_run_dataset(s, data, 0, trees, NULL, NULL, &sum) == RSTAR_STATUS_OK);
+    CHECK(count_lines(trees) == 2 && contains(sum, "\"problems\":2"));
+    printf("annotation: %s\n", sum);
+    rstar_string_free(sum);
+    /* Resumable: a rerun skips what the file holds. */
+    CHECK(rstar_solver_run_dataset(s, data, 0, trees, NULL, NULL, &sum) == RSTAR_STATUS_OK);
+    CHECK(count_lines(trees) == 2 && contains(sum, "\"skipped\":2"));
+    rstar_string_free(sum);
+    rstar_solver_free(s);
+    puts("annotation: ok");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s POLICY_DIR PPM_DIR WORK_DIR\n", argv[0]);
+        return 2;
+    }
+    g_policy = argv[1];
+    g_ppm = argv[2];
+    g_work = argv[3];
+    CHECK(rstar_abi_version() == RSTAR_ABI_VERSION && RSTAR_ABI_VERSION >= 3);
+    null_arguments();
+    bad_struct_size();
+    second_free();
+    threads_and_cancel();
+    v3_calls();
+    annotation();
+    puts("misuse: ok");
+    return 0;
+}
