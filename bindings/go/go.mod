@@ -1,0 +1,3 @@
+module github.com/librstar/rstar/bindings/go
+
+go 1.19
