@@ -1,0 +1,210 @@
+// RStar: the Swift API of librstar over its C ABI (module CRStar).
+// Written against include/rstar.h (ABI 3) but NOT yet compiled: the machines this was written
+// on have no Swift toolchain; CI checks only the CRStar module map with clang.
+
+import CRStar
+import Foundation
+
+/// A failed librstar call: the status code and the library's message.
+public struct RStarError: Error, CustomStringConvertible {
+    public let status: rstar_status
+    public let message: String
+    public var description: String { "rstar: \(message) (status \(status.rawValue))" }
+    public var isCancelled: Bool { status == RSTAR_STATUS_CANCELLED }
+}
+
+@inline(__always)
+func check(_ st: rstar_status) throws {
+    if st != RSTAR_STATUS_OK {
+        throw RStarError(status: st, message: String(cString: rstar_last_error_message()))
+    }
+}
+
+/// Takes a library string: copies it to Swift and frees it.
+func take(_ p: UnsafeMutablePointer<CChar>?) -> String? {
+    guard let p = p else { return nil }
+    defer { rstar_string_free(p) }
+    return String(cString: p)
+}
+
+/// Whether a predicted answer equals the reference answer, as the search grades.
+public func grade(_ pred: String, _ answer: String) throws -> Bool {
+    var eq = false
+    try check(rstar_grade(pred, answer, &eq))
+    return eq
+}
+
+/// The final answer of a solution text (the last `\boxed{...}`), if any.
+public func extractAnswer(_ text: String) throws -> String? {
+    var out: UnsafeMutablePointer<CChar>?
+    try check(rstar_extract_answer(text, &out))
+    return take(out)
+}
+
+/// A loaded model (HF directory or .gguf). Immutable: usable from several threads at once.
+public final class Model {
+    let handle: OpaquePointer
+
+    public init(path: String) throws {
+        var p: OpaquePointer?
+        try check(rstar_model_load(path, &p))
+        handle = p!
+    }
+
+    deinit { rstar_model_free(handle) }
+
+    /// Greedy (or sampled, with `temperature` > 0) continuation of `prompt`.
+    public func generate(_ prompt: String, maxNewTokens: UInt32 = 256, temperature: Float = 0,
+                         chat: Bool = false) throws -> String {
+        var params = rstar_generate_params()
+        rstar_generate_default_params(&params)
+        params.max_new_tokens = maxNewTokens
+        params.temperature = temperature
+        var out: UnsafeMutablePointer<CChar>?
+        try check(rstar_model_generate_text(handle, prompt, chat, &params, nil, nil, &out))
+        let json = take(out) ?? "{}"
+        let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        return obj?["text"] as? String ?? ""
+    }
+
+    public func generate(_ prompt: String, maxNewTokens: UInt32 = 256) async throws -> String {
+        try await Task.detached { try self.generate(prompt, maxNewTokens: maxNewTokens) }.value
+    }
+}
+
+/// The answer to one question.
+public struct Solution {
+    public let question: String
+    /// The PPM-best answer, if the search found one.
+    public let answer: String?
+    /// The library's full result (trajectories, votes, stats).
+    public let json: [String: Any]
+}
+
+/// How a solver is made; the defaults are the default model in inference mode.
+public struct SolverOptions {
+    public var policy: String? = nil
+    public var ppm: String? = nil
+    public var config: String? = nil
+    public var device: String? = nil
+    public var threads: UInt32 = 0
+    public var executorWorkers: UInt32 = 0
+    public var annotation = false
+    public var weakSandbox = false
+    public init() {}
+}
+
+/// A policy (+ PPM) with a search configuration. Calls are serialised inside the library;
+/// `cancel()` may be called from any thread.
+public final class Solver: @unchecked Sendable {
+    let handle: OpaquePointer
+
+    public init(_ options: SolverOptions = SolverOptions()) throws {
+        var params = rstar_solver_params()
+        rstar_solver_default_params(&params)
+        params.threads = options.threads
+        params.executor_workers = options.executorWorkers
+        params.mode = UInt32(options.annotation ? RSTAR_SOLVER_MODE_ANNOTATION : RSTAR_SOLVER_MODE_INFERENCE)
+        params.weak_sandbox = options.weakSandbox ? 1 : 0
+        var p: OpaquePointer?
+        // The C strings must outlive the call: nest withOptionalCString.
+        let st = withOptionalCString(options.policy) { policy in
+            withOptionalCString(options.ppm) { ppm in
+                withOptionalCString(options.config) { config in
+                    withOptionalCString(options.device) { device -> rstar_status in
+                        params.policy = policy
+                        params.ppm = ppm
+                        params.config = config
+                        params.device = device
+                        return rstar_solver_new_with_params(&params, &p)
+                    }
+                }
+            }
+        }
+        try check(st)
+        handle = p!
+    }
+
+    deinit { rstar_solver_free(handle) }
+
+    public func solve(_ question: String) throws -> Solution {
+        var out: UnsafeMutablePointer<CChar>?
+        try check(rstar_solver_solve(handle, question, &out))
+        let json = take(out) ?? "{}"
+        let obj = (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]) ?? [:]
+        return Solution(question: question, answer: obj["answer"] as? String, json: obj)
+    }
+
+    /// `solve` off the caller's thread; cancelling the Swift task cancels the search.
+    public func solve(_ question: String) async throws -> Solution {
+        try await withTaskCancellationHandler {
+            try await Task.detached { try self.solve(question) }.value
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// Evaluates (inference) or annotates (annotation mode; `out` required, resumable) a problem
+    /// file; returns the summary JSON text.
+    public func runDataset(_ path: String, out: String? = nil, limit: Int = 0) throws -> String {
+        var summary: UnsafeMutablePointer<CChar>?
+        let st = withOptionalCString(out) { o in
+            rstar_solver_run_dataset(handle, path, limit, o, nil, nil, &summary)
+        }
+        try check(st)
+        return take(summary) ?? "{}"
+    }
+
+    public func runDataset(_ path: String, out: String? = nil, limit: Int = 0) async throws -> String {
+        try await withTaskCancellationHandler {
+            try await Task.detached { try self.runDataset(path, out: out, limit: limit) }.value
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    public func cancel() { rstar_solver_cancel(handle) }
+}
+
+/// SFT or PPM training; `config` is the JSON of `rstar train --config` plus `data` and
+/// `state_dir`.
+public final class Trainer: @unchecked Sendable {
+    let handle: OpaquePointer
+
+    public init(modelDir: String, configJSON: String = "{}") throws {
+        var p: OpaquePointer?
+        try check(rstar_trainer_new(modelDir, configJSON, &p))
+        handle = p!
+    }
+
+    deinit { rstar_trainer_free(handle) }
+
+    public func step(_ n: UInt32 = 1) throws { try check(rstar_trainer_step(handle, n, nil, nil)) }
+
+    public func epoch() throws { try check(rstar_trainer_epoch(handle, nil, nil)) }
+
+    public func epoch() async throws {
+        try await withTaskCancellationHandler {
+            try await Task.detached { try self.epoch() }.value
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    public var finished: Bool {
+        get throws {
+            var out = false
+            try check(rstar_trainer_finished(handle, &out))
+            return out
+        }
+    }
+
+    public func save(to dir: String) throws { try check(rstar_trainer_save(handle, dir)) }
+
+    public func cancel() { rstar_trainer_cancel(handle) }
+}
+
+func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let s = s else { return body(nil) }
+    return s.withCString { body($0) }
+}
