@@ -42,7 +42,7 @@ public func extractAnswer(_ text: String) throws -> String? {
 }
 
 /// A loaded model (HF directory or .gguf). Immutable: usable from several threads at once.
-public final class Model {
+public final class Model: @unchecked Sendable {
     let handle: OpaquePointer
 
     public init(path: String) throws {
@@ -56,6 +56,19 @@ public final class Model {
     /// Greedy (or sampled, with `temperature` > 0) continuation of `prompt`.
     public func generate(_ prompt: String, maxNewTokens: UInt32 = 256, temperature: Float = 0,
                          chat: Bool = false) throws -> String {
+        try generateNow(prompt, maxNewTokens: maxNewTokens, temperature: temperature, chat: chat)
+    }
+
+    /// `generate` off the caller's thread.
+    public func generate(_ prompt: String, maxNewTokens: UInt32 = 256) async throws -> String {
+        try await Task.detached {
+            try self.generateNow(prompt, maxNewTokens: maxNewTokens, temperature: 0, chat: false)
+        }.value
+    }
+
+    // The sync body, named apart so the async overloads never resolve to themselves.
+    func generateNow(_ prompt: String, maxNewTokens: UInt32, temperature: Float,
+                     chat: Bool) throws -> String {
         var params = rstar_generate_params()
         rstar_generate_default_params(&params)
         params.max_new_tokens = maxNewTokens
@@ -65,10 +78,6 @@ public final class Model {
         let json = take(out) ?? "{}"
         let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         return obj?["text"] as? String ?? ""
-    }
-
-    public func generate(_ prompt: String, maxNewTokens: UInt32 = 256) async throws -> String {
-        try await Task.detached { try self.generate(prompt, maxNewTokens: maxNewTokens) }.value
     }
 }
 
@@ -127,7 +136,9 @@ public final class Solver: @unchecked Sendable {
 
     deinit { rstar_solver_free(handle) }
 
-    public func solve(_ question: String) throws -> Solution {
+    public func solve(_ question: String) throws -> Solution { try solveNow(question) }
+
+    func solveNow(_ question: String) throws -> Solution {
         var out: UnsafeMutablePointer<CChar>?
         try check(rstar_solver_solve(handle, question, &out))
         let json = take(out) ?? "{}"
@@ -138,7 +149,7 @@ public final class Solver: @unchecked Sendable {
     /// `solve` off the caller's thread; cancelling the Swift task cancels the search.
     public func solve(_ question: String) async throws -> Solution {
         try await withTaskCancellationHandler {
-            try await Task.detached { try self.solve(question) }.value
+            try await Task.detached { try self.solveNow(question) }.value
         } onCancel: {
             self.cancel()
         }
@@ -147,6 +158,10 @@ public final class Solver: @unchecked Sendable {
     /// Evaluates (inference) or annotates (annotation mode; `out` required, resumable) a problem
     /// file; returns the summary JSON text.
     public func runDataset(_ path: String, out: String? = nil, limit: Int = 0) throws -> String {
+        try runDatasetNow(path, out: out, limit: limit)
+    }
+
+    func runDatasetNow(_ path: String, out: String?, limit: Int) throws -> String {
         var summary: UnsafeMutablePointer<CChar>?
         let st = withOptionalCString(out) { o in
             rstar_solver_run_dataset(handle, path, limit, o, nil, nil, &summary)
@@ -157,7 +172,7 @@ public final class Solver: @unchecked Sendable {
 
     public func runDataset(_ path: String, out: String? = nil, limit: Int = 0) async throws -> String {
         try await withTaskCancellationHandler {
-            try await Task.detached { try self.runDataset(path, out: out, limit: limit) }.value
+            try await Task.detached { try self.runDatasetNow(path, out: out, limit: limit) }.value
         } onCancel: {
             self.cancel()
         }
@@ -181,11 +196,13 @@ public final class Trainer: @unchecked Sendable {
 
     public func step(_ n: UInt32 = 1) throws { try check(rstar_trainer_step(handle, n, nil, nil)) }
 
-    public func epoch() throws { try check(rstar_trainer_epoch(handle, nil, nil)) }
+    public func epoch() throws { try epochNow() }
+
+    func epochNow() throws { try check(rstar_trainer_epoch(handle, nil, nil)) }
 
     public func epoch() async throws {
         try await withTaskCancellationHandler {
-            try await Task.detached { try self.epoch() }.value
+            try await Task.detached { try self.epochNow() }.value
         } onCancel: {
             self.cancel()
         }
