@@ -10,7 +10,8 @@ use std::path::Path;
 use rstar::backend::cpu::quant::QuantFormat;
 use rstar::engine::LoadedModel;
 use rstar::model::gguf::GgufFile;
-use rstar::model::gguf_write::quantize_model;
+use rstar::model::gguf_write::{quantize_model, write_gguf, TensorPlan};
+use rstar::model::quant::GgmlType;
 
 fn quantize(input: &Path, out: &Path, f: QuantFormat) {
     quantize_model(input, out, f, &mut |_, _, _, _| {}).unwrap();
@@ -91,11 +92,23 @@ fn nothing_is_left_behind_on_error() {
     let e = quantize_model(&broken, &out, QuantFormat::Q8_0, &mut |_, _, _, _| {});
     assert!(e.is_err());
     assert!(!out.exists());
-    assert_eq!(
-        std::fs::read_dir(tmp.path()).unwrap().count(),
-        1,
-        "only `broken` remains"
-    );
+    // A tensor failing after the header and a first tensor were written: no output, no temp file.
+    let plan: Vec<TensorPlan> = ["a.weight", "b.weight"]
+        .map(|n| TensorPlan {
+            name: n.into(),
+            dims: vec![32, 2],
+            ty: GgmlType::F32,
+        })
+        .into();
+    let e = write_gguf(&out, &[], &plan, |i, t| match i {
+        0 => Ok(vec![0u8; t.bytes()]),
+        _ => Err(rstar::Error::tensor(&out, &t.name, "cannot read")),
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("b.weight"), "{e}");
+    assert!(!out.exists());
+    let left = std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(left, 1, "only `broken` remains");
 }
 
 /// A real GGUF (SmolLM2-135M-Instruct, Q4_1 with Q8_0 embeddings) requantized: metadata and

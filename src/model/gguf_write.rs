@@ -4,8 +4,8 @@
 //! Owns the writer ([`write_gguf`]: metadata, tensor table, 32-byte aligned data streamed tensor by
 //! tensor into a temporary file renamed at the end, so an error leaves nothing half-written) and the
 //! two sources:
-//! * a GGUF file: its metadata is copied (file type and alignment updated) and every tensor is
-//!   dequantized and quantized again;
+//! * a GGUF file: its metadata is copied (file type and alignment updated); a tensor already in
+//!   its target type is copied, every other one dequantized and quantized again;
 //! * an HF directory: `config.json` becomes `general.architecture` and the `<arch>.*`
 //!   hyperparameters, `tokenizer.json` the `tokenizer.*` keys
 //!   ([`crate::tokenizer::gguf::gguf_metadata`]), tensors get llama.cpp's names, and for the llama
@@ -347,6 +347,10 @@ pub fn quantize_model(
     report.bytes = write_gguf(out, &metadata, &plan, |i, t| {
         progress(i, n, &t.name, t.ty.name());
         let values = match (&named[i].2, &gguf, &store) {
+            // Already in the target type: copied as is, as llama-quantize does.
+            (Source::Gguf(info), Some(f), _) if info.ty == t.ty => {
+                return Ok(f.tensor_bytes(info).to_vec())
+            }
             (Source::Gguf(info), Some(f), _) => gguf_values(f, info)?,
             (Source::Hf(name, perm), _, Some(s)) => hf_values(s, input, name, *perm)?,
             _ => return Err(Error::Internal("tensor source mismatch".into())),
