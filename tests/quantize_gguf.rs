@@ -168,3 +168,33 @@ fn requantized_smollm2_matches_transformers() {
     let text = gen.unwrap().text;
     assert!(text.starts_with("The capital of France is Paris"), "{text}");
 }
+
+/// The CLI: `rstar quantize DIR OUT --type q8_0` writes the file and says what it wrote; an unknown
+/// type is refused by the parser.
+#[test]
+fn cli_writes_and_refuses_unknown_types() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.gguf");
+    let dir = common::fixtures().join("models/qwen2-f32-v5");
+    let run = |ty: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rstar"))
+            .arg("quantize")
+            .arg(&dir)
+            .arg(&out)
+            .args(["--type", ty])
+            .output()
+            .unwrap()
+    };
+    let ok = run("q8_0");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(said.contains("wrote") && said.contains("16 Q8_0"), "{said}");
+    assert_eq!(GgufFile::open(&out).unwrap().header.tensors.len(), 27);
+    let bad = run("q3_k");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("q4_k"));
+}
