@@ -19,6 +19,7 @@ pub mod grade;
 pub mod init_model;
 pub mod mcts;
 pub mod progress;
+pub mod quantize;
 pub mod score;
 pub mod search_args;
 pub mod setup_python;
@@ -56,6 +57,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Convert a GGUF file into a Hugging Face model directory.
     Convert(convert::ConvertArgs),
+    /// Quantize an HF model directory or a GGUF file into a GGUF file llama.cpp loads.
+    Quantize(quantize::QuantizeArgs),
     /// MCTS data synthesis: one annotated tree per problem, appended to a resumable JSONL file.
     Mcts(mcts::MctsArgs),
     /// Solve one question at test time (mcts, beam, best-of-n or greedy) and print the answer.
@@ -104,6 +107,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::SetupPython(a) => setup_python::run(a),
         Command::Train(a) => train::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::FetchAssets(a) => fetch::run(a),
         Command::Mcts(a) => mcts::run(a),
         Command::Solve(a) => solve::run(a),

@@ -1,12 +1,13 @@
 //! Models: `config.json` parsing ([`config`]), memory-mapped weights ([`weights`]), GGUF files
 //! ([`gguf`] reads them, [`quant`] dequantizes their blocks, [`gguf_import`] maps them onto the HF
-//! config and tensor names), the KV store ([`kv`]) and the one decoder shared by every supported
+//! config and tensor names, [`gguf_write`] writes them for `rstar quantize`), the KV store ([`kv`]) and the one decoder shared by every supported
 //! architecture ([`decoder`]), built from the checkpoint mapping in [`layout`].
 
 pub mod config;
 pub mod decoder;
 pub mod gguf;
 pub mod gguf_import;
+pub mod gguf_write;
 pub mod kv;
 pub mod layout;
 pub mod quant;

@@ -355,3 +355,233 @@ fn spm_merges(tokens: &[&str], types: &[i64], scores: &[f64]) -> Vec<[String; 2]
         .map(|(_, _, l, r)| [tokens[l].to_owned(), tokens[r].to_owned()])
         .collect()
 }
+
+/// The `tokenizer.*` GGUF metadata of a Hugging Face model directory (`tokenizer.json`,
+/// `tokenizer_config.json`, `chat_template.jinja`): the inverse of [`tokenizer_files`], in
+/// llama.cpp's `convert_hf_to_gguf.py` form. Byte-level BPE only (`tokenizer.ggml.model` "gpt2",
+/// `.pre` read off the pre-tokenizer: qwen2, llama-bpe, smollm, gpt-2). The token list is padded to
+/// `vocab_size` (the embedding's rows) with `[PAD<id>]` tokens of type unused, as llama.cpp does.
+/// `config` (the model's config.json) supplies BOS/EOS ids the tokenizer config does not name.
+pub fn gguf_metadata(
+    dir: &std::path::Path,
+    vocab_size: usize,
+    config: &Value,
+) -> Result<Vec<(String, MetaValue)>> {
+    let read = |name: &str| -> Result<Option<Value>> {
+        let p = dir.join(name);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::format(&p, format!("invalid JSON: {e}")))
+    };
+    let tok_path = dir.join("tokenizer.json");
+    let tok = read("tokenizer.json")?
+        .ok_or_else(|| Error::format(&tok_path, "missing: a tokenizer.json is needed"))?;
+    let tcfg = read("tokenizer_config.json")?.unwrap_or(Value::Null);
+    let (tokens, types) = hf_tokens(&tok, vocab_size, &tok_path)?;
+    let ids: HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let mut m: Vec<(String, MetaValue)> = vec![
+        ("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into())),
+        (
+            "tokenizer.ggml.pre".into(),
+            MetaValue::Str(bpe_pre(&tok, &tok_path)?.into()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            MetaValue::Array(hf_merges(&tok, &tok_path)?),
+        ),
+    ];
+    for (what, key, cfg_key) in [
+        ("bos", "bos_token", "bos_token_id"),
+        ("eos", "eos_token", "eos_token_id"),
+        ("unknown", "unk_token", ""),
+        ("padding", "pad_token", "pad_token_id"),
+    ] {
+        let named = tcfg
+            .get(key)
+            .and_then(token_content)
+            .and_then(|t| ids.get(t).copied());
+        let from_config = config.get(cfg_key).and_then(|v| match v {
+            Value::Array(a) => a.first().and_then(Value::as_u64),
+            v => v.as_u64(),
+        });
+        if let Some(id) = named.map(|i| i as u64).or(from_config) {
+            m.push((
+                format!("tokenizer.ggml.{what}_token_id"),
+                MetaValue::U32(id as u32),
+            ));
+        }
+    }
+    let add_bos = match tcfg.get("add_bos_token").and_then(Value::as_bool) {
+        Some(b) => b,
+        None => post_processor_adds_bos(&tok),
+    };
+    m.push((
+        "tokenizer.ggml.add_bos_token".into(),
+        MetaValue::Bool(add_bos),
+    ));
+    if let Some(t) = chat_template(dir, &tcfg)? {
+        m.push(("tokenizer.chat_template".into(), MetaValue::Str(t)));
+    }
+    m.push((
+        "tokenizer.ggml.tokens".into(),
+        MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect()),
+    ));
+    m.push((
+        "tokenizer.ggml.token_type".into(),
+        MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
+    ));
+    Ok(m)
+}
+
+/// A special token of `tokenizer_config.json`: a string or `{"content": ...}`.
+fn token_content(v: &Value) -> Option<&str> {
+    v.as_str()
+        .or_else(|| v.get("content").and_then(Value::as_str))
+}
+
+/// GGUF token type for ids no token names (llama.cpp's padding `[PAD<id>]` entries).
+const TYPE_UNUSED: i32 = 5;
+
+/// Tokens by id (vocabulary, then added tokens) and their GGUF types, padded to `vocab_size`.
+fn hf_tokens(
+    tok: &Value,
+    vocab_size: usize,
+    path: &std::path::Path,
+) -> Result<(Vec<String>, Vec<i32>)> {
+    let vocab = tok
+        .pointer("/model/vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::config(path, "model.vocab", "missing or not an object"))?;
+    let mut slots: Vec<Option<(String, i32)>> = vec![None; vocab_size];
+    let mut put = |id: Option<u64>, t: &str, ty: i32, field: &str| -> Result<()> {
+        let slot = id.and_then(|i| slots.get_mut(i as usize)).ok_or_else(|| {
+            Error::config(
+                path,
+                field,
+                format!("token `{t}`: id {id:?} is not below the model's vocab_size {vocab_size}"),
+            )
+        })?;
+        *slot = Some((t.to_owned(), ty));
+        Ok(())
+    };
+    for (t, id) in vocab {
+        put(id.as_u64(), t, TYPE_NORMAL as i32, "model.vocab")?;
+    }
+    for a in tok
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let t = a.get("content").and_then(Value::as_str).unwrap_or_default();
+        let special = a.get("special").and_then(Value::as_bool).unwrap_or(false);
+        let ty = if special {
+            TYPE_CONTROL
+        } else {
+            TYPE_USER_DEFINED
+        } as i32;
+        put(a.get("id").and_then(Value::as_u64), t, ty, "added_tokens")?;
+    }
+    Ok(slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.unwrap_or_else(|| (format!("[PAD{i}]"), TYPE_UNUSED)))
+        .unzip())
+}
+
+/// Merges as GGUF stores them: `"left right"` strings.
+fn hf_merges(tok: &Value, path: &std::path::Path) -> Result<Vec<MetaValue>> {
+    let merges = tok
+        .pointer("/model/merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            Error::config(
+                path,
+                "model.merges",
+                "missing: only byte-level BPE tokenizers are supported",
+            )
+        })?;
+    merges
+        .iter()
+        .map(|m| match m {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(p) => match p.as_slice() {
+                [Value::String(a), Value::String(b)] => Some(format!("{a} {b}")),
+                _ => None,
+            },
+            _ => None,
+        })
+        .map(|s| {
+            s.map(MetaValue::Str)
+                .ok_or_else(|| Error::config(path, "model.merges", "expected strings or pairs"))
+        })
+        .collect()
+}
+
+/// `tokenizer.ggml.pre` for a byte-level BPE pre-tokenizer, recognised by its parts.
+fn bpe_pre(tok: &Value, path: &std::path::Path) -> Result<&'static str> {
+    let pre = tok.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
+    let parts = match pre.get("pretokenizers").and_then(Value::as_array) {
+        Some(p) => p.clone(),
+        None => vec![pre.clone()],
+    };
+    let kind = |p: &Value| {
+        p.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let regex = |p: &Value| {
+        p.pointer("/pattern/Regex")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let byte_level = parts.iter().any(|p| kind(p) == "ByteLevel");
+    let digits = parts.iter().any(|p| kind(p) == "Digits");
+    let split = parts.iter().find(|p| kind(p) == "Split").and_then(regex);
+    Ok(match (byte_level, split.as_deref(), digits) {
+        (true, Some(QWEN2_REGEX), false) => "qwen2",
+        (true, Some(LLAMA3_REGEX), false) => "llama-bpe",
+        (true, None, true) => "smollm",
+        (true, None, false) => "gpt-2",
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "{}: pre_tokenizer {pre} (GGUF export knows byte-level BPE with the qwen2, llama3, \
+                 smollm or gpt-2 pre-tokenizer)",
+                path.display()
+            )))
+        }
+    })
+}
+
+/// Whether the post-processor puts a special token before the sequence (a BOS).
+fn post_processor_adds_bos(tok: &Value) -> bool {
+    let single = tok
+        .pointer("/post_processor/single")
+        .and_then(Value::as_array);
+    single
+        .and_then(|s| s.first())
+        .is_some_and(|first| first.get("SpecialToken").is_some())
+}
+
+/// `tokenizer_config.json`'s `chat_template` (a string), else `chat_template.jinja`.
+fn chat_template(dir: &std::path::Path, tcfg: &Value) -> Result<Option<String>> {
+    if let Some(t) = tcfg.get("chat_template").and_then(Value::as_str) {
+        return Ok(Some(t.to_owned()));
+    }
+    let p = dir.join("chat_template.jinja");
+    if p.is_file() {
+        return std::fs::read_to_string(&p)
+            .map(Some)
+            .map_err(|e| Error::io(&p, e));
+    }
+    Ok(None)
+}
