@@ -76,22 +76,39 @@ impl Tokenizer {
             ));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let inner = text
-            .parse::<tokenizers::Tokenizer>()
-            .map_err(|e| Error::format(&path, format!("cannot load tokenizer: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
-        let cfg: Value = if cfg_path.is_file() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-            serde_json::from_str(&text)
-                .map_err(|e| Error::format(&cfg_path, format!("invalid JSON: {e}")))?
+        let cfg = if cfg_path.is_file() {
+            Some(std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
         } else {
-            Value::Null
+            None
         };
         let jinja = dir.join("chat_template.jinja");
         let jinja = if jinja.is_file() {
             Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
         } else {
             None
+        };
+        Self::from_texts(&text, cfg.as_deref(), jinja, dir)
+    }
+
+    /// A tokenizer from the texts of a model directory `dir`'s `tokenizer.json`,
+    /// `tokenizer_config.json` and `chat_template.jinja` (the last two optional); `dir` names the
+    /// files in errors.
+    pub fn from_texts(
+        tokenizer_json: &str,
+        config_json: Option<&str>,
+        jinja: Option<String>,
+        dir: &Path,
+    ) -> Result<Tokenizer> {
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizer_json
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| Error::format(&path, format!("cannot load tokenizer: {e}")))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: Value = match config_json {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| Error::format(&cfg_path, format!("invalid JSON: {e}")))?,
+            None => Value::Null,
         };
         Self::from_parts(inner, &cfg, jinja, &cfg_path, path)
     }
