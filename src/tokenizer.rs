@@ -65,6 +65,18 @@ fn token_field(cfg: &Value, key: &str) -> Option<String> {
     }
 }
 
+/// A `tokenizers` tokenizer from parsed `tokenizer.json` contents. The crate panics (an `expect`)
+/// on some malformed sections instead of returning an error: the panic is caught and becomes an
+/// error, so a bad file never takes the process (or a C caller) down. JSON syntax is checked by
+/// the caller first, which keeps the fuzzers (whose panic hook aborts) off that path.
+fn deserialize_tokenizer(value: Value) -> std::result::Result<tokenizers::Tokenizer, String> {
+    match std::panic::catch_unwind(move || serde_json::from_value::<tokenizers::Tokenizer>(value)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("a malformed section made the tokenizers crate panic".into()),
+    }
+}
+
 impl Tokenizer {
     /// Loads `tokenizer.json`, `tokenizer_config.json` and `chat_template.jinja` from a model directory.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
@@ -101,8 +113,9 @@ impl Tokenizer {
         dir: &Path,
     ) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizer_json
-            .parse::<tokenizers::Tokenizer>()
+        let value: Value = serde_json::from_str(tokenizer_json)
+            .map_err(|e| Error::format(&path, format!("invalid JSON: {e}")))?;
+        let inner = deserialize_tokenizer(value)
             .map_err(|e| Error::format(&path, format!("cannot load tokenizer: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = match config_json {
@@ -119,7 +132,7 @@ impl Tokenizer {
         let Some((json, cfg)) = gguf::tokenizer_files(file)? else {
             return Ok(None);
         };
-        let inner: tokenizers::Tokenizer = serde_json::from_value(json).map_err(|e| {
+        let inner = deserialize_tokenizer(json).map_err(|e| {
             Error::format(
                 &file.path,
                 format!("tokenizer built from GGUF metadata: {e}"),

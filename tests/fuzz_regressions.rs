@@ -74,3 +74,16 @@ fn grader_survives_deep_nesting() {
         on_small_stack(bodies::grade, format!("{c}\07").into_bytes());
     }
 }
+
+/// tokenizers 0.22 `expect`s its decoder section to parse (decoders/mod.rs:90): a `tokenizer.json`
+/// with a syntax error inside `"decoder"` panicked instead of giving an error (found by the
+/// `tokenizer_json` target). The text is now parsed as JSON first and the crate's panics caught.
+#[test]
+fn tokenizer_json_with_a_broken_decoder_is_an_error() {
+    let tok = r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [{"id": 6, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}], "normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}, "post_processor": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true}, "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": fal,u eess"_regex": true}, "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": {"H": 0, "e": 1, "l": 2, "o": 3, "He": 4, "ll": 5}, "merges": ["H e", "l l"]}}"#;
+    let err = rstar::tokenizer::Tokenizer::from_texts(tok, None, None, Path::new("m"))
+        .expect_err("a broken tokenizer.json loads");
+    assert!(err.to_string().contains("m/tokenizer.json"), "{err}");
+    let input = [tok.as_bytes(), b"\0{}"].concat();
+    bodies::tokenizer_json(&input);
+}
