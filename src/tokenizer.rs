@@ -65,6 +65,18 @@ fn token_field(cfg: &Value, key: &str) -> Option<String> {
     }
 }
 
+/// A `tokenizers` tokenizer from parsed `tokenizer.json` contents. The crate panics (an `expect`)
+/// on some malformed sections instead of returning an error: the panic is caught and becomes an
+/// error, so a bad file never takes the process (or a C caller) down. JSON syntax is checked by
+/// the caller first, which keeps the fuzzers (whose panic hook aborts) off that path.
+fn deserialize_tokenizer(value: Value) -> std::result::Result<tokenizers::Tokenizer, String> {
+    match std::panic::catch_unwind(move || serde_json::from_value::<tokenizers::Tokenizer>(value)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("a malformed section made the tokenizers crate panic".into()),
+    }
+}
+
 impl Tokenizer {
     /// Loads `tokenizer.json`, `tokenizer_config.json` and `chat_template.jinja` from a model directory.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
@@ -76,22 +88,40 @@ impl Tokenizer {
             ));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let inner = text
-            .parse::<tokenizers::Tokenizer>()
-            .map_err(|e| Error::format(&path, format!("cannot load tokenizer: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
-        let cfg: Value = if cfg_path.is_file() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-            serde_json::from_str(&text)
-                .map_err(|e| Error::format(&cfg_path, format!("invalid JSON: {e}")))?
+        let cfg = if cfg_path.is_file() {
+            Some(std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
         } else {
-            Value::Null
+            None
         };
         let jinja = dir.join("chat_template.jinja");
         let jinja = if jinja.is_file() {
             Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
         } else {
             None
+        };
+        Self::from_texts(&text, cfg.as_deref(), jinja, dir)
+    }
+
+    /// A tokenizer from the texts of a model directory `dir`'s `tokenizer.json`,
+    /// `tokenizer_config.json` and `chat_template.jinja` (the last two optional); `dir` names the
+    /// files in errors.
+    pub fn from_texts(
+        tokenizer_json: &str,
+        config_json: Option<&str>,
+        jinja: Option<String>,
+        dir: &Path,
+    ) -> Result<Tokenizer> {
+        let path = dir.join("tokenizer.json");
+        let value: Value = serde_json::from_str(tokenizer_json)
+            .map_err(|e| Error::format(&path, format!("invalid JSON: {e}")))?;
+        let inner = deserialize_tokenizer(value)
+            .map_err(|e| Error::format(&path, format!("cannot load tokenizer: {e}")))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: Value = match config_json {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| Error::format(&cfg_path, format!("invalid JSON: {e}")))?,
+            None => Value::Null,
         };
         Self::from_parts(inner, &cfg, jinja, &cfg_path, path)
     }
@@ -102,7 +132,7 @@ impl Tokenizer {
         let Some((json, cfg)) = gguf::tokenizer_files(file)? else {
             return Ok(None);
         };
-        let inner: tokenizers::Tokenizer = serde_json::from_value(json).map_err(|e| {
+        let inner = deserialize_tokenizer(json).map_err(|e| {
             Error::format(
                 &file.path,
                 format!("tokenizer built from GGUF metadata: {e}"),

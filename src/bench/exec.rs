@@ -1,4 +1,6 @@
-//! Executor throughput: the warm forked pool against spawning one interpreter per snippet.
+//! Executor throughput: the warm forked pool against spawning one interpreter per snippet (the
+//! floor: a cold `python3` start each time) and against `exec` in one warm interpreter without
+//! any isolation (the ceiling: rStar's own in-process way, one process).
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -99,8 +101,65 @@ pub struct BenchExecReport {
     pub pool_per_s: f64,
     pub spawn_runs: usize,
     pub spawn_per_s: f64,
+    /// Pool over spawn.
     pub ratio: f64,
     pub failures: usize,
+    /// The same snippets `exec`ed one after another in one warm interpreter, no sandbox, no
+    /// fork (after one warm-up snippet): the ceiling of any isolation, per process.
+    pub in_process_runs: usize,
+    pub in_process_per_s: f64,
+    /// Pool over in-process (the pool runs `workers` processes at once).
+    pub pool_vs_in_process: f64,
+}
+
+/// Runs the snippets of stdin (a JSON list) through `exec` in this interpreter, stdout captured,
+/// the first as warm-up; prints `{"seconds": s, "failures": n}` for the rest.
+const IN_PROCESS_DRIVER: &str = r#"
+import contextlib, io, json, sys, time
+codes = json.load(sys.stdin)
+def run(code):
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            exec(code, {"__name__": "__main__"})
+        return True
+    except Exception:
+        return False
+run(codes[0])
+t = time.perf_counter()
+failures = sum(not run(c) for c in codes[1:])
+print(json.dumps({"seconds": time.perf_counter() - t, "failures": failures}))
+"#;
+
+/// `n` snippets `exec`ed in one warm `python` process; returns snippets per second.
+fn in_process_rate(python: &std::path::Path, n: usize) -> Result<f64> {
+    use std::io::Write;
+    let err = |m: String| Error::Exec(format!("in-process ceiling with {}: {m}", python.display()));
+    let mut codes = vec![bench_snippet(2_000_000)];
+    codes.extend((0..n).map(bench_snippet));
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(IN_PROCESS_DRIVER)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("spawning: {e}")))?;
+    let input = serde_json::to_vec(&codes).map_err(|e| err(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&input).map_err(|e| err(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        err(format!(
+            "{e}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })?;
+    match (v["seconds"].as_f64(), v["failures"].as_u64()) {
+        (Some(s), Some(0)) if s > 0.0 => Ok(n as f64 / s),
+        _ => Err(err(format!("the snippets did not all run: {v}"))),
+    }
 }
 
 /// Runs the [`STEP_TEMPLATES`] rotation (numbers varied per run) through a warm pool, after
@@ -141,6 +200,7 @@ pub fn bench_exec(cfg: &BenchExecConfig) -> Result<BenchExecReport> {
     let spawn_s = t.elapsed().as_secs_f64();
     let pool_per_s = codes.len() as f64 / pool_s;
     let spawn_per_s = n_spawn as f64 / spawn_s;
+    let in_process_per_s = in_process_rate(&python, codes.len())?;
     Ok(BenchExecReport {
         snippets: STEP_TEMPLATES.to_vec(),
         python: python.display().to_string(),
@@ -151,5 +211,8 @@ pub fn bench_exec(cfg: &BenchExecConfig) -> Result<BenchExecReport> {
         spawn_per_s,
         ratio: pool_per_s / spawn_per_s,
         failures,
+        in_process_runs: codes.len(),
+        in_process_per_s,
+        pool_vs_in_process: pool_per_s / in_process_per_s,
     })
 }

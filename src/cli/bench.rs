@@ -17,14 +17,16 @@ pub struct BenchArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchKind {
-    /// Snippets per second: the warm forked pool vs spawning python3 per snippet.
+    /// Snippets per second: the warm forked pool vs spawning python3 per snippet (floor) and vs
+    /// exec in one warm interpreter without a sandbox (ceiling).
     Exec(BenchExecArgs),
     /// Model throughput (prefill, batched decode) next to the machine limits measured in the same run.
     Model(BenchModelArgs),
     /// The CUDA decoder on a random-weight model of a real shape (weights drawn on the device), next
     /// to the device's copy bandwidth and bf16 tensor-core rate measured in the same run.
     Cuda(BenchCudaArgs),
-    /// Grow a search tree with the tree engine vs re-prefilling every path (the reference's way).
+    /// Grow a search tree with the tree engine vs re-prefilling every path, a level batched
+    /// together and (the reference's way) one expansion at a time.
     Tree(BenchTreeArgs),
 }
 
@@ -48,7 +50,7 @@ pub struct BenchTreeArgs {
     /// Tokens generated per node.
     #[arg(long, default_value_t = 32)]
     pub step_tokens: usize,
-    /// Skip timing the naive re-prefill baseline.
+    /// Skip timing the naive re-prefill baselines.
     #[arg(long)]
     pub no_naive: bool,
     /// KV cache budget in MiB.
@@ -183,16 +185,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
+                let naive =
+                    |s: Option<f64>, tokens: Option<u64>, x: Option<f64>| match (s, tokens, x) {
+                        (Some(s), Some(t), Some(x)) => {
+                            format!("{s:.2} s, {t} computed ({x:.1}x the tree's time)")
+                        }
+                        _ => "skipped".into(),
+                    };
                 println!(
-                    "{} nodes, {} unique tokens, {} computed ({:.3}x), {:.2} s; naive {}",
+                    "tree: {} nodes, {} unique tokens, {} computed ({:.3}x), {:.2} s\n\
+                     naive batched (the ratio's denominator): {}\n\
+                     naive one at a time: {}",
                     r.nodes,
                     r.unique_tokens,
                     r.tokens_computed,
                     r.tokens_computed as f64 / r.unique_tokens as f64,
                     r.seconds,
-                    r.naive_seconds
-                        .map(|n| format!("{n:.2} s ({:.1}x slower)", n / r.seconds))
-                        .unwrap_or_else(|| "skipped".into())
+                    naive(
+                        r.naive_batched_seconds,
+                        r.naive_batched_tokens_computed,
+                        r.speedup()
+                    ),
+                    naive(
+                        r.naive_seconds,
+                        r.naive_tokens_computed,
+                        r.speedup_vs_one_at_a_time()
+                    ),
                 );
             }
             Ok(())
@@ -207,8 +225,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
                 println!(
-                    "warm pool: {:.1} snippets/s ({} workers); spawn per snippet: {:.2} snippets/s; ratio {:.1}x",
-                    r.pool_per_s, r.workers, r.spawn_per_s, r.ratio
+                    "warm pool: {:.1} snippets/s ({} workers); spawn per snippet: {:.2} snippets/s; ratio {:.1}x\n\
+                     in-process exec, no sandbox, one process (ceiling): {:.1} snippets/s; pool / in-process {:.2}",
+                    r.pool_per_s, r.workers, r.spawn_per_s, r.ratio, r.in_process_per_s, r.pool_vs_in_process
                 );
             }
             Ok(())

@@ -39,7 +39,6 @@
 //! greedy-best continuation must exceed the rejected one's greedy-worst); the margin filter covers
 //! most of what it removes.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -360,7 +359,6 @@ pub struct ExtractSummary {
 /// Writes records as a JSON array, one record per line (the examples' format, diffable), through
 /// a temporary file renamed into place, so a crash never leaves a half-written `out`.
 pub fn write_json_array<T: Serialize>(out: &Path, records: &[T]) -> Result<()> {
-    let tmp = out.with_extension("tmp");
     let mut buf = String::from("[\n");
     for (i, r) in records.iter().enumerate() {
         let s = serde_json::to_string(r)
@@ -369,11 +367,7 @@ pub fn write_json_array<T: Serialize>(out: &Path, records: &[T]) -> Result<()> {
         buf.push_str(if i + 1 < records.len() { ",\n" } else { "\n" });
     }
     buf.push_str("]\n");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(buf.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+    crate::data::durable::write_atomic(out, buf.as_bytes())
 }
 
 /// Reads `trees`, extracts `kind` from every tree and writes the records to `out`.

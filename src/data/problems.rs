@@ -23,7 +23,12 @@ pub struct Problem {
 /// Ids are the record positions.
 pub fn load_problems(path: &Path) -> Result<Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let records: Vec<(usize, Value)> = match serde_json::from_str::<Value>(&text) {
+    parse_problems(&text, path)
+}
+
+/// As [`load_problems`], on the text of the file `path` (named in errors).
+pub fn parse_problems(text: &str, path: &Path) -> Result<Vec<Problem>> {
+    let records: Vec<(usize, Value)> = match serde_json::from_str::<Value>(text) {
         Ok(Value::Array(v)) => v.into_iter().enumerate().map(|(i, r)| (i + 1, r)).collect(),
         Ok(Value::Object(mut m)) if m.get("example").is_some_and(Value::is_array) => {
             match m.remove("example") {

@@ -82,9 +82,13 @@ impl Loc<'_> {
 
 /// Reads records from a JSON array file or a JSONL file (blank lines ignored).
 pub fn read_records(path: &Path) -> Result<Vec<(String, Value)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_records(&read(path)?, path)
+}
+
+/// As [`read_records`], on the text of the file `path` (named in errors).
+pub fn parse_records(text: &str, path: &Path) -> Result<Vec<(String, Value)>> {
     if text.trim_start().starts_with('[') {
-        let v: Vec<Value> = serde_json::from_str(&text)
+        let v: Vec<Value> = serde_json::from_str(text)
             .map_err(|e| Error::format(path, format!("invalid JSON array: {e}")))?;
         return Ok(v
             .into_iter()
@@ -217,7 +221,12 @@ fn sft_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<SftExample> {
 /// Loads SFT examples (see the module doc for the formats), truncated to `seq_len` tokens; examples
 /// left with no loss token are skipped.
 pub fn load_sft(path: &Path, cx: &TokenContext) -> Result<Loaded<SftExample>> {
-    load_with(path, |loc, r| {
+    parse_sft(&read(path)?, path, cx)
+}
+
+/// As [`load_sft`], on the text of the file `path` (named in errors).
+pub fn parse_sft(text: &str, path: &Path, cx: &TokenContext) -> Result<Loaded<SftExample>> {
+    parse_with(text, path, |loc, r| {
         let mut ex = sft_record(loc, r, cx)?;
         ex.ids.truncate(cx.seq_len);
         ex.target.truncate(cx.seq_len);
@@ -225,8 +234,14 @@ pub fn load_sft(path: &Path, cx: &TokenContext) -> Result<Loaded<SftExample>> {
     })
 }
 
-/// Reads every record of `path` through `parse` (which returns None for a record to skip).
-fn load_with<T>(
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads every record of `text` (the file `path`) through `parse` (which returns None for a
+/// record to skip).
+fn parse_with<T>(
+    text: &str,
     path: &Path,
     mut parse: impl FnMut(&Loc, &Value) -> Result<Option<T>>,
 ) -> Result<Loaded<T>> {
@@ -234,7 +249,7 @@ fn load_with<T>(
         examples: Vec::new(),
         skipped: 0,
     };
-    for (what, r) in read_records(path)? {
+    for (what, r) in parse_records(text, path)? {
         let loc = Loc { path, what };
         if !r.is_object() {
             return Err(loc.err("expected a JSON object"));
@@ -287,7 +302,12 @@ fn pair_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<PairExample> {
 
 /// Loads preference pairs; pairs whose prefix + longer side exceeds `seq_len` are skipped.
 pub fn load_pairs(path: &Path, cx: &TokenContext) -> Result<Loaded<PairExample>> {
-    load_with(path, |loc, r| {
+    parse_pairs(&read(path)?, path, cx)
+}
+
+/// As [`load_pairs`], on the text of the file `path` (named in errors).
+pub fn parse_pairs(text: &str, path: &Path, cx: &TokenContext) -> Result<Loaded<PairExample>> {
+    parse_with(text, path, |loc, r| {
         let p = pair_record(loc, r, cx)?;
         Ok((p.prefix.len() + p.pos.len().max(p.neg.len()) <= cx.seq_len).then_some(p))
     })

@@ -124,6 +124,11 @@ pub fn tree_from_rstar(question: &str, rstar: &Value) -> std::result::Result<Tre
 /// Reads every line of an MCTS output file; a malformed line is an error naming the file and line.
 pub fn read_trees(path: &Path) -> Result<Vec<TreeRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_trees(&text, path)
+}
+
+/// As [`read_trees`], on the text of the file `path` (named in errors).
+pub fn parse_trees(text: &str, path: &Path) -> Result<Vec<TreeRecord>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -170,6 +175,18 @@ pub fn open_output(path: &Path) -> Result<(File, HashSet<u64>)> {
         .map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    let (keep, done) = resume_point(&bytes, path)?;
+    if keep < bytes.len() {
+        f.set_len(keep as u64).map_err(|e| Error::io(path, e))?;
+    }
+    f.seek(SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
+    Ok((f, done))
+}
+
+/// Where an output file's complete records end and the indices they hold: the file `path` (named
+/// in errors) with contents `bytes` is cut back to `keep` bytes (dropping a torn last line) before
+/// appending. A complete line that is not a record with an `index` is an error naming the line.
+pub fn resume_point(bytes: &[u8], path: &Path) -> Result<(usize, HashSet<u64>)> {
     let mut done = HashSet::new();
     let mut keep = 0usize;
     let mut start = 0usize;
@@ -196,11 +213,7 @@ pub fn open_output(path: &Path) -> Result<(File, HashSet<u64>)> {
         keep = end;
         start = end;
     }
-    if keep < bytes.len() {
-        f.set_len(keep as u64).map_err(|e| Error::io(path, e))?;
-    }
-    f.seek(SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
-    Ok((f, done))
+    Ok((keep, done))
 }
 
 /// The output record of one problem.

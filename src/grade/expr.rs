@@ -259,11 +259,20 @@ fn read_group(cs: &[char], i: usize) -> Option<(String, usize)> {
     }
 }
 
+/// Deepest nesting (brackets, signs, powers, function calls) the parser follows: answers nest a
+/// few levels; model-written text nesting thousands would overflow the stack.
+const MAX_NESTING: usize = 64;
+/// Most tokens in an answer the parser reads (expressions are evaluated recursively: a sum of
+/// thousands of terms is a chain as deep).
+const MAX_TOKENS: usize = 1024;
+
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
     /// The atom just parsed was a `\frac` (for mixed numbers).
     last_was_frac: bool,
+    /// Current nesting of `unary`/`atom` calls.
+    depth: usize,
 }
 
 fn close_of(open: char) -> char {
@@ -350,7 +359,22 @@ impl Parser {
         }
     }
 
+    /// Runs `f` one nesting level deeper; None beyond [`MAX_NESTING`].
+    fn nested(&mut self, f: impl FnOnce(&mut Self) -> Option<Expr>) -> Option<Expr> {
+        if self.depth >= MAX_NESTING {
+            return None;
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
     fn unary(&mut self) -> Option<Expr> {
+        self.nested(Self::unary_inner)
+    }
+
+    fn unary_inner(&mut self) -> Option<Expr> {
         if self.eat_op('-') {
             return Some(Expr::Neg(Box::new(self.unary()?)));
         }
@@ -402,6 +426,10 @@ impl Parser {
     }
 
     fn atom(&mut self) -> Option<Expr> {
+        self.nested(Self::atom_inner)
+    }
+
+    fn atom_inner(&mut self) -> Option<Expr> {
         self.last_was_frac = false;
         let t = self.next()?;
         Some(match t {
@@ -475,6 +503,7 @@ impl Parser {
             toks,
             pos: 0,
             last_was_frac: false,
+            depth: 0,
         }
     }
 }
@@ -482,7 +511,7 @@ impl Parser {
 /// Parses a normalised answer into an expression; `None` if it is not algebra.
 pub fn parse(s: &str) -> Option<Expr> {
     let toks = tokenize(s)?;
-    if toks.is_empty() {
+    if toks.is_empty() || toks.len() > MAX_TOKENS {
         return None;
     }
     let mut p = Parser::new(toks);

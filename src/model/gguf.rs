@@ -158,6 +158,17 @@ impl GgufFile {
         })
     }
 
+    /// Parses GGUF bytes held in memory (a copy is kept); `path` names them in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<GgufFile> {
+        let map = Mapping::copy_of(bytes);
+        let header = parse(&map, path)?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            header,
+            map: Arc::new(map),
+        })
+    }
+
     /// The shared mapping (tensor `start`/`len` index into it).
     pub fn map(&self) -> &Arc<Mapping> {
         &self.map

@@ -63,35 +63,12 @@ impl WeightStore {
 
     fn open_index(index: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::format(index, format!("invalid JSON: {e}")))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::config(index, "weight_map", "missing or not an object"))?;
+        let map = parse_index(&text, index)?;
         let dir = index.parent().unwrap_or(Path::new("."));
-        let mut shards: BTreeMap<String, ()> = BTreeMap::new();
-        for (tensor, file) in map {
-            let file = file.as_str().ok_or_else(|| {
-                Error::config(
-                    index,
-                    format!("weight_map.{tensor}"),
-                    "expected a file name",
-                )
-            })?;
-            if file.contains('/') || file.contains('\\') || file == ".." {
-                return Err(Error::config(
-                    index,
-                    format!("weight_map.{tensor}"),
-                    format!("shard name `{file}` must be a plain file name"),
-                ));
-            }
-            shards.insert(file.to_owned(), ());
-        }
+        let shards: BTreeMap<&str, ()> = map.values().map(|f| (f.as_str(), ())).collect();
         let paths: Vec<PathBuf> = shards.keys().map(|f| dir.join(f)).collect();
         let store = Self::open_files(&paths)?;
-        for (tensor, file) in map {
-            let file = file.as_str().unwrap_or_default();
+        for (tensor, file) in &map {
             match store.entries.get(tensor) {
                 Some(Slot::File(e)) if store.files[e.file].0.file_name() == Some(file.as_ref()) => {
                 }
@@ -116,33 +93,21 @@ impl WeightStore {
             // Lives as long as any Weight that borrows it (Arc); the header is validated below so
             // every offset we keep lies inside the mapping.
             let map = Arc::new(Mapping::file(&file, path)?);
-            let st = SafeTensors::deserialize(&map[..])
-                .map_err(|e| Error::format(path, format!("invalid safetensors file: {e}")))?;
-            let base = map.as_ptr() as usize;
-            for (name, view) in st.tensors() {
-                let data = view.data();
-                let start = data.as_ptr() as usize - base;
-                let dtype = match view.dtype() {
-                    StDtype::F32 => Some(DType::F32),
-                    StDtype::F16 => Some(DType::F16),
-                    StDtype::BF16 => Some(DType::BF16),
-                    _ => None,
-                };
-                let entry = Entry {
-                    file: fi,
-                    dtype,
-                    stored_dtype: view.dtype(),
-                    shape: view.shape().to_vec(),
-                    start,
-                    len: data.len(),
-                };
-                if entries.insert(name.clone(), Slot::File(entry)).is_some() {
-                    return Err(Error::tensor(path, name, "appears in more than one shard"));
-                }
-            }
+            add_file(&mut entries, fi, &map, path)?;
             files.push((path.clone(), Some(map)));
         }
         Ok(WeightStore { files, entries })
+    }
+
+    /// Validates safetensors bytes held in memory (a copy is kept); `path` names them in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let map = Arc::new(Mapping::copy_of(bytes));
+        let mut entries = HashMap::new();
+        add_file(&mut entries, 0, &map, path)?;
+        Ok(WeightStore {
+            files: vec![(path.to_path_buf(), Some(map))],
+            entries,
+        })
     }
 
     /// Renames every tensor `prefix + name` to `name` (e.g. trl's `pretrained_model.` wrapper).
@@ -256,4 +221,73 @@ impl WeightStore {
             e.shape.clone(),
         ))
     }
+}
+
+/// Reads the `weight_map` (tensor -> shard file name) of a `model.safetensors.index.json` with
+/// contents `text`; `index` names it in errors. Shard names must be plain file names.
+pub fn parse_index(text: &str, index: &Path) -> Result<BTreeMap<String, String>> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::format(index, format!("invalid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::config(index, "weight_map", "missing or not an object"))?;
+    let mut out = BTreeMap::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::config(
+                index,
+                format!("weight_map.{tensor}"),
+                "expected a file name",
+            )
+        })?;
+        if file.is_empty()
+            || file.contains('/')
+            || file.contains('\\')
+            || file == ".."
+            || file == "."
+        {
+            return Err(Error::config(
+                index,
+                format!("weight_map.{tensor}"),
+                format!("shard name `{file}` must be a plain file name"),
+            ));
+        }
+        out.insert(tensor.clone(), file.to_owned());
+    }
+    Ok(out)
+}
+
+/// Validates the safetensors file `map` (number `fi`, at `path`) and records its tensors.
+fn add_file(
+    entries: &mut HashMap<String, Slot>,
+    fi: usize,
+    map: &Mapping,
+    path: &Path,
+) -> Result<()> {
+    let st = SafeTensors::deserialize(&map[..])
+        .map_err(|e| Error::format(path, format!("invalid safetensors file: {e}")))?;
+    let base = map.as_ptr() as usize;
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let start = data.as_ptr() as usize - base;
+        let dtype = match view.dtype() {
+            StDtype::F32 => Some(DType::F32),
+            StDtype::F16 => Some(DType::F16),
+            StDtype::BF16 => Some(DType::BF16),
+            _ => None,
+        };
+        let entry = Entry {
+            file: fi,
+            dtype,
+            stored_dtype: view.dtype(),
+            shape: view.shape().to_vec(),
+            start,
+            len: data.len(),
+        };
+        if entries.insert(name.clone(), Slot::File(entry)).is_some() {
+            return Err(Error::tensor(path, name, "appears in more than one shard"));
+        }
+    }
+    Ok(())
 }

@@ -3,9 +3,9 @@
 //! problem is done. On start, complete lines are read back and their problems skipped; a torn
 //! last line (no newline, or not JSON) is cut off, so a killed run neither loses nor duplicates.
 
-use std::io::Write;
 use std::path::Path;
 
+use crate::data::durable::append_line;
 use crate::data::problems::Problem;
 use crate::data::trees::{open_output, record};
 use crate::error::{Error, Result};
@@ -58,10 +58,7 @@ pub fn run_dataset(
             let mut line = serde_json::to_string(&r)
                 .map_err(|e| Error::Internal(format!("serialising a tree: {e}")))?;
             line.push('\n');
-            file.write_all(line.as_bytes())
-                .and_then(|_| file.flush())
-                .and_then(|_| file.sync_data())
-                .map_err(|e| Error::io(out, e))?;
+            append_line(&mut file, out, &line)?;
             finished += 1;
         }
         sum.tokens = models.policy.tokens_generated() - tokens0;

@@ -8,8 +8,10 @@
 //!   same two tensors inside the model's own safetensors.
 //! * A LoRA adapter in PEFT's layout: `adapter_config.json` and `adapter_model.safetensors` with keys
 //!   `base_model.model.<module>.lora_{A,B}.weight`.
-//! * Trainer state (`state.safetensors` with parameters and AdamW moments, `trainer_state.json` with
-//!   counters and the config), written atomically (temporary file, then rename).
+//! * Trainer state: `state.safetensors` with parameters and AdamW moments and, in its metadata
+//!   (`trainer_state`), the counters and the config, written atomically (synced temporary file,
+//!   then rename) so parameters and counters always belong to the same step; `trainer_state.json`
+//!   repeats the counters for people (read only for state written before the metadata key).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde_json::{json, Value};
 
+use crate::data::durable::write_atomic;
 use crate::error::{Error, Result};
 use crate::model::WeightStore;
 use crate::train::model::{LoraSpec, TrainModel, V_HEAD_BIAS, V_HEAD_WEIGHT};
@@ -39,12 +42,6 @@ pub fn write_safetensors(
     let bytes = safetensors::serialize(views, metadata)
         .map_err(|e| Error::Internal(format!("serializing {}: {e}", path.display())))?;
     write_atomic(path, &bytes)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
@@ -262,8 +259,40 @@ pub fn save_state(
         }
     }
     let (st, js) = state_paths(dir);
-    write_safetensors(&st, &t, None)?;
+    let text = serde_json::to_string(meta).map_err(|e| Error::Internal(e.to_string()))?;
+    let metadata = HashMap::from([(STATE_KEY.to_string(), text)]);
+    write_safetensors(&st, &t, Some(metadata))?;
     write_json(&js, meta)
+}
+
+/// The safetensors metadata key holding the trainer state's counters and config.
+const STATE_KEY: &str = "trainer_state";
+
+/// The counters and config saved with the state file `st` (its `trainer_state` metadata; else,
+/// for older state, `trainer_state.json` next to it). Reads only the file's header.
+fn read_state_meta(st: &Path, js: &Path) -> Result<Value> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(st).map_err(|e| Error::io(st, e))?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| Error::io(st, e))?;
+    let n = u64::from_le_bytes(n);
+    let len = f.metadata().map_err(|e| Error::io(st, e))?.len();
+    if n > len.saturating_sub(8) || n > 100 << 20 {
+        return Err(Error::format(
+            st,
+            format!("header length {n} exceeds the file"),
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(st, e))?;
+    let header: Value = serde_json::from_slice(&header)
+        .map_err(|e| Error::format(st, format!("invalid header JSON: {e}")))?;
+    match header.pointer(&format!("/__metadata__/{STATE_KEY}")) {
+        Some(Value::String(text)) => serde_json::from_str(text)
+            .map_err(|e| Error::format(st, format!("metadata `{STATE_KEY}`: {e}"))),
+        Some(_) => Err(Error::config(st, STATE_KEY, "expected a JSON string")),
+        None => read_json(js),
+    }
 }
 
 /// Restores what [`save_state`] wrote into `model` and the moment buffers; returns the metadata.
@@ -274,7 +303,7 @@ pub fn load_state(
     v: &mut [Vec<f32>],
 ) -> Result<Value> {
     let (st, js) = state_paths(dir);
-    let meta = read_json(&js)?;
+    let meta = read_state_meta(&st, &js)?;
     let store = WeightStore::open_files(&[st])?;
     for (i, p) in model.params.iter_mut().enumerate() {
         p.value = store

@@ -38,6 +38,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::data::durable::write_atomic;
 use crate::data::extract::{
     extract_file, trajectories, ExtractConfig, ExtractKind, ExtractSummary,
 };
@@ -278,13 +279,6 @@ fn round_dir(workdir: &Path, r: usize) -> PathBuf {
 
 fn marker(dir: &Path, stage: Stage) -> PathBuf {
     dir.join(format!("{}.done", stage.name()))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn read_marker<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {

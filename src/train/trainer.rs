@@ -532,8 +532,9 @@ impl Trainer {
     /// Continues from state written by [`Trainer::save_state`]; the dataset (same size) must be
     /// loaded first. Returns false (and changes nothing) if `dir` holds no state.
     pub fn resume(&mut self, dir: &Path) -> Result<bool> {
-        let (_, js) = checkpoint::state_paths(dir);
-        if !js.is_file() {
+        // The state file carries its counters (one atomic write): it alone says state exists.
+        let (st, js) = checkpoint::state_paths(dir);
+        if !st.is_file() {
             return Ok(false);
         }
         let meta =

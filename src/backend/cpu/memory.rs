@@ -123,6 +123,15 @@ impl Mapping {
         }
     }
 
+    /// An anonymous, 8-byte aligned copy of `bytes` (a model held in memory rather than a file).
+    pub fn copy_of(bytes: &[u8]) -> Mapping {
+        let mut m = Mapping::zeroed(bytes.len());
+        if let Some(dst) = m.bytes_mut() {
+            dst.copy_from_slice(bytes);
+        }
+        m
+    }
+
     /// The bytes of an anonymous buffer, writable; `None` for a file mapping.
     pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
         match self.owner {
