@@ -80,7 +80,8 @@ pub enum Command {
 /// `--precision exact|fast` and `--threads N`, shared by the commands that run a model on the CPU.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ComputeArgs {
-    /// Matmul precision: exact (f32 activations) or fast (bf16 activations where supported).
+    /// Matmul precision: exact (f32 activations) or fast (bf16 activations where supported; on
+    /// quantized GGUF weights, 8-bit activations and integer dot products).
     #[arg(long, default_value = "exact")]
     pub precision: rstar::backend::cpu::Precision,
     /// Compute threads (0: one per CPU).

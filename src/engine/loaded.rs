@@ -32,10 +32,17 @@ impl LoadedModel {
                     "not a GGUF file (expected a .gguf file or a model directory)",
                 ));
             }
-            let file = GgufFile::open(path)?;
-            let g = GgufModel::from_file(&file)?;
-            let model = Model::from_store(g.config, &g.store)?;
-            let tokenizer = Tokenizer::from_gguf(&file)?;
+            // The tokenizer first, from the metadata alone, and its build temporaries (tens of MB
+            // on a 150k vocabulary) handed back before the weights are made resident: the peak
+            // memory is then the weights plus what stays live.
+            let tokenizer = Tokenizer::from_gguf(&GgufFile::open_metadata(path)?)?;
+            crate::backend::cpu::memory::release_free_heap();
+            let model = {
+                let file = GgufFile::open(path)?;
+                let g = GgufModel::from_file(&file)?;
+                Model::from_store(g.config, &g.store)?
+            };
+            crate::backend::cpu::memory::release_free_heap();
             return Ok(Self::assemble(model, tokenizer, Vec::new()));
         }
         let model = Model::load(path)?;

@@ -144,12 +144,22 @@ pub struct GgufFile {
 }
 
 impl GgufFile {
-    /// Maps and parses `path`.
+    /// Maps and parses `path`, its tensors faulted in (on huge pages where possible).
     pub fn open(path: &Path) -> Result<GgufFile> {
+        Self::open_with(path, Mapping::file)
+    }
+
+    /// Maps and parses `path` with none of it read ahead: for using the metadata only (the
+    /// tokenizer), whose pages are then the only ones made resident.
+    pub fn open_metadata(path: &Path) -> Result<GgufFile> {
+        Self::open_with(path, Mapping::file_lazy)
+    }
+
+    fn open_with(path: &Path, map: fn(&File, &Path) -> Result<Mapping>) -> Result<GgufFile> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // Shared through an Arc by every weight that borrows it; every offset we keep is checked
         // against the mapping's length by `parse`.
-        let map = Mapping::file(&file, path)?;
+        let map = map(&file, path)?;
         let header = parse(&map, path)?;
         Ok(GgufFile {
             path: path.to_path_buf(),

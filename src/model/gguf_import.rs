@@ -14,16 +14,20 @@
 //!   `convert_hf_to_gguf.py` `permute`); the rows are put back in HF's half-split order here.
 //!   qwen2 and phi3 files are not permuted.
 //!
-//! Precision: F32/F16/BF16 tensors are used in place from the mapping (zero copy). Quantized tensors
-//! (and permuted q/k) are dequantized once at load into owned **f32** buffers: the decoded values are
-//! exactly llama.cpp's floats (`d * q + m` in f32), and f32 is the only runtime dtype that holds
-//! every one of them without rounding (a Q8_0 value has up to 19 significant bits; bf16 keeps 8).
+//! Precision: every tensor is used in place from the mapping (zero copy) in its stored type: the
+//! float types as they are, the ggml block formats as [`DType::Quant`] weights that the CPU
+//! backend multiplies without expanding them. Permuted q/k rows are whole rows (of elements or of
+//! blocks), so they are reordered into an owned copy of the same type. [`QuantLoad::Expand`] instead
+//! dequantizes every quantized tensor once at load into owned **f32** buffers (exactly llama.cpp's
+//! floats, `d * q + m` in f32): the reference the in-place path is tested against, also chosen by
+//! setting `RSTAR_GGUF_EXPAND=1`.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use crate::backend::cpu::quant::QuantMatrix;
 use crate::backend::{DType, Weight};
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
@@ -290,15 +294,15 @@ fn hf_name(gguf: &str, arch: &str, cfg: &ModelConfig) -> Option<(String, Option<
     Some((format!("model.layers.{layer}.{hf}.{suffix}"), p))
 }
 
-/// Undoes llama.cpp's q/k permutation on `rows` of `row_len` values: within each head of `hd` rows,
+/// Undoes llama.cpp's q/k permutation on `rows` of `row_len` items: within each head of `hd` rows,
 /// GGUF row `2i + j` is HF row `j * hd/2 + i`.
-fn unpermute_rows(src: &[f32], row_len: usize, heads: usize) -> Option<Vec<f32>> {
+fn unpermute_rows<T: Copy + Default>(src: &[T], row_len: usize, heads: usize) -> Option<Vec<T>> {
     let rows = src.len() / row_len.max(1);
     if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return None;
     }
     let hd = rows / heads;
-    let mut out = vec![0f32; src.len()];
+    let mut out = vec![T::default(); src.len()];
     for h in 0..heads {
         for i in 0..hd / 2 {
             for j in 0..2 {
@@ -312,39 +316,100 @@ fn unpermute_rows(src: &[f32], row_len: usize, heads: usize) -> Option<Vec<f32>>
     Some(out)
 }
 
-/// One tensor as a runtime weight: float tensors in place, everything else dequantized to f32.
-fn load_tensor(file: &GgufFile, t: &TensorInfo, permute_heads: Option<usize>) -> Result<Weight> {
-    let shape = t.shape();
-    let in_place = match t.ty {
-        GgmlType::F32 => Some(DType::F32),
-        GgmlType::F16 => Some(DType::F16),
-        GgmlType::BF16 => Some(DType::BF16),
-        _ => None,
-    };
-    if let (Some(dtype), None) = (in_place, permute_heads) {
-        return Ok(Weight::from_map(file.map(), t.start, t.len, dtype, shape));
+/// How the loader holds quantized tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantLoad {
+    /// As ggml blocks, read in place from the mapping (the default).
+    #[default]
+    InPlace,
+    /// Dequantized to owned f32 at load: the reference for tests, and 6-8x the memory.
+    Expand,
+}
+
+impl QuantLoad {
+    /// [`QuantLoad::Expand`] when the environment sets `RSTAR_GGUF_EXPAND=1`, else the default.
+    pub fn from_env() -> QuantLoad {
+        match std::env::var("RSTAR_GGUF_EXPAND").as_deref() {
+            Ok("1") => QuantLoad::Expand,
+            _ => QuantLoad::InPlace,
+        }
     }
+}
+
+/// One tensor as a runtime weight, in place in its stored type (see the module docs); rows
+/// permuted by llama.cpp are put back into an owned copy.
+fn load_tensor(
+    file: &GgufFile,
+    t: &TensorInfo,
+    permute_heads: Option<usize>,
+    mode: QuantLoad,
+) -> Result<Weight> {
+    let shape = t.shape();
+    let dtype = match t.ty {
+        GgmlType::F32 => DType::F32,
+        GgmlType::F16 => DType::F16,
+        GgmlType::BF16 => DType::BF16,
+        GgmlType::Quant(_) if mode == QuantLoad::Expand => {
+            return expand_tensor(file, t, permute_heads)
+        }
+        GgmlType::Quant(f) => DType::Quant(f),
+    };
+    let bad = |m: String| Error::tensor(&file.path, &t.name, m);
+    let bytes = file.tensor_bytes(t);
+    // ggml lists the row length first; a 1-D tensor (a bias) is one row of values.
+    let cols = t.dims.first().copied().unwrap_or(1);
+    let rows = t.numel() / cols.max(1);
+    if let DType::Quant(f) = dtype {
+        QuantMatrix::new(f, bytes, rows, cols).map_err(|e| bad(e.to_string()))?;
+    }
+    let Some(heads) = permute_heads else {
+        return Ok(Weight::from_map(file.map(), t.start, t.len, dtype, shape));
+    };
+    // Biases are 1-D: one value per row, so the same permutation applies to single values.
+    let row_bytes = if t.dims.len() == 1 {
+        dtype.byte_len(1)
+    } else {
+        Some(bytes.len() / rows.max(1))
+    };
+    row_bytes
+        .and_then(|rb| unpermute_rows(bytes, rb, heads))
+        .map(|b| Weight::from_bytes(&b, dtype, shape))
+        .ok_or_else(|| bad(permute_error(t, heads)))
+}
+
+fn permute_error(t: &TensorInfo, heads: usize) -> String {
+    let rows = if t.dims.len() == 1 {
+        t.numel()
+    } else {
+        t.numel() / t.dims[0].max(1)
+    };
+    format!(
+        "{rows} rows of {} do not split into {heads} heads of even size",
+        t.ty.name()
+    )
+}
+
+/// A quantized tensor dequantized to an owned f32 weight ([`QuantLoad::Expand`]).
+fn expand_tensor(file: &GgufFile, t: &TensorInfo, permute_heads: Option<usize>) -> Result<Weight> {
     let mut values = vec![0f32; t.numel()];
     dequantize(t.ty, file.tensor_bytes(t), &mut values)
         .map_err(|m| Error::tensor(&file.path, &t.name, m))?;
     if let Some(heads) = permute_heads {
-        values = unpermute_rows(&values, t.dims[0], heads).ok_or_else(|| {
-            Error::tensor(
-                &file.path,
-                &t.name,
-                format!(
-                    "{} rows do not split into {heads} heads of even size",
-                    t.numel() / t.dims[0]
-                ),
-            )
-        })?;
+        let row_len = if t.dims.len() == 1 { 1 } else { t.dims[0] };
+        values = unpermute_rows(&values, row_len, heads)
+            .ok_or_else(|| Error::tensor(&file.path, &t.name, permute_error(t, heads)))?;
     }
-    Ok(Weight::from_f32(&values, shape))
+    Ok(Weight::from_f32(&values, t.shape()))
 }
 
 impl GgufModel {
-    /// Reads the config and every tensor of a parsed GGUF file.
+    /// Reads the config and every tensor of a parsed GGUF file ([`QuantLoad::from_env`]).
     pub fn from_file(file: &GgufFile) -> Result<GgufModel> {
+        Self::from_file_with(file, QuantLoad::from_env())
+    }
+
+    /// As [`GgufModel::from_file`], holding quantized tensors as `mode` says.
+    pub fn from_file_with(file: &GgufFile, mode: QuantLoad) -> Result<GgufModel> {
         let config_json = config_json(file)?;
         let config = ModelConfig::from_json(&config_json, &file.path)?;
         let arch = config.arch.model_type();
@@ -358,7 +423,7 @@ impl GgufModel {
                 )
             })?;
             // Biases are 1-D: one value per row, so the same permutation applies.
-            weights.insert(name, load_tensor(file, t, perm)?);
+            weights.insert(name, load_tensor(file, t, perm, mode)?);
         }
         Ok(GgufModel {
             config_json,
@@ -374,8 +439,8 @@ impl GgufModel {
 }
 
 /// `rstar convert`: writes `gguf` as a Hugging Face model directory `out` (created if needed):
-/// `config.json`, `model.safetensors` (tensors in their runtime dtype: quantized ones as the f32 they
-/// dequantize to, F16/BF16/F32 as stored), `tokenizer.json`, `tokenizer_config.json` and
+/// `config.json`, `model.safetensors` (quantized tensors as the f32 they dequantize to,
+/// F16/BF16/F32 as stored), `tokenizer.json`, `tokenizer_config.json` and
 /// `generation_config.json`. transformers loads the result and computes the same logits.
 pub fn convert(gguf: &Path, out: &Path) -> Result<()> {
     use safetensors::tensor::TensorView;
@@ -404,7 +469,15 @@ pub fn convert(gguf: &Path, out: &Path) -> Result<()> {
         .store
         .names()
         .into_iter()
-        .map(|n| Ok((n.to_owned(), model.store.get_any(n)?)))
+        .map(|n| {
+            let w = model.store.get_any(n)?;
+            let w = if w.is_quantized() {
+                w.to_f32_weight()
+            } else {
+                w
+            };
+            Ok((n.to_owned(), w))
+        })
         .collect::<Result<_>>()?;
     let views = weights
         .iter()
@@ -413,6 +486,7 @@ pub fn convert(gguf: &Path, out: &Path) -> Result<()> {
                 DType::F32 => safetensors::Dtype::F32,
                 DType::F16 => safetensors::Dtype::F16,
                 DType::BF16 => safetensors::Dtype::BF16,
+                DType::Quant(_) => unreachable!("quantized tensors were dequantized above"),
             };
             TensorView::new(dt, w.shape.clone(), w.raw())
                 .map(|v| (n.clone(), v))

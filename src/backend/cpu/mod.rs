@@ -1,8 +1,8 @@
 //! CPU kernels for the decoder's op set, in f32 activations with f32 accumulation (`exact` mode;
 //! `fast` rounds matmul activations to bf16 where the CPU has bf16 dot products).
 //!
-//! Weights are read in their stored dtype (f32, f16, bf16) straight from the mmap; each dot product
-//! converts on the fly. Work is split across the rayon pool when it is large enough to pay for it.
+//! Weights are read in their stored dtype (f32, f16, bf16, or ggml blocks, which [`quant`]
+//! multiplies) straight from the mmap; each dot product converts on the fly. Work is split across the rayon pool when it is large enough to pay for it.
 //! The `dot_*` functions here are the scalar reference the SIMD matmul paths in [`simd`] are tested
 //! against; [`matmul`] dispatches to the path chosen at run time.
 
@@ -97,8 +97,14 @@ pub fn matmul(x: &[f32], m: usize, w: &Weight, out: &mut [f32], ld: usize, col0:
 /// `col0` (q|k|v from three tensors, say). On `amx` with bf16 weights the activations are packed
 /// once and all the weights' tasks share one parallel section; elsewhere it is one [`matmul`] per
 /// weight. Either way each output element is computed as [`matmul`] computes it.
+///
+/// Quantized weights in `fast` precision share one quantization of the activations among the
+/// consecutive parts whose format quantizes them alike (block length) and whose widths agree.
 pub fn matmul_parts(x: &[f32], m: usize, ws: &[Weight], out: &mut [f32], ld: usize, col0: usize) {
     let (kern, prec) = (kernel(), precision());
+    if prec == Precision::Fast && ws.iter().all(Weight::is_quantized) {
+        return quant_parts(kern, x, m, ws, out, ld, col0);
+    }
     #[cfg(target_arch = "x86_64")]
     if kern == Kernel::Amx && (2..=4).contains(&ws.len()) && m > 0 {
         let k = ws[0].shape[1];
@@ -163,6 +169,9 @@ pub fn matmul_with(
     if m == 0 || n == 0 {
         return;
     }
+    if let WeightData::Quant(q) = w.data() {
+        return quant_one(kern, prec, &q, &x[..m * k], m, &mut out[col0..], ld);
+    }
     let out = out[col0..].as_mut_ptr();
     // `go!(weights, block[, packed block, widen[, broadcast GEMM on the widened chunk]])`, or
     // `go!(@bcast weights, block, broadcast GEMM)` for a path with one on the stored weights.
@@ -196,6 +205,7 @@ pub fn matmul_with(
         }};
     }
     match (kern, w.data()) {
+        (_, WeightData::Quant(_)) => unreachable!("quantized weights are matched first"),
         #[cfg(target_arch = "x86_64")]
         (Kernel::Amx, WeightData::BF16(v)) if k.is_multiple_of(amx::KB) => {
             let parts = if prec == Precision::Exact { 3 } else { 1 };
@@ -258,6 +268,7 @@ pub fn matmul_with(
                     widen_f16,
                     gemm::<bcast::WideF16>(kern)
                 ),
+                WeightData::Quant(_) => unreachable!("quantized weights are matched first"),
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -277,6 +288,7 @@ pub fn matmul_with(
                     f32s,
                     widen_f16
                 ),
+                WeightData::Quant(_) => unreachable!("quantized weights are matched first"),
             }
         }
         #[cfg(target_arch = "aarch64")]
@@ -295,6 +307,76 @@ pub fn matmul_with(
         (_, WeightData::BF16(v)) => go!(v, simd::block_scalar::<bf16>),
         (_, WeightData::F16(v)) => go!(v, simd::block_scalar::<f16>),
     }
+}
+
+/// [`matmul_with`] on a quantized matrix: `out[i * ld + j]` for `j < q.rows`.
+fn quant_one(
+    kern: Kernel,
+    prec: Precision,
+    q: &quant::QuantMatrix,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let run = quant_run(kern, prec, m * q.rows * q.cols);
+    let res = match prec {
+        Precision::Exact => quant::matmul(q, x, m, out, ld, run),
+        Precision::Fast => with_scratch(&ACT_Q8, |a| {
+            a.requantize(q.format, x, m, q.cols);
+            quant::matmul_q8(q, a, out, ld, run)
+        }),
+    };
+    // The callers assert the shapes, so the quantized matmul accepts them.
+    res.unwrap_or_else(|e| unreachable!("quantized matmul: {e}"))
+}
+
+/// How a quantized matmul of `work` multiply-adds runs for matmul kernel `kern`.
+fn quant_run(kern: Kernel, precision: Precision, work: usize) -> quant::QuantRun {
+    quant::QuantRun {
+        precision,
+        // `kern` is available (asserted by the callers), so its path is.
+        path: quant::QuantPath::for_kernel(kern).unwrap_or(quant::QuantPath::Scalar),
+        threaded: work >= PAR_THRESHOLD,
+    }
+}
+
+/// [`matmul_parts`] for quantized weights in `fast` precision: the activations are quantized once
+/// for each run of consecutive parts that [`quant::ActQ8::check`] accepts, then each part runs on
+/// them (so every output element is what [`matmul_with`] computes).
+fn quant_parts(
+    kern: Kernel,
+    x: &[f32],
+    m: usize,
+    ws: &[Weight],
+    out: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    assert!(kern.available(), "kernel {} unavailable", kern.name());
+    let n_all: usize = ws.iter().map(|w| w.shape[0]).sum();
+    assert!(col0 + n_all <= ld && out.len() >= m.saturating_sub(1) * ld + col0 + n_all);
+    if m == 0 {
+        return;
+    }
+    with_scratch(&ACT_Q8, |a| {
+        let mut fresh = true;
+        let mut col = col0;
+        for w in ws {
+            let WeightData::Quant(q) = w.data() else {
+                unreachable!("quant_parts takes quantized weights only")
+            };
+            assert!(x.len() >= m * q.cols);
+            if fresh || a.check(q.format, q.cols).is_err() {
+                a.requantize(q.format, &x[..m * q.cols], m, q.cols);
+                fresh = false;
+            }
+            let run = quant_run(kern, Precision::Fast, m * q.rows * q.cols);
+            quant::matmul_q8(&q, a, &mut out[col..], ld, run)
+                .unwrap_or_else(|e| unreachable!("quantized matmul: {e}"));
+            col += q.rows;
+        }
+    })
 }
 
 /// Runs `f` on this thread's scratch value in `key`, or on a fresh one when the thread is already
@@ -392,6 +474,8 @@ unsafe fn to_bf16_avx512(x: &[f32], out: &mut [half::bf16]) {
 thread_local! {
     /// bf16 copy of the activations in `fast` precision (grows to the largest `m * k`, then reused).
     static FAST_X: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The activations quantized for `fast` matmuls on quantized weights (buffers reused).
+    static ACT_Q8: std::cell::RefCell<quant::ActQ8> = std::cell::RefCell::new(quant::ActQ8::default());
 }
 
 /// Rows from which the row-wise elementwise ops (RMSNorm, SiLU-mul, residual adds) split their rows
@@ -631,6 +715,102 @@ mod tests {
             let mut single = vec![0f32; n];
             matmul(&x[i * k..(i + 1) * k], 1, &w, &mut single, n, 0);
             assert_eq!(&single[..], &out[i * (n + 3) + 2..i * (n + 3) + 2 + n]);
+        }
+    }
+}
+
+/// The dispatch of quantized weights: [`matmul_parts`] and [`matmul_with`] against
+/// [`quant::matmul`] called directly, and the quantized [`Weight`]'s f32 views against
+/// [`quant::dequantize`].
+#[cfg(test)]
+mod quant_dispatch_tests {
+    use super::quant::{self, QuantFormat};
+    use super::*;
+    use crate::backend::DType;
+
+    /// `rows` x `cols` random blocks of `f` (Q4_0, Q8_0: f16 scale at byte 0; Q4_K: d and dmin at
+    /// bytes 0 and 2) with scales in +-0.05, so no scale is inf or NaN.
+    fn random_weight(f: QuantFormat, rows: usize, cols: usize, seed: u64) -> Weight {
+        let mut s = seed;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let bb = f.block_bytes();
+        let mut bytes: Vec<u8> = (0..rows * cols / f.block_values() * bb)
+            .map(|_| next() as u8)
+            .collect();
+        let fields: &[usize] = if f == QuantFormat::Q4K { &[0, 2] } else { &[0] };
+        for blk in bytes.chunks_exact_mut(bb) {
+            for &o in fields {
+                let v = (next() % 1000) as f32 / 1000.0 * 0.1 - 0.05;
+                blk[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        Weight::from_bytes(&bytes, DType::Quant(f), vec![rows, cols])
+    }
+
+    fn quantized(w: &Weight) -> quant::QuantMatrix<'_> {
+        match w.data() {
+            WeightData::Quant(q) => q,
+            _ => panic!("not quantized"),
+        }
+    }
+
+    #[test]
+    fn parts_and_single_matmuls_equal_quant_matmul() {
+        let k = 256;
+        // Q4_0 and Q8_0 share one activation quantization (32-value blocks); Q4_K needs its own,
+        // and the Q4_0 after it a fresh one again.
+        let ws = [
+            random_weight(QuantFormat::Q4_0, 24, k, 1),
+            random_weight(QuantFormat::Q8_0, 8, k, 2),
+            random_weight(QuantFormat::Q4K, 16, k, 3),
+            random_weight(QuantFormat::Q4_0, 8, k, 4),
+        ];
+        let n: usize = ws.iter().map(|w| w.shape[0]).sum();
+        let ld = n + 5;
+        let kern = kernel();
+        for prec in [Precision::Exact, Precision::Fast] {
+            for m in [1, 3, 6] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                    .collect();
+                let mut got = vec![-7f32; m * ld];
+                simd::with_precision(prec, || matmul_parts(&x, m, &ws, &mut got, ld, 2));
+                let mut want = vec![-7f32; m * ld];
+                let mut single = vec![-7f32; m * ld];
+                let mut col = 2;
+                for w in &ws {
+                    let run = quant::QuantRun {
+                        precision: prec,
+                        path: quant::QuantPath::for_kernel(kern).unwrap(),
+                        threaded: false,
+                    };
+                    quant::matmul(&quantized(w), &x, m, &mut want[col..], ld, run).unwrap();
+                    matmul_with(kern, prec, &x, m, w, &mut single, ld, col);
+                    col += w.shape[0];
+                }
+                assert_eq!(got, want, "{prec:?}, m = {m}: matmul_parts");
+                assert_eq!(single, want, "{prec:?}, m = {m}: matmul_with");
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_weight_f32_views_equal_dequantize() {
+        for f in [QuantFormat::Q8_0, QuantFormat::Q4K] {
+            let w = random_weight(f, 6, 512, 9);
+            let mut want = vec![0f32; 6 * 512];
+            quant::dequantize(f, w.raw(), &mut want).unwrap();
+            assert_eq!(w.to_f32_vec(), want);
+            assert_eq!(w.to_f32_weight().to_f32_vec(), want);
+            let mut row = vec![0f32; 512];
+            w.row_to_f32(4, &mut row);
+            assert_eq!(row, want[4 * 512..5 * 512]);
+            assert_eq!(w.get_f32(3 * 512 + 300), want[3 * 512 + 300]);
         }
     }
 }

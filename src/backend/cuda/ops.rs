@@ -804,8 +804,16 @@ pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
     gpu.stream.clone_dtoh(s).map_err(|e| err("download", e))
 }
 
-/// Uploads a host weight matrix in its dtype.
+/// Uploads a host weight matrix in its dtype; ggml blocks are dequantized to f32 first (exactly
+/// the values the CPU computes with), since the device kernels take float weights only.
 pub fn upload_matrix(gpu: &Gpu, w: &crate::backend::Weight) -> Result<DevMatrix> {
+    let expanded;
+    let w = if w.is_quantized() {
+        expanded = w.to_f32_weight();
+        &expanded
+    } else {
+        w
+    };
     let (n, k) = match w.shape.as_slice() {
         [n, k] => (*n, *k),
         [k] => (1, *k),
