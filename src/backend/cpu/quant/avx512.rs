@@ -164,6 +164,11 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
 
     type ISum = __m256i;
 
+    fn izero() -> __m256i {
+        // SAFETY: the all-zero bit pattern is a valid `__m256i`.
+        unsafe { std::mem::zeroed() }
+    }
+
     #[inline(always)]
     unsafe fn hsum1(v: __m256i) -> i32 {
         // SAFETY: forwarded from the caller.
@@ -184,14 +189,16 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
     ) -> [(__m256i, i32); R] {
         if !unpack::has::<F>() {
             F::decode(b, dec);
-            return a.map(|(q, bsum)| {
+            let mut out = [(_mm256_setzero_si256(), 0); R];
+            for (o, (q, bsum)) in out.iter_mut().zip(a) {
                 // SAFETY: forwarded from the caller.
                 let i = unsafe { Self::int_dot(dec, F::QK, q) };
-                (
+                *o = (
                     _mm256_setr_epi32(i, 0, 0, 0, 0, 0, 0, 0),
                     super::min_sum::<F>(dec, bsum),
-                )
-            });
+                );
+            }
+            return out;
         }
         F::scales(b, dec);
         // SAFETY: the CPU has AVX2 (and AVX-512VL + VNNI for `VNNI`), forwarded from the caller;

@@ -500,6 +500,7 @@ trait Isa {
 
     /// A block's integer dot before its horizontal sum (a vector of partial sums).
     type ISum: Copy;
+    fn izero() -> Self::ISum;
 
     /// The sum of `v`'s lanes.
     ///
@@ -566,6 +567,9 @@ impl Isa for Scalar {
     }
 
     type ISum = i32;
+    fn izero() -> i32 {
+        0
+    }
     unsafe fn hsum1(v: i32) -> i32 {
         v
     }
@@ -660,46 +664,58 @@ fn row_tile<F: Format, K: Isa, const R: usize>(
 /// or grouping, so every path gives the scalar path's floats). The 32-value blocks go four at a
 /// time, so one reduction tree serves four horizontal sums.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // `r` and `k` index several parallel arrays
 fn fast_tile<F: Format, K: Isa, const R: usize>(
     a: &ActQ8,
     wrow: &[u8],
     i0: usize,
     dec: &mut Decoded,
 ) -> [f32; R] {
+    // Loops, not closures, around the `K` calls: a closure would not inherit the target features
+    // of `drive`, and the intrinsics inside would become calls.
     let nb = wrow.len() / F::BYTES;
-    let blk = |b: usize| &wrow[b * F::BYTES..(b + 1) * F::BYTES];
-    let acts = |b: usize| -> [_; R] { std::array::from_fn(|r| a.block((i0 + r) * nb + b)) };
     let mut out = [0f32; R];
     let mut b = 0;
     while F::QK == 32 && b + 4 <= nb {
-        let ab: [[_; R]; 4] = std::array::from_fn(|k| acts(b + k));
-        let mut f = [(0f32, 0f32); 4];
-        let v: [[_; R]; 4] = std::array::from_fn(|k| {
+        let mut v = [[(K::izero(), 0); R]; 4];
+        let mut f = [(0f32, 0f32, [0f32; R]); 4];
+        for k in 0..4 {
+            let mut qs: [(&[i8], &[i32]); R] = [(&[], &[]); R];
+            for r in 0..R {
+                let (q, da, s) = a.block((i0 + r) * nb + b + k);
+                qs[r] = (q, s);
+                f[k].2[r] = da;
+            }
+            let blk = &wrow[(b + k) * F::BYTES..(b + k + 1) * F::BYTES];
             // SAFETY: `drive` runs under the features of `K` (see `run_format`); every quant block
             // holds `QK` values in -127..=127.
-            let v =
-                unsafe { K::block_isums::<F, R>(blk(b + k), dec, ab[k].map(|(q, _, s)| (q, s))) };
-            f[k] = (dec.d, dec.dmin);
-            v
-        });
+            v[k] = unsafe { K::block_isums::<F, R>(blk, dec, qs) };
+            (f[k].0, f[k].1) = (dec.d, dec.dmin);
+        }
         for (r, o) in out.iter_mut().enumerate() {
             // SAFETY: as above.
-            let isum = unsafe { K::hsum4(std::array::from_fn(|k| v[k][r].0)) };
+            let isum = unsafe { K::hsum4([v[0][r].0, v[1][r].0, v[2][r].0, v[3][r].0]) };
             for k in 0..4 {
-                let (d, dmin) = f[k];
-                *o += ab[k][r].1 * (d * isum[k] as f32 - dmin * v[k][r].1 as f32);
+                let (d, dmin, da) = f[k];
+                *o += da[r] * (d * isum[k] as f32 - dmin * v[k][r].1 as f32);
             }
         }
         b += 4;
     }
     for b in b..nb {
-        let ab = acts(b);
+        let mut qs: [(&[i8], &[i32]); R] = [(&[], &[]); R];
+        let mut da = [0f32; R];
+        for r in 0..R {
+            let (q, d, s) = a.block((i0 + r) * nb + b);
+            (qs[r], da[r]) = ((q, s), d);
+        }
+        let blk = &wrow[b * F::BYTES..(b + 1) * F::BYTES];
         // SAFETY: as above.
-        let v = unsafe { K::block_isums::<F, R>(blk(b), dec, ab.map(|(q, _, s)| (q, s))) };
-        for ((o, (isum, msum)), (_, da, _)) in out.iter_mut().zip(v).zip(ab) {
+        let v = unsafe { K::block_isums::<F, R>(blk, dec, qs) };
+        for r in 0..R {
             // SAFETY: as above.
-            let isum = unsafe { K::hsum1(isum) };
-            *o += da * (dec.d * isum as f32 - dec.dmin * msum as f32);
+            let isum = unsafe { K::hsum1(v[r].0) };
+            out[r] += da[r] * (dec.d * isum as f32 - dec.dmin * v[r].1 as f32);
         }
     }
     out

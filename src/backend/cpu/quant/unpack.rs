@@ -203,7 +203,10 @@ pub(super) unsafe fn isums<F: Format, const VNNI: bool, const R: usize>(
         ]
     };
     let ones = _mm256_set1_epi16(1);
-    a.map(|(a, bsum)| {
+    // A loop, not `map`: a closure would not inherit the caller's target features, and its
+    // intrinsics would become calls.
+    let mut out = [(_mm256_setzero_si256(), 0); R];
+    for (o, (a, bsum)) in out.iter_mut().zip(a) {
         assert!(a.len() >= F::QK && bsum.len() >= F::QK / 16);
         let mut acc = _mm256_setzero_si256();
         for c in 0..chunks {
@@ -233,6 +236,7 @@ pub(super) unsafe fn isums<F: Format, const VNNI: bool, const R: usize>(
         } else {
             super::min_sum::<F>(dec, bsum)
         };
-        (acc, msum)
-    })
+        *o = (acc, msum);
+    }
+    out
 }
