@@ -164,21 +164,10 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
 
     type ISum = __m256i;
 
-    fn izero() -> __m256i {
-        // SAFETY: the all-zero bit pattern is a valid `__m256i`.
-        unsafe { std::mem::zeroed() }
-    }
-
     #[inline(always)]
     unsafe fn hsum1(v: __m256i) -> i32 {
         // SAFETY: forwarded from the caller.
         unsafe { unpack::hsum_i32(v) }
-    }
-
-    #[inline(always)]
-    unsafe fn hsum4(v: [__m256i; 4]) -> [i32; 4] {
-        // SAFETY: forwarded from the caller.
-        unsafe { unpack::hsum4_i32(v) }
     }
 
     #[inline(always)]

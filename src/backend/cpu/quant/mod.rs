@@ -500,19 +500,12 @@ trait Isa {
 
     /// A block's integer dot before its horizontal sum (a vector of partial sums).
     type ISum: Copy;
-    fn izero() -> Self::ISum;
 
     /// The sum of `v`'s lanes.
     ///
     /// # Safety
     /// The CPU has the path's features.
     unsafe fn hsum1(v: Self::ISum) -> i32;
-
-    /// The sums of four vectors' lanes (one reduction tree for four blocks).
-    ///
-    /// # Safety
-    /// The CPU has the path's features.
-    unsafe fn hsum4(v: [Self::ISum; 4]) -> [i32; 4];
 
     /// Block `b` of format `F` against `R` activation rows `a[r] = (quants, 16-value sums)`
     /// (`F::QK` quants in -127..=127 each): per row, [`Isa::int_dot`] before its horizontal sum
@@ -567,13 +560,7 @@ impl Isa for Scalar {
     }
 
     type ISum = i32;
-    fn izero() -> i32 {
-        0
-    }
     unsafe fn hsum1(v: i32) -> i32 {
-        v
-    }
-    unsafe fn hsum4(v: [i32; 4]) -> [i32; 4] {
         v
     }
     unsafe fn block_isums<F: Format, const R: usize>(
@@ -660,9 +647,10 @@ fn row_tile<F: Format, K: Isa, const R: usize>(
 }
 
 /// `fast` outputs `(i0..i0 + R, j)` of weight row `wrow`: per block, the exact integer sums, then
-/// `out += da * (d * isum - dmin * msum)` in f32, block by block in order (whatever the path, `R`
-/// or grouping, so every path gives the scalar path's floats). The 32-value blocks go four at a
-/// time, so one reduction tree serves four horizontal sums.
+/// `out += da * (d * isum - dmin * msum)` in f32, block by block in order (whatever the path or
+/// `R`, so every path gives the scalar path's floats). Reducing four 32-value blocks by one
+/// `vphaddd` tree was measured slower (Q8_0 GEMV 1.2-1.5 GB/s against 1.7-1.9 on the loaded
+/// 2-core Xeon): the arrays it needs spill.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `r` and `k` index several parallel arrays
 fn fast_tile<F: Format, K: Isa, const R: usize>(
@@ -675,34 +663,7 @@ fn fast_tile<F: Format, K: Isa, const R: usize>(
     // of `drive`, and the intrinsics inside would become calls.
     let nb = wrow.len() / F::BYTES;
     let mut out = [0f32; R];
-    let mut b = 0;
-    while F::QK == 32 && b + 4 <= nb {
-        let mut v = [[(K::izero(), 0); R]; 4];
-        let mut f = [(0f32, 0f32, [0f32; R]); 4];
-        for k in 0..4 {
-            let mut qs: [(&[i8], &[i32]); R] = [(&[], &[]); R];
-            for r in 0..R {
-                let (q, da, s) = a.block((i0 + r) * nb + b + k);
-                qs[r] = (q, s);
-                f[k].2[r] = da;
-            }
-            let blk = &wrow[(b + k) * F::BYTES..(b + k + 1) * F::BYTES];
-            // SAFETY: `drive` runs under the features of `K` (see `run_format`); every quant block
-            // holds `QK` values in -127..=127.
-            v[k] = unsafe { K::block_isums::<F, R>(blk, dec, qs) };
-            (f[k].0, f[k].1) = (dec.d, dec.dmin);
-        }
-        for (r, o) in out.iter_mut().enumerate() {
-            // SAFETY: as above.
-            let isum = unsafe { K::hsum4([v[0][r].0, v[1][r].0, v[2][r].0, v[3][r].0]) };
-            for k in 0..4 {
-                let (d, dmin, da) = f[k];
-                *o += da[r] * (d * isum[k] as f32 - dmin * v[k][r].1 as f32);
-            }
-        }
-        b += 4;
-    }
-    for b in b..nb {
+    for b in 0..nb {
         let mut qs: [(&[i8], &[i32]); R] = [(&[], &[]); R];
         let mut da = [0f32; R];
         for r in 0..R {
@@ -710,7 +671,8 @@ fn fast_tile<F: Format, K: Isa, const R: usize>(
             (qs[r], da[r]) = ((q, s), d);
         }
         let blk = &wrow[b * F::BYTES..(b + 1) * F::BYTES];
-        // SAFETY: as above.
+        // SAFETY: `drive` runs under the features of `K` (see `run_format`); every quant block
+        // holds `QK` values in -127..=127.
         let v = unsafe { K::block_isums::<F, R>(blk, dec, qs) };
         for r in 0..R {
             // SAFETY: as above.

@@ -154,19 +154,6 @@ pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// The sums of four vectors' lanes by one `vphaddd` tree.
-#[inline(always)]
-pub(super) unsafe fn hsum4_i32(v: [__m256i; 4]) -> [i32; 4] {
-    let s01 = _mm256_hadd_epi32(v[0], v[1]);
-    let s23 = _mm256_hadd_epi32(v[2], v[3]);
-    let s = _mm256_hadd_epi32(s01, s23);
-    let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-    let mut out = [0i32; 4];
-    // SAFETY: `out` is 16 bytes; unaligned store.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s) };
-    out
-}
-
 /// Per activation row `a[r] = (quants, 16-value sums)` (`QK` quants in -127..=127): the integer
 /// sums `sum_l sc[l / 16] * q[l] * a[r][l]` of block `b` (unpacked once, into registers) as eight
 /// i32 partial sums, and the min sum `sum_t mn[t] * bsum[t]`, with the scales and mins of `dec`
