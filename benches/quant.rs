@@ -1,16 +1,19 @@
 //! Quantized GEMV microbenchmark: `cargo bench --bench quant [-- FILTER]`.
 //!
 //! Batch-1 `y = W x` on the quantized blocks in place (`backend::cpu::quant::matmul`), single
-//! thread, for the Qwen2.5-0.5B shapes (896x896, 4864x896, 896x4864 and the 151936x896 vocabulary)
-//! in Q4_K, Q6_K, Q8_0 and Q4_1, `exact` and `fast`. Each line reports the weight bytes read per
-//! second (median of the repeats, and the best) and its fraction of the single-thread memory-read
-//! limit measured in the same run (`bench::read_bandwidth` on a one-thread pool, sampled between the
-//! kernels, over 512 MiB). Weights are copies of a random matrix stacked past 640 MiB, walked in
-//! turn, so they come from memory (not the 260 MiB L3 of the test machine) as in a real decode.
+//! thread (`RSTAR_BENCH_THREADS=2`: split over the rayon pool), for the Qwen2.5-0.5B shapes
+//! (896x896, 4864x896, 896x4864 and the 151936x896 vocabulary) in Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1
+//! (the types of the Qwen Q4_K_M and SmolLM2 Q4_1 files), `exact` and `fast`. Each line reports
+//! the weight bytes read per second (median of the repeats, and the best) and its fraction of the
+//! memory-read limit measured in the same run on the same threads (`bench::read_bandwidth`,
+//! sampled between the kernels, over 512 MiB). Weights are copies of a random matrix stacked past
+//! 640 MiB, walked in turn, so they come from memory (not the 260 MiB L3 of the test machine) as
+//! in a real decode.
 //!
-//! Then `m`-row matmuls (batch 8 and 32, batched decode) on the 896x4864 shape: GFLOP/s and rows
-//! per second against batch 1 in the same run. Shapes with 896 columns do not exist in the K
-//! formats (not whole 256-value blocks; llama.cpp quantizes those tensors in a fallback type).
+//! Then `m`-row matmuls (batch 8 and 32: batched decode; 128 and 512: prefill) on the 896x4864
+//! shape: GOP/s (two per multiply-add) and rows per second against batch 1 in the same run. Shapes
+//! with 896 columns do not exist in the K formats (not whole 256-value blocks; llama.cpp quantizes
+//! those tensors in a fallback type: Q5_0 in Q4_K_M files, Q8_0 for Q6_K).
 //!
 //! `RSTAR_KERNEL` picks the path (default: the best, with VNNI where the CPU has it);
 //! `RSTAR_BENCH_REPEATS` (default 5) the repeats. A FILTER (substring of a line's name) runs only
@@ -28,9 +31,10 @@ const SHAPES: [(&str, usize, usize); 4] = [
     ("mlp down 896x4864", 896, 4864),
     ("vocab 151936x896", 151936, 896),
 ];
-const FORMATS: [QuantFormat; 4] = [
+const FORMATS: [QuantFormat; 5] = [
     QuantFormat::Q4K,
     QuantFormat::Q6K,
+    QuantFormat::Q5_0,
     QuantFormat::Q8_0,
     QuantFormat::Q4_1,
 ];
@@ -80,13 +84,15 @@ fn seconds_per_call(
         let run = QuantRun {
             precision: p,
             path,
-            threaded: false,
+            threaded: threaded(),
         };
         matmul(&mats[next], x, m, y, rows, run).expect("matmul");
         next = (next + 1) % mats.len();
     };
     call(&mut y);
-    let calls = mats.len().max(3);
+    // Batch 1 and batched decode walk every copy (weights from memory); prefill-sized `m` is
+    // compute-bound, three calls per sample.
+    let calls = if m >= 128 { 3 } else { mats.len().max(3) };
     let runs = (0..repeats)
         .map(|_| {
             let t0 = Instant::now();
@@ -100,8 +106,8 @@ fn seconds_per_call(
     runs
 }
 
-/// `m`-row matmuls (batched decode) on the 896x4864 shape (whole blocks in every format): GFLOP/s and rows per second against
-/// batch 1, in the same run.
+/// `m`-row matmuls (batched decode 8 and 32, prefill 128 and 512) on the 896x4864 shape (whole
+/// blocks in every format): GOP/s and rows per second against batch 1, in the same run.
 fn gemm_lines(data: &[u8], filter: Option<&str>, path: QuantPath, repeats: usize) {
     let (rows, cols) = (896, 4864);
     for f in FORMATS {
@@ -119,11 +125,11 @@ fn gemm_lines(data: &[u8], filter: Option<&str>, path: QuantPath, repeats: usize
                 path,
                 repeats,
             ));
-            for m in [8, 32] {
+            for m in [8, 32, 128, 512] {
                 let x = activations(m * cols);
                 let t = median(seconds_per_call(&mats, &x, m, p, path, repeats));
                 println!(
-                    "{name} m={m:<3} {:7.1} GFLOP/s, {:5.2}x the rows/s of batch 1",
+                    "{name} m={m:<3} {:7.1} GOP/s, {:5.2}x the rows/s of batch 1",
                     2.0 * (m * rows * cols) as f64 / t / 1e9,
                     m as f64 * t1 / t
                 );
@@ -138,9 +144,20 @@ fn activations(n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn one_thread_read_gb_s(pool: &rayon::ThreadPool) -> f64 {
+/// `RSTAR_BENCH_THREADS=2` (any value but 1): the matmuls split their rows over the rayon pool
+/// (`QuantRun::threaded`) and the read limit is measured on that pool.
+fn threaded() -> bool {
+    std::env::var("RSTAR_BENCH_THREADS").is_ok_and(|v| v != "1")
+}
+
+fn read_gb_s(pool: &rayon::ThreadPool) -> f64 {
     let buf = read_buffer(512 << 20);
-    pool.install(|| read_bandwidth(bytemuck::cast_slice(&buf)))
+    let bytes = bytemuck::cast_slice(&buf);
+    if threaded() {
+        read_bandwidth(bytes)
+    } else {
+        pool.install(|| read_bandwidth(bytes))
+    }
 }
 
 fn main() {
@@ -156,8 +173,13 @@ fn main() {
         .build()
         .expect("pool");
     let data = random_bytes(STACK + (160 << 20), 0x5EED);
-    let mut limits = vec![one_thread_read_gb_s(&pool)];
-    println!("path {path:?}, single thread, {repeats} repeats");
+    let mut limits = vec![read_gb_s(&pool)];
+    let threads = if threaded() {
+        format!("{} threads", rayon::current_num_threads())
+    } else {
+        "single thread".into()
+    };
+    println!("path {path:?}, {threads}, {repeats} repeats");
     for (shape, rows, cols) in SHAPES {
         for f in FORMATS {
             for p in [Precision::Exact, Precision::Fast] {
@@ -180,7 +202,7 @@ fn main() {
                 let gb_s: Vec<f64> = t.iter().map(|t| mbytes as f64 / t / 1e9).collect();
                 let best = gb_s.iter().copied().fold(0.0, f64::max);
                 let gb_s = median(gb_s);
-                limits.push(one_thread_read_gb_s(&pool));
+                limits.push(read_gb_s(&pool));
                 let limit = median(limits.clone());
                 println!(
                     "{name:<44} {:6.2} GB/s (best {:6.2}) = {:5.1}% of {limit:.1} GB/s read",

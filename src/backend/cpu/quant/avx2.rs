@@ -1,10 +1,12 @@
-//! The AVX2+FMA path of the quantized matmuls (8 f32 lanes; integer dots by `vpmaddubsw` with the
-//! sign trick, scaled per 16 values by `vpmaddwd`), and the 256-bit VNNI dot of 32-value blocks
-//! used by the AVX-512 VNNI path.
+//! The AVX2+FMA path of the quantized matmuls: blocks unpacked in registers ([`super::unpack`]);
+//! `exact` in 8 f32 lanes, `fast` by `vpmaddubsw` with the sign trick, scaled per 16 values by
+//! `vpmaddwd`. Q2_K and Q3_K go through the decoder and the primitives below, as do the 32-value
+//! block dots of the AVX-512 path without an unpacker.
 
 use std::arch::x86_64::*;
 
 use super::blocks::{Decoded, Format};
+use super::unpack::{self, hsum_i32};
 use super::{Isa, Job};
 
 pub(super) struct Avx2;
@@ -27,15 +29,6 @@ unsafe fn weights8(dec: &Decoded, l: usize, fd: __m256, fo: __m256) -> __m256 {
     let q = unsafe { _mm_loadl_epi64(dec.q.as_ptr().add(l) as *const __m128i) };
     let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
     _mm256_add_ps(_mm256_mul_ps(fd, q), fo)
-}
-
-/// Sum of the eight i32 lanes.
-#[inline(always)]
-pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
-    _mm_cvtsi128_si32(s)
 }
 
 /// The 32 quants of `dec` from value `l` in the `(|w|, a * sign(w))` form the unsigned-by-signed
@@ -109,23 +102,70 @@ impl Isa for Avx2 {
         // SAFETY: forwarded from the caller.
         unsafe { hsum_i32(acc) }
     }
-}
 
-/// [`Isa::int_dot`] of a 32-value block by `vpdpbusd` on 256-bit vectors (AVX-512 VNNI + VL): no
-/// 16-bit intermediate, the two sub-block scales applied to the i32 sums.
-///
-/// # Safety
-/// The CPU has AVX2, AVX-512VL and AVX-512 VNNI; `a` holds 32 values.
-#[inline(always)]
-pub(super) unsafe fn int_dot32_vnni(dec: &Decoded, a: &[i8]) -> i32 {
-    assert!(a.len() >= 32);
-    // SAFETY: 32 values in `dec.q` and `a` (asserted above).
-    let (w, av) = unsafe { signed_pair(dec, a, 0) };
-    let dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, av);
-    let s = _mm256_set_m128i(
-        _mm_set1_epi32(dec.sc[1] as i32),
-        _mm_set1_epi32(dec.sc[0] as i32),
-    );
-    // SAFETY: forwarded from the caller.
-    unsafe { hsum_i32(_mm256_mullo_epi32(dp, s)) }
+    #[inline(always)]
+    unsafe fn block_exact<F: Format, const R: usize>(
+        b: &[u8],
+        dec: &mut Decoded,
+        x: [&[f32]; R],
+        acc: &mut [__m256; R],
+    ) {
+        if !unpack::has::<F>() {
+            F::decode(b, dec);
+            // SAFETY: forwarded from the caller.
+            return unsafe { Self::exact::<R>(dec, F::QK, x, acc) };
+        }
+        F::scales(b, dec);
+        // SAFETY: the CPU has AVX2 (forwarded from the caller); `F` has an unpacker.
+        let q = unsafe { unpack::quants::<F>(b) };
+        for (c, &q) in q.iter().enumerate().take(F::QK / 32) {
+            let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            let parts = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
+            for (h, part) in parts.into_iter().enumerate() {
+                let l = 32 * c + 8 * h;
+                let (fd, fo) = dec.factors(l / 16);
+                let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part));
+                let w = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(fd), q), _mm256_set1_ps(fo));
+                for r in 0..R {
+                    assert!(l + 8 <= x[r].len());
+                    // SAFETY: checked just above.
+                    let xv = unsafe { _mm256_loadu_ps(x[r].as_ptr().add(l)) };
+                    acc[r] = _mm256_fmadd_ps(w, xv, acc[r]);
+                }
+            }
+        }
+    }
+
+    type ISum = __m256i;
+
+    #[inline(always)]
+    unsafe fn hsum1(v: __m256i) -> i32 {
+        // SAFETY: forwarded from the caller.
+        unsafe { unpack::hsum_i32(v) }
+    }
+
+    #[inline(always)]
+    unsafe fn block_isums<F: Format, const R: usize>(
+        b: &[u8],
+        dec: &mut Decoded,
+        a: [(&[i8], &[i32]); R],
+    ) -> [(__m256i, i32); R] {
+        if !unpack::has::<F>() {
+            F::decode(b, dec);
+            let mut out = [(_mm256_setzero_si256(), 0); R];
+            for (o, (q, bsum)) in out.iter_mut().zip(a) {
+                // SAFETY: forwarded from the caller.
+                let i = unsafe { Self::int_dot(dec, F::QK, q) };
+                *o = (
+                    _mm256_setr_epi32(i, 0, 0, 0, 0, 0, 0, 0),
+                    super::min_sum::<F>(dec, bsum),
+                );
+            }
+            return out;
+        }
+        F::scales(b, dec);
+        // SAFETY: the CPU has AVX2, forwarded from the caller;
+        // `F` has an unpacker.
+        unsafe { unpack::isums::<F, false, R>(b, dec, a) }
+    }
 }

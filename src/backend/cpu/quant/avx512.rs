@@ -1,12 +1,14 @@
-//! The AVX-512 path of the quantized matmuls: 16 f32 lanes (one 16-value sub-block per vector) in
-//! `exact`; in `fast`, 64 quants per step by `vpmaddubsw` + `vpmaddwd` (AVX-512BW) or, with VNNI, by
-//! `vpdpbusd` with the scales applied to its i32 sums. 32-value blocks take the 256-bit dots of
-//! [`super::avx2`].
+//! The AVX-512 path of the quantized matmuls: blocks unpacked in registers ([`super::unpack`]);
+//! 16 f32 lanes (one 16-value sub-block per vector) in `exact`; in `fast`, the 256-bit dots of
+//! [`super::unpack`] (unscaled dots of 32-value blocks by `vpdpbusd` with VNNI). Q2_K and Q3_K go
+//! through the decoder and the 512-bit dots below (64 quants per step by `vpmaddubsw` +
+//! `vpmaddwd`, or with VNNI by `vpdpbusd` with the scales applied to its i32 sums).
 
 use std::arch::x86_64::*;
 
-use super::avx2::{int_dot32_vnni, Avx2};
+use super::avx2::Avx2;
 use super::blocks::{Decoded, Format};
+use super::unpack;
 use super::{Isa, Job};
 
 /// The AVX-512 path; `VNNI` selects `vpdpbusd` for the integer dots.
@@ -86,14 +88,8 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
     #[inline(always)]
     unsafe fn int_dot(dec: &Decoded, qk: usize, a: &[i8]) -> i32 {
         if qk != 256 {
-            // SAFETY: the AVX-512 paths run with AVX2 (and VL + VNNI for `VNNI`).
-            return unsafe {
-                if VNNI {
-                    int_dot32_vnni(dec, a)
-                } else {
-                    Avx2::int_dot(dec, qk, a)
-                }
-            };
+            // SAFETY: the AVX-512 paths run with AVX2.
+            return unsafe { Avx2::int_dot(dec, qk, a) };
         }
         assert!(a.len() >= 256);
         // SAFETY: `dec.sc` holds 16 i16.
@@ -132,5 +128,70 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
             acc = _mm512_add_epi32(acc, prod);
         }
         _mm512_reduce_add_epi32(acc)
+    }
+
+    #[inline(always)]
+    unsafe fn block_exact<F: Format, const R: usize>(
+        b: &[u8],
+        dec: &mut Decoded,
+        x: [&[f32]; R],
+        acc: &mut [__m512; R],
+    ) {
+        if !unpack::has::<F>() {
+            F::decode(b, dec);
+            // SAFETY: forwarded from the caller.
+            return unsafe { Self::exact::<R>(dec, F::QK, x, acc) };
+        }
+        F::scales(b, dec);
+        // SAFETY: the CPU has AVX2 (forwarded from the caller); `F` has an unpacker.
+        let q = unsafe { unpack::quants::<F>(b) };
+        for (c, &q) in q.iter().enumerate().take(F::QK / 32) {
+            let halves = [_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q)];
+            for (h, half) in halves.into_iter().enumerate() {
+                let t = 2 * c + h;
+                let (fd, fo) = dec.factors(t);
+                let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(half));
+                let w = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(fd), q), _mm512_set1_ps(fo));
+                for r in 0..R {
+                    assert!(16 * t + 16 <= x[r].len());
+                    // SAFETY: checked just above.
+                    let xv = unsafe { _mm512_loadu_ps(x[r].as_ptr().add(16 * t)) };
+                    acc[r] = _mm512_fmadd_ps(w, xv, acc[r]);
+                }
+            }
+        }
+    }
+
+    type ISum = __m256i;
+
+    #[inline(always)]
+    unsafe fn hsum1(v: __m256i) -> i32 {
+        // SAFETY: forwarded from the caller.
+        unsafe { unpack::hsum_i32(v) }
+    }
+
+    #[inline(always)]
+    unsafe fn block_isums<F: Format, const R: usize>(
+        b: &[u8],
+        dec: &mut Decoded,
+        a: [(&[i8], &[i32]); R],
+    ) -> [(__m256i, i32); R] {
+        if !unpack::has::<F>() {
+            F::decode(b, dec);
+            let mut out = [(_mm256_setzero_si256(), 0); R];
+            for (o, (q, bsum)) in out.iter_mut().zip(a) {
+                // SAFETY: forwarded from the caller.
+                let i = unsafe { Self::int_dot(dec, F::QK, q) };
+                *o = (
+                    _mm256_setr_epi32(i, 0, 0, 0, 0, 0, 0, 0),
+                    super::min_sum::<F>(dec, bsum),
+                );
+            }
+            return out;
+        }
+        F::scales(b, dec);
+        // SAFETY: the CPU has AVX2 (and AVX-512VL + VNNI for `VNNI`), forwarded from the caller;
+        // `F` has an unpacker.
+        unsafe { unpack::isums::<F, VNNI, R>(b, dec, a) }
     }
 }

@@ -14,6 +14,8 @@
 
 use half::f16;
 
+use super::QuantFormat;
+
 /// Values per K-quant super-block.
 pub(crate) const QK_K: usize = 256;
 /// Sub-blocks of 16 values per super-block (the granularity of [`Decoded::sc`]).
@@ -62,14 +64,29 @@ impl Decoded {
 /// A ggml block format: its sizes and its decoder. Implemented by zero-sized types, so kernels are
 /// generic over the format and the decoder inlines into each SIMD path.
 pub trait Format {
+    /// The format (a constant, so kernels can pick a register unpacker at compile time).
+    const KIND: QuantFormat;
     /// Values per block.
     const QK: usize;
     /// Bytes per block.
     const BYTES: usize;
+    /// Whether the block has mins (`mn` not all zero).
+    const MINS: bool;
+    /// Decodes the scales of one block (`sc`, `mn`, `d`, `dmin`, not `q`); `b.len() == BYTES`.
+    fn scales(b: &[u8], out: &mut Decoded);
+    /// Decodes the quants of one block (the first `QK` of `q`); `b.len() == BYTES`.
+    fn quants(b: &[u8], q: &mut [i8; QK_K]);
     /// Decodes one block; `b.len() == BYTES`.
-    fn decode(b: &[u8], out: &mut Decoded);
+    #[inline(always)]
+    fn decode(b: &[u8], out: &mut Decoded) {
+        Self::scales(b, out);
+        Self::quants(b, &mut out.q);
+    }
 }
 
+/// The f16 at `b[i..i + 2]` as f32 (`half`: F16C where the CPU has it). An inline exponent
+/// rebase for normal numbers was measured slower on the benchmark's random scales (a mispredicted
+/// branch per 16 blocks).
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
@@ -114,53 +131,51 @@ fn nibbles32(qs: &[u8], qh: u32, off: i8, q: &mut [i8]) {
     }
 }
 
-impl Format for Q4_0 {
-    const QK: usize = 32;
-    const BYTES: usize = 18;
-    #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        o.unit(f16_at(b, 0), 0.0, 0);
-        nibbles32(&b[2..18], 0, 8, &mut o.q);
-    }
+/// Implements [`Format`] for a 32-value format: `$d`/`$m`: byte offsets of the f16 scale and min
+/// (None: no min), `$qh`: of the fifth bits (None: 4-bit), `$qs`: of the nibbles, `$off` subtracted.
+macro_rules! format32 {
+    ($F:ident, $bytes:expr, $d:expr, $m:expr, $qh:expr, $qs:expr, $off:expr) => {
+        impl Format for $F {
+            const KIND: QuantFormat = QuantFormat::$F;
+            const QK: usize = 32;
+            const BYTES: usize = $bytes;
+            const MINS: bool = $m.is_some();
+            #[inline(always)]
+            fn scales(b: &[u8], o: &mut Decoded) {
+                match $m {
+                    Some(m) => o.unit(f16_at(b, $d), -f16_at(b, m), 1),
+                    None => o.unit(f16_at(b, $d), 0.0, 0),
+                }
+            }
+            #[inline(always)]
+            fn quants(b: &[u8], q: &mut [i8; QK_K]) {
+                let qh = match $qh {
+                    Some(h) => u32_at(b, h),
+                    None => 0,
+                };
+                nibbles32(&b[$qs..$qs + 16], qh, $off, q);
+            }
+        }
+    };
 }
 
-impl Format for Q4_1 {
-    const QK: usize = 32;
-    const BYTES: usize = 20;
-    #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        o.unit(f16_at(b, 0), -f16_at(b, 2), 1);
-        nibbles32(&b[4..20], 0, 0, &mut o.q);
-    }
-}
-
-impl Format for Q5_0 {
-    const QK: usize = 32;
-    const BYTES: usize = 22;
-    #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        o.unit(f16_at(b, 0), 0.0, 0);
-        nibbles32(&b[6..22], u32_at(b, 2), 16, &mut o.q);
-    }
-}
-
-impl Format for Q5_1 {
-    const QK: usize = 32;
-    const BYTES: usize = 24;
-    #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        o.unit(f16_at(b, 0), -f16_at(b, 2), 1);
-        nibbles32(&b[8..24], u32_at(b, 4), 0, &mut o.q);
-    }
-}
+format32!(Q4_0, 18, 0, None::<usize>, None::<usize>, 2, 8);
+format32!(Q4_1, 20, 0, Some(2usize), None::<usize>, 4, 0);
+format32!(Q5_0, 22, 0, None::<usize>, Some(2usize), 6, 16);
+format32!(Q5_1, 24, 0, Some(2usize), Some(4usize), 8, 0);
 
 impl Format for Q8_0 {
+    const KIND: QuantFormat = QuantFormat::Q8_0;
     const QK: usize = 32;
     const BYTES: usize = 34;
+    const MINS: bool = false;
     #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
+    fn scales(b: &[u8], o: &mut Decoded) {
         o.unit(f16_at(b, 0), 0.0, 0);
-        for (q, &v) in o.q[..32].iter_mut().zip(&b[2..34]) {
+    }
+    #[inline(always)]
+    fn quants(b: &[u8], q: &mut [i8; QK_K]) {
+        for (q, &v) in q[..32].iter_mut().zip(&b[2..34]) {
             *q = v as i8;
         }
     }
@@ -181,11 +196,12 @@ fn crumbs(qs: &[u8], q: &mut [i8; QK_K]) {
 }
 
 impl Format for Q2K {
+    const KIND: QuantFormat = QuantFormat::Q2K;
     const QK: usize = QK_K;
     const BYTES: usize = 84;
+    const MINS: bool = true;
     #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        crumbs(&b[16..80], &mut o.q);
+    fn scales(b: &[u8], o: &mut Decoded) {
         for (t, &s) in b[..NSUB].iter().enumerate() {
             o.sc[t] = (s & 0x0F) as i16;
             o.mn[t] = (s >> 4) as i16;
@@ -193,24 +209,19 @@ impl Format for Q2K {
         o.d = f16_at(b, 80);
         o.dmin = f16_at(b, 82);
     }
+    #[inline(always)]
+    fn quants(b: &[u8], q: &mut [i8; QK_K]) {
+        crumbs(&b[16..80], q);
+    }
 }
 
 impl Format for Q3K {
+    const KIND: QuantFormat = QuantFormat::Q3K;
     const QK: usize = QK_K;
     const BYTES: usize = 110;
+    const MINS: bool = false;
     #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        crumbs(&b[32..96], &mut o.q);
-        let hm: &[u8; 32] = b[..32].try_into().expect("32 bytes");
-        for n in 0..2 {
-            for j in 0..4 {
-                let bit = 1u8 << (4 * n + j);
-                for (l, &h) in hm.iter().enumerate() {
-                    let low = if h & bit != 0 { 0 } else { 4 };
-                    o.q[n * 128 + j * 32 + l] -= low;
-                }
-            }
-        }
+    fn scales(b: &[u8], o: &mut Decoded) {
         // 16 six-bit scales: low nibbles in bytes 0..8, top two bits in bytes 8..12 (ggml's
         // kmask1/kmask2 shuffle, byte by byte).
         let s = &b[96..108];
@@ -223,25 +234,58 @@ impl Format for Q3K {
         o.d = f16_at(b, 108);
         o.dmin = 0.0;
     }
+    #[inline(always)]
+    fn quants(b: &[u8], q: &mut [i8; QK_K]) {
+        crumbs(&b[32..96], q);
+        let hm: &[u8; 32] = b[..32].try_into().expect("32 bytes");
+        for n in 0..2 {
+            for j in 0..4 {
+                let bit = 1u8 << (4 * n + j);
+                for (l, &h) in hm.iter().enumerate() {
+                    let low = if h & bit != 0 { 0 } else { 4 };
+                    q[n * 128 + j * 32 + l] -= low;
+                }
+            }
+        }
+    }
 }
 
-/// The 6-bit scale and min of 32-value sub-block `j` packed in the 12 `scales` bytes of Q4_K/Q5_K.
+/// The eight 6-bit scales and eight mins of a Q4_K/Q5_K block (its 12 `scales` bytes, `s`), as
+/// llama.cpp unpacks them with 32-bit masks: scale `j` is byte `j` of the first result, min `j` of
+/// the second.
 #[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+pub(crate) fn k4_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let u = [u32_at(s, 0), u32_at(s, 4), u32_at(s, 8)];
+    let sc = [u[0] & K1, (u[2] & K2) | (((u[0] >> 6) & K3) << 4)];
+    let mn = [u[1] & K1, ((u[2] >> 4) & K2) | (((u[1] >> 6) & K3) << 4)];
+    let bytes = |v: [u32; 2]| {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&v[0].to_le_bytes());
+        b[4..].copy_from_slice(&v[1].to_le_bytes());
+        b
+    };
+    (bytes(sc), bytes(mn))
+}
+
+/// Scales, mins and factors of a Q4_K/Q5_K block: `d, dmin, scales[12]` lead both layouts.
+#[inline(always)]
+fn k4_scales(b: &[u8], o: &mut Decoded) {
+    let (sc, mn) = k4_scales_mins(&b[4..16]);
+    for s in 0..8 {
+        o.sc[2 * s..2 * s + 2].fill(sc[s] as i16);
+        o.mn[2 * s..2 * s + 2].fill(mn[s] as i16);
     }
+    o.d = f16_at(b, 0);
+    o.dmin = f16_at(b, 2);
 }
 
 /// Q4_K and Q5_K share their layout up to the fifth bits `qh` (None for Q4_K): `d, dmin, scales[12],
 /// [qh[32],] qs[128]`; sub-block `2n` holds the low nibbles of `qs[32n..32n+32]`, `2n+1` the high.
 #[inline(always)]
-fn decode_k4_k5(b: &[u8], qh: Option<&[u8]>, qs: &[u8], o: &mut Decoded) {
+fn k4_k5_quants(qh: Option<&[u8]>, qs: &[u8], q: &mut [i8; QK_K]) {
     let qs: &[u8; 128] = qs.try_into().expect("128 bytes");
     for n in 0..4 {
         for l in 0..32 {
@@ -252,46 +296,62 @@ fn decode_k4_k5(b: &[u8], qh: Option<&[u8]>, qs: &[u8], o: &mut Decoded) {
                 ),
                 None => (0, 0),
             };
-            o.q[n * 64 + l] = ((qs[n * 32 + l] & 0x0F) | h1) as i8;
-            o.q[n * 64 + 32 + l] = ((qs[n * 32 + l] >> 4) | h2) as i8;
+            q[n * 64 + l] = ((qs[n * 32 + l] & 0x0F) | h1) as i8;
+            q[n * 64 + 32 + l] = ((qs[n * 32 + l] >> 4) | h2) as i8;
         }
     }
-    for s in 0..8 {
-        let (sc, m) = scale_min_k4(s, &b[4..16]);
-        o.sc[2 * s..2 * s + 2].fill(sc as i16);
-        o.mn[2 * s..2 * s + 2].fill(m as i16);
-    }
-    o.d = f16_at(b, 0);
-    o.dmin = f16_at(b, 2);
 }
 
 impl Format for Q4K {
+    const KIND: QuantFormat = QuantFormat::Q4K;
     const QK: usize = QK_K;
     const BYTES: usize = 144;
+    const MINS: bool = true;
     #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        decode_k4_k5(b, None, &b[16..144], o);
+    fn scales(b: &[u8], o: &mut Decoded) {
+        k4_scales(b, o);
+    }
+    #[inline(always)]
+    fn quants(b: &[u8], q: &mut [i8; QK_K]) {
+        k4_k5_quants(None, &b[16..144], q);
     }
 }
 
 impl Format for Q5K {
+    const KIND: QuantFormat = QuantFormat::Q5K;
     const QK: usize = QK_K;
     const BYTES: usize = 176;
+    const MINS: bool = true;
     #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
-        decode_k4_k5(b, Some(&b[16..48]), &b[48..176], o);
+    fn scales(b: &[u8], o: &mut Decoded) {
+        k4_scales(b, o);
+    }
+    #[inline(always)]
+    fn quants(b: &[u8], q: &mut [i8; QK_K]) {
+        k4_k5_quants(Some(&b[16..48]), &b[48..176], q);
     }
 }
 
 impl Format for Q6K {
+    const KIND: QuantFormat = QuantFormat::Q6K;
     const QK: usize = QK_K;
     const BYTES: usize = 210;
+    const MINS: bool = false;
     #[inline(always)]
-    fn decode(b: &[u8], o: &mut Decoded) {
+    fn scales(b: &[u8], o: &mut Decoded) {
+        for t in 0..NSUB {
+            o.sc[t] = b[192 + t] as i8 as i16;
+        }
+        o.mn = [0; NSUB];
+        o.d = f16_at(b, 208);
+        o.dmin = 0.0;
+    }
+    #[inline(always)]
+    fn quants(b: &[u8], q: &mut [i8; QK_K]) {
         let b: &[u8; 210] = b.try_into().expect("210 bytes");
         for n in 0..2 {
             let (ql, qh) = (&b[n * 64..n * 64 + 64], &b[128 + n * 32..128 + n * 32 + 32]);
-            let q = &mut o.q[n * 128..n * 128 + 128];
+            let q = &mut q[n * 128..n * 128 + 128];
             for l in 0..32 {
                 q[l] = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i8 - 32;
                 q[l + 32] = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
@@ -299,11 +359,5 @@ impl Format for Q6K {
                 q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
             }
         }
-        for t in 0..NSUB {
-            o.sc[t] = b[192 + t] as i8 as i16;
-        }
-        o.mn = [0; NSUB];
-        o.d = f16_at(b, 208);
-        o.dmin = 0.0;
     }
 }

@@ -22,6 +22,8 @@ mod avx2;
 mod avx512;
 mod blocks;
 pub mod quantize;
+#[cfg(target_arch = "x86_64")]
+mod unpack;
 
 use std::ops::Range;
 
@@ -478,6 +480,56 @@ trait Isa {
     /// # Safety
     /// The CPU has the path's features.
     unsafe fn int_dot(dec: &Decoded, qk: usize, a: &[i8]) -> i32;
+
+    /// `acc[r] += sum_l w[l] * x[r][l]` over block `b` of format `F` (`F::BYTES` bytes; every
+    /// `x[r]` holds `F::QK` values). Leaves `dec` holding at least the block's scales. This
+    /// default decodes into `dec` and calls [`Isa::exact`]; the SIMD paths unpack in registers.
+    ///
+    /// # Safety
+    /// The CPU has the path's features.
+    #[inline(always)]
+    unsafe fn block_exact<F: Format, const R: usize>(
+        b: &[u8],
+        dec: &mut Decoded,
+        x: [&[f32]; R],
+        acc: &mut [Self::Acc; R],
+    ) {
+        F::decode(b, dec);
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::exact::<R>(dec, F::QK, x, acc) }
+    }
+
+    /// A block's integer dot before its horizontal sum (a vector of partial sums).
+    type ISum: Copy;
+
+    /// The sum of `v`'s lanes.
+    ///
+    /// # Safety
+    /// The CPU has the path's features.
+    unsafe fn hsum1(v: Self::ISum) -> i32;
+
+    /// Block `b` of format `F` against `R` activation rows `a[r] = (quants, 16-value sums)`
+    /// (`F::QK` quants in -127..=127 each): per row, [`Isa::int_dot`] before its horizontal sum
+    /// ([`Isa::hsum1`] gives it) and the min sum `sum_t mn[t] * bsum[t]` (exact integers). The
+    /// block is decoded once for all rows; `dec` is left holding at least its scales. This default
+    /// decodes into `dec`; the SIMD paths unpack in registers.
+    ///
+    /// # Safety
+    /// The CPU has the path's features.
+    unsafe fn block_isums<F: Format, const R: usize>(
+        b: &[u8],
+        dec: &mut Decoded,
+        a: [(&[i8], &[i32]); R],
+    ) -> [(Self::ISum, i32); R];
+}
+
+/// `sum_t mn[t] * bsum[t]` over the 16-value sub-blocks of a block of `F` (0 without mins).
+#[inline(always)]
+fn min_sum<F: Format>(dec: &Decoded, bsum: &[i32]) -> i32 {
+    if !F::MINS {
+        return 0; // every `mn` is 0
+    }
+    (0..F::QK / 16).map(|t| dec.mn[t] as i32 * bsum[t]).sum()
 }
 
 /// The scalar path: the reference the SIMD paths are tested against.
@@ -507,26 +559,58 @@ impl Isa for Scalar {
             .map(|l| dec.sc[l / 16] as i32 * dec.q[l] as i32 * a[l] as i32)
             .sum()
     }
+
+    type ISum = i32;
+    unsafe fn hsum1(v: i32) -> i32 {
+        v
+    }
+    unsafe fn block_isums<F: Format, const R: usize>(
+        b: &[u8],
+        dec: &mut Decoded,
+        a: [(&[i8], &[i32]); R],
+    ) -> [(i32, i32); R] {
+        F::decode(b, dec);
+        // SAFETY: the scalar path needs no CPU features.
+        a.map(|(q, bsum)| {
+            (
+                unsafe { Self::int_dot(dec, F::QK, q) },
+                min_sum::<F>(dec, bsum),
+            )
+        })
+    }
 }
 
 /// Activation rows per tile: each decoded block is used against this many rows, whose running
 /// sums stay in registers.
 const TILE: usize = 4;
 
-/// The one matmul loop, for every format `F` and path `K`: weight row by weight row, a tile of
-/// activation rows at a time (the rows left over one by one), block by block.
+/// Bytes of weight rows in a panel of [`drive`]: they stay in L2 while every tile of activation
+/// rows passes over them.
+const PANEL_BYTES: usize = 128 << 10;
+
+/// The one matmul loop, for every format `F` and path `K`: panels of weight rows that fit in L2;
+/// in each, a tile of activation rows at a time (the rows left over one by one) against every
+/// weight row of the panel, block by block. The order changes no output element's arithmetic.
 #[inline(always)]
 fn drive<F: Format, K: Isa>(job: &Job) {
     let mut dec = Decoded::default();
     let tiles = job.m / TILE * TILE;
-    for j in job.rows.clone() {
-        let wrow = &job.w[j * job.row_bytes..(j + 1) * job.row_bytes];
+    let panel = (PANEL_BYTES / job.row_bytes.max(1)).max(1);
+    let mut p0 = job.rows.start;
+    while p0 < job.rows.end {
+        let p1 = (p0 + panel).min(job.rows.end);
+        let wrow = |j: usize| &job.w[j * job.row_bytes..(j + 1) * job.row_bytes];
         for i0 in (0..tiles).step_by(TILE) {
-            row_tile::<F, K, TILE>(job, wrow, i0, j, &mut dec);
+            for j in p0..p1 {
+                row_tile::<F, K, TILE>(job, wrow(j), i0, j, &mut dec);
+            }
         }
         for i in tiles..job.m {
-            row_tile::<F, K, 1>(job, wrow, i, j, &mut dec);
+            for j in p0..p1 {
+                row_tile::<F, K, 1>(job, wrow(j), i, j, &mut dec);
+            }
         }
+        p0 = p1;
     }
 }
 
@@ -539,40 +623,65 @@ fn row_tile<F: Format, K: Isa, const R: usize>(
     j: usize,
     dec: &mut Decoded,
 ) {
-    let (qk, nb) = (F::QK, job.cols / F::QK);
+    let qk = F::QK;
     let mut out = [0f32; R];
     match job.acts {
         Acts::F32(x) => {
             let mut acc = [K::zero(); R];
             for (b, blk) in wrow.chunks_exact(F::BYTES).enumerate() {
-                F::decode(blk, dec);
                 let xs: [&[f32]; R] =
                     std::array::from_fn(|r| &x[(i0 + r) * job.cols + b * qk..][..qk]);
                 // SAFETY: `drive` runs under the features of `K` (see `run_format`); every `xs[r]`
                 // holds `qk` values.
-                unsafe { K::exact::<R>(dec, qk, xs, &mut acc) };
+                unsafe { K::block_exact::<F, R>(blk, dec, xs, &mut acc) };
             }
             for (o, a) in out.iter_mut().zip(acc) {
                 // SAFETY: as above.
                 *o = unsafe { K::hsum(a) };
             }
         }
-        Acts::Q8(a) => {
-            for (b, blk) in wrow.chunks_exact(F::BYTES).enumerate() {
-                F::decode(blk, dec);
-                for (r, o) in out.iter_mut().enumerate() {
-                    let (q, da, bsum) = a.block((i0 + r) * nb + b);
-                    // SAFETY: as above; `q` holds `qk` values in -127..=127.
-                    let isum = unsafe { K::int_dot(dec, qk, q) };
-                    let msum: i32 = (0..qk / 16).map(|t| dec.mn[t] as i32 * bsum[t]).sum();
-                    *o += da * (dec.d * isum as f32 - dec.dmin * msum as f32);
-                }
-            }
-        }
+        Acts::Q8(a) => out = fast_tile::<F, K, R>(a, wrow, i0, dec),
     }
     for (r, o) in out.into_iter().enumerate() {
         job.out.set((i0 + r) * job.ld + j, o);
     }
+}
+
+/// `fast` outputs `(i0..i0 + R, j)` of weight row `wrow`: per block, the exact integer sums, then
+/// `out += da * (d * isum - dmin * msum)` in f32, block by block in order (whatever the path or
+/// `R`, so every path gives the scalar path's floats). Reducing four 32-value blocks by one
+/// `vphaddd` tree was measured slower (Q8_0 GEMV 1.2-1.5 GB/s against 1.7-1.9 on the loaded
+/// 2-core Xeon): the arrays it needs spill.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `r` and `k` index several parallel arrays
+fn fast_tile<F: Format, K: Isa, const R: usize>(
+    a: &ActQ8,
+    wrow: &[u8],
+    i0: usize,
+    dec: &mut Decoded,
+) -> [f32; R] {
+    // Loops, not closures, around the `K` calls: a closure would not inherit the target features
+    // of `drive`, and the intrinsics inside would become calls.
+    let nb = wrow.len() / F::BYTES;
+    let mut out = [0f32; R];
+    for b in 0..nb {
+        let mut qs: [(&[i8], &[i32]); R] = [(&[], &[]); R];
+        let mut da = [0f32; R];
+        for r in 0..R {
+            let (q, d, s) = a.block((i0 + r) * nb + b);
+            (qs[r], da[r]) = ((q, s), d);
+        }
+        let blk = &wrow[b * F::BYTES..(b + 1) * F::BYTES];
+        // SAFETY: `drive` runs under the features of `K` (see `run_format`); every quant block
+        // holds `QK` values in -127..=127.
+        let v = unsafe { K::block_isums::<F, R>(blk, dec, qs) };
+        for r in 0..R {
+            // SAFETY: as above.
+            let isum = unsafe { K::hsum1(v[r].0) };
+            out[r] += da[r] * (dec.d * isum as f32 - dec.dmin * v[r].1 as f32);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

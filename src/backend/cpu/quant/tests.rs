@@ -196,3 +196,51 @@ fn q8_activations_follow_llama_cpp() {
     let (q, d, _) = a.block(0);
     assert_eq!((q[5], q[6], d), (-127, 64, 2.0 / -127.0)); // -63.5 -> 64 (ties to even)
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn unpackers_match_the_decoder() {
+    fn check<F: blocks::Format>(rng: &mut Rng) {
+        for _ in 0..50 {
+            let b: Vec<u8> = (0..F::BYTES).map(|_| rng.next() as u8).collect();
+            let mut want = [0i8; blocks::QK_K];
+            F::quants(&b, &mut want);
+            // SAFETY: the CPU has AVX2 (checked by the caller); `F` has an unpacker.
+            let got = unsafe { unpack::quants::<F>(&b) };
+            let got: Vec<i8> = got
+                .iter()
+                .flat_map(|v| {
+                    // SAFETY: a `__m256i` is 32 bytes.
+                    unsafe { std::mem::transmute::<std::arch::x86_64::__m256i, [i8; 32]>(*v) }
+                })
+                .collect();
+            assert_eq!(got[..F::QK], want[..F::QK], "{:?}", F::KIND);
+        }
+    }
+    if !Kernel::Avx2.available() {
+        println!("SKIPPED: no AVX2 on this CPU");
+        return;
+    }
+    let mut rng = Rng(5);
+    let mut tested = 0;
+    for f in QuantFormat::ALL {
+        with_format!(f, F => if unpack::has::<F>() {
+            check::<F>(&mut rng);
+            tested += 1;
+        });
+    }
+    assert_eq!(tested, 8);
+}
+
+#[test]
+fn f16_scales_convert_exactly() {
+    // Every f16 bit pattern, through a Q8_0 block's scale, against `half`.
+    let mut b = [0u8; 34];
+    for h in 0..=u16::MAX {
+        b[..2].copy_from_slice(&h.to_le_bytes());
+        let mut dec = blocks::Decoded::default();
+        <blocks::Q8_0 as blocks::Format>::scales(&b, &mut dec);
+        let want = half::f16::from_bits(h).to_f32();
+        assert_eq!(dec.d.to_bits(), want.to_bits(), "f16 {h:#06x}");
+    }
+}
