@@ -235,7 +235,7 @@ fn runs_vote_with_grader_clusters() {
     acc.add(&g);
     assert_eq!((acc.rate(acc.majority), acc.rate(acc.ppm_best)), (1.0, 0.0));
     // vote_size 1 keeps only the top-valued trajectory: every vote is 5.
-    let r1 = eval::result(&problem(), r.trajectories.clone(), 1);
+    let r1 = eval::result(&problem(), r.trajectories.clone(), r.ends, 1);
     assert_eq!(r1.votes.majority.as_deref(), Some("5"));
     assert_eq!(r1.votes.k, 1);
 }

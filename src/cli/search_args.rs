@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use rstar::search::config;
 use rstar::search::solver::{Purpose, Settings, Solver, SolverOptions};
 use rstar::search::Strategy;
+use rstar::steps::StepFormat;
 use serde_json::{Map, Value};
 
 /// Search knobs shared by `mcts`, `solve` and `eval`.
@@ -55,6 +56,13 @@ pub struct SearchArgs {
     /// Seconds per executed program.
     #[arg(long)]
     pub exec_timeout: Option<f64>,
+    /// Step protocol: native (rStar's tags) or tool (a chat model writing ```python blocks,
+    /// prompted through its chat template; config key `step_format`).
+    #[arg(long, value_enum)]
+    pub step_format: Option<StepFormatArg>,
+    /// Tool format: leave out the worked example before the question.
+    #[arg(long)]
+    pub no_few_shot: bool,
     /// Where the policy and the PPM run: cpu, cuda or cuda:N (default: the config's `device`, cpu).
     #[arg(long)]
     pub device: Option<rstar::backend::Device>,
@@ -83,6 +91,21 @@ pub struct TestArgs {
     /// Best-of-N: trajectories per run.
     #[arg(long)]
     pub best_of: Option<usize>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum StepFormatArg {
+    Native,
+    Tool,
+}
+
+impl From<StepFormatArg> for StepFormat {
+    fn from(f: StepFormatArg) -> StepFormat {
+        match f {
+            StepFormatArg::Native => StepFormat::Native,
+            StepFormatArg::Tool => StepFormat::Tool,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -117,6 +140,12 @@ impl SearchArgs {
         put(&mut o, "exec_timeout_s", self.exec_timeout);
         put(&mut o, "device", self.device.map(|d| d.to_string()));
         put(&mut o, "stop", Some(&self.stop).filter(|s| !s.is_empty()));
+        put(
+            &mut o,
+            "step_format",
+            self.step_format.map(StepFormat::from),
+        );
+        put(&mut o, "few_shot", self.no_few_shot.then_some(false));
         if let Some(t) = test {
             put(&mut o, "search", t.mode.map(Strategy::from));
             put(&mut o, "runs", t.runs);

@@ -11,7 +11,7 @@ use crate::data::prompts::{self, POLICY_PROMPT};
 use crate::error::{Error, Result};
 use crate::exec::{ExecResult, Executor};
 use crate::search::tree::NodeId;
-use crate::steps::{tags, FailureRule};
+use crate::steps::{tags, FailureRule, StepFormat};
 
 /// How values are assigned (spec 3.5, 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +87,11 @@ pub struct SearchConfig {
     /// Votes use the `vote_size` highest-valued trajectories (spec 7.4 `eval_maj.py --top_n`);
     /// 0 = all.
     pub vote_size: usize,
+    /// The step protocol the policy writes: `native` (rStar's tags; alias `rstar`) or `tool`
+    /// (chat models writing fenced Python, prompted through their chat template).
+    pub step_format: StepFormat,
+    /// Tool format: put a worked example before the question in the chat.
+    pub few_shot: bool,
 }
 
 /// The test-time search (spec 3.4, 3.7, 1.4 greedy).
@@ -151,6 +156,8 @@ impl Default for SearchConfig {
             runs: 1,
             vote_size: 8,
             device: Device::Cpu,
+            step_format: StepFormat::Native,
+            few_shot: true,
         }
     }
 }
@@ -186,13 +193,23 @@ impl SearchConfig {
         Ok(())
     }
 
-    /// The configuration the search actually runs with: greedy forces temperature 0 and the
-    /// greedy stop strings (spec 1.2, 1.4).
+    /// The configuration the search actually runs with: the tool format's stop strings and user
+    /// prompt in place of the native defaults (values set by hand are kept); greedy forces
+    /// temperature 0 and the format's greedy stop strings (spec 1.2, 1.4).
     pub fn resolved(&self) -> SearchConfig {
         let mut c = self.clone();
+        let native = SearchConfig::default();
+        if c.step_format == StepFormat::Tool {
+            if c.stop == native.stop {
+                c.stop = c.step_format.stop();
+            }
+            if c.prompt_template == native.prompt_template {
+                c.prompt_template = crate::steps::tool::USER_PROMPT.into();
+            }
+        }
         if c.search == Strategy::Greedy {
             c.temperature = 0.0;
-            c.stop = vec![tags::END_OF_CODE.into(), tags::END_OF_ANSWER.into()];
+            c.stop = c.step_format.greedy_stop();
         }
         c
     }
@@ -249,6 +266,15 @@ pub trait Policy {
     }
     /// A problem's search is over.
     fn release(&mut self, _problem: u64) {}
+    /// Tokens spent on `problem` so far (0 when unknown).
+    fn problem_tokens(&self, _problem: u64) -> TokenCount {
+        TokenCount::default()
+    }
+    /// Whether candidate `cand` of request `req` of the last [`Policy::propose`] ended at the
+    /// model's context limit (its path cannot go on).
+    fn context_full(&self, _req: usize, _cand: usize) -> bool {
+        false
+    }
     /// Tokens generated so far (for throughput reports; 0 when unknown).
     fn tokens_generated(&self) -> u64 {
         0
@@ -268,6 +294,29 @@ pub trait StepRunner {
 impl StepRunner for Executor {
     fn run_many(&self, programs: &[String]) -> Vec<ExecResult> {
         Executor::run_many(self, programs)
+    }
+}
+
+/// Tokens a policy spent: `generated` (sampled) and `computed` (run through the model:
+/// prompts, generated tokens and appended outputs, shared prefixes counted once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenCount {
+    pub generated: u64,
+    pub computed: u64,
+}
+
+impl TokenCount {
+    /// `self - earlier`, for the tokens of one stretch of work.
+    pub fn since(self, earlier: TokenCount) -> TokenCount {
+        TokenCount {
+            generated: self.generated.saturating_sub(earlier.generated),
+            computed: self.computed.saturating_sub(earlier.computed),
+        }
+    }
+
+    pub fn add(&mut self, o: TokenCount) {
+        self.generated += o.generated;
+        self.computed += o.computed;
     }
 }
 

@@ -140,11 +140,22 @@ const KEY_HELP: &[(&str, &str)] = &[
     ("top_k", "sampling top-k, 0 = off"),
     ("seed", "sampling seed"),
     ("stop", "stop strings"),
-    ("prompt_template", "policy prompt, {question} replaced"),
+    (
+        "prompt_template",
+        "policy prompt (tool: the user message), {question} replaced",
+    ),
     ("exec_timeout_s", "seconds per executed program"),
     (
         "device",
         "where the policy and the PPM run: cpu | cuda | cuda:N",
+    ),
+    (
+        "step_format",
+        "native (rStar tags, alias rstar) | tool (chat model + ```python blocks)",
+    ),
+    (
+        "few_shot",
+        "tool format: a worked example before the question",
     ),
 ];
 

@@ -24,7 +24,7 @@ pub mod vote;
 
 pub use api::{
     AnswerChildren, Mode, Models, Policy, Problem, ScoreRequest, SearchConfig, SearchStats,
-    StepRequest, StepRunner, Strategy, ValueModel,
+    StepRequest, StepRunner, Strategy, TokenCount, ValueModel,
 };
 pub use expand::keep_candidates;
 pub use mcts::search;

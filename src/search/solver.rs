@@ -16,12 +16,12 @@ use crate::engine::EngineStats;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::search::api::{
-    Mode, Models, Policy, Problem, SearchConfig, SearchStats, Strategy, ValueModel,
+    Mode, Models, Policy, Problem, SearchConfig, SearchStats, Strategy, TokenCount, ValueModel,
 };
 use crate::search::config;
 use crate::search::dataset::{self, RunSummary};
 use crate::search::default_model;
-use crate::search::eval::{self, EvalSummary, Progress, Trajectory};
+use crate::search::eval::{self, Ends, EvalSummary, NoAnswer, Progress, Trajectory};
 use crate::search::llm::{EnginePolicy, PpmValue};
 
 /// Where the search settings come from.
@@ -140,6 +140,12 @@ pub struct Solution {
     /// Trajectories voting.
     pub k: usize,
     pub trajectories: Vec<Trajectory>,
+    /// How the search's paths ended; why there is no answer when there is none.
+    pub ends: Ends,
+    pub no_answer: Option<NoAnswer>,
+    /// Tokens the policy spent on the question.
+    pub tokens: TokenCount,
+    pub seconds: f64,
     pub stats: SearchStats,
     pub engine: EngineReport,
 }
@@ -252,6 +258,10 @@ impl Solver {
             weighted: r.votes.weighted,
             k: r.votes.k,
             trajectories: r.trajectories,
+            ends: r.ends,
+            no_answer: r.no_answer,
+            tokens: r.tokens,
+            seconds: r.seconds,
             stats,
             engine: self.engine_stats(),
         })
