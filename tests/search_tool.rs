@@ -150,3 +150,46 @@ fn the_context_limit_ends_a_path_with_finish_reason_length() {
     assert_eq!(r[0].no_answer, Some(NoAnswer::ContextLimit));
     assert_eq!(r[0].ends.context_limit, 1);
 }
+
+/// Smoke run of a real chat model in the tool format (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, fetched
+/// by the asset switch): the prompt renders through its chat template, greedy steps are
+/// generated and judged, and the solution either answers or says why not. Kept to a few dozen
+/// tokens: the model's accuracy is measured by `rstar eval` (docs/evaluation.md), not here.
+#[test]
+fn qwen_writes_tool_steps_through_its_chat_template() {
+    if !common::executor_available() {
+        return;
+    }
+    let Some(_) = common::asset(&rstar::assets::QWEN_CODER_05B) else {
+        return;
+    };
+    let gguf = rstar::assets::joined_file(&rstar::assets::QWEN_CODER_05B).unwrap();
+    let overrides = serde_json::json!({
+        "search": "greedy",
+        "step_format": "tool",
+        "max_depth": 2,
+        "max_step_tokens": 24,
+    });
+    let mut solver = rstar::search::solver::Solver::new(rstar::search::solver::SolverOptions {
+        policy: Some(gguf),
+        overrides: overrides.as_object().unwrap().clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(solver.config().stop, vec!["```output".to_string()]);
+    let s = solver.solve(&natalia().question).unwrap();
+    assert!(
+        s.tokens.generated > 0 && s.tokens.generated <= 48,
+        "{:?}",
+        s.tokens
+    );
+    // The chat prompt (few-shot example included) is computed once, then the steps.
+    assert!(
+        s.tokens.computed > 200 + s.tokens.generated,
+        "{:?}",
+        s.tokens
+    );
+    let e = s.ends;
+    assert!(e.answers + e.failed_programs + e.unparsed + e.context_limit + e.budget > 0);
+    assert_eq!(s.answer.is_some(), s.no_answer.is_none(), "{s:?}");
+}

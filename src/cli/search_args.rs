@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use rstar::search::config;
 use rstar::search::solver::{Purpose, Settings, Solver, SolverOptions};
-use rstar::search::Strategy;
+use rstar::search::{Aggregate, Strategy};
 use rstar::steps::StepFormat;
 use serde_json::{Map, Value};
 
@@ -88,9 +88,34 @@ pub struct TestArgs {
     /// Beam search: nodes kept per step.
     #[arg(long)]
     pub beam_width: Option<usize>,
-    /// Best-of-N: trajectories per run.
+    /// Best-of-N, maj and DVTS: trajectories per run.
     #[arg(long)]
     pub best_of: Option<usize>,
+    /// How a trajectory's step values make its score (best-of-N, maj, DVTS).
+    #[arg(long, value_enum)]
+    pub aggregate: Option<AggregateArg>,
+    /// Generated tokens per problem and run after which its search stops (0 = no cap).
+    #[arg(long)]
+    pub budget_tokens: Option<u64>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum AggregateArg {
+    Last,
+    Min,
+    Product,
+    Mean,
+}
+
+impl From<AggregateArg> for Aggregate {
+    fn from(a: AggregateArg) -> Aggregate {
+        match a {
+            AggregateArg::Last => Aggregate::Last,
+            AggregateArg::Min => Aggregate::Min,
+            AggregateArg::Product => Aggregate::Product,
+            AggregateArg::Mean => Aggregate::Mean,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -114,6 +139,9 @@ pub enum SearchMode {
     Mcts,
     Beam,
     BestOfN,
+    /// Self-consistency (maj@k).
+    Maj,
+    Dvts,
 }
 
 /// Sets `key` to `v` when the flag was given.
@@ -152,6 +180,8 @@ impl SearchArgs {
             put(&mut o, "vote_size", t.vote_size);
             put(&mut o, "beam_width", t.beam_width);
             put(&mut o, "best_of", t.best_of);
+            put(&mut o, "aggregate", t.aggregate.map(Aggregate::from));
+            put(&mut o, "budget_tokens", t.budget_tokens);
         }
         SolverOptions {
             policy: self.policy.clone(),
@@ -184,6 +214,8 @@ impl From<SearchMode> for Strategy {
             SearchMode::Mcts => Strategy::Mcts,
             SearchMode::Beam => Strategy::Beam,
             SearchMode::BestOfN => Strategy::BestOfN,
+            SearchMode::Maj => Strategy::Majority,
+            SearchMode::Dvts => Strategy::Dvts,
         }
     }
 }

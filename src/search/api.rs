@@ -92,6 +92,11 @@ pub struct SearchConfig {
     pub step_format: StepFormat,
     /// Tool format: put a worked example before the question in the chat.
     pub few_shot: bool,
+    /// How a trajectory's step values make its score (best-of-N, maj, DVTS answers); any but
+    /// `last` values every step.
+    pub aggregate: Aggregate,
+    /// Generated tokens per problem and run after which its search stops expanding (0 = no cap).
+    pub budget_tokens: u64,
 }
 
 /// The test-time search (spec 3.4, 3.7, 1.4 greedy).
@@ -107,6 +112,50 @@ pub enum Strategy {
     /// One trajectory at temperature 0, stopping only at `<end_of_code>` / `<end_of_answer>`
     /// (`sft_eval_greedy.yaml`).
     Greedy,
+    /// Self-consistency (maj@k): `best_of` sampled trajectories, the most common answer wins.
+    #[serde(rename = "maj", alias = "self-consistency")]
+    Majority,
+    /// Diverse verifier tree search: `best_of / width` independent subtrees from the root; each
+    /// expands its one node with `width` samples and keeps the highest-valued child.
+    Dvts,
+}
+
+impl Strategy {
+    /// Whether the test-time answer is the majority vote (else the highest-valued trajectory).
+    pub fn votes(self) -> bool {
+        self == Strategy::Majority
+    }
+}
+
+/// How best-of-N scores a trajectory from the value model's values of its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregate {
+    /// The answer step's value (only answers are valued).
+    #[default]
+    Last,
+    /// The lowest step value.
+    Min,
+    /// The product of the steps' values mapped to [0, 1] by (v + 1) / 2.
+    Product,
+    /// The mean step value.
+    Mean,
+}
+
+impl Aggregate {
+    /// The score of a trajectory whose steps have `values` (root's child first; a step never
+    /// valued counts 0); 0 for no steps.
+    pub fn score(self, values: &[f64]) -> f64 {
+        let Some(&last) = values.last() else {
+            return 0.0;
+        };
+        match self {
+            Aggregate::Last => last,
+            Aggregate::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+            Aggregate::Product => values.iter().map(|v| (v + 1.0) / 2.0).product(),
+            Aggregate::Mean => values.iter().sum::<f64>() / values.len() as f64,
+        }
+    }
 }
 
 /// Serde-friendly mirror of [`FailureRule`].
@@ -158,6 +207,8 @@ impl Default for SearchConfig {
             device: Device::Cpu,
             step_format: StepFormat::Native,
             few_shot: true,
+            aggregate: Aggregate::Last,
+            budget_tokens: 0,
         }
     }
 }

@@ -106,12 +106,12 @@ const KEY_HELP: &[(&str, &str)] = &[
     ),
     (
         "search",
-        "test-time search: mcts | beam | best-of-n | greedy",
+        "test-time search: mcts | beam | best-of-n | maj | dvts | greedy",
     ),
     ("rollouts", "MCTS rollouts per run"),
     ("width", "candidates per expansion (samples per beam node)"),
     ("beam_width", "beam search: nodes kept per step"),
-    ("best_of", "best-of-N: trajectories per run"),
+    ("best_of", "best-of-N / maj / DVTS: trajectories per run"),
     ("runs", "independent runs per problem at test time"),
     (
         "vote_size",

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::grade;
-use crate::search::api::{Models, Problem, SearchConfig, SearchStats, Strategy, TokenCount};
+use crate::search::api::{
+    Aggregate, Models, Problem, SearchConfig, SearchStats, Strategy, TokenCount,
+};
 use crate::search::run_search;
 use crate::search::tree::{End, Tree};
 use crate::search::vote::{self, Candidate, Votes};
@@ -147,11 +149,13 @@ pub struct ProblemResult {
     pub seconds: f64,
 }
 
-/// The trajectories of one run's tree.
+/// The trajectories of one run's tree; each valued by `aggregate` over its steps' values
+/// (MCTS: the answer's own value).
 pub fn trajectories(
     tree: &Tree,
     run: usize,
     strategy: Strategy,
+    aggregate: Aggregate,
     gt: Option<&str>,
 ) -> Vec<Trajectory> {
     let ids: Vec<usize> = match strategy {
@@ -162,12 +166,23 @@ pub fn trajectories(
         .map(|i| {
             let n = &tree.nodes[i];
             let answer = n.final_answer.clone().unwrap_or_default();
+            let value = match strategy {
+                Strategy::Mcts => n.value.unwrap_or(0.0),
+                _ => {
+                    let steps: Vec<f64> = tree
+                        .path(i)
+                        .iter()
+                        .map(|&s| tree.nodes[s].value.unwrap_or(0.0))
+                        .collect();
+                    aggregate.score(&steps)
+                }
+            };
             Trajectory {
                 run,
                 tag: n.tag.clone(),
                 correct: gt.map(|g| grade::equal(&answer, g)),
                 answer,
-                value: n.value.unwrap_or(0.0),
+                value,
                 solution: tree.solution(i),
             }
         })
@@ -245,7 +260,13 @@ pub fn solve_problems(
             on_step(run * per_run + d, total)
         })?;
         for (i, (t, p)) in trees.iter().zip(problems).enumerate() {
-            trajs[i].extend(trajectories(t, run, cfg.search, p.answer.as_deref()));
+            trajs[i].extend(trajectories(
+                t,
+                run,
+                cfg.search,
+                cfg.aggregate,
+                p.answer.as_deref(),
+            ));
             ends[i].add(t);
         }
     }

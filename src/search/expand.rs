@@ -48,6 +48,16 @@ pub fn keep_candidates(texts: &[String], rule: AnswerChildren, format: StepForma
     }
 }
 
+/// Whether `problem` generated `budget` tokens or more since `start` (never with budget 0).
+pub(crate) fn over_budget(
+    policy: &dyn crate::search::api::Policy,
+    problem: u64,
+    start: crate::search::api::TokenCount,
+    budget: u64,
+) -> bool {
+    budget > 0 && policy.problem_tokens(problem).since(start).generated >= budget
+}
+
 /// One expansion step over many problems: what it reads and the trees it grows.
 pub(crate) struct Expansion<'a> {
     pub problems: &'a [Problem],

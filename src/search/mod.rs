@@ -23,8 +23,8 @@ pub mod tree;
 pub mod vote;
 
 pub use api::{
-    AnswerChildren, Mode, Models, Policy, Problem, ScoreRequest, SearchConfig, SearchStats,
-    StepRequest, StepRunner, Strategy, TokenCount, ValueModel,
+    Aggregate, AnswerChildren, Mode, Models, Policy, Problem, ScoreRequest, SearchConfig,
+    SearchStats, StepRequest, StepRunner, Strategy, TokenCount, ValueModel,
 };
 pub use expand::keep_candidates;
 pub use mcts::search;

@@ -131,7 +131,7 @@ pub struct EngineReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Solution {
     pub question: String,
-    /// The PPM-best answer.
+    /// The answer: the majority vote for `maj`, else the PPM-best (highest-valued) one.
     pub answer: Option<String>,
     /// Run 0's highest-value answer.
     pub pass1: Option<String>,
@@ -252,7 +252,11 @@ impl Solver {
         let r = r?.remove(0);
         Ok(Solution {
             question: question.into(),
-            answer: r.votes.ppm_best,
+            answer: if cfg.search.votes() {
+                r.votes.majority.clone()
+            } else {
+                r.votes.ppm_best
+            },
             pass1: r.pass1,
             majority: r.votes.majority,
             weighted: r.votes.weighted,
