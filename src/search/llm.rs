@@ -121,6 +121,16 @@ impl EnginePolicy {
         self.engine.stats()
     }
 
+    /// Samples by `cfg` from now on (step tokens, temperature, top-k/p, stop strings): a sweep
+    /// runs several strategies on one loaded policy.
+    pub fn configure(&mut self, cfg: &SearchConfig) {
+        self.params.max_new_tokens = cfg.max_step_tokens;
+        self.params.sampling.temperature = cfg.temperature;
+        self.params.sampling.top_k = cfg.top_k;
+        self.params.sampling.top_p = cfg.top_p;
+        self.params.stop = cfg.stop.clone();
+    }
+
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         self.engine.model().tokenizer()?.encode(text, special)
     }
