@@ -157,6 +157,14 @@ const KEY_HELP: &[(&str, &str)] = &[
         "few_shot",
         "tool format: a worked example before the question",
     ),
+    (
+        "aggregate",
+        "trajectory score from step values: last | min | product | mean",
+    ),
+    (
+        "budget_tokens",
+        "generated tokens per problem and run, then stop (0 = no cap)",
+    ),
 ];
 
 /// The keys of a configuration with what they set and their defaults (`--config`'s help), one

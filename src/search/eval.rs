@@ -73,11 +73,27 @@ pub struct Ends {
     pub context_limit: usize,
     /// Too deep, or still open when the search stopped.
     pub budget: usize,
+    /// Generated steps (every node but the root; context-limited ones left out) and those that
+    /// comply with the step format: an answer, or code that parsed and ran without failing.
+    pub steps: usize,
+    pub compliant: usize,
 }
 
 impl Ends {
-    /// Adds the leaves of `tree` (the root too while it has no children).
+    /// Adds the leaves of `tree` (the root too while it has no children) and its steps.
     pub fn add(&mut self, tree: &Tree) {
+        for n in tree.nodes.iter().skip(1) {
+            if n.end == Some(End::Length) {
+                continue;
+            }
+            self.steps += 1;
+            let ok = match n.end {
+                Some(End::Answer) => true,
+                Some(End::Unparsed) => false,
+                _ => n.failure.is_none(),
+            };
+            self.compliant += ok as usize;
+        }
         for n in tree.nodes.iter().filter(|n| n.children.is_empty()) {
             match n.end {
                 Some(End::Answer) => self.answers += 1,
@@ -437,7 +453,17 @@ mod tests {
             (3, Some(NoAnswer::BudgetExhausted))
         );
         let mut a = Ends::default();
-        a.add(&tree(&[Some(End::Answer), Some(End::Errors)]));
+        let mut t = tree(&[
+            Some(End::Answer),
+            Some(End::Errors),
+            Some(End::Length),
+            None,
+        ]);
+        t.nodes[2].failure = Some("NameError".into());
+        a.add(&t);
         assert_eq!(a.no_answer(), None);
+        // Compliance: the answer and the clean open step of 3 steps (the context-limited one
+        // is not counted).
+        assert_eq!((a.steps, a.compliant), (3, 2));
     }
 }

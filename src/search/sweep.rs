@@ -84,6 +84,8 @@ pub struct Row {
     pub tokens_per_problem: f64,
     pub computed_per_problem: f64,
     pub seconds_per_problem: f64,
+    /// Step-format compliance: steps that parsed and ran (or answered) over all steps.
+    pub compliance: f64,
 }
 
 /// A cell's row: a problem counts as correct by the mode's answer (the majority vote for `maj`,
@@ -109,18 +111,27 @@ pub fn summarize(mode: Strategy, budget: u64, results: &[Value]) -> Row {
         tokens_per_problem: mean(&|r| r["tokens"]["generated"].as_f64().unwrap_or(0.0)),
         computed_per_problem: mean(&|r| r["tokens"]["computed"].as_f64().unwrap_or(0.0)),
         seconds_per_problem: mean(&|r| r["seconds"].as_f64().unwrap_or(0.0)),
+        compliance: {
+            let sum = |k: &str| {
+                results
+                    .iter()
+                    .filter_map(|r| r["ends"][k].as_u64())
+                    .sum::<u64>()
+            };
+            sum("compliant") as f64 / sum("steps").max(1) as f64
+        },
     }
 }
 
 /// The table as Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| mode | budget | problems | accuracy | 95% interval | gen tokens/problem | computed tokens/problem | s/problem |\n\
-         |---|---:|---:|---:|---|---:|---:|---:|\n",
+        "| mode | budget | problems | accuracy | 95% interval | gen tokens/problem | computed tokens/problem | s/problem | step compliance |\n\
+         |---|---:|---:|---:|---|---:|---:|---:|---:|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.1}% ({}/{}) | {:.1}-{:.1}% | {:.0} | {:.0} | {:.1} |\n",
+            "| {} | {} | {} | {:.1}% ({}/{}) | {:.1}-{:.1}% | {:.0} | {:.0} | {:.1} | {:.0}% |\n",
             r.mode,
             if r.budget == 0 {
                 "-".to_string()
@@ -136,6 +147,7 @@ pub fn table(rows: &[Row]) -> String {
             r.tokens_per_problem,
             r.computed_per_problem,
             r.seconds_per_problem,
+            100.0 * r.compliance,
         ));
     }
     s
@@ -204,7 +216,8 @@ mod tests {
         assert!(p.ends_with("maj-64.jsonl"));
         let line = |i: u64, maj: bool, best: bool| {
             serde_json::json!({"index": i, "graded": {"majority": maj, "ppm_best": best},
-                "tokens": {"generated": 10 * (i + 1), "computed": 100}, "seconds": 2.0})
+                "tokens": {"generated": 10 * (i + 1), "computed": 100}, "seconds": 2.0,
+                "ends": {"steps": 4, "compliant": 3 - i}})
             .to_string()
         };
         let text = format!(
@@ -220,6 +233,7 @@ mod tests {
         let maj = summarize(Strategy::Majority, 64, &r);
         assert_eq!((maj.correct, maj.problems), (2, 2));
         assert_eq!(maj.tokens_per_problem, 15.0);
+        assert_eq!(maj.compliance, 5.0 / 8.0);
         let best = summarize(Strategy::BestOfN, 64, &r);
         assert_eq!(best.correct, 1);
         let t = table(&[maj, best]);
