@@ -7,7 +7,8 @@ mod common;
 use common::scripted::{values, Runner, Script};
 use rstar::search::eval::{self, Accuracy};
 use rstar::search::{
-    run_search, Models, Policy, Problem, SearchConfig, SearchStats, StepRequest, Strategy, Tree,
+    run_search, Aggregate, Models, Policy, Problem, SearchConfig, SearchStats, StepRequest,
+    Strategy, Tree,
 };
 
 const A: &str = "<code>\na = 3\n<end_of_step>";
@@ -98,7 +99,7 @@ fn beam_keeps_the_top_valued_and_answers_shrink_the_beam() {
     let best = t.best_answer().unwrap();
     assert_eq!(t.solution(best), format!("{B}{E}{RIGHT}"));
     // The beam's trajectories are all its answers.
-    let tr = eval::trajectories(t, 0, Strategy::Beam, Some("4"));
+    let tr = eval::trajectories(t, 0, Strategy::Beam, Aggregate::Last, Some("4"));
     assert_eq!(tr.len(), 2);
     assert_eq!(
         tr.iter().map(|x| x.correct).collect::<Vec<_>>(),
@@ -235,7 +236,186 @@ fn runs_vote_with_grader_clusters() {
     acc.add(&g);
     assert_eq!((acc.rate(acc.majority), acc.rate(acc.ppm_best)), (1.0, 0.0));
     // vote_size 1 keeps only the top-valued trajectory: every vote is 5.
-    let r1 = eval::result(&problem(), r.trajectories.clone(), 1);
+    let r1 = eval::result(&problem(), r.trajectories.clone(), r.ends, 1);
     assert_eq!(r1.votes.majority.as_deref(), Some("5"));
     assert_eq!(r1.votes.k, 1);
+}
+
+#[test]
+fn dvts_grows_independent_subtrees_keeping_each_ones_best_child() {
+    let mut pol = Script::new(&[
+        ("", &[A, B]),
+        (A, &[D, BAD]),
+        (B, &[E, C]),
+        (&format!("{A}{D}"), &[RIGHT]),
+        (&format!("{B}{E}"), &[WRONG]),
+    ]);
+    let mut vm = values(&[
+        (A, 0.1),
+        (B, 0.2),
+        (C, 0.7),
+        (D, 0.1),
+        (E, 0.8),
+        (RIGHT, 0.7),
+        (WRONG, 0.9),
+    ]);
+    // 4 trajectories' worth, 2 samples per node: 2 subtrees.
+    let cfg = SearchConfig {
+        search: Strategy::Dvts,
+        best_of: 4,
+        width: 2,
+        ..SearchConfig::default()
+    };
+    let (t, _) = go(&cfg, &mut pol, Some(&mut vm));
+    // Both root samples start a subtree (B first: higher value). B's keeps E over C (0.8 >
+    // 0.7); A's keeps D (BAD failed), although a beam of 2 would have kept E and C instead;
+    // each subtree then ends at its answer.
+    assert_eq!(
+        pol.log,
+        vec![
+            String::new(),
+            B.into(),
+            A.into(),
+            format!("{B}{E}"),
+            format!("{A}{D}")
+        ]
+    );
+    let answers: Vec<&str> = t
+        .answers()
+        .map(|(_, n)| n.final_answer.as_deref().unwrap())
+        .collect();
+    assert_eq!(answers, vec!["5", "4"]);
+}
+
+#[test]
+fn best_of_n_scores_trajectories_by_the_chosen_aggregate() {
+    let script = || Script::new(&[("", &[A, B]), (A, &[RIGHT]), (B, &[WRONG])]);
+    // RIGHT's path: A .9, RIGHT .2; WRONG's path: B .1, WRONG .5.
+    let vals = [(A, 0.9), (RIGHT, 0.2), (B, 0.1), (WRONG, 0.5)];
+    let mut best = Vec::new();
+    for agg in [
+        Aggregate::Last,
+        Aggregate::Min,
+        Aggregate::Product,
+        Aggregate::Mean,
+    ] {
+        let cfg = SearchConfig {
+            search: Strategy::BestOfN,
+            best_of: 2,
+            aggregate: agg,
+            ..SearchConfig::default()
+        };
+        let mut pol = script();
+        let mut vm = values(&vals);
+        let mut models = Models {
+            policy: &mut pol,
+            value: Some(&mut vm),
+            runner: &Runner,
+        };
+        let r = eval::solve_problems(
+            &[problem()],
+            &cfg,
+            &mut models,
+            &mut SearchStats::default(),
+            &mut |_, _| true,
+        )
+        .unwrap();
+        let v: Vec<f64> = r[0].trajectories.iter().map(|t| t.value).collect();
+        best.push((r[0].votes.ppm_best.clone().unwrap(), v, vm.1));
+        assert_eq!(cfg.aggregate, agg);
+    }
+    // last: .2 vs .5; min: .2 vs .1; product: .95 * .6 vs .55 * .75; mean: .55 vs .3.
+    let want = [
+        ("5", [0.2, 0.5]),
+        ("4", [0.2, 0.1]),
+        ("4", [0.57, 0.4125]),
+        ("4", [0.55, 0.3]),
+    ];
+    for ((got, v, _), (ans, wv)) in best.iter().zip(want) {
+        assert_eq!(got, ans);
+        assert!(
+            (v[0] - wv[0]).abs() < 1e-12 && (v[1] - wv[1]).abs() < 1e-12,
+            "{v:?}"
+        );
+    }
+    // `last` values only the answers; the others value every step.
+    assert_eq!(best[0].2, 2);
+    assert_eq!(best[1].2, 4);
+}
+
+#[test]
+fn maj_votes_over_its_samples() {
+    let mut pol = Script::new(&[
+        ("", &[A, B, C]),
+        (A, &[RIGHT]),
+        (B, &[WRONG]),
+        (C, &[RIGHT]),
+    ]);
+    let mut vm = values(&[(WRONG, 0.9)]);
+    let cfg = SearchConfig {
+        search: Strategy::Majority,
+        best_of: 3,
+        ..SearchConfig::default()
+    };
+    assert!(cfg.search.votes());
+    let mut models = Models {
+        policy: &mut pol,
+        value: Some(&mut vm),
+        runner: &Runner,
+    };
+    let r = eval::solve_problems(
+        &[problem()],
+        &cfg,
+        &mut models,
+        &mut SearchStats::default(),
+        &mut |_, _| true,
+    )
+    .unwrap();
+    assert_eq!(r[0].trajectories.len(), 3);
+    assert_eq!(r[0].votes.majority.as_deref(), Some("4"));
+    assert_eq!(r[0].votes.ppm_best.as_deref(), Some("5"));
+}
+
+/// The script, charging 10 generated tokens per candidate.
+struct Counting(Script, u64);
+
+impl Policy for Counting {
+    fn propose(&mut self, reqs: &[StepRequest<'_>], n: usize) -> rstar::Result<Vec<Vec<String>>> {
+        self.1 += 10 * (reqs.len() * n) as u64;
+        self.0.propose(reqs, n)
+    }
+    fn problem_tokens(&self, _problem: u64) -> rstar::search::TokenCount {
+        rstar::search::TokenCount {
+            generated: self.1,
+            computed: self.1,
+        }
+    }
+}
+
+#[test]
+fn a_token_budget_stops_the_search_and_says_so() {
+    // The default step `x = 1` forever: only the budget (25 tokens: 3 steps) ends it.
+    let cfg = SearchConfig {
+        search: Strategy::Greedy,
+        budget_tokens: 25,
+        ..SearchConfig::default()
+    };
+    let mut pol = Counting(Script::new(&[]), 0);
+    let mut models = Models {
+        policy: &mut pol,
+        value: None,
+        runner: &Runner,
+    };
+    let r = eval::solve_problems(
+        &[problem()],
+        &cfg,
+        &mut models,
+        &mut SearchStats::default(),
+        &mut |_, _| true,
+    )
+    .unwrap();
+    assert_eq!(r[0].tokens.generated, 30);
+    assert_eq!(r[0].ends.budget, 1);
+    assert_eq!(r[0].no_answer, Some(eval::NoAnswer::BudgetExhausted));
+    assert_eq!(pol.0.log.len(), 3);
 }

@@ -92,13 +92,13 @@ fn mcts_trees_are_valid_and_resume_after_a_torn_line() {
 }
 
 #[test]
-fn a_path_that_fills_the_context_ends_as_too_deep() {
+fn a_path_that_fills_the_context_ends_with_finish_reason_length() {
     if !common::executor_available() {
         return;
     }
     // The fixture policy with its context cut to the prompt plus a few tokens: steps of up to 6
-    // tokens fill it within two steps, and the search must end those paths (as too deep) rather
-    // than fail.
+    // tokens fill it within two steps, and the search must end those paths (finish reason
+    // `length`) rather than fail.
     let dir = tempfile::tempdir().unwrap();
     let src = common::fixtures().join("models/qwen2-f32-v5");
     let model = dir.path().join("model");
@@ -129,10 +129,7 @@ fn a_path_that_fills_the_context_ends_as_too_deep() {
     let trees = lines(&out);
     check_trees(&trees, dir.path());
     let tree = trees[0]["rstar"].as_object().unwrap();
-    let full: Vec<_> = tree
-        .iter()
-        .filter(|(_, n)| n["end"] == "depth" && n["text"] == "")
-        .collect();
+    let full: Vec<_> = tree.iter().filter(|(_, n)| n["end"] == "length").collect();
     assert!(
         !full.is_empty(),
         "no path reached the context limit: {tree:?}"
@@ -140,7 +137,7 @@ fn a_path_that_fills_the_context_ends_as_too_deep() {
     for (tag, n) in full {
         assert_eq!(
             n["final_answer"],
-            rstar::search::tree::TOO_MANY_STEPS,
+            rstar::search::tree::CONTEXT_LIMIT,
             "{tag}"
         );
     }
@@ -161,7 +158,15 @@ fn check_trees(records: &[Value], dir: &std::path::Path) {
             if n["terminal"] == true {
                 let end = n["end"].as_str().unwrap_or("");
                 assert!(
-                    ["answer", "errors", "depth", "exhausted"].contains(&end),
+                    [
+                        "answer",
+                        "errors",
+                        "depth",
+                        "exhausted",
+                        "length",
+                        "unparsed"
+                    ]
+                    .contains(&end),
                     "problem {i}: terminal {tag} has no end reason"
                 );
                 if end == "answer" {

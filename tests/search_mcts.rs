@@ -10,6 +10,7 @@ use rstar::search::{
     keep_candidates, search, AnswerChildren, End, Mode, Models, Problem, SearchConfig, SearchStats,
     Tree, ValueModel,
 };
+use rstar::steps::StepFormat;
 
 fn problem(answer: &str) -> Problem {
     Problem {
@@ -111,15 +112,19 @@ fn duplicates_merged_and_one_answer_child() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let outs = s(&[A, A, WRONG, B, RIGHT, A]);
     assert_eq!(
-        keep_candidates(&outs, AnswerChildren::OnlyFirstAnswer),
+        keep_candidates(&outs, AnswerChildren::OnlyFirstAnswer, StepFormat::Native),
         vec![2]
     );
     assert_eq!(
-        keep_candidates(&outs, AnswerChildren::OneAnswerPlusCode),
+        keep_candidates(&outs, AnswerChildren::OneAnswerPlusCode, StepFormat::Native),
         vec![0, 2, 3]
     );
     assert_eq!(
-        keep_candidates(&s(&[B, A, B, C]), AnswerChildren::OnlyFirstAnswer),
+        keep_candidates(
+            &s(&[B, A, B, C]),
+            AnswerChildren::OnlyFirstAnswer,
+            StepFormat::Native
+        ),
         vec![0, 1, 3]
     );
 }

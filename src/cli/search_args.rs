@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use rstar::search::config;
 use rstar::search::solver::{Purpose, Settings, Solver, SolverOptions};
-use rstar::search::Strategy;
+use rstar::search::{Aggregate, Strategy};
+use rstar::steps::StepFormat;
 use serde_json::{Map, Value};
 
 /// Search knobs shared by `mcts`, `solve` and `eval`.
@@ -55,6 +56,13 @@ pub struct SearchArgs {
     /// Seconds per executed program.
     #[arg(long)]
     pub exec_timeout: Option<f64>,
+    /// Step protocol: native (rStar's tags) or tool (a chat model writing ```python blocks,
+    /// prompted through its chat template; config key `step_format`).
+    #[arg(long, value_enum)]
+    pub step_format: Option<StepFormatArg>,
+    /// Tool format: leave out the worked example before the question.
+    #[arg(long)]
+    pub no_few_shot: bool,
     /// Where the policy and the PPM run: cpu, cuda or cuda:N (default: the config's `device`, cpu).
     #[arg(long)]
     pub device: Option<rstar::backend::Device>,
@@ -80,9 +88,49 @@ pub struct TestArgs {
     /// Beam search: nodes kept per step.
     #[arg(long)]
     pub beam_width: Option<usize>,
-    /// Best-of-N: trajectories per run.
+    /// Best-of-N, maj and DVTS: trajectories per run.
     #[arg(long)]
     pub best_of: Option<usize>,
+    /// How a trajectory's step values make its score (best-of-N, maj, DVTS).
+    #[arg(long, value_enum)]
+    pub aggregate: Option<AggregateArg>,
+    /// Generated tokens per problem and run after which its search stops (0 = no cap).
+    #[arg(long)]
+    pub budget_tokens: Option<u64>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum AggregateArg {
+    Last,
+    Min,
+    Product,
+    Mean,
+}
+
+impl From<AggregateArg> for Aggregate {
+    fn from(a: AggregateArg) -> Aggregate {
+        match a {
+            AggregateArg::Last => Aggregate::Last,
+            AggregateArg::Min => Aggregate::Min,
+            AggregateArg::Product => Aggregate::Product,
+            AggregateArg::Mean => Aggregate::Mean,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum StepFormatArg {
+    Native,
+    Tool,
+}
+
+impl From<StepFormatArg> for StepFormat {
+    fn from(f: StepFormatArg) -> StepFormat {
+        match f {
+            StepFormatArg::Native => StepFormat::Native,
+            StepFormatArg::Tool => StepFormat::Tool,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -91,6 +139,9 @@ pub enum SearchMode {
     Mcts,
     Beam,
     BestOfN,
+    /// Self-consistency (maj@k).
+    Maj,
+    Dvts,
 }
 
 /// Sets `key` to `v` when the flag was given.
@@ -117,12 +168,20 @@ impl SearchArgs {
         put(&mut o, "exec_timeout_s", self.exec_timeout);
         put(&mut o, "device", self.device.map(|d| d.to_string()));
         put(&mut o, "stop", Some(&self.stop).filter(|s| !s.is_empty()));
+        put(
+            &mut o,
+            "step_format",
+            self.step_format.map(StepFormat::from),
+        );
+        put(&mut o, "few_shot", self.no_few_shot.then_some(false));
         if let Some(t) = test {
             put(&mut o, "search", t.mode.map(Strategy::from));
             put(&mut o, "runs", t.runs);
             put(&mut o, "vote_size", t.vote_size);
             put(&mut o, "beam_width", t.beam_width);
             put(&mut o, "best_of", t.best_of);
+            put(&mut o, "aggregate", t.aggregate.map(Aggregate::from));
+            put(&mut o, "budget_tokens", t.budget_tokens);
         }
         SolverOptions {
             policy: self.policy.clone(),
@@ -158,6 +217,8 @@ impl From<SearchMode> for Strategy {
             SearchMode::Mcts => Strategy::Mcts,
             SearchMode::Beam => Strategy::Beam,
             SearchMode::BestOfN => Strategy::BestOfN,
+            SearchMode::Maj => Strategy::Majority,
+            SearchMode::Dvts => Strategy::Dvts,
         }
     }
 }

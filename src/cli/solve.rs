@@ -41,7 +41,12 @@ fn solve(args: SolveArgs) -> rstar::Result<()> {
             writeln!(out, "{}", t.solution).map_err(io_err)?;
             writeln!(out, "answer: {}", t.answer).map_err(io_err)?;
         }
-        None => writeln!(out, "no answer found").map_err(io_err)?,
+        None => {
+            let why = solution
+                .no_answer
+                .map_or("no path answered", |w| w.describe());
+            writeln!(out, "no answer found: {why} ({})", solution.ends.summary()).map_err(io_err)?
+        }
     }
     Ok(())
 }

@@ -15,6 +15,11 @@ pub const TOO_MANY_CODE_ERRORS: &str = "Too many consecutive steps have code err
 /// `final_answer` of a node deeper than `max_depth` (the reference's string, typo included).
 pub const TOO_MANY_STEPS: &str = "Fail to sove the problem within limited steps.";
 
+/// `final_answer` of a node that ran into the policy's context limit.
+pub const CONTEXT_LIMIT: &str = "The solution reached the model's context limit.";
+/// `final_answer` of a node whose text is neither a step nor an answer.
+pub const NO_STEP: &str = "The model wrote neither a step nor an answer.";
+
 /// Why a node is terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,12 +32,18 @@ pub enum End {
     Depth,
     /// Every child is terminal (spec 3.2); no value of its own.
     Exhausted,
+    /// The path reached the policy's context limit (finish reason `length`): invalid, −1 on
+    /// the node only.
+    Length,
+    /// The model wrote nothing the step format parses (EOS first, or in the tool format neither
+    /// a code block nor an answer): invalid, −1 on the node only.
+    Unparsed,
 }
 
 impl End {
     /// Whether the node was terminal when created with a value of its own that is not backed up.
     pub fn is_invalid(self) -> bool {
-        matches!(self, End::Errors | End::Depth)
+        matches!(self, End::Errors | End::Depth | End::Length | End::Unparsed)
     }
 }
 
@@ -82,6 +93,12 @@ impl Node {
     /// A terminal answer node (the ones that are graded or valued and backed up).
     pub fn is_valid_answer(&self) -> bool {
         self.end == Some(End::Answer)
+    }
+
+    /// Ends the node with `end` and the failure string `final_answer`.
+    pub fn finish(&mut self, end: End, final_answer: &str) {
+        self.end = Some(end);
+        self.final_answer = Some(final_answer.into());
     }
 }
 

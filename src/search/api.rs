@@ -11,7 +11,7 @@ use crate::data::prompts::{self, POLICY_PROMPT};
 use crate::error::{Error, Result};
 use crate::exec::{ExecResult, Executor};
 use crate::search::tree::NodeId;
-use crate::steps::{tags, FailureRule};
+use crate::steps::{tags, FailureRule, StepFormat};
 
 /// How values are assigned (spec 3.5, 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +87,16 @@ pub struct SearchConfig {
     /// Votes use the `vote_size` highest-valued trajectories (spec 7.4 `eval_maj.py --top_n`);
     /// 0 = all.
     pub vote_size: usize,
+    /// The step protocol the policy writes: `native` (rStar's tags; alias `rstar`) or `tool`
+    /// (chat models writing fenced Python, prompted through their chat template).
+    pub step_format: StepFormat,
+    /// Tool format: put a worked example before the question in the chat.
+    pub few_shot: bool,
+    /// How a trajectory's step values make its score (best-of-N, maj, DVTS answers); any but
+    /// `last` values every step.
+    pub aggregate: Aggregate,
+    /// Generated tokens per problem and run after which its search stops expanding (0 = no cap).
+    pub budget_tokens: u64,
 }
 
 /// The test-time search (spec 3.4, 3.7, 1.4 greedy).
@@ -102,6 +112,50 @@ pub enum Strategy {
     /// One trajectory at temperature 0, stopping only at `<end_of_code>` / `<end_of_answer>`
     /// (`sft_eval_greedy.yaml`).
     Greedy,
+    /// Self-consistency (maj@k): `best_of` sampled trajectories, the most common answer wins.
+    #[serde(rename = "maj", alias = "self-consistency")]
+    Majority,
+    /// Diverse verifier tree search: `best_of / width` independent subtrees from the root; each
+    /// expands its one node with `width` samples and keeps the highest-valued child.
+    Dvts,
+}
+
+impl Strategy {
+    /// Whether the test-time answer is the majority vote (else the highest-valued trajectory).
+    pub fn votes(self) -> bool {
+        self == Strategy::Majority
+    }
+}
+
+/// How best-of-N scores a trajectory from the value model's values of its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregate {
+    /// The answer step's value (only answers are valued).
+    #[default]
+    Last,
+    /// The lowest step value.
+    Min,
+    /// The product of the steps' values mapped to [0, 1] by (v + 1) / 2.
+    Product,
+    /// The mean step value.
+    Mean,
+}
+
+impl Aggregate {
+    /// The score of a trajectory whose steps have `values` (root's child first; a step never
+    /// valued counts 0); 0 for no steps.
+    pub fn score(self, values: &[f64]) -> f64 {
+        let Some(&last) = values.last() else {
+            return 0.0;
+        };
+        match self {
+            Aggregate::Last => last,
+            Aggregate::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+            Aggregate::Product => values.iter().map(|v| (v + 1.0) / 2.0).product(),
+            Aggregate::Mean => values.iter().sum::<f64>() / values.len() as f64,
+        }
+    }
 }
 
 /// Serde-friendly mirror of [`FailureRule`].
@@ -151,6 +205,10 @@ impl Default for SearchConfig {
             runs: 1,
             vote_size: 8,
             device: Device::Cpu,
+            step_format: StepFormat::Native,
+            few_shot: true,
+            aggregate: Aggregate::Last,
+            budget_tokens: 0,
         }
     }
 }
@@ -186,13 +244,23 @@ impl SearchConfig {
         Ok(())
     }
 
-    /// The configuration the search actually runs with: greedy forces temperature 0 and the
-    /// greedy stop strings (spec 1.2, 1.4).
+    /// The configuration the search actually runs with: the tool format's stop strings and user
+    /// prompt in place of the native defaults (values set by hand are kept); greedy forces
+    /// temperature 0 and the format's greedy stop strings (spec 1.2, 1.4).
     pub fn resolved(&self) -> SearchConfig {
         let mut c = self.clone();
+        let native = SearchConfig::default();
+        if c.step_format == StepFormat::Tool {
+            if c.stop == native.stop {
+                c.stop = c.step_format.stop();
+            }
+            if c.prompt_template == native.prompt_template {
+                c.prompt_template = crate::steps::tool::USER_PROMPT.into();
+            }
+        }
         if c.search == Strategy::Greedy {
             c.temperature = 0.0;
-            c.stop = vec![tags::END_OF_CODE.into(), tags::END_OF_ANSWER.into()];
+            c.stop = c.step_format.greedy_stop();
         }
         c
     }
@@ -249,6 +317,15 @@ pub trait Policy {
     }
     /// A problem's search is over.
     fn release(&mut self, _problem: u64) {}
+    /// Tokens spent on `problem` so far (0 when unknown).
+    fn problem_tokens(&self, _problem: u64) -> TokenCount {
+        TokenCount::default()
+    }
+    /// Whether candidate `cand` of request `req` of the last [`Policy::propose`] ended at the
+    /// model's context limit (its path cannot go on).
+    fn context_full(&self, _req: usize, _cand: usize) -> bool {
+        false
+    }
     /// Tokens generated so far (for throughput reports; 0 when unknown).
     fn tokens_generated(&self) -> u64 {
         0
@@ -268,6 +345,29 @@ pub trait StepRunner {
 impl StepRunner for Executor {
     fn run_many(&self, programs: &[String]) -> Vec<ExecResult> {
         Executor::run_many(self, programs)
+    }
+}
+
+/// Tokens a policy spent: `generated` (sampled) and `computed` (run through the model:
+/// prompts, generated tokens and appended outputs, shared prefixes counted once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenCount {
+    pub generated: u64,
+    pub computed: u64,
+}
+
+impl TokenCount {
+    /// `self - earlier`, for the tokens of one stretch of work.
+    pub fn since(self, earlier: TokenCount) -> TokenCount {
+        TokenCount {
+            generated: self.generated.saturating_sub(earlier.generated),
+            computed: self.computed.saturating_sub(earlier.computed),
+        }
+    }
+
+    pub fn add(&mut self, o: TokenCount) {
+        self.generated += o.generated;
+        self.computed += o.computed;
     }
 }
 

@@ -9,13 +9,21 @@
 //! - **best-of-N**: the root is expanded with `best_of` samples, then each open trajectory with
 //!   one sample per step; only answers are valued. Identical samples are merged, as in MCTS, so
 //!   fewer than N trajectories may come out.
+//! - **maj** (self-consistency): best-of-N whose answer is the majority vote.
+//! - **DVTS**: `best_of / width` independent subtrees: the root is expanded with one sample per
+//!   subtree, then each subtree expands its one node with `width` samples and keeps its
+//!   highest-valued open child (an answer ends the subtree).
 //! - **greedy**: best-of-1 at temperature 0 with the greedy stop strings ([`SearchConfig::resolved`]).
 //!
-//! The answer of a run is the answer node with the highest value ([`Tree::best_answer`]).
+//! With `aggregate` other than `last`, every step is valued so that trajectories can be scored
+//! from their step values ([`crate::search::eval::trajectories`]). A problem whose generated
+//! tokens in this run reach `budget_tokens` stops expanding.
 
 use crate::error::{Error, Result};
-use crate::search::api::{Models, Problem, SearchConfig, SearchStats, Strategy};
-use crate::search::expand::{expand, Expansion};
+use crate::search::api::{
+    Aggregate, Models, Problem, SearchConfig, SearchStats, Strategy, TokenCount,
+};
+use crate::search::expand::{expand, over_budget, Expansion};
 use crate::search::tree::{NodeId, Tree};
 
 /// Frontier rule of one strategy.
@@ -27,31 +35,42 @@ struct Plan {
     node_width: usize,
     /// Rank open children by value (beam) or keep them in creation order.
     rank: bool,
+    /// The frontier rule applies to each parent's children alone, keeping one (DVTS).
+    per_parent: bool,
 }
 
 fn plan(cfg: &SearchConfig) -> Result<Plan> {
+    let sampled = |n: usize| Plan {
+        keep: n,
+        root_width: n,
+        node_width: 1,
+        rank: false,
+        per_parent: false,
+    };
     Ok(match cfg.search {
         Strategy::Beam => Plan {
             keep: cfg.beam_width,
             root_width: cfg.width,
             node_width: cfg.width,
             rank: true,
+            per_parent: false,
         },
-        Strategy::BestOfN => Plan {
-            keep: cfg.best_of,
-            root_width: cfg.best_of,
-            node_width: 1,
-            rank: false,
-        },
-        Strategy::Greedy => Plan {
-            keep: 1,
-            root_width: 1,
-            node_width: 1,
-            rank: false,
-        },
+        Strategy::BestOfN | Strategy::Majority => sampled(cfg.best_of),
+        Strategy::Greedy => sampled(1),
+        Strategy::Dvts => {
+            let subtrees = (cfg.best_of / cfg.width).max(1);
+            Plan {
+                keep: subtrees,
+                root_width: subtrees,
+                node_width: cfg.width,
+                rank: true,
+                per_parent: true,
+            }
+        }
         Strategy::Mcts => {
             return Err(Error::InvalidArgument(
-                "step_search runs beam, best-of-n or greedy; use mcts::search for mcts".into(),
+                "step_search runs beam, best-of-n, maj, dvts or greedy; use mcts::search for mcts"
+                    .into(),
             ))
         }
     })
@@ -97,7 +116,17 @@ pub(crate) fn step_search(
     let mut trees: Vec<Tree> = problems.iter().map(|p| Tree::new(&p.question)).collect();
     let mut frontier: Vec<Vec<NodeId>> = vec![vec![0]; problems.len()];
     let mut keep = vec![plan.keep; problems.len()];
+    let start: Vec<TokenCount> = problems
+        .iter()
+        .map(|p| models.policy.problem_tokens(p.id))
+        .collect();
+    let value_open = plan.rank || cfg.aggregate != Aggregate::Last;
     for depth in 0..cfg.max_depth {
+        for (i, p) in problems.iter().enumerate() {
+            if over_budget(models.policy, p.id, start[i], cfg.budget_tokens) {
+                frontier[i].clear();
+            }
+        }
         let leaves: Vec<(usize, NodeId)> = frontier
             .iter()
             .enumerate()
@@ -118,15 +147,21 @@ pub(crate) fn step_search(
             problems,
             trees: &mut trees,
             cfg: &step_cfg,
-            value_open: plan.rank,
+            value_open,
         };
         expand(&mut x, &leaves, models, stats)?;
         for (i, f) in frontier.iter_mut().enumerate() {
-            let children: Vec<NodeId> = f
-                .iter()
-                .flat_map(|&n| trees[i].nodes[n].children.clone())
-                .collect();
-            *f = next_frontier(&trees[i], &children, &mut keep[i], plan.rank);
+            let kids = |n: &NodeId| trees[i].nodes[*n].children.clone();
+            // The root's children are the DVTS subtrees; below them each keeps its own best.
+            *f = if plan.per_parent && depth > 0 {
+                // Each subtree keeps its best open child; an answer (or no child) ends it.
+                f.iter()
+                    .flat_map(|n| next_frontier(&trees[i], &kids(n), &mut 1, plan.rank))
+                    .collect()
+            } else {
+                let children: Vec<NodeId> = f.iter().flat_map(kids).collect();
+                next_frontier(&trees[i], &children, &mut keep[i], plan.rank)
+            };
         }
         if !on_step(depth + 1, cfg.max_depth) {
             return Err(Error::Cancelled);

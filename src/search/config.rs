@@ -106,12 +106,12 @@ const KEY_HELP: &[(&str, &str)] = &[
     ),
     (
         "search",
-        "test-time search: mcts | beam | best-of-n | greedy",
+        "test-time search: mcts | beam | best-of-n | maj | dvts | greedy",
     ),
     ("rollouts", "MCTS rollouts per run"),
     ("width", "candidates per expansion (samples per beam node)"),
     ("beam_width", "beam search: nodes kept per step"),
-    ("best_of", "best-of-N: trajectories per run"),
+    ("best_of", "best-of-N / maj / DVTS: trajectories per run"),
     ("runs", "independent runs per problem at test time"),
     (
         "vote_size",
@@ -140,11 +140,30 @@ const KEY_HELP: &[(&str, &str)] = &[
     ("top_k", "sampling top-k, 0 = off"),
     ("seed", "sampling seed"),
     ("stop", "stop strings"),
-    ("prompt_template", "policy prompt, {question} replaced"),
+    (
+        "prompt_template",
+        "policy prompt (tool: the user message), {question} replaced",
+    ),
     ("exec_timeout_s", "seconds per executed program"),
     (
         "device",
         "where the policy and the PPM run: cpu | cuda | cuda:N",
+    ),
+    (
+        "step_format",
+        "native (rStar tags, alias rstar) | tool (chat model + ```python blocks)",
+    ),
+    (
+        "few_shot",
+        "tool format: a worked example before the question",
+    ),
+    (
+        "aggregate",
+        "trajectory score from step values: last | min | product | mean",
+    ),
+    (
+        "budget_tokens",
+        "generated tokens per problem and run, then stop (0 = no cap)",
     ),
 ];
 

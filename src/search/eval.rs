@@ -9,9 +9,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::grade;
-use crate::search::api::{Models, Problem, SearchConfig, SearchStats, Strategy};
+use crate::search::api::{
+    Aggregate, Models, Problem, SearchConfig, SearchStats, Strategy, TokenCount,
+};
 use crate::search::run_search;
-use crate::search::tree::Tree;
+use crate::search::tree::{End, Tree};
 use crate::search::vote::{self, Candidate, Votes};
 
 /// One trajectory's end.
@@ -37,6 +39,112 @@ pub struct Graded {
     pub any: bool,
 }
 
+/// Why a problem has no answer: how most of its paths ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoAnswer {
+    /// The model wrote nothing the step format parses.
+    NoStepParsed,
+    /// The paths ended on failing programs.
+    ProgramsFailed,
+    /// The search's budget (steps per path, rollouts, beam depth) ran out first.
+    BudgetExhausted,
+    /// The paths reached the model's context limit.
+    ContextLimit,
+}
+
+impl NoAnswer {
+    pub fn describe(self) -> &'static str {
+        match self {
+            NoAnswer::NoStepParsed => "the model wrote no step the step format parses",
+            NoAnswer::ProgramsFailed => "the programs failed",
+            NoAnswer::BudgetExhausted => "the search budget ran out before an answer",
+            NoAnswer::ContextLimit => "the solutions reached the model's context limit",
+        }
+    }
+}
+
+/// How the paths of a problem's trees ended: their leaves over all runs, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Ends {
+    pub answers: usize,
+    pub failed_programs: usize,
+    pub unparsed: usize,
+    pub context_limit: usize,
+    /// Too deep, or still open when the search stopped.
+    pub budget: usize,
+    /// Generated steps (every node but the root; context-limited ones left out) and those that
+    /// comply with the step format: an answer, or code that parsed and ran without failing.
+    pub steps: usize,
+    pub compliant: usize,
+}
+
+impl Ends {
+    /// Adds the leaves of `tree` (the root too while it has no children) and its steps.
+    pub fn add(&mut self, tree: &Tree) {
+        for n in tree.nodes.iter().skip(1) {
+            if n.end == Some(End::Length) {
+                continue;
+            }
+            self.steps += 1;
+            let ok = match n.end {
+                Some(End::Answer) => true,
+                Some(End::Unparsed) => false,
+                _ => n.failure.is_none(),
+            };
+            self.compliant += ok as usize;
+        }
+        for n in tree.nodes.iter().filter(|n| n.children.is_empty()) {
+            match n.end {
+                Some(End::Answer) => self.answers += 1,
+                Some(End::Errors) => self.failed_programs += 1,
+                Some(End::Unparsed) => self.unparsed += 1,
+                Some(End::Length) => self.context_limit += 1,
+                Some(End::Depth) | Some(End::Exhausted) | None => self.budget += 1,
+            }
+        }
+    }
+
+    /// Why there is no answer (`None` when some path answered): the most common end (first of
+    /// no step, failed programs, context limit, budget on ties).
+    pub fn no_answer(&self) -> Option<NoAnswer> {
+        if self.answers > 0 {
+            return None;
+        }
+        let counts = [
+            (self.unparsed, NoAnswer::NoStepParsed),
+            (self.failed_programs, NoAnswer::ProgramsFailed),
+            (self.context_limit, NoAnswer::ContextLimit),
+            (self.budget, NoAnswer::BudgetExhausted),
+        ];
+        let mut best = counts[3];
+        for c in counts {
+            if c.0 > best.0 {
+                best = c;
+            }
+        }
+        Some(best.1)
+    }
+
+    /// `"5 paths: 3 failed programs, 1 without a step, ..."` (zero counts left out).
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = [
+            (self.answers, "answered"),
+            (self.failed_programs, "failed programs"),
+            (self.unparsed, "without a step"),
+            (self.context_limit, "at the context limit"),
+            (self.budget, "out of budget"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        let total =
+            self.answers + self.failed_programs + self.unparsed + self.context_limit + self.budget;
+        format!("{total} paths: {}", parts.join(", "))
+    }
+}
+
 /// The result of one problem.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProblemResult {
@@ -48,13 +156,22 @@ pub struct ProblemResult {
     pub votes: Votes,
     pub graded: Option<Graded>,
     pub trajectories: Vec<Trajectory>,
+    /// How its paths ended, and why there is no answer when there is none.
+    pub ends: Ends,
+    pub no_answer: Option<NoAnswer>,
+    /// Tokens the policy spent on it, over all runs.
+    pub tokens: TokenCount,
+    /// Its share of the wall time (a batch's time split evenly over its problems).
+    pub seconds: f64,
 }
 
-/// The trajectories of one run's tree.
+/// The trajectories of one run's tree; each valued by `aggregate` over its steps' values
+/// (MCTS: the answer's own value).
 pub fn trajectories(
     tree: &Tree,
     run: usize,
     strategy: Strategy,
+    aggregate: Aggregate,
     gt: Option<&str>,
 ) -> Vec<Trajectory> {
     let ids: Vec<usize> = match strategy {
@@ -65,20 +182,32 @@ pub fn trajectories(
         .map(|i| {
             let n = &tree.nodes[i];
             let answer = n.final_answer.clone().unwrap_or_default();
+            let value = match strategy {
+                Strategy::Mcts => n.value.unwrap_or(0.0),
+                _ => {
+                    let steps: Vec<f64> = tree
+                        .path(i)
+                        .iter()
+                        .map(|&s| tree.nodes[s].value.unwrap_or(0.0))
+                        .collect();
+                    aggregate.score(&steps)
+                }
+            };
             Trajectory {
                 run,
                 tag: n.tag.clone(),
                 correct: gt.map(|g| grade::equal(&answer, g)),
                 answer,
-                value: n.value.unwrap_or(0.0),
+                value,
                 solution: tree.solution(i),
             }
         })
         .collect()
 }
 
-/// Gathers a problem's trajectories (all runs) into its result.
-pub fn result(p: &Problem, trajs: Vec<Trajectory>, vote_size: usize) -> ProblemResult {
+/// Gathers a problem's trajectories (all runs) and how its paths ended into its result
+/// (tokens and time left at zero for the caller).
+pub fn result(p: &Problem, trajs: Vec<Trajectory>, ends: Ends, vote_size: usize) -> ProblemResult {
     let cands: Vec<Candidate> = trajs
         .iter()
         .map(|t| Candidate {
@@ -112,6 +241,10 @@ pub fn result(p: &Problem, trajs: Vec<Trajectory>, vote_size: usize) -> ProblemR
         votes,
         graded,
         trajectories: trajs,
+        ends,
+        no_answer: ends.no_answer(),
+        tokens: TokenCount::default(),
+        seconds: 0.0,
     }
 }
 
@@ -130,20 +263,40 @@ pub fn solve_problems(
         _ => cfg.max_depth,
     };
     let total = per_run * cfg.runs;
+    let t0 = std::time::Instant::now();
+    let tokens0: Vec<TokenCount> = problems
+        .iter()
+        .map(|p| models.policy.problem_tokens(p.id))
+        .collect();
     let mut trajs: Vec<Vec<Trajectory>> = vec![Vec::new(); problems.len()];
+    let mut ends = vec![Ends::default(); problems.len()];
     for run in 0..cfg.runs {
         let rc = cfg.for_run(run);
         let trees = run_search(problems, &rc, models, stats, &mut |d, _| {
             on_step(run * per_run + d, total)
         })?;
-        for ((t, p), out) in trees.iter().zip(problems).zip(trajs.iter_mut()) {
-            out.extend(trajectories(t, run, cfg.search, p.answer.as_deref()));
+        for (i, (t, p)) in trees.iter().zip(problems).enumerate() {
+            trajs[i].extend(trajectories(
+                t,
+                run,
+                cfg.search,
+                cfg.aggregate,
+                p.answer.as_deref(),
+            ));
+            ends[i].add(t);
         }
     }
+    let seconds = t0.elapsed().as_secs_f64() / problems.len().max(1) as f64;
     Ok(problems
         .iter()
         .zip(trajs)
-        .map(|(p, t)| result(p, t, cfg.vote_size))
+        .zip(ends)
+        .zip(tokens0)
+        .map(|(((p, t), e), k0)| ProblemResult {
+            tokens: models.policy.problem_tokens(p.id).since(k0),
+            seconds,
+            ..result(p, t, e, cfg.vote_size)
+        })
         .collect())
 }
 
@@ -260,4 +413,57 @@ pub fn evaluate(
     }
     sum.tokens = models.policy.tokens_generated() - tokens0;
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(ends: &[Option<End>]) -> Tree {
+        let mut t = Tree::new("q");
+        for e in ends {
+            let c = t.add_child(0, "s");
+            t.nodes[c].end = *e;
+        }
+        t
+    }
+
+    #[test]
+    fn no_answer_names_how_most_paths_ended() {
+        let mut e = Ends::default();
+        e.add(&tree(&[
+            Some(End::Errors),
+            Some(End::Errors),
+            Some(End::Unparsed),
+        ]));
+        assert_eq!(e.no_answer(), Some(NoAnswer::ProgramsFailed));
+        assert_eq!(e.summary(), "3 paths: 2 failed programs, 1 without a step");
+        e.add(&tree(&[
+            Some(End::Length),
+            Some(End::Length),
+            Some(End::Length),
+        ]));
+        assert_eq!(e.no_answer(), Some(NoAnswer::ContextLimit));
+        // Open leaves and too-deep paths are the budget; an unexpanded root is one open path.
+        let mut b = Ends::default();
+        b.add(&tree(&[None, Some(End::Depth)]));
+        b.add(&Tree::new("q"));
+        assert_eq!(
+            (b.budget, b.no_answer()),
+            (3, Some(NoAnswer::BudgetExhausted))
+        );
+        let mut a = Ends::default();
+        let mut t = tree(&[
+            Some(End::Answer),
+            Some(End::Errors),
+            Some(End::Length),
+            None,
+        ]);
+        t.nodes[2].failure = Some("NameError".into());
+        a.add(&t);
+        assert_eq!(a.no_answer(), None);
+        // Compliance: the answer and the clean open step of 3 steps (the context-limited one
+        // is not counted).
+        assert_eq!((a.steps, a.compliant), (3, 2));
+    }
 }

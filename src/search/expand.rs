@@ -10,8 +10,10 @@ use crate::grade;
 use crate::search::api::{
     AnswerChildren, Mode, Models, ScoreRequest, SearchConfig, SearchStats, StepRequest, StepRunner,
 };
-use crate::search::tree::{End, NodeId, Tree, TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS};
-use crate::steps::{self, tags, StepKind, StepOutcome};
+use crate::search::tree::{
+    End, NodeId, Tree, CONTEXT_LIMIT, NO_STEP, TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS,
+};
+use crate::steps::{StepFormat, StepKind, StepOutcome};
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
     // splitmix64 of the combined key: distinct per (seed, problem, node), stable across runs.
@@ -25,15 +27,15 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 }
 
 /// Which outputs of one expansion become children (indices into `texts`): identical texts merged
-/// (first kept), then the answer-child rule.
-pub fn keep_candidates(texts: &[String], rule: AnswerChildren) -> Vec<usize> {
+/// (first kept), then the answer-child rule; `format` tells answers apart.
+pub fn keep_candidates(texts: &[String], rule: AnswerChildren, format: StepFormat) -> Vec<usize> {
     let mut keep: Vec<usize> = Vec::new();
     for (i, t) in texts.iter().enumerate() {
         if !keep.iter().any(|&k| texts[k] == *t) {
             keep.push(i);
         }
     }
-    let is_answer = |i: &usize| steps::classify(&texts[*i]) == StepKind::Answer;
+    let is_answer = |i: &usize| format.classify(&texts[*i]) == StepKind::Answer;
     match keep.iter().copied().find(is_answer) {
         None => keep,
         Some(first) => match rule {
@@ -44,6 +46,16 @@ pub fn keep_candidates(texts: &[String], rule: AnswerChildren) -> Vec<usize> {
                 .collect(),
         },
     }
+}
+
+/// Whether `problem` generated `budget` tokens or more since `start` (never with budget 0).
+pub(crate) fn over_budget(
+    policy: &dyn crate::search::api::Policy,
+    problem: u64,
+    start: crate::search::api::TokenCount,
+    budget: u64,
+) -> bool {
+    budget > 0 && policy.problem_tokens(problem).since(start).generated >= budget
 }
 
 /// One expansion step over many problems: what it reads and the trees it grows.
@@ -80,7 +92,8 @@ pub(crate) fn expand(
     let results = run_programs(&programs, models.runner, stats)?;
     let mut to_value: Vec<usize> = Vec::new(); // indices into `created`
     for (c, new) in created.iter().enumerate() {
-        let appended = x.judge(new, &results);
+        let full = models.policy.context_full(new.req, new.cand);
+        let appended = x.judge(new, &results, full);
         models
             .policy
             .adopt(new.req, new.cand, new.node, &appended)?;
@@ -157,19 +170,27 @@ impl Expansion<'_> {
         let mut programs: Vec<String> = Vec::new();
         for (r, (&(i, leaf), outs)) in leaves.iter().zip(texts).enumerate() {
             stats.candidates += outs.len() as u64;
-            for k in keep_candidates(outs, self.cfg.answer_children) {
+            let format = self.cfg.step_format;
+            for k in keep_candidates(outs, self.cfg.answer_children, format) {
                 let text = &outs[k];
-                let kind = steps::classify(text);
+                let kind = format.classify(text);
                 let tree = &mut self.trees[i];
-                let ancestors = tree
-                    .path_texts(leaf)
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>();
+                // Native runs an unterminated step as code (the reference); tool does not.
+                let runs = kind.is_code()
+                    && !text.is_empty()
+                    && (format == StepFormat::Native || kind != StepKind::Unterminated);
+                let program = runs.then(|| {
+                    let ancestors: Vec<(&str, bool)> = tree
+                        .path(leaf)
+                        .into_iter()
+                        .map(|a| (tree.nodes[a].text.as_str(), tree.nodes[a].failure.is_some()))
+                        .collect();
+                    format.program(&ancestors, text)
+                });
                 let id = tree.add_child(leaf, text.clone());
                 tree.nodes[id].kind = Some(kind);
-                let program = if kind.is_code() && !text.is_empty() {
-                    programs.push(steps::assemble_program(&ancestors, text));
+                let program = if let Some(p) = program {
+                    programs.push(p);
                     Some(programs.len() - 1)
                 } else {
                     None
@@ -187,51 +208,46 @@ impl Expansion<'_> {
         (created, programs)
     }
 
-    /// Phase 3: whether the child ends (answer, error threshold, depth) and what its code printed;
-    /// returns the text appended to the candidate (closing tag, output block).
-    fn judge(&mut self, new: &New, results: &[ExecResult]) -> String {
+    /// Phase 3: whether the child ends (answer, context limit, no step, error threshold, depth)
+    /// and what its code printed; returns the text appended to the candidate (output block).
+    /// `context_full`: the candidate ran into the policy's context limit.
+    fn judge(&mut self, new: &New, results: &[ExecResult], context_full: bool) -> String {
         let cfg = self.cfg;
+        let format = cfg.step_format;
         let tree = &mut self.trees[new.tree];
         let parent_errors = tree.nodes[tree.nodes[new.node].parent.unwrap_or(0)].consecutive_errors;
         let node = &mut tree.nodes[new.node];
         let mut appended = String::new();
-        match node.kind {
-            // No token could be generated (the path fills the policy's context, or the first
-            // token was EOS): the path cannot go on.
-            _ if node.text.is_empty() => {
-                node.end = Some(End::Depth);
-                node.final_answer = Some(TOO_MANY_STEPS.into());
-            }
-            Some(StepKind::Answer) => {
+        let program = new.program.map(|p| &results[p]);
+        match (node.kind, program) {
+            _ if context_full => node.finish(End::Length, CONTEXT_LIMIT),
+            // The first token was EOS, or (tool format) neither a block nor an answer came.
+            _ if node.text.is_empty() => node.finish(End::Unparsed, NO_STEP),
+            (Some(StepKind::Answer), _) => {
                 node.end = Some(End::Answer);
                 node.final_answer = Some(grade::extract_answer(&node.text).unwrap_or_default());
             }
-            _ => {
-                let res = &results[new.program.unwrap_or(0)];
-                let out = StepOutcome::from_exec(res, cfg.failure_rule.into());
+            (_, None) => node.finish(End::Unparsed, NO_STEP),
+            (kind, Some(res)) => {
+                let mut res = res.clone();
+                res.stdout = format.own_output(&res.stdout).to_string();
+                let out = StepOutcome::from_exec(&res, cfg.failure_rule.into());
                 if out.failed {
                     node.consecutive_errors = parent_errors + 1;
                     node.failure = out.reason.clone();
                 }
-                let last = node.kind == Some(StepKind::LastCode);
-                if node.consecutive_errors >= cfg.errors_threshold {
-                    // The reference closes the code block and shows the error.
-                    if !node.text.contains(tags::END_OF_CODE) {
-                        appended.push_str(tags::END_OF_CODE);
-                    }
-                    appended.push_str(&steps::output_block(&out.observation));
-                    node.end = Some(End::Errors);
-                    node.final_answer = Some(TOO_MANY_CODE_ERRORS.into());
-                } else if last {
-                    appended.push_str(&steps::output_block(&out.observation));
+                let ends = node.consecutive_errors >= cfg.errors_threshold;
+                let kind = kind.unwrap_or(StepKind::Unterminated);
+                appended = format.appended(&node.text, kind, &out.observation, ends);
+                if ends {
+                    node.finish(End::Errors, TOO_MANY_CODE_ERRORS);
                 }
                 node.text.push_str(&appended);
                 node.observation = Some(out.observation);
             }
         }
         if node.end.is_none() && node.depth > cfg.max_depth {
-            node.end = Some(End::Depth);
-            node.final_answer = Some(TOO_MANY_STEPS.into());
+            node.finish(End::Depth, TOO_MANY_STEPS);
         }
         appended
     }

@@ -11,20 +11,70 @@ use std::sync::Arc;
 use crate::data::prompts;
 use crate::engine::ppm::{Ppm, Scorer};
 use crate::engine::{
-    Engine, EngineConfig, EngineStats, GenerateParams, LoadedModel, Request, SamplingParams, SeqId,
+    Engine, EngineConfig, EngineStats, FinishReason, GenerateParams, LoadedModel, Request,
+    SamplingParams, SeqId,
 };
 use crate::error::{Error, Result};
-use crate::search::api::{Policy, ScoreRequest, SearchConfig, StepRequest, ValueModel};
+use crate::search::api::{Policy, ScoreRequest, SearchConfig, StepRequest, TokenCount, ValueModel};
 use crate::search::tree::NodeId;
+use crate::steps::{tool, StepFormat};
+use crate::tokenizer::{ChatMessage, Tokenizer};
 
-/// A proposed candidate's sequence and its generated token count.
-type Candidate = (SeqId, usize);
+/// A proposed candidate's sequence, its generated token count and whether it ended at the
+/// model's context limit.
+type Candidate = (SeqId, usize, bool);
+
+/// How a question becomes the policy's (and the PPM's) prompt.
+#[derive(Debug, Clone)]
+struct Prompt {
+    template: String,
+    format: StepFormat,
+    few_shot: bool,
+}
+
+impl Prompt {
+    fn of(cfg: &SearchConfig) -> Prompt {
+        Prompt {
+            template: cfg.prompt_template.clone(),
+            format: cfg.step_format,
+            few_shot: cfg.few_shot,
+        }
+    }
+
+    /// The prompt text of a question and whether the tokenizer adds its special tokens to it:
+    /// native, the filled template (special tokens added); tool, the chat of the optional
+    /// few-shot exchange and the filled template as the user message, rendered by the model's
+    /// chat template with the generation prompt (which holds its own special tokens).
+    fn text(&self, tok: &Tokenizer, question: &str) -> Result<(String, bool)> {
+        let user = prompts::fill(&self.template, question);
+        if self.format == StepFormat::Native {
+            return Ok((user, true));
+        }
+        let mut msgs: Vec<ChatMessage> = Vec::new();
+        if self.few_shot {
+            for (role, text) in tool::few_shot() {
+                msgs.push(ChatMessage::new(role, &text));
+            }
+        }
+        msgs.push(ChatMessage::new("user", &user));
+        let text = tok.apply_chat_template(&msgs, true).map_err(|e| {
+            Error::InvalidArgument(format!("step_format = \"tool\" needs a chat model: {e}"))
+        })?;
+        Ok((text, false))
+    }
+
+    /// The prompt's ids.
+    fn ids(&self, tok: &Tokenizer, question: &str) -> Result<Vec<u32>> {
+        let (text, special) = self.text(tok, question)?;
+        tok.encode(&text, special)
+    }
+}
 
 /// The policy model on an [`Engine`].
 pub struct EnginePolicy {
     engine: Engine,
     params: GenerateParams,
-    template: String,
+    prompt: Prompt,
     nodes: HashMap<(u64, NodeId), SeqId>,
     /// Per request of the last propose call: its problem and its candidates' sequences with
     /// their generated token counts.
@@ -35,11 +85,15 @@ pub struct EnginePolicy {
     /// generated and appended tokens (engine `tokens_computed / tree_tokens` measures recompute
     /// and discarded candidates).
     pub tree_tokens: u64,
+    /// Tokens per problem.
+    per_problem: HashMap<u64, TokenCount>,
 }
 
 impl EnginePolicy {
     pub fn new(lm: Arc<LoadedModel>, engine_cfg: EngineConfig, cfg: &SearchConfig) -> Result<Self> {
-        lm.tokenizer()?;
+        let prompt = Prompt::of(cfg);
+        // The prompt renders (a tool-format policy has a chat template) before any search.
+        prompt.ids(lm.tokenizer()?, "")?;
         Ok(EnginePolicy {
             engine: Engine::new(lm, engine_cfg)?,
             params: GenerateParams {
@@ -54,16 +108,27 @@ impl EnginePolicy {
                 stop_token_ids: Vec::new(),
                 ignore_eos: false,
             },
-            template: cfg.prompt_template.clone(),
+            prompt,
             nodes: HashMap::new(),
             pending: Vec::new(),
             generated_tokens: 0,
             tree_tokens: 0,
+            per_problem: HashMap::new(),
         })
     }
 
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
+    }
+
+    /// Samples by `cfg` from now on (step tokens, temperature, top-k/p, stop strings): a sweep
+    /// runs several strategies on one loaded policy.
+    pub fn configure(&mut self, cfg: &SearchConfig) {
+        self.params.max_new_tokens = cfg.max_step_tokens;
+        self.params.sampling.temperature = cfg.temperature;
+        self.params.sampling.top_k = cfg.top_k;
+        self.params.sampling.top_p = cfg.top_p;
+        self.params.stop = cfg.stop.clone();
     }
 
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
@@ -75,13 +140,16 @@ impl EnginePolicy {
         if let Some(&s) = self.nodes.get(&(r.problem, r.node)) {
             return Ok(s);
         }
-        let mut ids = self.encode(&prompts::fill(&self.template, r.question), true)?;
+        let mut ids = self
+            .prompt
+            .ids(self.engine.model().tokenizer()?, r.question)?;
         let path = r.path.concat();
         if !path.is_empty() {
             ids.extend(self.encode(&path, false)?);
         }
         let s = self.engine.add(&ids)?;
         self.tree_tokens += ids.len() as u64;
+        self.per_problem.entry(r.problem).or_default().computed += ids.len() as u64;
         self.nodes.insert((r.problem, r.node), s);
         Ok(s)
     }
@@ -95,9 +163,11 @@ impl Policy for EnginePolicy {
         // Parents that fill the context get `n` empty steps (which the search ends as too deep);
         // their candidates are still forks, so adoption is the same for every candidate.
         let mut full = vec![false; reqs.len()];
+        let mut parent_len = vec![0; reqs.len()];
         for (j, r) in reqs.iter().enumerate() {
             let parent = self.node_seq(r)?;
-            full[j] = self.engine.tokens(parent)?.len() >= max_ctx;
+            parent_len[j] = self.engine.tokens(parent)?.len();
+            full[j] = parent_len[j] >= max_ctx;
             let mut seqs = Vec::with_capacity(n);
             for i in 0..n {
                 let seq = self.engine.fork(parent)?;
@@ -106,7 +176,7 @@ impl Policy for EnginePolicy {
                 if !full[j] {
                     requests.push(Request { seq, params });
                 }
-                seqs.push(Some((seq, 0)));
+                seqs.push(Some((seq, 0, full[j])));
             }
             self.pending.push((r.problem, seqs));
         }
@@ -122,8 +192,13 @@ impl Policy for EnginePolicy {
             }
             for (k, o) in it.by_ref().take(n).enumerate() {
                 self.generated_tokens += o.ids.len() as u64;
+                let t = self.per_problem.entry(reqs[r].problem).or_default();
+                t.generated += o.ids.len() as u64;
+                t.computed += o.ids.len() as u64;
                 if let Some(Some(c)) = self.pending[r].1.get_mut(k) {
                     c.1 = o.ids.len();
+                    c.2 = o.finish_reason == FinishReason::Length
+                        && parent_len[r] + o.ids.len() >= max_ctx;
                 }
                 // The reference re-appends the stop string that ended the step.
                 v.push(o.text + o.stop_string.as_deref().unwrap_or(""));
@@ -134,7 +209,7 @@ impl Policy for EnginePolicy {
     }
 
     fn adopt(&mut self, req: usize, cand: usize, node: NodeId, appended: &str) -> Result<()> {
-        let (problem, (seq, generated)) = self
+        let (problem, (seq, generated, _)) = self
             .pending
             .get_mut(req)
             .and_then(|(p, v)| Some((*p, v.get_mut(cand)?.take()?)))
@@ -143,6 +218,7 @@ impl Policy for EnginePolicy {
         if !appended.is_empty() {
             let ids = self.encode(appended, false)?;
             self.tree_tokens += ids.len() as u64;
+            self.per_problem.entry(problem).or_default().computed += ids.len() as u64;
             self.engine.append(seq, &ids)?;
         }
         self.nodes.insert((problem, node), seq);
@@ -151,7 +227,7 @@ impl Policy for EnginePolicy {
 
     fn end_expansion(&mut self) -> Result<()> {
         for (_, seqs) in std::mem::take(&mut self.pending) {
-            for (s, _) in seqs.into_iter().flatten() {
+            for (s, _, _) in seqs.into_iter().flatten() {
                 self.engine.remove(s)?;
             }
         }
@@ -160,6 +236,17 @@ impl Policy for EnginePolicy {
 
     fn tokens_generated(&self) -> u64 {
         self.generated_tokens
+    }
+
+    fn problem_tokens(&self, problem: u64) -> TokenCount {
+        self.per_problem.get(&problem).copied().unwrap_or_default()
+    }
+
+    fn context_full(&self, req: usize, cand: usize) -> bool {
+        matches!(
+            self.pending.get(req).and_then(|(_, v)| v.get(cand)),
+            Some(Some((_, _, true)))
+        )
     }
 
     fn release(&mut self, problem: u64) {
@@ -181,7 +268,7 @@ impl Policy for EnginePolicy {
 pub struct PpmValue {
     scorer: Scorer,
     lm: Arc<LoadedModel>,
-    template: String,
+    prompt: Prompt,
     scale: f64,
 }
 
@@ -192,7 +279,7 @@ impl PpmValue {
         Ok(PpmValue {
             scorer: Scorer::new(ppm, engine_cfg)?,
             lm,
-            template: cfg.prompt_template.clone(),
+            prompt: Prompt::of(cfg),
             scale: cfg.value_scale,
         })
     }
@@ -209,9 +296,9 @@ impl ValueModel for PpmValue {
         let seqs = reqs
             .iter()
             .map(|r| {
-                let text = prompts::fill(&self.template, r.question) + &r.path.concat();
+                let (prompt, special) = self.prompt.text(tok, r.question)?;
                 // A path longer than the PPM's context is valued by its longest prefix that fits.
-                let mut ids = tok.encode(&text, true)?;
+                let mut ids = tok.encode(&(prompt + &r.path.concat()), special)?;
                 ids.truncate(max_ctx);
                 Ok(ids)
             })

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::search::api::{Mode, Models, Problem, SearchConfig, SearchStats};
 #[allow(unused_imports)] // named by the doc links above
 use crate::search::api::{Policy, StepRunner, ValueModel};
-use crate::search::expand::{expand, Expansion};
+use crate::search::expand::{expand, over_budget, Expansion};
 use crate::search::tree::{NodeId, Tree};
 
 /// Searches all problems together; returns their trees in input order. `on_rollout(done, total)`
@@ -40,12 +40,23 @@ pub fn search(
     }
     let t_start = std::time::Instant::now();
     let mut trees: Vec<Tree> = problems.iter().map(|p| Tree::new(&p.question)).collect();
+    let start: Vec<_> = problems
+        .iter()
+        .map(|p| models.policy.problem_tokens(p.id))
+        .collect();
     for rollout in 0..cfg.rollouts {
+        // A problem whose token budget is spent does no more rollouts.
+        let spent: Vec<bool> = problems
+            .iter()
+            .zip(&start)
+            .map(|(p, s)| over_budget(models.policy, p.id, *s, cfg.budget_tokens))
+            .collect();
         // Start at the root: its best child, or the root itself while it has none.
         let mut cur: Vec<Option<NodeId>> = trees
             .iter_mut()
-            .map(|t| {
-                if t.root().is_terminal() {
+            .zip(&spent)
+            .map(|(t, &spent)| {
+                if spent || t.root().is_terminal() {
                     None
                 } else if t.root().children.is_empty() {
                     Some(0)

@@ -3,7 +3,8 @@
 //! ([`mcts`]), step-level beam search, best-of-N and greedy ([`beam`]), the search's operations
 //! on a tree ([`tree`]), answer voting ([`vote`]), test-time evaluation ([`eval`]), the search
 //! configuration file ([`config`]), the engine-backed policy and PPM ([`llm`]), a model-owning
-//! solver for the CLI and the C ABI ([`solver`]) and the resumable dataset runner ([`dataset`]).
+//! solver for the CLI and the C ABI ([`solver`]), the resumable dataset runner ([`dataset`]) and
+//! the compute-matched sweep ([`sweep`]).
 //! The test-time dispatcher is [`run_search`].
 //!
 //! The search logic talks to the models only through the [`api::Policy`], [`api::ValueModel`] and
@@ -19,12 +20,13 @@ pub mod expand;
 pub mod llm;
 pub mod mcts;
 pub mod solver;
+pub mod sweep;
 pub mod tree;
 pub mod vote;
 
 pub use api::{
-    AnswerChildren, Mode, Models, Policy, Problem, ScoreRequest, SearchConfig, SearchStats,
-    StepRequest, StepRunner, Strategy, ValueModel,
+    Aggregate, AnswerChildren, Mode, Models, Policy, Problem, ScoreRequest, SearchConfig,
+    SearchStats, StepRequest, StepRunner, Strategy, TokenCount, ValueModel,
 };
 pub use expand::keep_candidates;
 pub use mcts::search;

@@ -16,13 +16,15 @@ use crate::engine::EngineStats;
 use crate::error::{Error, Result};
 use crate::exec::{ExecConfig, Executor};
 use crate::search::api::{
-    Mode, Models, Policy, Problem, SearchConfig, SearchStats, StepRunner, Strategy, ValueModel,
+    Mode, Models, Policy, Problem, SearchConfig, SearchStats, StepRunner, Strategy, TokenCount,
+    ValueModel,
 };
 use crate::search::config;
 use crate::search::dataset::{self, RunSummary};
 use crate::search::default_model;
-use crate::search::eval::{self, EvalSummary, Progress, Trajectory};
+use crate::search::eval::{self, Ends, EvalSummary, NoAnswer, Progress, Trajectory};
 use crate::search::llm::{EnginePolicy, PpmValue};
+use crate::search::sweep;
 
 /// Where the search settings come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,7 +167,7 @@ pub struct EngineReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Solution {
     pub question: String,
-    /// The PPM-best answer.
+    /// The answer: the majority vote for `maj`, else the PPM-best (highest-valued) one.
     pub answer: Option<String>,
     /// Run 0's highest-value answer.
     pub pass1: Option<String>,
@@ -174,6 +176,12 @@ pub struct Solution {
     /// Trajectories voting.
     pub k: usize,
     pub trajectories: Vec<Trajectory>,
+    /// How the search's paths ended; why there is no answer when there is none.
+    pub ends: Ends,
+    pub no_answer: Option<NoAnswer>,
+    /// Tokens the policy spent on the question.
+    pub tokens: TokenCount,
+    pub seconds: f64,
     pub stats: SearchStats,
     pub engine: EngineReport,
 }
@@ -293,12 +301,20 @@ impl Solver {
         let r = r?.remove(0);
         Ok(Solution {
             question: question.into(),
-            answer: r.votes.ppm_best,
+            answer: if cfg.search.votes() {
+                r.votes.majority.clone()
+            } else {
+                r.votes.ppm_best
+            },
             pass1: r.pass1,
             majority: r.votes.majority,
             weighted: r.votes.weighted,
             k: r.votes.k,
             trajectories: r.trajectories,
+            ends: r.ends,
+            no_answer: r.no_answer,
+            tokens: r.tokens,
+            seconds: r.seconds,
             stats,
             engine: self.engine_stats(),
         })
@@ -340,6 +356,77 @@ impl Solver {
         );
         self.cancel.store(false, Ordering::Relaxed);
         r
+    }
+
+    /// `rstar eval sweep`: every mode at every token budget (0 = none) over the first `limit`
+    /// problems of `data`, `batch` in lock-step, one resumable results file per cell in `dir`
+    /// ([`sweep::cell_path`]); writes `table.md`, `table.json` and `accuracy.png` there and
+    /// returns the rows. The solver's settings apply to every cell except `search` and
+    /// `budget_tokens`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sweep(
+        &mut self,
+        data: &Path,
+        limit: Option<usize>,
+        modes: &[Strategy],
+        budgets: &[u64],
+        dir: &Path,
+        batch: usize,
+        progress: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<Vec<sweep::Row>> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut problems = crate::data::load_problems(data)?;
+        if let Some(n) = limit {
+            problems.truncate(n);
+        }
+        let base = self.cfg.clone();
+        let mut rows = Vec::new();
+        for &mode in modes {
+            for &budget in budgets {
+                let path = sweep::cell_path(dir, mode, budget);
+                let done = sweep::done(&sweep::read_cell(&path)?);
+                let todo: Vec<Problem> = problems
+                    .iter()
+                    .filter(|p| !done.contains(&p.id))
+                    .cloned()
+                    .collect();
+                if !todo.is_empty() {
+                    let cfg = SearchConfig {
+                        search: mode,
+                        budget_tokens: budget,
+                        ..base.clone()
+                    }
+                    .resolved();
+                    self.policy.configure(&cfg);
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| Error::io(&path, e))?;
+                    let cancel = self.cancel.clone();
+                    eval::evaluate(
+                        &todo,
+                        &cfg,
+                        batch,
+                        &mut self.models(),
+                        Some((&mut f, &path)),
+                        &mut |p| !cancel.load(Ordering::Relaxed) && progress(p),
+                    )?;
+                }
+                rows.push(sweep::summarize(mode, budget, &sweep::read_cell(&path)?));
+            }
+        }
+        self.policy.configure(&base);
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))
+        };
+        write("table.md", sweep::table(&rows).as_bytes())?;
+        let json = serde_json::to_string_pretty(&rows)
+            .map_err(|e| Error::Internal(format!("serialising the table: {e}")))?;
+        write("table.json", json.as_bytes())?;
+        write("accuracy.png", &sweep::plot(&rows)?)?;
+        Ok(rows)
     }
 
     /// `rstar mcts`: annotated trees appended to a resumable JSONL file (see [`dataset`]).

@@ -1,7 +1,9 @@
 //! The search's operations on a [`Tree`] (spec 3.2, 3.3): the reference's `update` /
 //! `update_recursive` backup and UCT selection. The tree itself is data ([`crate::data::tree`]).
 
-pub use crate::data::tree::{End, Node, NodeId, Tree, TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS};
+pub use crate::data::tree::{
+    End, Node, NodeId, Tree, CONTEXT_LIMIT, NO_STEP, TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS,
+};
 
 impl Tree {
     /// The reference's `update(v)`: N += 1, sum += v, `value` set on the first call.

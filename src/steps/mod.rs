@@ -8,10 +8,97 @@
 //! from the execution result itself, with the reference's "error"-substring rule available as
 //! [`FailureRule::ErrorSubstring`]).
 //!
+//! Two formats share that shape ([`StepFormat`]): rStar's native tags (this module) and the
+//! tool-integrated format of chat models writing fenced Python ([`tool`]); the search asks the
+//! format, never the tags.
+//!
 //! Everything here is pure string work; running the program is [`crate::exec`]'s job and
 //! reading the final answer out of an answer step is [`crate::grade::extract_answer`]'s.
 
+pub mod tool;
+
+use serde::{Deserialize, Serialize};
+
 use crate::exec::ExecResult;
+
+/// Which step protocol the policy writes (config key `step_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepFormat {
+    /// rStar's tags (`<code>`, `<end_of_step>`, ...), for models fine-tuned on them.
+    #[default]
+    #[serde(alias = "rstar")]
+    Native,
+    /// Reasoning + one fenced ```` ```python ```` block per step ([`tool`]), for chat models.
+    Tool,
+}
+
+impl StepFormat {
+    /// What kind of node a generated step is.
+    pub fn classify(self, text: &str) -> StepKind {
+        match self {
+            StepFormat::Native => classify(text),
+            StepFormat::Tool => tool::classify(text),
+        }
+    }
+
+    /// The program a new code step runs; `ancestors` are (text, failed) from the root's child
+    /// down to the parent.
+    pub fn program(self, ancestors: &[(&str, bool)], step: &str) -> String {
+        match self {
+            StepFormat::Native => {
+                let texts: Vec<&str> = ancestors.iter().map(|a| a.0).collect();
+                assemble_program(&texts, step)
+            }
+            StepFormat::Tool => tool::assemble_program(ancestors, step),
+        }
+    }
+
+    /// The part of a program's stdout that belongs to the new step.
+    pub fn own_output(self, stdout: &str) -> &str {
+        match self {
+            StepFormat::Native => stdout,
+            StepFormat::Tool => tool::own_output(stdout),
+        }
+    }
+
+    /// The text appended after an executed step (empty when the model does not see its output:
+    /// native code steps before the last; tool shows every step's), given whether the branch
+    /// ends here on errors (native then closes the block and shows the error, as the reference).
+    pub fn appended(self, step: &str, kind: StepKind, observation: &str, ends: bool) -> String {
+        match self {
+            StepFormat::Tool => tool::output_block(step, observation),
+            StepFormat::Native if ends => {
+                let close = if step.contains(tags::END_OF_CODE) {
+                    ""
+                } else {
+                    tags::END_OF_CODE
+                };
+                format!("{close}{}", output_block(observation))
+            }
+            StepFormat::Native if kind == StepKind::LastCode => output_block(observation),
+            StepFormat::Native => String::new(),
+        }
+    }
+
+    /// The format's stop strings.
+    pub fn stop(self) -> Vec<String> {
+        let s: &[&str] = match self {
+            StepFormat::Native => tags::STOP,
+            StepFormat::Tool => tool::STOP,
+        };
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The stop strings of greedy decoding: native stops only at the end of a code block or an
+    /// answer (spec 1.4); tool steps already are whole blocks.
+    pub fn greedy_stop(self) -> Vec<String> {
+        match self {
+            StepFormat::Native => vec![tags::END_OF_CODE.into(), tags::END_OF_ANSWER.into()],
+            StepFormat::Tool => self.stop(),
+        }
+    }
+}
 
 /// The tag strings of `rstar_deepthink/constants.py`.
 pub mod tags {

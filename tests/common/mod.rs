@@ -108,7 +108,7 @@ pub fn check_backup_invariant(rstar: &serde_json::Value, pseudo_visits: bool) {
         let mut count = 0.0;
         let mut sum = 0.0;
         let end = n["end"].as_str().unwrap_or("");
-        if end == "errors" || end == "depth" {
+        if ["errors", "depth", "length", "unparsed"].contains(&end) {
             count += 1.0;
             sum += f(n, "value");
             assert_eq!(f(n, "value"), -1.0, "{tag}");
