@@ -104,7 +104,7 @@ pub fn bench_tree(
             // A fresh engine per expansion: nothing cached, the path is prefilled again, then the
             // children are decoded together (as vLLM with n = width and prefix caching off).
             let need = path.len() + shape.width * (shape.step_tokens + cfg.block_size);
-            let per_block = lm.model.kv_bytes_per_block(cfg.block_size);
+            let per_block = lm.model.kv_bytes_per_block(cfg.block_size, cfg.kv_dtype);
             let budget = need.div_ceil(cfg.block_size) * per_block;
             let mut e = Engine::new(
                 lm.clone(),
