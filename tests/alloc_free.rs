@@ -7,7 +7,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rstar::backend::cpu::{Compute, Precision};
+use rstar::backend::cpu::{Compute, KvDtype, Precision};
 use rstar::engine::{LoadedModel, Sampler, SamplingParams};
 use rstar::model::SeqChunk;
 
@@ -53,7 +53,7 @@ fn decode_steps_allocate_nothing_once_warm() {
         let vocab = model.config.vocab_size as u32;
         // 16 sequences of 8 prompt tokens, each owning 4 blocks of 16 positions.
         let (seqs, block, prompt, steps) = (16usize, 16usize, 8usize, 24usize);
-        let mut kv = model.new_kv_store(block, seqs * 4).unwrap();
+        let mut kv = model.new_kv_store(block, seqs * 4, KvDtype::F32).unwrap();
         let tables: Vec<Vec<u32>> = (0..seqs)
             .map(|s| (0..4).map(|b| (s * 4 + b) as u32).collect())
             .collect();

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
+use rstar::backend::cpu::KvDtype;
 use rstar::engine::{
     generate, Engine, EngineConfig, GenerateParams, LoadedModel, Request, SamplingParams, SeqId,
 };
@@ -29,7 +30,7 @@ fn random_fork_append_drop_evict_matches_recompute() {
         ("phi3-f16-v5", 30, 2),
     ] {
         let lm = lm(name);
-        let probe = lm.model.kv_bytes_per_block(block_size);
+        let probe = lm.model.kv_bytes_per_block(block_size, KvDtype::F32);
         let mut eng = Engine::new(
             lm.clone(),
             EngineConfig {
@@ -37,6 +38,7 @@ fn random_fork_append_drop_evict_matches_recompute() {
                 kv_budget_bytes: budget_blocks * probe,
                 max_batch_tokens: 7, // forces chunked prefill mixed with decode tokens
                 max_active: 4,
+                kv_dtype: KvDtype::F32,
             },
         )
         .unwrap();

@@ -159,7 +159,7 @@ const BLOCK: usize = 16;
 /// page faults of its fresh memory).
 fn time_prefill(model: &Model, p: usize) -> Result<f64> {
     let nb = p.div_ceil(BLOCK);
-    let mut kv = model.new_kv_store(BLOCK, nb)?;
+    let mut kv = model.new_kv_store(BLOCK, nb, crate::backend::cpu::kv_dtype())?;
     let table: Vec<u32> = (0..nb as u32).collect();
     let tokens: Vec<u32> = (0..p).map(|i| token(i, model.config.vocab_size)).collect();
     let chunk = SeqChunk {
@@ -184,7 +184,7 @@ fn time_prefill(model: &Model, p: usize) -> Result<f64> {
 fn time_decode(model: &Model, b: usize, steps: usize, prompt: usize) -> Result<f64> {
     let prompt = prompt.max(1);
     let per = (prompt + steps).div_ceil(BLOCK);
-    let mut kv = model.new_kv_store(BLOCK, per * b)?;
+    let mut kv = model.new_kv_store(BLOCK, per * b, crate::backend::cpu::kv_dtype())?;
     let tables: Vec<Vec<u32>> = (0..b)
         .map(|s| ((s * per) as u32..((s + 1) * per) as u32).collect())
         .collect();

@@ -153,7 +153,7 @@ fn fresh_engine(
             (p.len() + shape.width * child).div_ceil(cfg.block_size)
         })
         .sum();
-    let budget = blocks * lm.model.kv_bytes_per_block(cfg.block_size);
+    let budget = blocks * lm.model.kv_bytes_per_block(cfg.block_size, cfg.kv_dtype);
     Engine::new(
         lm.clone(),
         EngineConfig {

@@ -77,13 +77,17 @@ pub enum Command {
     FetchAssets(fetch::FetchArgs),
 }
 
-/// `--precision exact|fast` and `--threads N`, shared by the commands that run a model on the CPU.
+/// `--precision exact|fast`, `--kv-dtype f32|f16|bf16` and `--threads N`, shared by the commands
+/// that run a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ComputeArgs {
     /// Matmul precision: exact (f32 activations) or fast (bf16 activations where supported; on
     /// quantized GGUF weights, 8-bit activations and integer dot products).
     #[arg(long, default_value = "exact")]
     pub precision: rstar::backend::cpu::Precision,
+    /// KV cache element type: f32, or f16/bf16 (half the memory, K/V rounded; CPU only).
+    #[arg(long, default_value = "f32")]
+    pub kv_dtype: rstar::backend::cpu::KvDtype,
     /// Compute threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -92,7 +96,10 @@ pub struct ComputeArgs {
 impl ComputeArgs {
     /// The run's settings; `Compute::run` applies them.
     pub fn build(&self) -> rstar::Result<rstar::backend::cpu::Compute> {
-        rstar::backend::cpu::Compute::new(self.precision, self.threads, "--threads")
+        Ok(
+            rstar::backend::cpu::Compute::new(self.precision, self.threads, "--threads")?
+                .with_kv_dtype(self.kv_dtype),
+        )
     }
 }
 

@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backend::cpu::KvDtype;
 use crate::engine::blocks::{BlockManager, BlockStats};
 use crate::engine::loaded::LoadedModel;
 use crate::engine::request::{
@@ -40,8 +41,11 @@ use crate::model::{KvStore, SeqChunk};
 pub struct EngineConfig {
     /// Tokens per KV block.
     pub block_size: usize,
-    /// Memory for K/V (f32), in bytes; sets the number of blocks.
+    /// Memory for K/V, in bytes; sets the number of blocks.
     pub kv_budget_bytes: usize,
+    /// Element type of the K/V cache (f16/bf16 fit twice the blocks in the budget; CPU only).
+    /// Defaults to the one of the `Compute::run` in progress (`--kv-dtype`), else f32.
+    pub kv_dtype: KvDtype,
     /// Most tokens in one forward pass.
     pub max_batch_tokens: usize,
     /// Most sequences generating at once in [`Engine::run`]; the rest wait. On a CPU each active
@@ -59,6 +63,7 @@ impl Default for EngineConfig {
             kv_budget_bytes: 1 << 30,
             max_batch_tokens: 512,
             max_active: 256,
+            kv_dtype: crate::backend::cpu::kv_dtype(),
         }
     }
 }
@@ -184,7 +189,7 @@ impl Engine {
                 "engine block_size, max_batch_tokens and max_active must be positive".into(),
             ));
         }
-        let per_block = lm.model.kv_bytes_per_block(cfg.block_size);
+        let per_block = lm.model.kv_bytes_per_block(cfg.block_size, cfg.kv_dtype);
         let num_blocks = cfg.kv_budget_bytes / per_block;
         if num_blocks == 0 {
             return Err(Error::OutOfMemory(format!(
@@ -192,7 +197,9 @@ impl Engine {
                 cfg.kv_budget_bytes,
             )));
         }
-        let kv = lm.model.new_kv_store(cfg.block_size, num_blocks)?;
+        let kv = lm
+            .model
+            .new_kv_store(cfg.block_size, num_blocks, cfg.kv_dtype)?;
         Ok(Engine {
             lm,
             cfg,

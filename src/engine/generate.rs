@@ -24,7 +24,7 @@ pub fn generate(
     let tokens = (prompt.len() + params.max_new_tokens)
         .min(lm.model.config.max_position_embeddings + 1)
         + cfg.block_size;
-    let probe = lm.model.kv_bytes_per_block(cfg.block_size);
+    let probe = lm.model.kv_bytes_per_block(cfg.block_size, cfg.kv_dtype);
     let mut engine = Engine::new(
         lm.clone(),
         EngineConfig {

@@ -49,6 +49,8 @@ fn to_engine_config(p: *const rstar_engine_params) -> Result<EngineConfig> {
         kv_budget_bytes: (p.kv_budget_mb as usize) << 20,
         max_batch_tokens: p.max_batch_tokens as usize,
         max_active: p.max_active as usize,
+        // The C ABI has no KV dtype field yet: f32.
+        kv_dtype: crate::backend::cpu::KvDtype::F32,
     })
 }
 

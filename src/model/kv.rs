@@ -1,10 +1,12 @@
 //! Key/value storage for attention, in fixed-size blocks.
 //!
-//! [`KvStore`] is raw memory: for every layer, `num_blocks * block_size` rows of `kv_dim` floats for K
-//! and for V. Which blocks belong to which sequence (block tables, reference counts, prefix sharing)
+//! [`KvStore`] is raw memory: for every layer, `num_blocks * block_size` rows of `kv_dim` values for
+//! K and for V, stored as f32 or (host only) rounded to f16/bf16 ([`KvDtype`]). Which blocks belong to which sequence (block tables, reference counts, prefix sharing)
 //! is the engine's business (`engine::kv`); the decoder only needs, per sequence, the block table
 //! that maps position `p` to row `table[p / block_size] * block_size + p % block_size`.
 //! [`KvCache`] is the simple single-sequence owner used by [`Model::forward`](crate::model::Model::forward).
+
+use crate::backend::cpu::{kv_half, KvDtype, KvRows};
 
 /// Block-structured K/V memory for all layers, on the host or on a CUDA device.
 #[derive(Debug)]
@@ -13,6 +15,7 @@ pub struct KvStore {
     pub kv_dim: usize,
     num_blocks: usize,
     layers: usize,
+    dtype: KvDtype,
     mem: KvMem,
 }
 
@@ -26,39 +29,94 @@ enum KvMem {
 #[derive(Debug, Clone)]
 pub struct HostKv {
     kv_dim: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Rows>,
+    v: Vec<Rows>,
+}
+
+/// One layer's K or V values.
+#[derive(Debug, Clone)]
+enum Rows {
+    F32(Vec<f32>),
+    /// Bit patterns of a half-precision dtype.
+    Half(KvDtype, Vec<u16>),
+}
+
+impl Rows {
+    /// `n` zeroed values (one allocation: zeroed memory is mapped lazily).
+    fn new(dtype: KvDtype, n: usize) -> Rows {
+        match dtype {
+            KvDtype::F32 => Rows::F32(vec![0.0; n]),
+            d => Rows::Half(d, vec![0; n]),
+        }
+    }
+
+    fn resize(&mut self, n: usize) {
+        match self {
+            Rows::F32(x) => x.resize(n, 0.0),
+            Rows::Half(_, x) => x.resize(n, 0),
+        }
+    }
+
+    fn copy_within(&mut self, src: std::ops::Range<usize>, dst: usize) {
+        match self {
+            Rows::F32(x) => x.copy_within(src, dst),
+            Rows::Half(_, x) => x.copy_within(src, dst),
+        }
+    }
+
+    /// Stores `src` at element `at`, rounded to nearest even for a half dtype.
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Rows::F32(x) => x[at..at + src.len()].copy_from_slice(src),
+            Rows::Half(d, x) => kv_half::narrow(*d, src, &mut x[at..at + src.len()]),
+        }
+    }
+
+    fn view(&self) -> KvRows<'_> {
+        match self {
+            Rows::F32(x) => KvRows::F32(x),
+            Rows::Half(KvDtype::F16, x) => KvRows::F16(x),
+            Rows::Half(_, x) => KvRows::Bf16(x),
+        }
+    }
 }
 
 impl HostKv {
     /// Writes the K and V rows of layer `layer` at `row`.
     pub fn write(&mut self, layer: usize, row: usize, k: &[f32], v: &[f32]) {
         let d = self.kv_dim;
-        self.k[layer][row * d..(row + 1) * d].copy_from_slice(k);
-        self.v[layer][row * d..(row + 1) * d].copy_from_slice(v);
+        self.k[layer].write(row * d, &k[..d]);
+        self.v[layer].write(row * d, &v[..d]);
     }
 
     /// K and V memory of one layer.
-    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        (&self.k[layer], &self.v[layer])
+    pub fn layer(&self, layer: usize) -> (KvRows<'_>, KvRows<'_>) {
+        (self.k[layer].view(), self.v[layer].view())
     }
 }
 
 impl KvStore {
-    /// Host memory for `num_blocks` blocks.
-    pub fn new(layers: usize, kv_dim: usize, block_size: usize, num_blocks: usize) -> KvStore {
+    /// Host memory for `num_blocks` blocks of `dtype` values.
+    pub fn new(
+        layers: usize,
+        kv_dim: usize,
+        block_size: usize,
+        num_blocks: usize,
+        dtype: KvDtype,
+    ) -> KvStore {
         let n = num_blocks * block_size * kv_dim;
         KvStore {
             block_size,
             kv_dim,
             num_blocks,
             layers,
+            dtype,
             // One allocation per layer (not clones of one): zeroed memory is mapped lazily, so an
             // unused budget costs no RSS.
             mem: KvMem::Host(HostKv {
                 kv_dim,
-                k: (0..layers).map(|_| vec![0.0; n]).collect(),
-                v: (0..layers).map(|_| vec![0.0; n]).collect(),
+                k: (0..layers).map(|_| Rows::new(dtype, n)).collect(),
+                v: (0..layers).map(|_| Rows::new(dtype, n)).collect(),
             }),
         }
     }
@@ -81,6 +139,7 @@ impl KvStore {
             kv_dim,
             num_blocks,
             layers,
+            dtype: KvDtype::F32,
             mem: KvMem::Cuda(dev),
         })
     }
@@ -93,14 +152,19 @@ impl KvStore {
         self.layers
     }
 
+    /// Element type of the values.
+    pub fn dtype(&self) -> KvDtype {
+        self.dtype
+    }
+
     /// Bytes of K/V memory per block (all layers).
     pub fn bytes_per_block(&self) -> usize {
-        Self::block_bytes(self.layers, self.kv_dim, self.block_size)
+        Self::block_bytes(self.layers, self.kv_dim, self.block_size, self.dtype)
     }
 
     /// Bytes of one block of `block_size` rows over `layers` layers of width `kv_dim`.
-    pub fn block_bytes(layers: usize, kv_dim: usize, block_size: usize) -> usize {
-        2 * layers * block_size * kv_dim * std::mem::size_of::<f32>()
+    pub fn block_bytes(layers: usize, kv_dim: usize, block_size: usize, dtype: KvDtype) -> usize {
+        2 * layers * block_size * kv_dim * dtype.bytes()
     }
 
     /// Adds blocks (their contents are undefined until written).
@@ -110,7 +174,7 @@ impl KvStore {
             match &mut self.mem {
                 KvMem::Host(h) => {
                     for l in h.k.iter_mut().chain(h.v.iter_mut()) {
-                        l.resize(n, 0.0);
+                        l.resize(n);
                     }
                 }
                 KvMem::Cuda(d) => d.grow(n)?,
@@ -173,9 +237,9 @@ pub struct KvCache {
 impl KvCache {
     pub(crate) const BLOCK: usize = 16;
 
-    pub(crate) fn new(layers: usize, kv_dim: usize) -> KvCache {
+    pub(crate) fn new(layers: usize, kv_dim: usize, dtype: KvDtype) -> KvCache {
         KvCache {
-            store: KvStore::new(layers, kv_dim, Self::BLOCK, 0),
+            store: KvStore::new(layers, kv_dim, Self::BLOCK, 0, dtype),
             table: Vec::new(),
             len: 0,
         }

@@ -16,6 +16,7 @@ pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod bcast;
 pub mod compute;
+pub mod kv_half;
 pub mod memory;
 pub mod quant;
 pub mod rand;
@@ -23,7 +24,8 @@ pub mod simd;
 pub(crate) mod team;
 
 pub use attention::{attention, AttnSeq, AttnShape};
-pub use compute::Compute;
+pub use compute::{kv_dtype, Compute};
+pub use kv_half::{attention_kv, KvDtype, KvRows};
 pub use simd::{kernel, precision, set_kernel, set_precision, Kernel, Precision};
 pub(crate) use team::{broadcast, par_chunks_mut, par_for};
 

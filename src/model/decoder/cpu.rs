@@ -117,7 +117,7 @@ impl Model {
                 host.write(li, rows[ti], kr, vr);
             }
             let (kl, vl) = host.layer(li);
-            cpu::attention(q, kl, vl, chunks, shape, attn);
+            cpu::attention_kv(q, kl, vl, chunks, shape, attn);
             layer.o.forward(attn, t, proj);
             cpu::for_rows(x, h, proj, h, cpu::add_inplace);
 

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::cpu::memory::Mapping;
+use crate::backend::cpu::KvDtype;
 use crate::backend::cpu::{add_inplace, matmul, matmul_parts, AttnSeq};
 use crate::backend::cuda::Gpu;
 use crate::backend::Device;
@@ -242,7 +243,7 @@ impl Model {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.config.num_layers, self.config.kv_dim())
+        KvCache::new(self.config.num_layers, self.config.kv_dim(), KvDtype::F32)
     }
 
     /// The fraction of the weights' bytes that the kernel maps with huge pages (see
@@ -273,18 +274,33 @@ impl Model {
         out
     }
 
-    /// An empty block store sized for this model, on the model's device.
-    pub fn new_kv_store(&self, block_size: usize, num_blocks: usize) -> Result<KvStore> {
+    /// An empty block store of `dtype` values sized for this model, on the model's device (CUDA
+    /// keeps K/V in f32 only: another dtype there is an error).
+    pub fn new_kv_store(
+        &self,
+        block_size: usize,
+        num_blocks: usize,
+        dtype: KvDtype,
+    ) -> Result<KvStore> {
         let (l, d) = (self.config.num_layers, self.config.kv_dim());
         match &self.cuda {
+            Some(_) if dtype != KvDtype::F32 => Err(Error::InvalidArgument(format!(
+                "KV dtype {}: the CUDA decoder stores K/V in f32 only",
+                dtype.name()
+            ))),
             Some(c) => KvStore::new_cuda(c.gpu(), l, d, block_size, num_blocks),
-            None => Ok(KvStore::new(l, d, block_size, num_blocks)),
+            None => Ok(KvStore::new(l, d, block_size, num_blocks, dtype)),
         }
     }
 
-    /// Bytes of K/V memory per block of `block_size` positions.
-    pub fn kv_bytes_per_block(&self, block_size: usize) -> usize {
-        KvStore::block_bytes(self.config.num_layers, self.config.kv_dim(), block_size)
+    /// Bytes of K/V memory per block of `block_size` positions stored as `dtype`.
+    pub fn kv_bytes_per_block(&self, block_size: usize, dtype: KvDtype) -> usize {
+        KvStore::block_bytes(
+            self.config.num_layers,
+            self.config.kv_dim(),
+            block_size,
+            dtype,
+        )
     }
 
     /// Runs `tokens` (continuing the sequence in `cache`) and returns the final-norm hidden states
@@ -299,7 +315,7 @@ impl Model {
         }
         if self.cuda.is_some() && cache.len == 0 && cache.store.host_mut().is_ok() {
             // A fresh cache moves to the model's device on first use.
-            cache.store = self.new_kv_store(KvCache::BLOCK, 0)?;
+            cache.store = self.new_kv_store(KvCache::BLOCK, 0, KvDtype::F32)?;
             cache.table.clear();
         }
         cache.reserve(tokens.len())?;
