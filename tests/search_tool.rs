@@ -193,3 +193,28 @@ fn qwen_writes_tool_steps_through_its_chat_template() {
     assert!(e.answers + e.failed_programs + e.unparsed + e.context_limit + e.budget > 0);
     assert_eq!(s.answer.is_some(), s.no_answer.is_none(), "{s:?}");
 }
+
+/// The solver reports the sandbox layers its steps ran under (issue 32: "the solver stats expose
+/// it"), in the typed result and in its JSON: a strict executor ran, so every required layer is
+/// active and seccomp is among them.
+#[test]
+fn solution_reports_the_sandbox_layers() {
+    if !common::executor_available() {
+        return;
+    }
+    let mut solver =
+        rstar::search::solver::Solver::new(rstar::search::solver::SolverOptions::default())
+            .unwrap();
+    let s = solver.solve("What is 15% of 80?").unwrap();
+    let sandbox = s
+        .sandbox
+        .as_ref()
+        .expect("the built-in executor reports its sandbox");
+    assert!(sandbox.missing().is_empty(), "{sandbox:?}");
+    assert!(sandbox.layers["seccomp"].active, "{sandbox:?}");
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(
+        json["sandbox"]["layers"]["seccomp"]["active"], true,
+        "{json}"
+    );
+}

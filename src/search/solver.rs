@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::EngineStats;
 use crate::error::{Error, Result};
-use crate::exec::{ExecConfig, Executor};
+use crate::exec::{ExecConfig, Executor, SandboxReport};
 use crate::search::api::{
     Mode, Models, Policy, Problem, SearchConfig, SearchStats, StepRunner, Strategy, TokenCount,
     ValueModel,
@@ -184,6 +184,8 @@ pub struct Solution {
     pub seconds: f64,
     pub stats: SearchStats,
     pub engine: EngineReport,
+    /// The sandbox layers the steps' programs ran under; `None` with a caller's code runner.
+    pub sandbox: Option<SandboxReport>,
 }
 
 impl Solution {
@@ -317,6 +319,7 @@ impl Solver {
             seconds: r.seconds,
             stats,
             engine: self.engine_stats(),
+            sandbox: self.executor().map(|e| e.sandbox().clone()),
         })
     }
 
