@@ -16,7 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rstar::backend::cpu::{Compute, Precision};
+use rstar::backend::cpu::{Compute, KvDtype, Precision};
 use rstar::engine::{Engine, EngineConfig, LoadedModel};
 use rstar::model::gguf::GgufFile;
 use rstar::model::gguf_import::{GgufModel, QuantLoad};
@@ -150,9 +150,10 @@ fn engine_checks(lm: &Arc<LoadedModel>) -> usize {
     let block_size = 4;
     let cfg = EngineConfig {
         block_size,
-        kv_budget_bytes: 64 * lm.model.kv_bytes_per_block(block_size),
+        kv_budget_bytes: 64 * lm.model.kv_bytes_per_block(block_size, KvDtype::F32),
         max_batch_tokens: 7, // chunked prefill mixed with decode tokens
         max_active: 4,
+        kv_dtype: KvDtype::F32,
     };
     let mut eng = Engine::new(lm.clone(), cfg).unwrap();
     let ps = prompts();
