@@ -176,6 +176,42 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 
 /// Reads a params struct whose first field is `struct_size`: fields beyond what the caller's
 /// (possibly older, smaller) struct holds keep their defaults.
+/// The value at index `v` of `options` (`(value, name)` pairs), for an enum-like `u32` params
+/// field; otherwise an error naming `field` and listing the choices.
+pub(crate) fn choice<T: Copy>(v: u32, field: &str, options: &[(T, &str)]) -> Result<T> {
+    options.get(v as usize).map(|&(t, _)| t).ok_or_else(|| {
+        let names: Vec<String> = options
+            .iter()
+            .enumerate()
+            .map(|(i, (_, n))| format!("{i} ({n})"))
+            .collect();
+        Error::InvalidArgument(format!(
+            "params.{field} {v}: expected {}",
+            names.join(" or ")
+        ))
+    })
+}
+
+/// The `precision` field of a params struct.
+pub(crate) fn precision_param(v: u32) -> Result<crate::backend::cpu::Precision> {
+    use crate::backend::cpu::Precision;
+    choice(
+        v,
+        "precision",
+        &[(Precision::Exact, "exact"), (Precision::Fast, "fast")],
+    )
+}
+
+/// The `weak_sandbox` field of a params struct.
+pub(crate) fn sandbox_param(v: u32) -> Result<crate::exec::SandboxMode> {
+    use crate::exec::SandboxMode;
+    choice(
+        v,
+        "weak_sandbox",
+        &[(SandboxMode::Strict, "strict"), (SandboxMode::Weak, "weak")],
+    )
+}
+
 pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
     if p.is_null() {
         return Ok(defaults);
@@ -378,15 +414,7 @@ pub unsafe extern "C" fn rstar_model_load_with_params(
         *out = std::ptr::null_mut();
         let path = c_str(path, "path")?;
         let p = read_params(params, default_model_params())?;
-        let precision = match p.precision {
-            0 => crate::backend::cpu::Precision::Exact,
-            1 => crate::backend::cpu::Precision::Fast,
-            v => {
-                return Err(Error::InvalidArgument(format!(
-                    "params.precision {v}: expected 0 (exact) or 1 (fast)"
-                )))
-            }
-        };
+        let precision = precision_param(p.precision)?;
         let device: crate::backend::Device = if p.device.is_null() {
             crate::backend::Device::Cpu
         } else {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
-use super::{arg, c_str, guard, new_c_string, out, read_params};
+use super::{arg, c_str, guard, new_c_string, out, precision_param, read_params, sandbox_param};
 use crate::backend::cpu::Compute;
 use crate::error::{Error, Result, Status};
 use crate::exec::{ExecConfig, ExecResult, SandboxMode};
@@ -305,15 +305,7 @@ fn solver_options(p: &rstar_solver_params) -> Result<(SolverOptions, Option<Arc<
             )))
         }
     };
-    let sandbox = match p.weak_sandbox {
-        0 => SandboxMode::Strict,
-        1 => SandboxMode::Weak,
-        v => {
-            return Err(Error::InvalidArgument(format!(
-                "params.weak_sandbox {v}: expected 0 (strict) or 1 (weak)"
-            )))
-        }
-    };
+    let sandbox = sandbox_param(p.weak_sandbox)?;
     let defaults = ExecConfig::default();
     let caller = p.code_runner.map(|run| {
         Arc::new(CallerRunner {
@@ -366,15 +358,7 @@ pub unsafe extern "C" fn rstar_solver_new_with_params(
         *out = std::ptr::null_mut();
         let p = read_params(params, default_solver_params())?;
         let (opts, caller) = solver_options(&p)?;
-        let precision = match p.precision {
-            0 => crate::backend::cpu::Precision::Exact,
-            1 => crate::backend::cpu::Precision::Fast,
-            v => {
-                return Err(Error::InvalidArgument(format!(
-                    "params.precision {v}: expected 0 (exact) or 1 (fast)"
-                )))
-            }
-        };
+        let precision = precision_param(p.precision)?;
         let compute = Compute::new(precision, p.threads as usize, "params.threads")?;
         let solver = compute.run(|| Solver::new(opts))?;
         if let Some(c) = caller {

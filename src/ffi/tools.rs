@@ -6,9 +6,9 @@
 use std::ffi::c_char;
 use std::path::PathBuf;
 
-use super::{c_str, guard, new_c_string, out, read_params};
-use crate::error::{Error, Status};
-use crate::exec::{ExecConfig, SandboxMode};
+use super::{c_str, guard, new_c_string, out, read_params, sandbox_param};
+use crate::error::Status;
+use crate::exec::ExecConfig;
 
 /// Whether a predicted answer equals the reference answer, as the search grades them (numbers,
 /// fractions, percentages, LaTeX, intervals, equations, multiple choice; no sympy). Symmetric.
@@ -111,15 +111,7 @@ pub unsafe extern "C" fn rstar_exec(
         *result = std::ptr::null_mut();
         let code = c_str(code, "code")?;
         let p = read_params(params, default_exec_params())?;
-        let sandbox = match p.weak_sandbox {
-            0 => SandboxMode::Strict,
-            1 => SandboxMode::Weak,
-            v => {
-                return Err(Error::InvalidArgument(format!(
-                    "params.weak_sandbox {v}: expected 0 (strict) or 1 (weak)"
-                )))
-            }
-        };
+        let sandbox = sandbox_param(p.weak_sandbox)?;
         let python = match p.python.is_null() {
             true => None,
             false => Some(PathBuf::from(c_str(p.python, "params.python")?)),
