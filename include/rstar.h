@@ -25,7 +25,10 @@
 // `rstar_solver_run_dataset` in annotation mode, `rstar_grade`, `rstar_extract_answer`,
 // `rstar_exec`; handles whose state a call changes are passed non-const (same symbols and
 // layouts, so v2 callers keep working).
-#define RSTAR_ABI_VERSION 3
+//
+// 4: `rstar_solver_run_problems` (given problems -> their output lines, for a caller that writes
+// the output file itself).
+#define RSTAR_ABI_VERSION 4
 
 // `rstar_solver_params.mode`: test-time search (the default).
 #define RSTAR_SOLVER_MODE_INFERENCE 0
@@ -567,6 +570,23 @@ enum rstar_status rstar_solver_run_dataset(struct rstar_solver *solver,
                                            rstar_solver_callback callback,
                                            void *user_data,
                                            char **summary_json);
+
+// Runs the given problems together (lock-step) and returns their output lines, for a caller
+// that writes the output file itself (a distributed run with one writer, e.g. the Python
+// package's `rstar.ray`). `problems_json` is a JSON array of `{"index": N, "problem": RECORD}`:
+// `N` is the problem's position in its dataset (search seeds are keyed by it, so a problem gets
+// the same result as in `rstar_solver_run_dataset`) and `RECORD` a problem record in any format
+// a problem file may hold. On success `*lines` receives JSONL text (one line per problem, in
+// input order, each ending in `\n`) to free with `rstar_string_free`: in annotation mode the
+// tree records `rstar_solver_run_dataset` appends, in inference mode the per-problem results it
+// writes. `RSTAR_STATUS_FORMAT` names a bad problem; `rstar_solver_cancel` stops the call with
+// `RSTAR_STATUS_CANCELLED`.
+//
+// # Safety
+// `solver` is live; `problems_json` is NUL-terminated UTF-8; `lines` is writable.
+enum rstar_status rstar_solver_run_problems(struct rstar_solver *solver,
+                                            const char *problems_json,
+                                            char **lines);
 
 // Asks the running (or the next) `rstar_solver_solve` / `rstar_solver_run_dataset` on this
 // solver to stop at its next search step. Safe to call from any thread.

@@ -45,6 +45,14 @@ fn sync_dir(path: &Path) {
     }
 }
 
+/// `v` as one JSONL line (compact JSON ending in `\n`), as output files hold it.
+pub fn json_line<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
+    let mut line = serde_json::to_string(v)
+        .map_err(|e| Error::Internal(format!("serialising a line: {e}")))?;
+    line.push('\n');
+    Ok(line)
+}
+
 /// Appends `line` (which ends in `\n`) to `file` (at `path`, named in errors) and syncs it. If
 /// the write fails part-way (ENOSPC, EIO), the file is cut back to its previous end so it still
 /// holds only whole lines, and the error is returned.

@@ -64,6 +64,18 @@ pub fn parse_problems(text: &str, path: &Path) -> Result<Vec<Problem>> {
     Ok(out)
 }
 
+/// The problem with id `id` (its dataset position) from one record of a problem file (any
+/// format [`load_problems`] reads); a bad record is a format error naming `path` and the id.
+pub fn problem_from_record(id: u64, r: &Value, path: &Path) -> Result<Problem> {
+    let (question, answer) =
+        problem_fields(r).map_err(|what| Error::format(path, format!("problem {id}: {what}")))?;
+    Ok(Problem {
+        id,
+        question,
+        answer: Some(answer),
+    })
+}
+
 /// The question and the final answer of one record, in the formats benchmarks ship in:
 /// `{question, answer}` (rStar's benchmark files; the answer may be a number), GSM8K's own
 /// `{question, answer}` whose answer is the worked solution ending `#### 72` (the number after

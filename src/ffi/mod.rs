@@ -28,7 +28,10 @@ use crate::error::{Error, Result, Status};
 /// `rstar_solver_run_dataset` in annotation mode, `rstar_grade`, `rstar_extract_answer`,
 /// `rstar_exec`; handles whose state a call changes are passed non-const (same symbols and
 /// layouts, so v2 callers keep working).
-pub const RSTAR_ABI_VERSION: u32 = 3;
+///
+/// 4: `rstar_solver_run_problems` (given problems -> their output lines, for a caller that writes
+/// the output file itself).
+pub const RSTAR_ABI_VERSION: u32 = 4;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());

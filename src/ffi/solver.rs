@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{arg, c_str, guard, new_c_string, out, precision_param, read_params, sandbox_param};
 use crate::backend::cpu::Compute;
+use crate::data::problems::{problem_from_record, Problem};
 use crate::error::{Error, Result, Status};
 use crate::exec::{ExecConfig, ExecResult, SandboxMode};
 use crate::search::api::StepRunner;
@@ -509,6 +510,60 @@ pub unsafe extern "C" fn rstar_solver_run_dataset(
         }
         Ok(())
     })
+}
+
+/// Runs the given problems together (lock-step) and returns their output lines, for a caller
+/// that writes the output file itself (a distributed run with one writer, e.g. the Python
+/// package's `rstar.ray`). `problems_json` is a JSON array of `{"index": N, "problem": RECORD}`:
+/// `N` is the problem's position in its dataset (search seeds are keyed by it, so a problem gets
+/// the same result as in `rstar_solver_run_dataset`) and `RECORD` a problem record in any format
+/// a problem file may hold. On success `*lines` receives JSONL text (one line per problem, in
+/// input order, each ending in `\n`) to free with `rstar_string_free`: in annotation mode the
+/// tree records `rstar_solver_run_dataset` appends, in inference mode the per-problem results it
+/// writes. `RSTAR_STATUS_FORMAT` names a bad problem; `rstar_solver_cancel` stops the call with
+/// `RSTAR_STATUS_CANCELLED`.
+///
+/// # Safety
+/// `solver` is live; `problems_json` is NUL-terminated UTF-8; `lines` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rstar_solver_run_problems(
+    solver: *mut rstar_solver,
+    problems_json: *const c_char,
+    lines: *mut *mut c_char,
+) -> Status {
+    guard(|| {
+        let result = out(lines, "lines")?;
+        *result = std::ptr::null_mut();
+        let s = arg(solver, "solver")?;
+        let problems = parse_problem_list(c_str(problems_json, "problems_json")?)?;
+        let annotate = s.mode == RSTAR_SOLVER_MODE_ANNOTATION;
+        let mut solver = lock(s)?;
+        let solver = &mut *solver;
+        let text = s.compute.run(|| solver.run_problems(&problems, annotate))?;
+        *result = new_c_string(&text.concat());
+        Ok(())
+    })
+}
+
+/// The problems of `rstar_solver_run_problems`' JSON array (`{"index", "problem"}` items).
+fn parse_problem_list(text: &str) -> Result<Vec<Problem>> {
+    let what = Path::new("problems_json");
+    let items: Vec<Value> = serde_json::from_str(text)
+        .map_err(|e| Error::format(what, format!("not a JSON array: {e}")))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let index = item.get("index").and_then(Value::as_u64);
+            match (index, item.get("problem")) {
+                (Some(id), Some(r)) => problem_from_record(id, r, what),
+                _ => Err(Error::format(
+                    what,
+                    format!("item {i}: expected {{\"index\": N, \"problem\": {{...}}}}"),
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Asks the running (or the next) `rstar_solver_solve` / `rstar_solver_run_dataset` on this

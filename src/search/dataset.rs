@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::data::durable::append_line;
+use crate::data::durable::{append_line, json_line};
 use crate::data::problems::Problem;
 use crate::data::trees::{open_output, record};
 use crate::error::{Error, Result};
@@ -55,10 +55,7 @@ pub fn run_dataset(
             if r["solved"] == true {
                 sum.solved += 1;
             }
-            let mut line = serde_json::to_string(&r)
-                .map_err(|e| Error::Internal(format!("serialising a tree: {e}")))?;
-            line.push('\n');
-            append_line(&mut file, out, &line)?;
+            append_line(&mut file, out, &json_line(&r)?)?;
             finished += 1;
         }
         sum.tokens = models.policy.tokens_generated() - tokens0;

@@ -394,9 +394,7 @@ pub fn evaluate(
                 sum.accuracy.add(g);
             }
             if let Some((w, path)) = out.as_mut() {
-                let mut line = serde_json::to_string(r)
-                    .map_err(|e| Error::Internal(format!("serialising a result: {e}")))?;
-                line.push('\n');
+                let line = crate::data::durable::json_line(r)?;
                 w.write_all(line.as_bytes())
                     .and_then(|_| w.flush())
                     .map_err(|e| Error::io(*path, e))?;

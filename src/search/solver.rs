@@ -12,6 +12,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::data::durable::json_line;
+use crate::data::trees::record;
 use crate::engine::EngineStats;
 use crate::error::{Error, Result};
 use crate::exec::{ExecConfig, Executor, SandboxReport};
@@ -359,6 +361,41 @@ impl Solver {
         );
         self.cancel.store(false, Ordering::Relaxed);
         r
+    }
+
+    /// The output lines of `problems` (ids are their dataset positions), searched together in
+    /// lock-step: with `annotate`, the MCTS tree records `rstar mcts` writes
+    /// ([`crate::data::trees::record`]); otherwise the per-problem results `rstar eval` writes.
+    /// One JSONL line each, in input order, for a caller that writes its own output file (a
+    /// distributed run's single writer). The cancel flag cancels.
+    pub fn run_problems(&mut self, problems: &[Problem], annotate: bool) -> Result<Vec<String>> {
+        self.take_cancel()?;
+        let cancel = self.cancel.clone();
+        let cfg = self.cfg.clone();
+        let mut stats = SearchStats::default();
+        let mut go = |_: usize, _: usize| !cancel.load(Ordering::Relaxed);
+        let lines = if annotate {
+            let trees = crate::search::mcts::search(
+                problems,
+                &cfg,
+                &mut self.models(),
+                &mut stats,
+                &mut go,
+            );
+            trees.and_then(|ts| {
+                problems
+                    .iter()
+                    .zip(&ts)
+                    .map(|(p, t)| json_line(&record(p, t)))
+                    .collect()
+            })
+        } else {
+            let results =
+                eval::solve_problems(problems, &cfg, &mut self.models(), &mut stats, &mut go);
+            results.and_then(|rs| rs.iter().map(json_line).collect())
+        };
+        self.cancel.store(false, Ordering::Relaxed);
+        lines
     }
 
     /// `rstar eval sweep`: every mode at every token budget (0 = none) over the first `limit`

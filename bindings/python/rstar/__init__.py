@@ -374,6 +374,20 @@ class Solver(_Handle):
         _check(st)
         return json.loads(_take_string(summary) or "{}")
 
+    def run_problems(self, problems: Sequence[Tuple[int, Mapping[str, Any]]]) -> List[str]:
+        """Searches ``problems`` together and returns their output lines (JSON text, no
+        newline), in order, for a caller that writes the output file itself (``rstar.ray``).
+        Each problem is ``(index, record)``: its position in its dataset (seeds are keyed by it,
+        so the line equals what ``run_dataset`` writes for it) and a problem-file record
+        (``{"question", "answer"}``, GSM8K's or MATH's own fields). Annotation mode: the tree
+        records of ``rstar mcts``; inference mode: the per-problem results of ``rstar eval``."""
+        items = [{"index": int(i), "problem": dict(r)} for i, r in problems]
+        out = ctypes.c_void_p()
+        st = _lib.solver_run_problems(self._ptr(), json.dumps(items).encode(), ctypes.byref(out))
+        self._pending.reraise()
+        _check(st)
+        return (_take_string(out) or "").splitlines()
+
     def cancel(self) -> None:
         """Stops the running (or the next) ``solve``/``run_dataset``; safe from any thread."""
         if self._h.value:

@@ -25,7 +25,7 @@ from ctypes import (
 )
 from pathlib import Path
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 status = c_int
 
@@ -175,6 +175,7 @@ solver_new_with_params = _fn(
     "rstar_solver_new_with_params", status, POINTER(SolverParams), POINTER(P)
 )
 solver_solve = _fn("rstar_solver_solve", status, P, c_char_p, OUT_STR)
+solver_run_problems = _fn("rstar_solver_run_problems", status, P, c_char_p, OUT_STR)
 solver_run_dataset = _fn(
     "rstar_solver_run_dataset",
     status,

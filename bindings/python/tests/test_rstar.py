@@ -168,6 +168,33 @@ def test_annotation_is_resumable(model_dir: Path, tmp_path: Path) -> None:
     assert tree and isinstance(tree, dict)
 
 
+def test_run_problems_lines_equal_the_dataset_run(model_dir: Path, tmp_path: Path) -> None:
+    """The per-problem call (what ``rstar.ray`` workers use) gives, for a problem at position i,
+    the very line the dataset run writes for it, in any order and alone or batched; and the
+    evaluation line equals the dataset evaluation's but for the wall time."""
+    probs = [json.loads(l) for l in (model_dir / "heldout.jsonl").read_text().splitlines()[:3]]
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in probs))
+    cfg = {"rollouts": 2, "width": 2, "max_depth": 4, "max_step_tokens": 48}
+    for mode in ("annotation", "inference"):
+        with rstar.Solver(
+            model_dir / "policy", model_dir / "ppm", cfg, mode=mode, executor_workers=1
+        ) as s:
+            out = tmp_path / f"{mode}.jsonl"
+            s.run_dataset(data, out)
+            ref = out.read_text().splitlines()
+            alone = {i: s.run_problems([(i, probs[i])])[0] for i in (2, 0, 1)}
+            batched = s.run_problems(list(enumerate(probs)))
+        if mode == "inference":
+            ref, batched = ([{**json.loads(l), "seconds": 0} for l in x] for x in (ref, batched))
+            alone = {i: {**json.loads(l), "seconds": 0} for i, l in alone.items()}
+        assert [alone[i] for i in range(3)] == ref and batched == ref, mode
+    with rstar.Solver(model_dir / "policy", model_dir / "ppm", cfg, mode="annotation") as s:
+        with pytest.raises(rstar.RstarError) as e:
+            s.run_problems([(0, {"question": "no answer"})])
+        assert e.value.status_name == "FORMAT" and "problem 0" in e.value.message
+
+
 def test_code_runner_replaces_the_sandbox(model_dir: Path) -> None:
     calls = []
 
