@@ -25,6 +25,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+# Every node and the drivers on 127.0.0.1 only (Ray otherwise uses the machine's address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 try:
     import ray  # noqa: F401
     from ray.cluster_utils import Cluster
@@ -131,9 +133,11 @@ def check_trees(lines: List[str]) -> None:
 def test_synth_survives_a_killed_worker_and_resumes(cluster, setup) -> None:
     out = setup["dir"] / "trees.jsonl"
     t0 = time.monotonic()
+    assert cluster.address.startswith("127.0.0.1:"), cluster.address
     proc = Proc(synth_cmd(setup, out, cluster.address))
-    # Kill one worker once the first tree is written and others are still to come.
-    while len(lines_of(out)) < 1 and proc.p.poll() is None and time.monotonic() - t0 < 180:
+    # Kill one worker once both are up and the first tree is written (others still to come).
+    while (len(proc.pids()) < 2 or not lines_of(out)) and proc.p.poll() is None \
+            and time.monotonic() - t0 < 180:
         time.sleep(0.05)
     pids = proc.pids()
     assert len(pids) == 2, f"workers {pids}; stderr:\n{''.join(proc.err)[-3000:]}"

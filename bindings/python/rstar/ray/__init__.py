@@ -154,7 +154,9 @@ class _Slot:
 def init(address: Optional[str] = None, dashboard: bool = False, **kw: Any) -> None:
     """Connects to Ray unless already connected: ``address`` joins a cluster ("auto", or
     "HOST:PORT"); without it a local instance bound to 127.0.0.1 starts, without the dashboard
-    unless ``dashboard``."""
+    unless ``dashboard``. (A cluster bound to loopback, e.g. several nodes on one machine, is
+    joined with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in the environment: Ray otherwise swaps
+    127.0.0.1 for the machine's address.)"""
     if ray.is_initialized():
         return
     if address:
