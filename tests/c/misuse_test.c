@@ -279,6 +279,34 @@ static int count_lines(const char *path) {
     return n;
 }
 
+/* `rstar_solver_run_problems` (ABI 4): bad arguments and problems are typed errors; problem 1
+ * of the file alone gives the very line the dataset run wrote for it (the second line). */
+static void run_problems(rstar_solver *s, const char *trees) {
+    char *lines = (char *)1;
+    CHECK(rstar_solver_run_problems(NULL, "[]", &lines) == RSTAR_STATUS_INVALID_ARGUMENT &&
+          lines == NULL);
+    CHECK(rstar_solver_run_problems(s, NULL, &lines) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_solver_run_problems(s, "[]", NULL) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(rstar_solver_run_problems(s, "{\"index\": 0}", &lines) == RSTAR_STATUS_FORMAT);
+    CHECK(rstar_solver_run_problems(s, "[{\"problem\": {}}]", &lines) == RSTAR_STATUS_FORMAT &&
+          contains(rstar_last_error_message(), "item 0"));
+    CHECK(rstar_solver_run_problems(s, "[{\"index\": 3, \"problem\": {\"question\": \"q\"}}]",
+                                    &lines) == RSTAR_STATUS_FORMAT &&
+          contains(rstar_last_error_message(), "problem 3"));
+    CHECK(rstar_solver_run_problems(s, "[]", &lines) == RSTAR_STATUS_OK && lines && !*lines);
+    rstar_string_free(lines);
+    const char *one = "[{\"index\": 1, \"problem\": {\"question\": \"What is 2 + 2?\", "
+                      "\"answer\": \"4\"}}]";
+    CHECK(rstar_solver_run_problems(s, one, &lines) == RSTAR_STATUS_OK);
+    char want[1 << 16] = {0};
+    FILE *f = fopen(trees, "r");
+    CHECK(f != NULL && fgets(want, sizeof want, f) && fgets(want, sizeof want, f));
+    fclose(f);
+    CHECK(strcmp(lines, want) == 0);
+    rstar_string_free(lines);
+    puts("run_problems: ok");
+}
+
 static void annotation(void) {
     char data[4096], trees[4096];
     snprintf(data, sizeof data, "%s/problems.jsonl", g_work);
@@ -310,6 +338,7 @@ static void annotation(void) {
     CHECK(rstar_solver_run_dataset(s, data, 0, trees, NULL, NULL, &sum) == RSTAR_STATUS_OK);
     CHECK(count_lines(trees) == 2 && contains(sum, "\"skipped\":2"));
     rstar_string_free(sum);
+    run_problems(s, trees);
     rstar_solver_free(s);
     puts("annotation: ok");
 }

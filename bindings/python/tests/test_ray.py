@@ -28,7 +28,6 @@ import pytest
 # Every node and the drivers on 127.0.0.1 only (Ray otherwise uses the machine's address).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 try:
-    import ray  # noqa: F401
     from ray.cluster_utils import Cluster
 except ImportError:
     if os.environ.get("RSTAR_REQUIRE_RAY"):

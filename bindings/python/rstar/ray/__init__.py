@@ -101,6 +101,8 @@ class RunStats:
     workers_lost: int = 0
     requeued: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    #: When the first worker had its solver loaded (None before).
+    first_ready_at: Optional[float] = None
 
 
 class _Worker:
@@ -265,6 +267,7 @@ class _Scheduler:
     def _finished(self, slot: _Slot, items: Optional[List[Item]], value: Any) -> Iterator[Result]:
         if items is None:
             slot.ready, slot.info, self.start_failures = True, value, 0
+            self.st.first_ready_at = self.st.first_ready_at or time.monotonic()
             self.on_event(f"worker up: pid {value['pid']} on node {value['node'][:12]}, "
                           f"{value['threads']} threads")
             return
@@ -386,7 +389,9 @@ def _run_file(
         progress(st, final=True)
         output.close()
         failures.close()
-    secs = time.monotonic() - st.started_at
+    now = time.monotonic()
+    secs = now - st.started_at
+    working = now - (st.first_ready_at or now)
     return {
         "problems": len(problems),
         "skipped": len(problems) - len(todo),
@@ -397,6 +402,8 @@ def _run_file(
         "requeued": st.requeued,
         "seconds": round(secs, 3),
         "per_minute": round(st.done / secs * 60, 3) if st.done else 0.0,
+        # From the first loaded worker on: the rate without Ray's and the models' start-up.
+        "per_minute_working": round(st.done / working * 60, 3) if st.done and working else 0.0,
         "out": str(out),
         "failures": str(failures_path(out)),
     }
