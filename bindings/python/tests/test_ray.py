@@ -196,6 +196,34 @@ def test_eval_matches_rstar_eval(cluster, setup) -> None:
     assert untimed(lines_of(out)) == untimed(lines_of(ref))
 
 
+def test_batch_solver_for_ray_data(setup) -> None:
+    """``BatchSolver`` (Ray Data ``map_batches``) on a batch of columns (numpy arrays when numpy
+    is installed, as Ray Data's default format), rows out of order: each row's line is the one the
+    library's own dataset run writes for its index."""
+    try:
+        import numpy as np
+    except ImportError:
+        np = None
+    import rstar
+    from rstar.ray import BatchSolver, SolverSpec
+
+    m, d = setup["model"], setup["dir"]
+    recs = [json.loads(l) for l in setup["data"].read_text().splitlines()[:2]]
+    spec = SolverSpec(policy=str(m / "policy"), ppm=str(m / "ppm"),
+                      config=setup["config"].read_text(), threads=1)
+    arr = np.array if np else list
+    batch = {"index": arr([1, 0]), "question": arr([r["question"] for r in recs[::-1]]),
+             "answer": arr([str(r["answer"]) for r in recs[::-1]])}
+    got = BatchSolver(spec)(batch)
+    data, ref = d / "two.jsonl", d / "two-trees.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with rstar.Solver(m / "policy", m / "ppm", setup["config"].read_text(), mode="annotation",
+                      threads=1) as s:
+        s.run_dataset(data, ref)
+    want = lines_of(ref)
+    assert list(got["index"]) == [1, 0] and got["line"] == [want[1], want[0]]
+
+
 def test_output_resumes_as_the_library_does(tmp_path: Path) -> None:
     """The rules of src/data/trees.rs `resume_point`: complete lines count, a torn last line
     (no newline, or not JSON) is cut off on open, a bad line before the last is an error naming
