@@ -286,7 +286,7 @@ class _Scheduler:
             return
         self.slots.remove(slot)
         self.st.workers_lost += 1
-        ray.kill(slot.actor, no_restart=True)
+        _kill(slot.actor)  # an unreachable one must not come back and run on
         lost = [items] + [it for r, (s, it) in list(self.waiting.items()) if s is slot]
         for r in [r for r, (s, _) in self.waiting.items() if s is slot]:
             del self.waiting[r]
@@ -317,8 +317,15 @@ class _Scheduler:
 
     def shutdown(self) -> None:
         for slot in self.slots:
-            ray.kill(slot.actor, no_restart=True)
+            _kill(slot.actor)
         self.slots.clear()
+
+
+def _kill(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone with its node
+        pass
 
 
 def _reason(e: BaseException) -> str:
