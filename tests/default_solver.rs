@@ -26,7 +26,7 @@ fn the_default_solver_answers_an_own_word_problem_with_code() {
     let problem: Value = serde_json::from_str(data.lines().last().unwrap()).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_rstar"))
         .env_remove("RSTAR_DEFAULT_MODEL")
-        .args(["solve", "--mode", "greedy", "--quiet", "--json"])
+        .args(["solve", "--quiet", "--json"])
         .arg(problem["question"].as_str().unwrap())
         .output()
         .unwrap();

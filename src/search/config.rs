@@ -21,8 +21,11 @@ pub const PRESET_KEY: &str = "preset";
 /// Qwen2.5 instruct models (Qwen2.5-Coder-Instruct, Qwen2.5-Math-Instruct) in the tool format:
 /// steps of reasoning plus one ```` ```python ```` block, stopped at the output fence; sampled
 /// modes at Qwen's temperature with a wider nucleus; a failing block may be fixed once (its
-/// error is shown); steps long enough for a block and its reasoning.
+/// error is shown); steps long enough for a block and its reasoning. Greedy by default: on two
+/// CPU cores one greedy solution of the 0.5B takes tens of seconds, a search 8x that
+/// (`--mode maj|mcts|...` asks for one).
 const QWEN25: &str = r#"
+search = "greedy"
 step_format = "tool"
 stop = ["```output"]
 temperature = 0.7
@@ -414,6 +417,7 @@ mod tests {
         assert_eq!((c.temperature, c.top_p), (0.2, 0.95));
         assert_eq!((c.max_step_tokens, c.max_depth, c.c_puct), (384, 8, 2.0));
         assert_eq!(c.stop, vec!["```output".to_string()]);
+        assert_eq!(c.search, crate::search::api::Strategy::Greedy);
         assert!(keys.contains(&PRESET_KEY.to_string()), "{keys:?}");
         assert_eq!(
             parse("preset = \"none\"", Path::new("n.toml")).unwrap(),
