@@ -15,9 +15,9 @@ need pkg-config pkg-config
 need go golang-go
 need clang clang
 
-# The tiny model: $RSTAR_TINY_MODEL, models/tiny, else models/default (policy/, ppm/, search.toml).
+# The tiny model: $RSTAR_TINY_MODEL, else models/tiny (policy/, ppm/, search.toml).
 tiny=${RSTAR_TINY_MODEL:-}
-for d in "$tiny" models/tiny models/default; do
+for d in "$tiny" models/tiny; do
     [ -n "$d" ] && [ -f "$d/policy/config.json" ] && { tiny=$(cd "$d" && pwd); break; }
 done
 [ -f "$tiny/policy/config.json" ] || { echo "no tiny model"; exit 1; }

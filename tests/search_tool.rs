@@ -202,9 +202,11 @@ fn solution_reports_the_sandbox_layers() {
     if !common::executor_available() {
         return;
     }
-    let mut solver =
-        rstar::search::solver::Solver::new(rstar::search::solver::SolverOptions::default())
-            .unwrap();
+    let mut solver = rstar::search::solver::Solver::new(rstar::search::solver::SolverOptions {
+        policy: Some("tiny".into()),
+        ..Default::default()
+    })
+    .unwrap();
     let s = solver.solve("What is 15% of 80?").unwrap();
     let sandbox = s
         .sandbox

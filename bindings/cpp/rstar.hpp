@@ -4,7 +4,7 @@
 // std::string out, callbacks as std::function. Exceptions thrown by a callback are caught at the
 // C boundary and rethrown from the call that ran it (they never unwind through librstar).
 //
-//   rstar::Model m{"models/default/policy"};
+//   rstar::Model m{"models/tiny/policy"};
 //   std::string t = m.generate("2 + 2 =", {});
 //   rstar::Solver s{};                                  // the default model
 //   auto sol = s.solve("What is 15% of 80?");

@@ -13,9 +13,9 @@ import (
 
 const question = "A jacket costs $160. It is on sale for 25% off. What is the sale price in dollars?"
 
-// tinyModel is $RSTAR_TINY_MODEL, else the repository's models/tiny or models/default.
+// tinyModel is $RSTAR_TINY_MODEL, else the repository's models/tiny.
 func tinyModel(t *testing.T) string {
-	for _, d := range []string{os.Getenv("RSTAR_TINY_MODEL"), "../../models/tiny", "../../models/default"} {
+	for _, d := range []string{os.Getenv("RSTAR_TINY_MODEL"), "../../models/tiny"} {
 		if d == "" {
 			continue
 		}

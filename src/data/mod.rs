@@ -17,5 +17,5 @@ pub mod training;
 pub mod tree;
 pub mod trees;
 
-pub use problems::{load_problems, Problem};
+pub use problems::{load_problems, Problem, Subset};
 pub use tree::{End, Node, NodeId, Tree};

@@ -18,6 +18,37 @@ pub struct Problem {
     pub answer: Option<String>,
 }
 
+/// Which problems of a file to run: the first `limit`, or with a `seed` the first `limit` of a
+/// seeded shuffle (the same on every machine: [`crate::rng::Rng`]); ids stay the record positions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Subset {
+    pub limit: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl Subset {
+    /// The first `limit` problems (all with `None`).
+    pub fn first(limit: Option<usize>) -> Subset {
+        Subset { limit, seed: None }
+    }
+
+    /// The subset of `problems`, in the shuffled order when seeded.
+    pub fn apply(self, mut problems: Vec<Problem>) -> Vec<Problem> {
+        if let Some(seed) = self.seed {
+            // Fisher-Yates, j uniform in 0..=i.
+            let mut rng = crate::rng::Rng::new(seed);
+            for i in (1..problems.len()).rev() {
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+                problems.swap(i, j);
+            }
+        }
+        if let Some(n) = self.limit {
+            problems.truncate(n);
+        }
+        problems
+    }
+}
+
 /// Reads problem records (see `problem_fields` for the formats) from a JSON list, a
 /// `{"example": [...]}` object or JSONL.
 /// Ids are the record positions.
@@ -108,6 +139,39 @@ fn problem_fields(r: &Value) -> std::result::Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seeded_subset_is_a_fixed_shuffle_keeping_ids() {
+        let all: Vec<Problem> = (0..10)
+            .map(|i| Problem {
+                id: i,
+                question: format!("q{i}"),
+                answer: None,
+            })
+            .collect();
+        let ids = |s: Subset| -> Vec<u64> { s.apply(all.clone()).iter().map(|p| p.id).collect() };
+        assert_eq!(ids(Subset::first(Some(3))), vec![0, 1, 2]);
+        assert_eq!(ids(Subset::first(None)).len(), 10);
+        let seeded = Subset {
+            limit: Some(4),
+            seed: Some(7),
+        };
+        let a = ids(seeded);
+        assert_eq!(a, ids(seeded), "the same seed, the same subset");
+        assert_ne!(a, vec![0, 1, 2, 3]);
+        let mut full = ids(Subset {
+            limit: None,
+            ..seeded
+        });
+        assert_eq!(full[..4], a[..]);
+        full.sort();
+        assert_eq!(full, (0..10).collect::<Vec<u64>>(), "a permutation");
+        let other = ids(Subset {
+            seed: Some(8),
+            ..seeded
+        });
+        assert_ne!(a, other);
+    }
 
     fn load(text: &str) -> Result<Vec<Problem>> {
         let dir = tempfile::tempdir().unwrap();

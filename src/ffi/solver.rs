@@ -74,9 +74,11 @@ pub type rstar_code_runner = Option<
 pub struct rstar_solver_params {
     /// sizeof(rstar_solver_params), set by rstar_solver_default_params.
     pub struct_size: u32,
-    /// Policy model directory or .gguf; NULL = the self-evolved default model
-    /// (`models/default` of the source tree, or `$RSTAR_DEFAULT_MODEL`), with its PPM when `ppm`
-    /// is NULL and its search settings when `config` is NULL.
+    /// Policy model directory or .gguf, or a name (`tiny`, `qwen2.5-coder-1.5b`); NULL = the
+    /// default model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, fetched once into the asset cache, or
+    /// `$RSTAR_DEFAULT_MODEL`). A Qwen2.5 instruct policy gets the `qwen2.5` search preset under
+    /// `config`; `tiny` brings its PPM (when `ppm` is NULL) and its search settings (when
+    /// `config` is NULL).
     pub policy: *const c_char,
     /// Process preference model directory, or NULL.
     pub ppm: *const c_char,
@@ -498,7 +500,7 @@ pub unsafe extern "C" fn rstar_solver_run_dataset(
                 }
                 _ => super::to_json(&solver.evaluate_file(
                     data,
-                    (limit > 0).then_some(limit),
+                    crate::data::Subset::first((limit > 0).then_some(limit)),
                     DATASET_BATCH,
                     results,
                     call,

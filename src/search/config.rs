@@ -3,6 +3,10 @@
 //! `stop`, `errors_threshold`, `exec_timeout_s`, `vote_size`, `max_step_tokens`, `mode`, ...).
 //! Keys left out keep their defaults; an unknown key or a badly typed value is an
 //! [`Error::Config`] naming the file and the key. Command-line flags override the file.
+//!
+//! Also the presets: named sets of keys for a model family ([`PRESETS`]: `qwen2.5`), chosen by
+//! the `preset` key (applied before the other keys of the same table) or, for a policy that is
+//! a Qwen2 model with a ChatML chat template, automatically ([`auto_preset`]).
 
 use std::path::Path;
 
@@ -11,10 +15,85 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::search::api::SearchConfig;
 
-/// The keys a configuration may hold, in declaration order.
+/// The key that names a preset.
+pub const PRESET_KEY: &str = "preset";
+
+/// Qwen2.5 instruct models (Qwen2.5-Coder-Instruct, Qwen2.5-Math-Instruct) in the tool format:
+/// steps of reasoning plus one ```` ```python ```` block, stopped at the output fence; sampled
+/// modes at Qwen's temperature with a wider nucleus; a failing block may be fixed once (its
+/// error is shown); steps long enough for a block and its reasoning. Greedy by default: on two
+/// CPU cores one greedy solution of the 0.5B takes tens of seconds, a search 8x that
+/// (`--mode maj|mcts|...` asks for one).
+const QWEN25: &str = r#"
+search = "greedy"
+step_format = "tool"
+stop = ["```output"]
+temperature = 0.7
+top_p = 0.95
+max_step_tokens = 384
+max_depth = 8
+errors_threshold = 2
+c_puct = 2.0
+exec_timeout_s = 10.0
+"#;
+
+/// The named presets (`preset = "NAME"`, `--preset NAME`): TOML tables of keys. `none` sets
+/// nothing (and stops the automatic choice).
+pub const PRESETS: &[(&str, &str)] = &[("qwen2.5", QWEN25), ("none", "")];
+
+/// The keys of preset `name`.
+pub fn preset_table(name: &str, origin: &Path) -> Result<Map<String, Value>> {
+    let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+        return Err(Error::config(
+            origin,
+            PRESET_KEY,
+            format!("unknown preset `{name}` (known: {})", names.join(", ")),
+        ));
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| Error::Internal(format!("preset {name}: {e}")))?;
+    match serde_json::to_value(&table) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(Error::Internal(format!("preset {name} is not a table"))),
+    }
+}
+
+/// The preset a policy gets when no configuration names one: `qwen2.5` for a Qwen2-architecture
+/// model (GGUF `general.architecture`, or `model_type` of an HF directory's `config.json`) whose
+/// chat template is ChatML (`<|im_start|>`), i.e. a Qwen2.5 instruct model; else none. A file
+/// that cannot be read gives none (loading the policy reports it).
+pub fn auto_preset(policy: &Path) -> Option<&'static str> {
+    let (arch, template) = if crate::model::gguf::is_gguf(policy) {
+        let f = crate::model::gguf::GgufFile::open_metadata(policy).ok()?;
+        let get = |k: &str| f.meta(k).and_then(|v| v.as_str()).map(str::to_owned);
+        (
+            get("general.architecture")?,
+            get("tokenizer.chat_template")?,
+        )
+    } else {
+        let read = |f: &str| -> Option<Value> {
+            serde_json::from_str(&std::fs::read_to_string(policy.join(f)).ok()?).ok()
+        };
+        let arch = read("config.json")?["model_type"].as_str()?.to_owned();
+        let template = read("tokenizer_config.json")?["chat_template"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| std::fs::read_to_string(policy.join("chat_template.jinja")).ok())?;
+        (arch, template)
+    };
+    (arch == "qwen2" && template.contains("<|im_start|>")).then_some("qwen2.5")
+}
+
+/// The keys a configuration may hold, in declaration order (and [`PRESET_KEY`]).
 pub fn known_keys() -> Vec<String> {
     match serde_json::to_value(SearchConfig::default()) {
-        Ok(Value::Object(m)) => m.keys().cloned().collect(),
+        Ok(Value::Object(m)) => m
+            .keys()
+            .cloned()
+            .chain(std::iter::once(PRESET_KEY.to_owned()))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -22,14 +101,29 @@ pub fn known_keys() -> Vec<String> {
 /// A configuration and the keys its source set.
 pub type Parsed = (SearchConfig, Vec<String>);
 
-/// Builds a configuration from a key -> value table (defaults for missing keys).
-fn from_table(table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
-    apply(&SearchConfig::default(), table, origin)
-}
-
-/// `base` with the keys of `table` set (command-line flags over a file, say); `origin` names the
-/// table in errors. Also returns the keys the table set.
-pub fn apply(base: &SearchConfig, table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
+/// `base` with the keys of `table` set (command-line flags over a file, say); a `preset` key sets
+/// its preset's keys first. `origin` names the table in errors. Also returns the keys the table
+/// set.
+pub fn apply(base: &SearchConfig, mut table: Map<String, Value>, origin: &Path) -> Result<Parsed> {
+    let preset = match table.remove(PRESET_KEY) {
+        Some(Value::String(name)) => Some(name),
+        Some(other) => {
+            return Err(Error::config(
+                origin,
+                PRESET_KEY,
+                format!("expected a preset name, got {other}"),
+            ))
+        }
+        None => None,
+    };
+    let preset_base;
+    let base = match &preset {
+        Some(name) => {
+            preset_base = apply(base, preset_table(name, origin)?, origin)?.0;
+            &preset_base
+        }
+        None => base,
+    };
     let known = known_keys();
     for (k, v) in &table {
         if !known.iter().any(|n| n == k) {
@@ -44,7 +138,8 @@ pub fn apply(base: &SearchConfig, table: Map<String, Value>, origin: &Path) -> R
         serde_json::from_value::<SearchConfig>(Value::Object(one))
             .map_err(|e| Error::config(origin, k, e.to_string()))?;
     }
-    let keys: Vec<String> = table.keys().cloned().collect();
+    let mut keys: Vec<String> = table.keys().cloned().collect();
+    keys.extend(preset.map(|_| PRESET_KEY.to_owned()));
     let mut merged = match serde_json::to_value(base) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
@@ -57,25 +152,35 @@ pub fn apply(base: &SearchConfig, table: Map<String, Value>, origin: &Path) -> R
     Ok((cfg, keys))
 }
 
-/// Parses TOML text; `origin` names it in errors.
-pub fn from_toml(text: &str, origin: &Path) -> Result<Parsed> {
+/// The key -> value table of TOML text; `origin` names it in errors.
+fn toml_table(text: &str, origin: &Path) -> Result<Map<String, Value>> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| Error::format(origin, e.to_string()))?;
     let json = serde_json::to_value(&table).map_err(|e| Error::format(origin, e.to_string()))?;
     match json {
-        Value::Object(m) => from_table(m, origin),
+        Value::Object(m) => Ok(m),
         _ => Err(Error::format(origin, "expected a table of keys")),
     }
 }
 
-/// Parses a JSON object; `origin` names it in errors.
-pub fn from_json(text: &str, origin: &Path) -> Result<Parsed> {
+/// The key -> value table of a JSON object; `origin` names it in errors.
+fn json_table(text: &str, origin: &Path) -> Result<Map<String, Value>> {
     match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => from_table(m, origin),
+        Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(Error::format(origin, "expected a JSON object of keys")),
         Err(e) => Err(Error::format(origin, e.to_string())),
     }
+}
+
+/// Parses TOML text; `origin` names it in errors.
+pub fn from_toml(text: &str, origin: &Path) -> Result<Parsed> {
+    apply(&SearchConfig::default(), toml_table(text, origin)?, origin)
+}
+
+/// Parses a JSON object; `origin` names it in errors.
+pub fn from_json(text: &str, origin: &Path) -> Result<Parsed> {
+    apply(&SearchConfig::default(), json_table(text, origin)?, origin)
 }
 
 /// JSON when the text starts with `{`, TOML otherwise; empty text gives the defaults.
@@ -85,17 +190,28 @@ pub fn parse(text: &str, origin: &Path) -> Result<SearchConfig> {
 
 /// As [`parse`], also returning the keys the text set.
 pub fn parse_keys(text: &str, origin: &Path) -> Result<Parsed> {
-    if text.trim_start().starts_with('{') {
-        from_json(text, origin)
+    parse_keys_on(&SearchConfig::default(), text, origin)
+}
+
+/// As [`parse_keys`], over `base` instead of the defaults.
+pub fn parse_keys_on(base: &SearchConfig, text: &str, origin: &Path) -> Result<Parsed> {
+    let table = if text.trim_start().starts_with('{') {
+        json_table(text, origin)?
     } else {
-        from_toml(text, origin)
-    }
+        toml_table(text, origin)?
+    };
+    apply(base, table, origin)
 }
 
 /// Reads a configuration file (TOML, or JSON by content); also returns the keys it set.
 pub fn load(path: &Path) -> Result<Parsed> {
+    load_on(&SearchConfig::default(), path)
+}
+
+/// As [`load`], over `base` instead of the defaults.
+pub fn load_on(base: &SearchConfig, path: &Path) -> Result<Parsed> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    parse_keys(&text, path)
+    parse_keys_on(base, &text, path)
 }
 
 /// What each key sets, for [`help`]; every key of [`SearchConfig`] has a line.
@@ -165,15 +281,20 @@ const KEY_HELP: &[(&str, &str)] = &[
         "budget_tokens",
         "generated tokens per problem and run, then stop (0 = no cap)",
     ),
+    (
+        PRESET_KEY,
+        "keys of a model family, set first: qwen2.5 | none (automatic for Qwen2.5 instruct)",
+    ),
 ];
 
 /// The keys of a configuration with what they set and their defaults (`--config`'s help), one
 /// line each, in declaration order; the defaults come from [`SearchConfig::default`].
 pub fn help() -> String {
-    let defaults = match serde_json::to_value(SearchConfig::default()) {
+    let mut defaults = match serde_json::to_value(SearchConfig::default()) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
+    defaults.insert(PRESET_KEY.into(), Value::String("auto".into()));
     let mut out = String::from(
         "A TOML file of search knobs; command-line flags override it; an unknown key is an error.\n\
          Keys (defaults in brackets):",
@@ -283,6 +404,32 @@ mod tests {
             h.contains("[cpu]") && h.contains("[<end_of_step>, <end_of_code>"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn a_preset_sets_its_keys_before_the_tables_own() {
+        let (c, keys) = parse_keys(
+            "preset = \"qwen2.5\"\ntemperature = 0.2\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.step_format, crate::steps::StepFormat::Tool);
+        assert_eq!((c.temperature, c.top_p), (0.2, 0.95));
+        assert_eq!((c.max_step_tokens, c.max_depth, c.c_puct), (384, 8, 2.0));
+        assert_eq!(c.stop, vec!["```output".to_string()]);
+        assert_eq!(c.search, crate::search::api::Strategy::Greedy);
+        assert!(keys.contains(&PRESET_KEY.to_string()), "{keys:?}");
+        assert_eq!(
+            parse("preset = \"none\"", Path::new("n.toml")).unwrap(),
+            SearchConfig::default()
+        );
+        for bad in ["preset = \"qwen9\"", "preset = 3"] {
+            let e = parse(bad, Path::new("b.toml")).unwrap_err();
+            assert!(
+                matches!(&e, Error::Config { field, .. } if field == PRESET_KEY),
+                "{e}"
+            );
+        }
     }
 
     #[test]

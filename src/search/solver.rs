@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::data::durable::json_line;
 use crate::data::trees::record;
+use crate::data::Subset;
 use crate::engine::EngineStats;
 use crate::error::{Error, Result};
 use crate::exec::{ExecConfig, Executor, SandboxReport};
@@ -23,7 +24,7 @@ use crate::search::api::{
 };
 use crate::search::config;
 use crate::search::dataset::{self, RunSummary};
-use crate::search::default_model;
+use crate::search::default_model::{self, ModelChoice};
 use crate::search::eval::{self, Ends, EvalSummary, NoAnswer, Progress, Trajectory};
 use crate::search::llm::{EnginePolicy, PpmValue};
 use crate::search::sweep;
@@ -113,25 +114,46 @@ impl SolverOptions {
     /// Resolves the default model, its PPM and its search settings, applies the overrides and
     /// the purpose; reads configuration files, loads no model.
     pub fn resolve(self) -> Result<Resolved> {
-        let (policy, ppm, default_settings) = match self.policy {
-            Some(p) => (p, self.ppm, None),
+        let choice = match self.policy {
             None if self.purpose == Purpose::Synthesis => {
                 return Err(Error::InvalidArgument(
                     "mcts needs --policy (the model whose search data is synthesized)".into(),
                 ))
             }
-            None => (
-                default_model::default_policy()?,
-                self.ppm.or_else(default_model::default_ppm),
-                default_model::default_search_config().map(Settings::File),
-            ),
+            None => default_model::default_model()?,
+            // A path that does not exist may be a model's name (`tiny`, `qwen2.5-coder-1.5b`).
+            Some(p) if !p.exists() => match default_model::named(&p.to_string_lossy())? {
+                Some(m) => m,
+                None => ModelChoice::of_policy(p),
+            },
+            Some(p) => ModelChoice::of_policy(p),
         };
-        let (base, mut keys) = match self.settings.or(default_settings) {
-            Some(Settings::File(p)) => config::load(&p)?,
-            Some(Settings::Text(t)) => config::parse_keys(&t, Path::new("<config>"))?,
-            None => (SearchConfig::default(), Vec::new()),
+        let (policy, ppm) = (choice.policy, self.ppm.or(choice.ppm));
+        let default_settings = choice.settings.map(Settings::File);
+        let settings = self.settings.or(default_settings);
+        let read = |base: &SearchConfig| match &settings {
+            Some(Settings::File(p)) => config::load_on(base, p),
+            Some(Settings::Text(t)) => config::parse_keys_on(base, t, Path::new("<config>")),
+            None => Ok((base.clone(), Vec::new())),
         };
-        let (mut config, flag_keys) = config::apply(&base, self.overrides, Path::new("<flags>"))?;
+        // The preset goes under the settings' keys: `--preset`'s, else the policy's own.
+        let mut overrides = self.overrides;
+        let flag_preset = overrides.remove(config::PRESET_KEY);
+        let (mut base, mut keys) = read(&SearchConfig::default())?;
+        let preset = match flag_preset {
+            Some(name) => Some(name),
+            None if keys.iter().any(|k| k == config::PRESET_KEY) => None,
+            None => config::auto_preset(&policy).map(|n| Value::String(n.into())),
+        };
+        if let Some(name) = preset {
+            let table: Map<String, Value> = [(config::PRESET_KEY.to_owned(), name)]
+                .into_iter()
+                .collect();
+            let on = config::apply(&SearchConfig::default(), table, Path::new("<flags>"))?.0;
+            (base, keys) = read(&on)?;
+            keys.push(config::PRESET_KEY.into());
+        }
+        let (mut config, flag_keys) = config::apply(&base, overrides, Path::new("<flags>"))?;
         keys.extend(flag_keys);
         if self.purpose == Purpose::Synthesis {
             if !keys.iter().any(|k| k == "mode") {
@@ -325,21 +347,18 @@ impl Solver {
         })
     }
 
-    /// Evaluates a problem file (JSON list or JSONL of `{question, answer}`), `limit` problems
-    /// at most, `batch` in lock-step; per-problem JSON lines go to `out` when given (truncated
+    /// Evaluates a subset of a problem file (JSON list or JSONL of `{question, answer}`), `batch`
+    /// in lock-step; per-problem JSON lines go to `out` when given (truncated
     /// first). `progress` returning false (or the cancel flag) cancels.
     pub fn evaluate_file(
         &mut self,
         data: &Path,
-        limit: Option<usize>,
+        subset: Subset,
         batch: usize,
         out: Option<&Path>,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<EvalSummary> {
-        let mut problems = crate::data::load_problems(data)?;
-        if let Some(n) = limit {
-            problems.truncate(n);
-        }
+        let problems = subset.apply(crate::data::load_problems(data)?);
         let mut file = match out {
             Some(p) => Some((
                 std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| Error::io(p, e))?),
@@ -398,8 +417,8 @@ impl Solver {
         lines
     }
 
-    /// `rstar eval sweep`: every mode at every token budget (0 = none) over the first `limit`
-    /// problems of `data`, `batch` in lock-step, one resumable results file per cell in `dir`
+    /// `rstar eval sweep`: every mode at every token budget (0 = none) over a subset of `data`,
+    /// `batch` in lock-step, one resumable results file per cell in `dir`
     /// ([`sweep::cell_path`]); writes `table.md`, `table.json` and `accuracy.png` there and
     /// returns the rows. The solver's settings apply to every cell except `search` and
     /// `budget_tokens`.
@@ -407,7 +426,7 @@ impl Solver {
     pub fn sweep(
         &mut self,
         data: &Path,
-        limit: Option<usize>,
+        subset: Subset,
         modes: &[Strategy],
         budgets: &[u64],
         dir: &Path,
@@ -415,10 +434,7 @@ impl Solver {
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<Vec<sweep::Row>> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut problems = crate::data::load_problems(data)?;
-        if let Some(n) = limit {
-            problems.truncate(n);
-        }
+        let problems = subset.apply(crate::data::load_problems(data)?);
         let base = self.cfg.clone();
         let mut rows = Vec::new();
         for &mode in modes {
@@ -563,5 +579,63 @@ mod tests {
             e.to_string().contains("<flags>") && e.to_string().contains("widht"),
             "{e}"
         );
+    }
+
+    /// An HF policy folder with `model_type` and (optionally) a chat template.
+    fn hf_policy(model_type: &str, template: Option<&str>) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = serde_json::json!({ "model_type": model_type });
+        std::fs::write(d.path().join("config.json"), cfg.to_string()).unwrap();
+        let tok = serde_json::json!({ "chat_template": template });
+        std::fs::write(d.path().join("tokenizer_config.json"), tok.to_string()).unwrap();
+        d
+    }
+
+    fn resolve_with(policy: &Path, settings: &str, flags: &str) -> Result<SearchConfig> {
+        let mut o = opts(Purpose::TestTime, false, settings, flags);
+        o.policy = Some(policy.into());
+        o.resolve().map(|r| r.config)
+    }
+
+    #[test]
+    fn a_qwen25_instruct_policy_gets_its_preset_under_the_settings_and_flags() {
+        let chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+        let qwen = hf_policy("qwen2", Some(chatml));
+        let c = resolve_with(qwen.path(), "max_depth = 3", r#"{"top_p": 0.5}"#).unwrap();
+        assert_eq!(c.step_format, crate::steps::StepFormat::Tool);
+        assert_eq!((c.max_step_tokens, c.errors_threshold), (384, 2));
+        assert_eq!((c.temperature, c.top_p, c.max_depth), (0.7, 0.5, 3));
+        assert_eq!(c.stop, vec!["```output".to_string()]);
+        // `preset = "none"` (settings or flags) keeps the defaults.
+        let d = SearchConfig::default();
+        for (settings, flags) in [("preset = \"none\"", "{}"), ("", r#"{"preset": "none"}"#)] {
+            let c = resolve_with(qwen.path(), settings, flags).unwrap();
+            assert_eq!(
+                (c.step_format, c.max_step_tokens),
+                (d.step_format, d.max_step_tokens)
+            );
+        }
+        // Not Qwen2, or no ChatML template: no preset; but it can be asked for by name.
+        for other in [hf_policy("llama", Some(chatml)), hf_policy("qwen2", None)] {
+            let c = resolve_with(other.path(), "", "{}").unwrap();
+            assert_eq!(c.step_format, d.step_format, "{:?}", other.path());
+            let c = resolve_with(other.path(), "", r#"{"preset": "qwen2.5"}"#).unwrap();
+            assert_eq!(c.step_format, crate::steps::StepFormat::Tool);
+        }
+        let e = resolve_with(qwen.path(), "", r#"{"preset": "qwen3"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown preset `qwen3`"), "{e}");
+    }
+
+    #[test]
+    fn the_tiny_name_brings_its_ppm_and_settings() {
+        let mut o = opts(Purpose::TestTime, false, "", "{}");
+        (o.policy, o.settings) = (Some("tiny".into()), None);
+        let r = o.resolve().unwrap();
+        let dir = default_model::tiny_model_dir();
+        assert_eq!(r.policy, dir.join("policy"));
+        assert_eq!(r.ppm, Some(dir.join("ppm")));
+        // models/tiny/search.toml's settings, and no preset (no chat template).
+        assert_eq!((r.config.max_step_tokens, r.config.rollouts), (160, 8));
+        assert_eq!(r.config.step_format, crate::steps::StepFormat::Native);
     }
 }

@@ -19,9 +19,11 @@ pub const STOP: &[&str] = &[OUTPUT_FENCE];
 pub const MARKER: &str = "<<rstar: output of the new block>>";
 
 /// The user message of the tool format; `{question}` is replaced.
-pub const USER_PROMPT: &str = "{question}\n\nSolve this with Python. Write a little reasoning, then one ```python block that \
-prints what you need, and stop: its output will be shown to you in an ```output block. Continue \
-until you know the result, then put the final answer within \\boxed{}.";
+pub const USER_PROMPT: &str =
+    "{question}\n\nSolve this with Python. In each step write one sentence of reasoning, then one \
+```python block that computes from the numbers in the question and prints the result, and stop: \
+its output will be shown to you in an ```output block. When you know the result, write the final \
+answer (the value alone) once within \\boxed{}.";
 
 /// The last ```` ```python ```` (or ```` ```py ````) block's code, up to its closing fence (or
 /// the end of the text when unclosed), and whether it was closed.

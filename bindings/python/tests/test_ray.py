@@ -1,6 +1,6 @@
 """Distributed synthesis on a local two-node Ray cluster (``ray.cluster_utils.Cluster``, loopback
-only, one CPU per node) with the tiny model (``$RSTAR_TINY_MODEL``, else models/tiny or
-models/default): ``python -m rstar.ray synth`` over 2 workers while one worker process is
+only, one CPU per node) with the tiny model (``$RSTAR_TINY_MODEL``, else
+models/tiny): ``python -m rstar.ray synth`` over 2 workers while one worker process is
 SIGKILLed mid-run; then a rerun that must compute nothing; then a poison problem that kills every
 worker it reaches and must end up in the failures file while the run goes on.
 
@@ -41,7 +41,7 @@ PROBLEMS = 12
 
 
 def tiny_model() -> Path:
-    for d in (os.environ.get("RSTAR_TINY_MODEL"), REPO / "models/tiny", REPO / "models/default"):
+    for d in (os.environ.get("RSTAR_TINY_MODEL"), REPO / "models/tiny"):
         if d and (Path(d) / "policy/config.json").is_file():
             return Path(d)
     pytest.skip("SKIPPED: no tiny model (set RSTAR_TINY_MODEL)")

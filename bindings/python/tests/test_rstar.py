@@ -1,5 +1,5 @@
 """pytest suite of the rstar Python package, on the tiny model (`$RSTAR_TINY_MODEL`, else the
-repository's models/tiny or models/default: a directory with policy/, ppm/ and search.toml)."""
+repository's models/tiny: a directory with policy/, ppm/ and search.toml)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny_model() -> Path:
-    for d in (os.environ.get("RSTAR_TINY_MODEL"), REPO / "models/tiny", REPO / "models/default"):
+    for d in (os.environ.get("RSTAR_TINY_MODEL"), REPO / "models/tiny"):
         if d and (Path(d) / "policy/config.json").is_file():
             return Path(d)
     pytest.skip("SKIPPED: no tiny model (set RSTAR_TINY_MODEL)")

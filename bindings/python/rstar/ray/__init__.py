@@ -15,7 +15,7 @@ input), and the run goes on. Correctness does not rest on Ray's retries: actors 
 Library use (inside your own Ray program, or locally)::
 
     import rstar.ray as rr
-    spec = rr.SolverSpec(policy="models/default/policy", ppm="models/default/ppm",
+    spec = rr.SolverSpec(policy="models/tiny/policy", ppm="models/tiny/ppm",
                          mode="annotation")
     for r in rr.run(problems, spec, workers=4):       # problems: dicts {question, answer}
         print(r.index, r.failed or json.loads(r.line)["solved"])

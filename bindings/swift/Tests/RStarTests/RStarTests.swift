@@ -1,5 +1,5 @@
 // XCTest suite of RStar (not compiled here: no Swift toolchain on these machines).
-// Run with: RSTAR_TINY_MODEL=/path/to/models/default swift test
+// Run with: RSTAR_TINY_MODEL=/path/to/models/tiny swift test
 import XCTest
 @testable import RStar
 
