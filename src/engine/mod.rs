@@ -14,6 +14,6 @@ mod stop;
 
 pub use self::core::{Engine, EngineConfig, EngineStats};
 pub use generate::generate;
-pub use loaded::LoadedModel;
+pub use loaded::{LoadedModel, QuantLoad};
 pub use request::{Candidate, FinishReason, GenerateOutput, GenerateParams, Request, SeqId};
 pub use sampling::{Sampler, SamplingParams};
