@@ -18,6 +18,7 @@ pub mod generate;
 pub mod grade;
 pub mod init_model;
 pub mod mcts;
+pub mod perplexity;
 pub mod progress;
 pub mod quantize;
 pub mod score;
@@ -51,6 +52,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
+    /// Perplexity of a model on a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
     /// Create the Python venv (sympy, numpy, scipy) the executor uses.
     SetupPython(setup_python::SetupPythonArgs),
     /// Train a policy (sft) or a process preference model (ppm); saves a Hugging Face directory.
@@ -122,6 +125,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Grade(a) => grade::run(a),
         Command::Exec(a) => exec::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::SetupPython(a) => setup_python::run(a),
         Command::Train(a) => train::run(a),
         Command::Convert(a) => convert::run(a),
