@@ -27,7 +27,8 @@
 // layouts, so v2 callers keep working).
 //
 // 4: `rstar_solver_run_problems` (given problems -> their output lines, for a caller that writes
-// the output file itself).
+// the output file itself); trailing `kv_dtype` and `quant_load` fields in `rstar_model_params`
+// and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place).
 #define RSTAR_ABI_VERSION 4
 
 // `rstar_solver_params.mode`: test-time search (the default).
@@ -110,6 +111,13 @@ typedef struct rstar_model_params {
   // Where the model runs: a NUL-terminated "cpu", "cuda" or "cuda:N"; NULL = "cpu". A device
   // this build or machine lacks is `RSTAR_STATUS_DEVICE`.
   const char *device;
+  // KV cache element type of the engines made from this model and of `rstar_model_generate*`:
+  // 0 f32 (the default), 1 f16, 2 bf16 (half the memory, K/V rounded; CPU only).
+  uint32_t kv_dtype;
+  // Quantized GGUF weights: 0 in place (ggml blocks read from the file mapping, the default),
+  // 1 expanded to f32 at load (6-8x the memory). The environment's `RSTAR_GGUF_EXPAND=1` (or
+  // `=0`) overrides it.
+  uint32_t quant_load;
 } rstar_model_params;
 
 // Generation parameters. Fill with `rstar_generate_default_params` first, then change fields.
@@ -199,6 +207,13 @@ typedef struct rstar_solver_params {
   rstar_code_runner code_runner;
   // Passed to `code_runner` untouched.
   void *code_runner_user_data;
+  // KV cache element type of the policy's and the PPM's engines: 0 f32 (the default), 1 f16,
+  // 2 bf16 (half the memory, K/V rounded; CPU only).
+  uint32_t kv_dtype;
+  // Quantized GGUF policy weights: 0 the configuration's `quant_load` (in place unless it
+  // says `expand`), 1 expanded to f32 at load (6-8x the memory). The environment's
+  // `RSTAR_GGUF_EXPAND=1` (or `=0`) overrides both.
+  uint32_t quant_load;
 } rstar_solver_params;
 
 // Progress of `rstar_solver_run_dataset`, passed to `rstar_solver_callback`.
@@ -309,7 +324,8 @@ enum rstar_status rstar_model_load(const char *path, struct rstar_model **out);
 // `params` is NULL (ignored) or writable.
 void rstar_model_default_params(struct rstar_model_params *params);
 
-// As `rstar_model_load`, on `params.device` and with its precision and threads; `params` may be
+// As `rstar_model_load`, on `params.device` and with its precision, threads, KV dtype and
+// quantized-weight mode; `params` may be
 // NULL for defaults. Returns `RSTAR_STATUS_INVALID_ARGUMENT` naming the field for a bad value and
 // `RSTAR_STATUS_DEVICE` when the device is unavailable.
 //

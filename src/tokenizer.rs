@@ -203,6 +203,17 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("encode: {e}")))
     }
 
+    /// The BOS id that [`encode`](Self::encode) with special tokens puts first (as llama.cpp's
+    /// `add_bos`), or None when the tokenizer adds none.
+    pub fn added_bos(&self) -> Option<u32> {
+        let bos = self
+            .bos_token
+            .as_deref()
+            .and_then(|b| self.token_to_id(b))?;
+        let with = self.encode("", true).ok()?;
+        (with.first() == Some(&bos)).then_some(bos)
+    }
+
     /// Ids -> text.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {

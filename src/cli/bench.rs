@@ -38,6 +38,10 @@ pub struct BenchTreeArgs {
     /// Where the model runs: cpu, cuda or cuda:N (on CUDA, tokens are sampled on the device).
     #[arg(long, default_value = "cpu")]
     pub device: rstar::backend::Device,
+    /// Quantized GGUF weights: in-place (default) or expand (f32 at load); RSTAR_GGUF_EXPAND=1
+    /// or =0 overrides it.
+    #[arg(long, value_name = "in-place|expand")]
+    pub quant_load: Option<rstar::engine::QuantLoad>,
     /// Tokens in the shared prompt.
     #[arg(long, default_value_t = 512)]
     pub prefix_tokens: usize,
@@ -166,7 +170,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         BenchKind::Model(a) => a.compute.build()?.run(move || bench_model(a)),
         BenchKind::Tree(a) => {
-            let lm = std::sync::Arc::new(rstar::engine::LoadedModel::load_on(&a.model, a.device)?);
+            let lm = std::sync::Arc::new(rstar::engine::LoadedModel::load_on_with(
+                &a.model,
+                a.device,
+                a.quant_load.unwrap_or_default(),
+            )?);
             let shape = rstar::bench::tree::TreeShape {
                 prefix_tokens: a.prefix_tokens,
                 width: a.width,
@@ -240,7 +248,7 @@ fn bench_model(a: BenchModelArgs) -> Result<()> {
     let dir = a
         .model
         .ok_or_else(|| rstar::Error::InvalidArgument("rstar bench: --model is required".into()))?;
-    let lm = rstar::engine::LoadedModel::load(&dir)?;
+    let lm = rstar::engine::LoadedModel::load_with(&dir, a.compute.quant_load())?;
     let model = &lm.model;
     let weight_bytes = model.weight_bytes() as u64;
     let cfg = rstar::bench::model::ModelBenchConfig {

@@ -29,7 +29,8 @@ pub fn run(args: ForwardArgs) -> rstar::Result<()> {
 }
 
 fn forward(args: ForwardArgs) -> rstar::Result<()> {
-    let model = LoadedModel::load_on(&args.model, args.device)?.model;
+    let model =
+        LoadedModel::load_on_with(&args.model, args.device, args.compute.quant_load())?.model;
     let mut cache = model.new_cache();
     let logits = model.forward(&args.ids, &mut cache, true)?;
     // Serialized as f32 (shortest round-trip form), not widened to f64.

@@ -86,7 +86,11 @@ fn generate_cmd(args: GenerateArgs) -> rstar::Result<()> {
             rstar::assets::smollm2()?
         }
     };
-    let lm = std::sync::Arc::new(LoadedModel::load_on(&path, args.device)?);
+    let lm = std::sync::Arc::new(LoadedModel::load_on_with(
+        &path,
+        args.device,
+        args.compute.quant_load(),
+    )?);
     let prompt: Vec<u32> = match (&args.ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => lm.encode_prompt(text, args.chat, args.system.as_deref())?,

@@ -18,6 +18,7 @@ pub mod generate;
 pub mod grade;
 pub mod init_model;
 pub mod mcts;
+pub mod perplexity;
 pub mod progress;
 pub mod quantize;
 pub mod score;
@@ -51,6 +52,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
+    /// Perplexity of a model on a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
     /// Create the Python venv (sympy, numpy, scipy) the executor uses.
     SetupPython(setup_python::SetupPythonArgs),
     /// Train a policy (sft) or a process preference model (ppm); saves a Hugging Face directory.
@@ -77,8 +80,8 @@ pub enum Command {
     FetchAssets(fetch::FetchArgs),
 }
 
-/// `--precision exact|fast`, `--kv-dtype f32|f16|bf16` and `--threads N`, shared by the commands
-/// that run a model.
+/// `--precision exact|fast`, `--kv-dtype f32|f16|bf16`, `--quant-load in-place|expand` and
+/// `--threads N`, shared by the commands that run a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ComputeArgs {
     /// Matmul precision: exact (f32 activations) or fast (bf16 activations where supported; on
@@ -88,12 +91,22 @@ pub struct ComputeArgs {
     /// KV cache element type: f32, or f16/bf16 (half the memory, K/V rounded; CPU only).
     #[arg(long, default_value = "f32")]
     pub kv_dtype: rstar::backend::cpu::KvDtype,
+    /// Quantized GGUF weights: in-place (ggml blocks read from the file mapping, the default) or
+    /// expand (dequantized to f32 at load: 6-8x the memory, the dense f32 kernels). The
+    /// environment variable RSTAR_GGUF_EXPAND=1 (or =0) overrides this flag.
+    #[arg(long, value_name = "in-place|expand")]
+    pub quant_load: Option<rstar::engine::QuantLoad>,
     /// Compute threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
 
 impl ComputeArgs {
+    /// `--quant-load`, in place when not given.
+    pub fn quant_load(&self) -> rstar::engine::QuantLoad {
+        self.quant_load.unwrap_or_default()
+    }
+
     /// The run's settings; `Compute::run` applies them.
     pub fn build(&self) -> rstar::Result<rstar::backend::cpu::Compute> {
         Ok(
@@ -112,6 +125,7 @@ pub fn dispatch(cli: Cli) -> rstar::Result<()> {
         Command::Grade(a) => grade::run(a),
         Command::Exec(a) => exec::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::SetupPython(a) => setup_python::run(a),
         Command::Train(a) => train::run(a),
         Command::Convert(a) => convert::run(a),

@@ -173,6 +173,7 @@ impl SearchArgs {
         put(&mut o, "top_p", self.top_p);
         put(&mut o, "exec_timeout_s", self.exec_timeout);
         put(&mut o, "device", self.device.map(|d| d.to_string()));
+        put(&mut o, "quant_load", self.compute.quant_load);
         put(&mut o, "stop", Some(&self.stop).filter(|s| !s.is_empty()));
         put(
             &mut o,

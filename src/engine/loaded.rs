@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::error::Result;
 use crate::model::gguf::GgufFile;
 use crate::model::gguf_import::GgufModel;
+pub use crate::model::gguf_import::QuantLoad;
 use crate::model::Model;
 use crate::tokenizer::{ChatMessage, Tokenizer};
 
@@ -25,6 +26,12 @@ impl LoadedModel {
     /// (`tokenizer.json` absent means ids-only use); a present but broken tokenizer is an error. A GGUF
     /// file brings its tokenizer and chat template in its metadata.
     pub fn load(path: &Path) -> Result<LoadedModel> {
+        Self::load_with(path, QuantLoad::default())
+    }
+
+    /// [`load`](Self::load), holding a GGUF file's quantized tensors as `quant` says (the
+    /// environment's `RSTAR_GGUF_EXPAND` overrides it, see [`QuantLoad::with_env`]).
+    pub fn load_with(path: &Path, quant: QuantLoad) -> Result<LoadedModel> {
         if path.is_file() {
             if !crate::model::gguf::is_gguf(path) {
                 return Err(crate::Error::format(
@@ -39,7 +46,7 @@ impl LoadedModel {
             crate::backend::cpu::memory::release_free_heap();
             let model = {
                 let file = GgufFile::open(path)?;
-                let g = GgufModel::from_file(&file)?;
+                let g = GgufModel::from_file_with(&file, quant.with_env())?;
                 Model::from_store(g.config, &g.store)?
             };
             crate::backend::cpu::memory::release_free_heap();
@@ -71,7 +78,16 @@ impl LoadedModel {
 
     /// [`load`](Self::load), then moves the forward pass to `device`.
     pub fn load_on(path: &Path, device: crate::backend::Device) -> Result<LoadedModel> {
-        let mut lm = Self::load(path)?;
+        Self::load_on_with(path, device, QuantLoad::default())
+    }
+
+    /// [`load_with`](Self::load_with), then moves the forward pass to `device`.
+    pub fn load_on_with(
+        path: &Path,
+        device: crate::backend::Device,
+        quant: QuantLoad,
+    ) -> Result<LoadedModel> {
+        let mut lm = Self::load_with(path, quant)?;
         lm.model.to_device(device)?;
         Ok(lm)
     }

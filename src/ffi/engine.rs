@@ -42,15 +42,18 @@ fn default_engine_params() -> rstar_engine_params {
     }
 }
 
-fn to_engine_config(p: *const rstar_engine_params) -> Result<EngineConfig> {
+/// The engine sizing of `p`, with KV caches stored as `kv_dtype` (the model's `kv_dtype`).
+fn to_engine_config(
+    p: *const rstar_engine_params,
+    kv_dtype: crate::backend::cpu::KvDtype,
+) -> Result<EngineConfig> {
     let p = read_params(p, default_engine_params())?;
     Ok(EngineConfig {
         block_size: p.block_size as usize,
         kv_budget_bytes: (p.kv_budget_mb as usize) << 20,
         max_batch_tokens: p.max_batch_tokens as usize,
         max_active: p.max_active as usize,
-        // The C ABI has no KV dtype field yet: f32.
-        kv_dtype: crate::backend::cpu::KvDtype::F32,
+        kv_dtype,
     })
 }
 
@@ -98,7 +101,10 @@ pub unsafe extern "C" fn rstar_engine_new(
         let out = self::out(out, "out")?;
         *out = std::ptr::null_mut();
         let m = arg(model, "model")?;
-        let engine = Engine::new(m.inner.clone(), to_engine_config(params)?)?;
+        let engine = Engine::new(
+            m.inner.clone(),
+            to_engine_config(params, m.compute.kv_dtype())?,
+        )?;
         *out = super::new_handle(
             rstar_engine {
                 inner: Mutex::new(engine),
@@ -255,7 +261,10 @@ pub unsafe extern "C" fn rstar_ppm_load(
         let out = self::out(out, "out")?;
         *out = std::ptr::null_mut();
         let ppm = Arc::new(Ppm::load(Path::new(c_str(path, "path")?))?);
-        let scorer = Scorer::new(ppm, to_engine_config(params)?)?;
+        let scorer = Scorer::new(
+            ppm,
+            to_engine_config(params, crate::backend::cpu::KvDtype::F32)?,
+        )?;
         *out = super::new_handle(
             rstar_ppm {
                 inner: Mutex::new(scorer),

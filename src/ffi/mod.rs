@@ -30,7 +30,8 @@ use crate::error::{Error, Result, Status};
 /// layouts, so v2 callers keep working).
 ///
 /// 4: `rstar_solver_run_problems` (given problems -> their output lines, for a caller that writes
-/// the output file itself).
+/// the output file itself); trailing `kv_dtype` and `quant_load` fields in `rstar_model_params`
+/// and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place).
 pub const RSTAR_ABI_VERSION: u32 = 4;
 
 thread_local! {
@@ -205,6 +206,33 @@ pub(crate) fn precision_param(v: u32) -> Result<crate::backend::cpu::Precision> 
     )
 }
 
+/// The `kv_dtype` field of a params struct.
+pub(crate) fn kv_dtype_param(v: u32) -> Result<crate::backend::cpu::KvDtype> {
+    use crate::backend::cpu::KvDtype;
+    choice(
+        v,
+        "kv_dtype",
+        &[
+            (KvDtype::F32, "f32"),
+            (KvDtype::F16, "f16"),
+            (KvDtype::Bf16, "bf16"),
+        ],
+    )
+}
+
+/// The `quant_load` field of a params struct.
+pub(crate) fn quant_load_param(v: u32) -> Result<crate::engine::QuantLoad> {
+    use crate::engine::QuantLoad;
+    choice(
+        v,
+        "quant_load",
+        &[
+            (QuantLoad::InPlace, "in place"),
+            (QuantLoad::Expand, "expand"),
+        ],
+    )
+}
+
 /// The `weak_sandbox` field of a params struct.
 pub(crate) fn sandbox_param(v: u32) -> Result<crate::exec::SandboxMode> {
     use crate::exec::SandboxMode;
@@ -275,6 +303,13 @@ pub struct rstar_model_params {
     /// Where the model runs: a NUL-terminated "cpu", "cuda" or "cuda:N"; NULL = "cpu". A device
     /// this build or machine lacks is `RSTAR_STATUS_DEVICE`.
     pub device: *const c_char,
+    /// KV cache element type of the engines made from this model and of `rstar_model_generate*`:
+    /// 0 f32 (the default), 1 f16, 2 bf16 (half the memory, K/V rounded; CPU only).
+    pub kv_dtype: u32,
+    /// Quantized GGUF weights: 0 in place (ggml blocks read from the file mapping, the default),
+    /// 1 expanded to f32 at load (6-8x the memory). The environment's `RSTAR_GGUF_EXPAND=1` (or
+    /// `=0`) overrides it.
+    pub quant_load: u32,
 }
 
 /// Called with each piece of generated text as it becomes final. `text` holds `len` bytes of UTF-8
@@ -385,6 +420,8 @@ fn default_model_params() -> rstar_model_params {
         precision: 0,
         threads: 0,
         device: std::ptr::null(),
+        kv_dtype: 0,
+        quant_load: 0,
     }
 }
 
@@ -400,7 +437,8 @@ pub unsafe extern "C" fn rstar_model_default_params(params: *mut rstar_model_par
     }
 }
 
-/// As `rstar_model_load`, on `params.device` and with its precision and threads; `params` may be
+/// As `rstar_model_load`, on `params.device` and with its precision, threads, KV dtype and
+/// quantized-weight mode; `params` may be
 /// NULL for defaults. Returns `RSTAR_STATUS_INVALID_ARGUMENT` naming the field for a bad value and
 /// `RSTAR_STATUS_DEVICE` when the device is unavailable.
 ///
@@ -426,8 +464,10 @@ pub unsafe extern "C" fn rstar_model_load_with_params(
                 .map_err(|e| Error::InvalidArgument(format!("params.device: {e}")))?
         };
         let compute =
-            crate::backend::cpu::Compute::new(precision, p.threads as usize, "params.threads")?;
-        let inner = compute.run(|| LoadedModel::load_on(Path::new(path), device))?;
+            crate::backend::cpu::Compute::new(precision, p.threads as usize, "params.threads")?
+                .with_kv_dtype(kv_dtype_param(p.kv_dtype)?);
+        let quant = quant_load_param(p.quant_load)?;
+        let inner = compute.run(|| LoadedModel::load_on_with(Path::new(path), device, quant))?;
         *out = new_handle(
             rstar_model {
                 inner: Arc::new(inner),

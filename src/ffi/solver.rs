@@ -106,6 +106,13 @@ pub struct rstar_solver_params {
     pub code_runner: rstar_code_runner,
     /// Passed to `code_runner` untouched.
     pub code_runner_user_data: *mut c_void,
+    /// KV cache element type of the policy's and the PPM's engines: 0 f32 (the default), 1 f16,
+    /// 2 bf16 (half the memory, K/V rounded; CPU only).
+    pub kv_dtype: u32,
+    /// Quantized GGUF policy weights: 0 the configuration's `quant_load` (in place unless it
+    /// says `expand`), 1 expanded to f32 at load (6-8x the memory). The environment's
+    /// `RSTAR_GGUF_EXPAND=1` (or `=0`) overrides both.
+    pub quant_load: u32,
 }
 
 /// Progress of `rstar_solver_run_dataset`, passed to `rstar_solver_callback`.
@@ -169,6 +176,8 @@ fn default_solver_params() -> rstar_solver_params {
         weak_sandbox: 0,
         code_runner: None,
         code_runner_user_data: std::ptr::null_mut(),
+        kv_dtype: 0,
+        quant_load: 0,
     }
 }
 
@@ -290,6 +299,9 @@ fn solver_options(p: &rstar_solver_params) -> Result<(SolverOptions, Option<Arc<
     if let Some(d) = opt_str(p.device, "params.device")? {
         overrides.insert("device".into(), Value::from(d));
     }
+    if super::quant_load_param(p.quant_load)? == crate::engine::QuantLoad::Expand {
+        overrides.insert("quant_load".into(), Value::from("expand"));
+    }
     if p.step_timeout_s != 0.0 {
         if !(p.step_timeout_s.is_finite() && p.step_timeout_s > 0.0) {
             return Err(Error::InvalidArgument(format!(
@@ -362,7 +374,8 @@ pub unsafe extern "C" fn rstar_solver_new_with_params(
         let p = read_params(params, default_solver_params())?;
         let (opts, caller) = solver_options(&p)?;
         let precision = precision_param(p.precision)?;
-        let compute = Compute::new(precision, p.threads as usize, "params.threads")?;
+        let compute = Compute::new(precision, p.threads as usize, "params.threads")?
+            .with_kv_dtype(super::kv_dtype_param(p.kv_dtype)?);
         let solver = compute.run(|| Solver::new(opts))?;
         if let Some(c) = caller {
             let t = solver.config().exec_timeout_s;

@@ -316,8 +316,10 @@ fn unpermute_rows<T: Copy + Default>(src: &[T], row_len: usize, heads: usize) ->
     Some(out)
 }
 
-/// How the loader holds quantized tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the loader holds quantized tensors (`--quant-load in-place|expand`, config key
+/// `quant_load`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum QuantLoad {
     /// As ggml blocks, read in place from the mapping (the default).
     #[default]
@@ -329,10 +331,42 @@ pub enum QuantLoad {
 impl QuantLoad {
     /// [`QuantLoad::Expand`] when the environment sets `RSTAR_GGUF_EXPAND=1`, else the default.
     pub fn from_env() -> QuantLoad {
+        QuantLoad::default().with_env()
+    }
+
+    /// This mode, overridden by the environment: `RSTAR_GGUF_EXPAND=1` expands, `=0` keeps the
+    /// blocks in place, anything else leaves the mode as it is.
+    pub fn with_env(self) -> QuantLoad {
         match std::env::var("RSTAR_GGUF_EXPAND").as_deref() {
             Ok("1") => QuantLoad::Expand,
-            _ => QuantLoad::InPlace,
+            Ok("0") => QuantLoad::InPlace,
+            _ => self,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantLoad::InPlace => "in-place",
+            QuantLoad::Expand => "expand",
+        }
+    }
+}
+
+impl std::str::FromStr for QuantLoad {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<QuantLoad, String> {
+        match s {
+            "in-place" => Ok(QuantLoad::InPlace),
+            "expand" => Ok(QuantLoad::Expand),
+            _ => Err(format!("`{s}`: expected in-place or expand")),
+        }
+    }
+}
+
+impl std::fmt::Display for QuantLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

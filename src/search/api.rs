@@ -81,6 +81,9 @@ pub struct SearchConfig {
     /// Where the policy and the PPM run: `cpu`, `cuda` or `cuda:N` in a configuration file.
     #[serde(with = "device_text")]
     pub device: Device,
+    /// How a GGUF policy's quantized tensors are held: `in-place` (ggml blocks from the file
+    /// mapping) or `expand` (f32 at load); `RSTAR_GGUF_EXPAND` overrides it.
+    pub quant_load: crate::engine::QuantLoad,
     /// Independent runs per problem at test time (seed varied per run); each MCTS run contributes
     /// its highest-value answer, beam / best-of-N runs every answer they reach.
     pub runs: usize,
@@ -205,6 +208,7 @@ impl Default for SearchConfig {
             runs: 1,
             vote_size: 8,
             device: Device::Cpu,
+            quant_load: crate::engine::QuantLoad::InPlace,
             step_format: StepFormat::Native,
             few_shot: true,
             aggregate: Aggregate::Last,

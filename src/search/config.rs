@@ -266,6 +266,10 @@ const KEY_HELP: &[(&str, &str)] = &[
         "where the policy and the PPM run: cpu | cuda | cuda:N",
     ),
     (
+        "quant_load",
+        "quantized GGUF weights: in-place | expand (f32 at load)",
+    ),
+    (
         "step_format",
         "native (rStar tags, alias rstar) | tool (chat model + ```python blocks)",
     ),

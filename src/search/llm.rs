@@ -347,7 +347,7 @@ pub fn load_engines(
 ) -> Result<(EnginePolicy, Option<PpmValue>)> {
     cfg.validate()?;
     let device = cfg.device;
-    let lm = Arc::new(LoadedModel::load_on(policy, device)?);
+    let lm = Arc::new(LoadedModel::load_on_with(policy, device, cfg.quant_load)?);
     let policy = EnginePolicy::new(lm, EngineConfig::default(), cfg)?;
     let value = match ppm {
         Some(p) => Some(PpmValue::new(

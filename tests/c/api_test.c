@@ -126,6 +126,7 @@ static int model_params_checks(const rstar_model *model, const char *model_dir,
 
     rstar_model_default_params(&mp);
     CHECK(mp.struct_size == sizeof mp && mp.precision == 0 && mp.threads == 0 && mp.device == NULL);
+    CHECK(mp.kv_dtype == 0 && mp.quant_load == 0);
     mp.device = "cuda";
     st = rstar_model_load_with_params(model_dir, &mp, &m);
     /* A machine without a CUDA device (or a build without CUDA) answers with the device status. */
@@ -147,6 +148,15 @@ static int model_params_checks(const rstar_model *model, const char *model_dir,
     mp.threads = 100000;
     CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_INVALID_ARGUMENT);
     CHECK(m == NULL && strstr(rstar_last_error_message(), "params.threads") != NULL);
+    mp.threads = 0;
+    mp.kv_dtype = 3;
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(m == NULL && strstr(rstar_last_error_message(), "params.kv_dtype") != NULL);
+    mp.kv_dtype = 0;
+    mp.quant_load = 2;
+    CHECK(rstar_model_load_with_params(model_dir, &mp, &m) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(m == NULL && strstr(rstar_last_error_message(), "params.quant_load") != NULL);
+    mp.quant_load = 0;
 
     /* An older struct that ends before `device`: the garbage pointer past its end is not read. */
     mp.precision = 0;

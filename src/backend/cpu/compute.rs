@@ -68,6 +68,11 @@ impl Compute {
         self.precision
     }
 
+    /// The KV cache dtype of engines made during a run (see [`kv_dtype`]).
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv_dtype
+    }
+
     /// These settings with KV caches made during a run stored as `d` (see [`kv_dtype`]).
     pub fn with_kv_dtype(mut self, d: KvDtype) -> Compute {
         self.kv_dtype = d;
