@@ -261,23 +261,32 @@ unsafe fn fast_panel_f<F: Format>(
         // SAFETY: the CPU has AVX-512F/BW and AVX2 (forwarded from the caller).
         unsafe { panel::pack::<F>(&w.data[j * rb..(j + cols) * rb], cols, nb, dst) };
     }
-    for g in 0..groups {
-        let j = rows.start + 16 * g;
-        let mask: __mmask16 = ((1u32 << (rows.end - j).min(16)) - 1) as __mmask16;
-        let wg = pbuf[g * gstride..].as_ptr();
-        let mut i = 0;
-        while i + R <= m {
-            // SAFETY: as for `emit`.
-            unsafe { emit::<F, R>(wg, nb, a, bs, i, out, ld, j, mask) };
-            i += R;
-        }
-        while i < m {
-            // SAFETY: as for `emit`.
-            unsafe { emit::<F, 1>(wg, nb, a, bs, i, out, ld, j, mask) };
-            i += 1;
+    // Activation rows a block at a time that stay in L2 while every group passes over them
+    // (a whole prefill's rows of the down projection would come from L3 once per group).
+    let mb = ((ACT_BYTES / w.cols.max(1)) / R * R).max(R);
+    for i0 in (0..m).step_by(mb) {
+        let i1 = (i0 + mb).min(m);
+        for g in 0..groups {
+            let j = rows.start + 16 * g;
+            let mask: __mmask16 = ((1u32 << (rows.end - j).min(16)) - 1) as __mmask16;
+            let wg = pbuf[g * gstride..].as_ptr();
+            let mut i = i0;
+            while i + R <= i1 {
+                // SAFETY: as for `emit`.
+                unsafe { emit::<F, R>(wg, nb, a, bs, i, out, ld, j, mask) };
+                i += R;
+            }
+            while i < i1 {
+                // SAFETY: as for `emit`.
+                unsafe { emit::<F, 1>(wg, nb, a, bs, i, out, ld, j, mask) };
+                i += 1;
+            }
         }
     }
 }
+
+/// Bytes of activation quants in a block of rows of [`fast_panel_f`].
+const ACT_BYTES: usize = 192 << 10;
 
 /// Runs [`tile`] for activation rows `i..i + T` and stores the `mask` columns from `j`.
 ///
@@ -418,19 +427,22 @@ mod tests {
         v.iter().map(|v| v.to_bits()).collect()
     }
 
-    #[test]
-    fn panel_gemms_equal_the_reference_and_rows_alone() {
+    /// The SIMD paths, or None (with a SKIPPED line) when this CPU has none.
+    fn simd_paths() -> Option<Vec<QuantPath>> {
         let paths: Vec<QuantPath> = QuantPath::available_all()
             .into_iter()
             .filter(|p| *p != QuantPath::Scalar)
             .collect();
         if paths.is_empty() {
             println!("SKIPPED: no SIMD quantized path on this CPU");
-            return;
+            return None;
         }
-        if !paths.contains(&QuantPath::Avx512 { vnni: true }) {
-            println!("SKIPPED (fast panels only): no AVX-512 VNNI on this CPU");
-        }
+        Some(paths)
+    }
+
+    /// Runs `check(format, m, w, x, path, threaded)` on every format, shape and SIMD path.
+    fn each_case(check: impl Fn(QuantFormat, usize, &QuantMatrix, &[f32], QuantPath, bool)) {
+        let Some(paths) = simd_paths() else { return };
         let mut rng = Rng(0x5EED);
         for f in QuantFormat::ALL {
             for (m, rows, nblk) in SHAPES {
@@ -438,32 +450,70 @@ mod tests {
                 let data = random_matrix(f, rows, cols, &mut rng);
                 let w = QuantMatrix::new(f, &data, rows, cols).unwrap();
                 let x: Vec<f32> = (0..m * cols).map(|_| rng.f32()).collect();
-                let mut wf = vec![0f32; rows * cols];
-                dequantize(f, &data, &mut wf).unwrap();
-                let exact_ref = reference(&wf, &x, m, rows, cols);
-                let scalar_fast = run_on(&w, &x, m, Precision::Fast, QuantPath::Scalar, false);
                 for &path in &paths {
-                    let what = format!("{} m={m} {rows}x{cols} {path:?}", f.name());
                     for par in [false, true] {
-                        let fast = run_on(&w, &x, m, Precision::Fast, path, par);
-                        assert_eq!(bits(&fast), bits(&scalar_fast), "{what} fast vs scalar");
-                        let exact = run_on(&w, &x, m, Precision::Exact, path, par);
-                        assert_close(&exact, &exact_ref, &format!("{what} exact"));
-                        for p in [Precision::Exact, Precision::Fast] {
-                            let all = if p == Precision::Exact { &exact } else { &fast };
-                            for i in 0..m {
-                                let xi = &x[i * cols..(i + 1) * cols];
-                                let one = run_on(&w, xi, 1, p, path, false);
-                                assert_eq!(
-                                    bits(&one),
-                                    bits(&all[i * rows..(i + 1) * rows]),
-                                    "{what} {p:?} row {i} alone vs batched"
-                                );
-                            }
-                        }
+                        check(f, m, &w, &x, path, par);
                     }
                 }
             }
         }
+    }
+
+    /// Every row of `all` (`m` rows of `w.rows`) equals the batch-1 GEMV of its input alone.
+    fn rows_alone(
+        w: &QuantMatrix,
+        x: &[f32],
+        m: usize,
+        p: Precision,
+        path: QuantPath,
+        all: &[f32],
+    ) {
+        let (rows, cols) = (w.rows, w.cols);
+        for i in 0..m {
+            let one = run_on(w, &x[i * cols..(i + 1) * cols], 1, p, path, false);
+            assert_eq!(
+                bits(&one),
+                bits(&all[i * rows..(i + 1) * rows]),
+                "{} m={m} {path:?} {p:?} row {i}: alone vs batched",
+                w.format.name()
+            );
+        }
+    }
+
+    #[test]
+    fn fast_panels_equal_the_scalar_reference_and_rows_alone() {
+        if !QuantPath::available_all().contains(&QuantPath::Avx512 { vnni: true }) {
+            println!("SKIPPED (panels): no AVX-512 VNNI on this CPU; the other paths are checked");
+        }
+        each_case(|f, m, w, x, path, par| {
+            let scalar = run_on(w, x, m, Precision::Fast, QuantPath::Scalar, false);
+            let fast = run_on(w, x, m, Precision::Fast, path, par);
+            let what = format!(
+                "{} m={m} {}x{} {path:?} par {par}",
+                f.name(),
+                w.rows,
+                w.cols
+            );
+            assert_eq!(bits(&fast), bits(&scalar), "{what}: fast vs scalar");
+            rows_alone(w, x, m, Precision::Fast, path, &fast);
+        });
+    }
+
+    #[test]
+    fn exact_panels_equal_the_f64_sums_and_rows_alone() {
+        each_case(|f, m, w, x, path, par| {
+            let mut wf = vec![0f32; w.rows * w.cols];
+            dequantize(f, w.data, &mut wf).unwrap();
+            let want = reference(&wf, x, m, w.rows, w.cols);
+            let exact = run_on(w, x, m, Precision::Exact, path, par);
+            let what = format!(
+                "{} m={m} {}x{} {path:?} par {par}",
+                f.name(),
+                w.rows,
+                w.cols
+            );
+            assert_close(&exact, &want, &what);
+            rows_alone(w, x, m, Precision::Exact, path, &exact);
+        });
     }
 }
