@@ -10,7 +10,7 @@
 //! 640 MiB, walked in turn, so they come from memory (not the 260 MiB L3 of the test machine) as
 //! in a real decode.
 //!
-//! Then `m`-row matmuls (batch 8 and 32: batched decode; 128 and 512: prefill) on the 896x4864
+//! Then `m`-row matmuls (batch 4 to 32: batched decode; 128 and 512: prefill) on the 896x4864
 //! shape: GOP/s (two per multiply-add) and rows per second against batch 1 in the same run. Shapes
 //! with 896 columns do not exist in the K formats (not whole 256-value blocks; llama.cpp quantizes
 //! those tensors in a fallback type: Q5_0 in Q4_K_M files, Q8_0 for Q6_K).
@@ -125,7 +125,7 @@ fn gemm_lines(data: &[u8], filter: Option<&str>, path: QuantPath, repeats: usize
                 path,
                 repeats,
             ));
-            for m in [8, 32, 128, 512] {
+            for m in [4, 8, 16, 32, 128, 512] {
                 let x = activations(m * cols);
                 let t = median(seconds_per_call(&mats, &x, m, p, path, repeats));
                 println!(

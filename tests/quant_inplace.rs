@@ -48,12 +48,16 @@ fn logits(m: &Model, ids: &[u32], p: Precision) -> Vec<f32> {
     })
 }
 
-/// Three prompts (ids below 3000: plain words in both vocabularies), 5 to 13 tokens.
+/// Five prompts (ids below 3000: plain words in both vocabularies), 5 to 13 tokens, then 20 and
+/// 40: past the row counts from which the quantized matmuls run through weight panels (16 in
+/// `exact`, with the dense broadcast GEMM from 32).
 fn prompts() -> Vec<Vec<u32>> {
-    (0..3u32)
-        .map(|p| {
-            (0..5 + 4 * p)
-                .map(|i| (i * 389 + p * 97) % 2900 + 30)
+    [5u32, 9, 13, 20, 40]
+        .into_iter()
+        .enumerate()
+        .map(|(p, n)| {
+            (0..n)
+                .map(|i| (i * 389 + p as u32 * 97) % 2900 + 30)
                 .collect()
         })
         .collect()

@@ -43,13 +43,15 @@ impl ActQ8 {
         self.q.resize(m * cols, 0);
         self.d.resize(nblk, 0.0);
         self.bsum.resize(m * cols / 16, 0);
-        for ((xb, qb), d) in x
-            .chunks_exact(qk)
-            .zip(self.q.chunks_exact_mut(qk))
-            .zip(&mut self.d)
-        {
-            *d = if qk == 32 { q8_0(xb, qb) } else { q8_k(xb, qb) };
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("sse4.1") {
+            // SAFETY: the CPU has AVX2 and SSE4.1 (checked just above).
+            unsafe { quantize_blocks_avx2(qk, x, &mut self.q, &mut self.d) };
+        } else {
+            quantize_blocks(qk, x, &mut self.q, &mut self.d);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        quantize_blocks(qk, x, &mut self.q, &mut self.d);
         for (s, q) in self.bsum.iter_mut().zip(self.q.chunks_exact(16)) {
             *s = q.iter().map(|&v| v as i32).sum();
         }
@@ -91,7 +93,26 @@ impl ActQ8 {
     }
 }
 
+/// Every `qk`-value block of `x` quantized into `q` with its scale in `d`.
+#[inline(always)]
+fn quantize_blocks(qk: usize, x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    for ((xb, qb), d) in x.chunks_exact(qk).zip(q.chunks_exact_mut(qk)).zip(d) {
+        *d = if qk == 32 { q8_0(xb, qb) } else { q8_k(xb, qb) };
+    }
+}
+
+/// [`quantize_blocks`] compiled for AVX2 and SSE4.1: the roundings become instructions instead of
+/// calls into libm (`perf` of the `fast` panel GEMM bench on Q4_K: quantizing took 10% of the
+/// samples against 32% for the GEMM itself), with the
+/// same results (both roundings are exactly specified; nothing is contracted).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,sse4.1")]
+unsafe fn quantize_blocks_avx2(qk: usize, x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    quantize_blocks(qk, x, q, d)
+}
+
 /// llama.cpp's `quantize_row_q8_0_ref` for one block; returns `d`.
+#[inline(always)]
 fn q8_0(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -103,6 +124,7 @@ fn q8_0(x: &[f32], q: &mut [i8]) -> f32 {
 }
 
 /// llama.cpp's `quantize_row_q8_K_ref` for one block (scale `-127 / max`); returns `d`.
+#[inline(always)]
 fn q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in x {

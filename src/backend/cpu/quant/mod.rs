@@ -325,6 +325,14 @@ fn run_rows(
     par: bool,
 ) {
     let out = OutPtr::new(out);
+    #[cfg(target_arch = "x86_64")]
+    if match acts {
+        Acts::F32(x) if m >= gemm::EXACT_MIN_M => gemm::exact(path, w, x, m, &out, ld, par),
+        Acts::Q8(a) if m >= gemm::FAST_MIN_M => gemm::fast(path, w, a, &out, ld, par),
+        _ => false,
+    } {
+        return;
+    }
     if !par {
         return run(path, Job::new(w, 0..w.rows, acts, m, &out, ld));
     }
@@ -684,5 +692,9 @@ fn fast_tile<F: Format, K: Isa, const R: usize>(
     out
 }
 
+#[cfg(target_arch = "x86_64")]
+mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod panel;
 #[cfg(test)]
 mod tests;

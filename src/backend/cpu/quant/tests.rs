@@ -15,22 +15,22 @@ fn f16_fields(f: QuantFormat) -> &'static [usize] {
     }
 }
 
-struct Rng(u64);
+pub(super) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn f32(&mut self) -> f32 {
+    pub fn f32(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
 }
 
 /// `rows` x `cols` random weights of format `f` with scales in +-0.05.
-fn random_matrix(f: QuantFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn random_matrix(f: QuantFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     let bytes = f.block_bytes();
     let mut w: Vec<u8> = (0..rows * cols / f.block_values() * bytes)
         .map(|_| rng.next() as u8)
@@ -45,7 +45,13 @@ fn random_matrix(f: QuantFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec
 }
 
 /// `sum_k w[j, k] * x[i, k]` in f64 with the sum of magnitudes, for the tolerance.
-fn reference(wf: &[f32], x: &[f32], m: usize, rows: usize, cols: usize) -> Vec<(f64, f64)> {
+pub(super) fn reference(
+    wf: &[f32],
+    x: &[f32],
+    m: usize,
+    rows: usize,
+    cols: usize,
+) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     for i in 0..m {
         for j in 0..rows {
@@ -65,7 +71,7 @@ fn run_path(w: &QuantMatrix, x: &[f32], m: usize, p: Precision, path: QuantPath)
     run_on(w, x, m, p, path, false)
 }
 
-fn run_on(
+pub(super) fn run_on(
     w: &QuantMatrix,
     x: &[f32],
     m: usize,
@@ -84,7 +90,7 @@ fn run_on(
 }
 
 /// Every value within `1e-5` of the sum of magnitudes of its f64 reference.
-fn assert_close(got: &[f32], want: &[(f64, f64)], what: &str) {
+pub(super) fn assert_close(got: &[f32], want: &[(f64, f64)], what: &str) {
     for (k, (&g, &(w, mag))) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
         assert!(err <= 1e-5 * mag + 1e-30, "{what} {k}: {g} vs {w}");
