@@ -6,19 +6,19 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{self, Avx2};
+use super::avx2::Avx2;
 use super::blocks::{Decoded, Format};
 use super::unpack;
-use super::{ActQ8, Isa, Job, ROWS};
+use super::{Isa, Job};
 
 /// The AVX-512 path; `VNNI` selects `vpdpbusd` for the integer dots.
 pub(super) struct Avx512<const VNNI: bool>;
 
-/// [`super::drive`] under AVX-512F/BW (and AVX2, FMA, F16C).
+/// [`super::drive`] under AVX-512F/BW (and AVX2, FMA).
 ///
 /// # Safety
-/// The CPU has AVX-512F, AVX-512BW, AVX2, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+/// The CPU has AVX-512F, AVX-512BW, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 pub(super) unsafe fn drive<F: Format>(job: &Job) {
     super::drive::<F, Avx512<false>>(job)
 }
@@ -26,8 +26,8 @@ pub(super) unsafe fn drive<F: Format>(job: &Job) {
 /// [`super::drive`] under AVX-512F/BW/VL with VNNI.
 ///
 /// # Safety
-/// The CPU has AVX-512F, AVX-512BW, AVX-512VL, AVX-512 VNNI, AVX2, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+/// The CPU has AVX-512F, AVX-512BW, AVX-512VL, AVX-512 VNNI, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 pub(super) unsafe fn drive_vnni<F: Format>(job: &Job) {
     super::drive::<F, Avx512<true>>(job)
 }
@@ -178,16 +178,5 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
     ) -> [(__m256i, i32); R] {
         // SAFETY: the CPU has AVX2 (and AVX-512VL + VNNI for `VNNI`), forwarded from the caller.
         unsafe { unpack::block_isums::<F, Self, VNNI, R>(b, dec, a) }
-    }
-
-    #[inline(always)]
-    unsafe fn fast_rows<F: Format>(
-        a: &ActQ8,
-        i: usize,
-        w: [&[u8]; ROWS],
-        dec: &mut Decoded,
-    ) -> [f32; ROWS] {
-        // SAFETY: forwarded from the caller.
-        unsafe { avx2::fast_rows::<F, Self>(a, i, w, dec) }
     }
 }
