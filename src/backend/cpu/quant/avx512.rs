@@ -6,10 +6,10 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::Avx2;
+use super::avx2::{self, Avx2};
 use super::blocks::{Decoded, Format};
 use super::unpack;
-use super::{Isa, Job};
+use super::{ActQ8, Isa, Job, ROWS};
 
 /// The AVX-512 path; `VNNI` selects `vpdpbusd` for the integer dots.
 pub(super) struct Avx512<const VNNI: bool>;
@@ -178,5 +178,16 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
     ) -> [(__m256i, i32); R] {
         // SAFETY: the CPU has AVX2 (and AVX-512VL + VNNI for `VNNI`), forwarded from the caller.
         unsafe { unpack::block_isums::<F, Self, VNNI, R>(b, dec, a) }
+    }
+
+    #[inline(always)]
+    unsafe fn fast_rows<F: Format>(
+        a: &ActQ8,
+        i: usize,
+        w: [&[u8]; ROWS],
+        dec: &mut Decoded,
+    ) -> [f32; ROWS] {
+        // SAFETY: forwarded from the caller.
+        unsafe { avx2::fast_rows::<F, Self>(a, i, w, dec) }
     }
 }

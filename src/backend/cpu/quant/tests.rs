@@ -92,7 +92,7 @@ fn assert_close(got: &[f32], want: &[(f64, f64)], what: &str) {
 }
 
 /// Batch 1 and a tile with rows left over, with weight rows fewer than, and not a multiple of, the
-/// eight a batch-1 kernel across output rows would take at once (commit 94c3507 tried one).
+/// eight the batch-1 `fast` path combines.
 const SHAPES: [(usize, usize, usize); 4] = [(1, 7, 512), (6, 5, 768), (1, 21, 512), (5, 19, 512)];
 
 #[test]
