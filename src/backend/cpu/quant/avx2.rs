@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 
 use super::blocks::{Decoded, Format};
 use super::unpack::{self, hsum_i32};
-use super::{Isa, Job};
+use super::{ActQ8, Isa, Job, ROWS};
 
 pub(super) struct Avx2;
 
@@ -150,22 +150,89 @@ impl Isa for Avx2 {
         dec: &mut Decoded,
         a: [(&[i8], &[i32]); R],
     ) -> [(__m256i, i32); R] {
-        if !unpack::has::<F>() {
-            F::decode(b, dec);
-            let mut out = [(_mm256_setzero_si256(), 0); R];
-            for (o, (q, bsum)) in out.iter_mut().zip(a) {
-                // SAFETY: forwarded from the caller.
-                let i = unsafe { Self::int_dot(dec, F::QK, q) };
-                *o = (
-                    _mm256_setr_epi32(i, 0, 0, 0, 0, 0, 0, 0),
-                    super::min_sum::<F>(dec, bsum),
-                );
-            }
-            return out;
-        }
-        F::scales(b, dec);
-        // SAFETY: the CPU has AVX2, forwarded from the caller;
-        // `F` has an unpacker.
-        unsafe { unpack::isums::<F, false, R>(b, dec, a) }
+        // SAFETY: the CPU has AVX2, forwarded from the caller.
+        unsafe { unpack::block_isums::<F, Self, false, R>(b, dec, a) }
     }
+
+    #[inline(always)]
+    unsafe fn fast_rows<F: Format>(
+        a: &ActQ8,
+        i: usize,
+        w: [&[u8]; ROWS],
+        dec: &mut Decoded,
+    ) -> [f32; ROWS] {
+        // SAFETY: forwarded from the caller.
+        unsafe { fast_rows::<F, Self>(a, i, w, dec) }
+    }
+}
+
+/// The sums of the lanes of each of `v`: lane `r` of the result is the sum of `v[r]` (three
+/// `vphaddd` levels and one cross-lane add for all eight, instead of a reduction per vector).
+#[inline(always)]
+unsafe fn hsum8(v: [__m256i; ROWS]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    // Per 128-bit lane: the four-value sums of rows 0..4 (low lane: values 0..4, high: 4..8).
+    let h0123 = _mm256_hadd_epi32(h01, h23);
+    let h4567 = _mm256_hadd_epi32(h45, h67);
+    let lo = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
+    let hi = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+    _mm256_add_epi32(lo, hi)
+}
+
+/// [`Isa::fast_rows`] for the x86 paths (whose block dots are 256-bit vectors): per block, the
+/// eight rows' integer sums reduced together ([`hsum8`], lane `r`: row `r`), then
+/// `out += da * (d * isum - dmin * msum)` as 8-lane f32 multiplies, subtraction and add: in every
+/// lane the operations of [`super::fast_tile`] in its order (no FMA), so the same floats, with no
+/// horizontal sum or scalar tail per block and row.
+///
+/// # Safety
+/// The CPU has the features of `K` (at least AVX2).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `r` indexes five parallel arrays
+pub(super) unsafe fn fast_rows<F: Format, K: Isa<ISum = __m256i>>(
+    a: &ActQ8,
+    i: usize,
+    w: [&[u8]; ROWS],
+    dec: &mut Decoded,
+) -> [f32; ROWS] {
+    let nb = w[0].len() / F::BYTES;
+    let mut out = _mm256_setzero_ps();
+    // The next eight rows (consecutive in memory after these), fetched while these are computed:
+    // eight rows walked block by block are eight interleaved streams the hardware prefetchers
+    // follow poorly.
+    let next = w[ROWS - 1].as_ptr().wrapping_add(w[0].len());
+    for b in 0..nb {
+        let span = ROWS * F::BYTES;
+        for off in (b * span..(b + 1) * span).step_by(64) {
+            // SAFETY: a prefetch is a hint and never faults; the address is not dereferenced.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(off) as *const i8) };
+        }
+        let (q, da, bsum) = a.block(i * nb + b);
+        let mut v = [_mm256_setzero_si256(); ROWS];
+        let (mut ms, mut d, mut dmin) = ([0i32; ROWS], [0f32; ROWS], [0f32; ROWS]);
+        for r in 0..ROWS {
+            let blk = &w[r][b * F::BYTES..(b + 1) * F::BYTES];
+            // SAFETY: forwarded from the caller; `q` holds `QK` quants in -127..=127.
+            let [(s, m)] = unsafe { K::block_isums::<F, 1>(blk, dec, [(q, bsum)]) };
+            (v[r], ms[r], d[r], dmin[r]) = (s, m, dec.d, dec.dmin);
+        }
+        // SAFETY: forwarded from the caller.
+        let isum = _mm256_cvtepi32_ps(unsafe { hsum8(v) });
+        let msum = _mm256_cvtepi32_ps(_mm256_setr_epi32(
+            ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7],
+        ));
+        let d = _mm256_setr_ps(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]);
+        let dmin = _mm256_setr_ps(
+            dmin[0], dmin[1], dmin[2], dmin[3], dmin[4], dmin[5], dmin[6], dmin[7],
+        );
+        let t = _mm256_sub_ps(_mm256_mul_ps(d, isum), _mm256_mul_ps(dmin, msum));
+        out = _mm256_add_ps(out, _mm256_mul_ps(_mm256_set1_ps(da), t));
+    }
+    let mut o = [0f32; ROWS];
+    // SAFETY: `o` holds 8 f32.
+    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), out) };
+    o
 }

@@ -6,10 +6,10 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::Avx2;
+use super::avx2::{self, Avx2};
 use super::blocks::{Decoded, Format};
 use super::unpack;
-use super::{Isa, Job};
+use super::{ActQ8, Isa, Job, ROWS};
 
 /// The AVX-512 path; `VNNI` selects `vpdpbusd` for the integer dots.
 pub(super) struct Avx512<const VNNI: bool>;
@@ -176,22 +176,18 @@ impl<const VNNI: bool> Isa for Avx512<VNNI> {
         dec: &mut Decoded,
         a: [(&[i8], &[i32]); R],
     ) -> [(__m256i, i32); R] {
-        if !unpack::has::<F>() {
-            F::decode(b, dec);
-            let mut out = [(_mm256_setzero_si256(), 0); R];
-            for (o, (q, bsum)) in out.iter_mut().zip(a) {
-                // SAFETY: forwarded from the caller.
-                let i = unsafe { Self::int_dot(dec, F::QK, q) };
-                *o = (
-                    _mm256_setr_epi32(i, 0, 0, 0, 0, 0, 0, 0),
-                    super::min_sum::<F>(dec, bsum),
-                );
-            }
-            return out;
-        }
-        F::scales(b, dec);
-        // SAFETY: the CPU has AVX2 (and AVX-512VL + VNNI for `VNNI`), forwarded from the caller;
-        // `F` has an unpacker.
-        unsafe { unpack::isums::<F, VNNI, R>(b, dec, a) }
+        // SAFETY: the CPU has AVX2 (and AVX-512VL + VNNI for `VNNI`), forwarded from the caller.
+        unsafe { unpack::block_isums::<F, Self, VNNI, R>(b, dec, a) }
+    }
+
+    #[inline(always)]
+    unsafe fn fast_rows<F: Format>(
+        a: &ActQ8,
+        i: usize,
+        w: [&[u8]; ROWS],
+        dec: &mut Decoded,
+    ) -> [f32; ROWS] {
+        // SAFETY: forwarded from the caller.
+        unsafe { avx2::fast_rows::<F, Self>(a, i, w, dec) }
     }
 }

@@ -462,7 +462,7 @@ fn run_format<F: Format>(path: QuantPath, job: Job) {
 }
 
 /// The block primitives a code path supplies to [`drive`].
-trait Isa {
+trait Isa: Sized {
     /// A running f32 sum for one output element (a vector of partial sums).
     type Acc: Copy;
     fn zero() -> Self::Acc;
@@ -529,7 +529,32 @@ trait Isa {
         dec: &mut Decoded,
         a: [(&[i8], &[i32]); R],
     ) -> [(Self::ISum, i32); R];
+
+    /// `fast` outputs of the weight rows `w` (whole rows of blocks of `F`, all of one length)
+    /// against activation row `i` of `a`: each element exactly as [`fast_tile`] computes it alone
+    /// (the batch-1 GEMV). This default runs [`fast_tile`] per row; the x86 paths combine the
+    /// rows' blocks in one vector (`avx2::fast_rows`).
+    ///
+    /// # Safety
+    /// The CPU has the path's features.
+    #[inline(always)]
+    unsafe fn fast_rows<F: Format>(
+        a: &ActQ8,
+        i: usize,
+        w: [&[u8]; ROWS],
+        dec: &mut Decoded,
+    ) -> [f32; ROWS] {
+        let mut out = [0f32; ROWS];
+        // A loop, not a closure: see `fast_tile`.
+        for (o, w) in out.iter_mut().zip(w) {
+            *o = fast_tile::<F, Self, 1>(a, w, i, dec)[0];
+        }
+        out
+    }
 }
+
+/// Weight rows [`Isa::fast_rows`] computes together (the f32 lanes of a 256-bit vector).
+const ROWS: usize = 8;
 
 /// `sum_t mn[t] * bsum[t]` over the 16-value sub-blocks of a block of `F` (0 without mins).
 #[inline(always)]
@@ -597,13 +622,16 @@ const TILE: usize = 4;
 const PANEL_BYTES: usize = 128 << 10;
 
 /// The one matmul loop, for every format `F` and path `K`: panels of weight rows that fit in L2;
-/// in each, a tile of activation rows at a time (the rows left over one by one) against every
-/// weight row of the panel, block by block. The order changes no output element's arithmetic.
+/// in each, a tile of activation rows at a time (the rows left over one by one; in `fast`, against
+/// [`ROWS`] weight rows at a time) against every weight row of the panel, block by block. The
+/// order changes no output element's arithmetic.
 #[inline(always)]
 fn drive<F: Format, K: Isa>(job: &Job) {
     let mut dec = Decoded::default();
     let tiles = job.m / TILE * TILE;
-    let panel = (PANEL_BYTES / job.row_bytes.max(1)).max(1);
+    let panel = (PANEL_BYTES / job.row_bytes.max(1))
+        .max(1)
+        .next_multiple_of(ROWS);
     let mut p0 = job.rows.start;
     while p0 < job.rows.end {
         let p1 = (p0 + panel).min(job.rows.end);
@@ -614,7 +642,19 @@ fn drive<F: Format, K: Isa>(job: &Job) {
             }
         }
         for i in tiles..job.m {
-            for j in p0..p1 {
+            let mut j = p0;
+            if let Acts::Q8(a) = job.acts {
+                while j + ROWS <= p1 {
+                    let w: [&[u8]; ROWS] = std::array::from_fn(|r| wrow(j + r));
+                    // SAFETY: `drive` runs under the features of `K` (see `run_format`).
+                    let out = unsafe { K::fast_rows::<F>(a, i, w, &mut dec) };
+                    for (r, o) in out.into_iter().enumerate() {
+                        job.out.set(i * job.ld + j + r, o);
+                    }
+                    j += ROWS;
+                }
+            }
+            for j in j..p1 {
                 row_tile::<F, K, 1>(job, wrow(j), i, j, &mut dec);
             }
         }

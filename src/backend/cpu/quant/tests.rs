@@ -97,7 +97,9 @@ pub(super) fn assert_close(got: &[f32], want: &[(f64, f64)], what: &str) {
     }
 }
 
-const SHAPES: [(usize, usize, usize); 2] = [(1, 7, 512), (6, 5, 768)];
+/// Batch 1 and a tile with rows left over, with weight rows fewer than, and not a multiple of, the
+/// eight the batch-1 `fast` path combines.
+const SHAPES: [(usize, usize, usize); 4] = [(1, 7, 512), (6, 5, 768), (1, 21, 512), (5, 19, 512)];
 
 #[test]
 fn every_path_matches_references() {

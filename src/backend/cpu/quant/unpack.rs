@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{Decoded, Format};
-use super::QuantFormat;
+use super::{Isa, QuantFormat};
 
 /// Whether format `F` has a register unpacker.
 pub(super) const fn has<F: Format>() -> bool {
@@ -226,4 +226,34 @@ pub(super) unsafe fn isums<F: Format, const VNNI: bool, const R: usize>(
         *o = (acc, msum);
     }
     out
+}
+
+/// [`Isa::block_isums`] of the x86 paths `K` (AVX2, AVX-512 with `VNNI` or without: one function,
+/// the VNNI choice a constant): by the register unpacker ([`isums`]) where `F` has one, else
+/// through [`Format::decode`] and `K`'s [`Isa::int_dot`] (its sum in lane 0).
+///
+/// # Safety
+/// The CPU has the features of `K` (AVX2, and AVX-512VL + VNNI for `VNNI`).
+#[inline(always)]
+pub(super) unsafe fn block_isums<F: Format, K: Isa, const VNNI: bool, const R: usize>(
+    b: &[u8],
+    dec: &mut Decoded,
+    a: [(&[i8], &[i32]); R],
+) -> [(__m256i, i32); R] {
+    if !has::<F>() {
+        F::decode(b, dec);
+        let mut out = [(_mm256_setzero_si256(), 0); R];
+        for (o, (q, bsum)) in out.iter_mut().zip(a) {
+            // SAFETY: forwarded from the caller.
+            let i = unsafe { K::int_dot(dec, F::QK, q) };
+            *o = (
+                _mm256_setr_epi32(i, 0, 0, 0, 0, 0, 0, 0),
+                super::min_sum::<F>(dec, bsum),
+            );
+        }
+        return out;
+    }
+    F::scales(b, dec);
+    // SAFETY: forwarded from the caller; `F` has an unpacker.
+    unsafe { isums::<F, VNNI, R>(b, dec, a) }
 }
