@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rstar::data::training::{PairExample, SftExample};
+use rstar::model::ppm_layout::{open_ppm_dir, ValueHead};
 use rstar::model::Model;
 use rstar::train::optim::{OptimizerKind, Schedule};
 use rstar::train::{
@@ -182,10 +183,11 @@ fn ppm_sgd_step_matches_pytorch() {
 
         let dir = tempfile::tempdir().unwrap();
         t.save(dir.path()).unwrap();
-        let back = checkpoint::load_value_head(dir.path(), w.len())
-            .unwrap()
-            .unwrap();
-        assert_eq!((&back.0[..], back.1), (w, b));
+        let back = open_ppm_dir(dir.path()).unwrap();
+        let Some(ValueHead::Linear { w: bw, b: bb }) = back.head else {
+            panic!("{case}: no linear value head saved");
+        };
+        assert_eq!((&bw[..], bb), (w, b));
     }
 }
 
