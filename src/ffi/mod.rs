@@ -6,6 +6,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod engine;
+pub mod evolve;
 pub mod solver;
 pub mod tools;
 pub mod train;
@@ -28,7 +29,10 @@ use crate::error::{Error, Result, Status};
 /// `rstar_solver_run_dataset` in annotation mode, `rstar_grade`, `rstar_extract_answer`,
 /// `rstar_exec`; handles whose state a call changes are passed non-const (same symbols and
 /// layouts, so v2 callers keep working).
-pub const RSTAR_ABI_VERSION: u32 = 3;
+///
+/// 4: `rstar_evolve_run` (the self-evolution loop of `rstar evolve`, with `rstar_evolve_params`,
+/// `rstar_evolve_event` and `rstar_evolve_callback`).
+pub const RSTAR_ABI_VERSION: u32 = 4;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());

@@ -153,7 +153,7 @@ impl TrainConfig {
 }
 
 /// Progress after an optimizer step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Progress {
     /// Optimizer steps done.
     pub step: usize,
