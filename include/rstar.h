@@ -28,8 +28,37 @@
 //
 // 4: `rstar_solver_run_problems` (given problems -> their output lines, for a caller that writes
 // the output file itself); trailing `kv_dtype` and `quant_load` fields in `rstar_model_params`
-// and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place).
+// and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place);
+// `rstar_evolve_run` (the self-evolution loop of `rstar evolve`, with `rstar_evolve_params`,
+// `rstar_evolve_event` and `rstar_evolve_callback`).
 #define RSTAR_ABI_VERSION 4
+
+// `rstar_evolve_event.kind`: a stage starts (`skipped` = 0) or is skipped as already done (1).
+#define RSTAR_EVOLVE_EVENT_STAGE 0
+
+// `kind`: MCTS synthesis or evaluation finished `done` of `total` problems.
+#define RSTAR_EVOLVE_EVENT_PROBLEMS 1
+
+// `kind`: a training stage (SFT or PPM) took an optimizer step (`train` holds its progress).
+#define RSTAR_EVOLVE_EVENT_TRAIN 2
+
+// `kind`: a round finished (`round_json` holds its row of the per-round table).
+#define RSTAR_EVOLVE_EVENT_ROUND 3
+
+// `rstar_evolve_event.stage`: MCTS synthesis (annotation mode) over the training problems.
+#define RSTAR_EVOLVE_STAGE_MCTS 0
+
+// `stage`: extraction of the SFT set and the preference pairs from the round's trees.
+#define RSTAR_EVOLVE_STAGE_EXTRACT 1
+
+// `stage`: policy SFT.
+#define RSTAR_EVOLVE_STAGE_SFT 2
+
+// `stage`: PPM training.
+#define RSTAR_EVOLVE_STAGE_PPM 3
+
+// `stage`: evaluation on the held-out problems.
+#define RSTAR_EVOLVE_STAGE_EVAL 4
 
 // `rstar_solver_params.mode`: test-time search (the default).
 #define RSTAR_SOLVER_MODE_INFERENCE 0
@@ -161,6 +190,82 @@ typedef struct rstar_engine_params {
   uint32_t max_active;
 } rstar_engine_params;
 
+// How `rstar_evolve_run` runs (the arguments of `rstar evolve`). Fill with
+// `rstar_evolve_default_params`, then change fields.
+typedef struct rstar_evolve_params {
+  // sizeof(rstar_evolve_params), set by rstar_evolve_default_params.
+  uint32_t struct_size;
+  // Base policy model directory (required): searched in round 1, fine-tuned from every round.
+  const char *policy;
+  // Training problems (required): a JSON list, {"example": [...]} or JSONL of {question, answer}.
+  const char *data;
+  // Held-out problems, or NULL for the last `holdout` fraction of `data`.
+  const char *eval_data;
+  // SFT examples mixed into every round's policy SFT set, or NULL.
+  const char *replay_data;
+  // Work directory (required): round-N/ stages and rounds.json; a rerun skips finished stages
+  // and resumes the interrupted one.
+  const char *workdir;
+  // Rounds to run (default 2; at least 1).
+  uint32_t rounds;
+  // The evolve configuration as JSON (the keys of `rstar evolve --config`), or NULL for the
+  // defaults; an unknown key is `RSTAR_STATUS_FORMAT` naming it.
+  const char *config;
+  // Matmul precision of the search stages: 0 exact (default), 1 fast. Training is f32.
+  uint32_t precision;
+  // Compute threads: 0 = one per core (default); more than 1024 is invalid.
+  uint32_t threads;
+} rstar_evolve_params;
+
+// Progress after an optimizer step, passed to `rstar_train_callback`.
+typedef struct rstar_train_progress {
+  // sizeof(rstar_train_progress) as the library was built; fields may be added at the end.
+  uint32_t struct_size;
+  // Epoch in progress, 0-based.
+  uint32_t epoch;
+  // Optimizer steps done.
+  uint64_t step;
+  // Optimizer steps of the whole run.
+  uint64_t total_steps;
+  // Loss of the last step.
+  double loss;
+  // Global gradient norm of the last step (before clipping).
+  double grad_norm;
+  // Learning rate of the last step.
+  double lr;
+  // Tokens processed since the trainer was made or resumed.
+  uint64_t tokens;
+  double tokens_per_sec;
+  double elapsed_secs;
+  double eta_secs;
+} rstar_train_progress;
+
+// What `rstar_evolve_callback` receives; valid only during the call.
+typedef struct rstar_evolve_event {
+  // sizeof(rstar_evolve_event) as the library was built; fields may be added at the end.
+  uint32_t struct_size;
+  // `RSTAR_EVOLVE_EVENT_*`.
+  uint32_t kind;
+  // Round (0: the base policy's evaluation).
+  uint32_t round;
+  // `RSTAR_EVOLVE_STAGE_*` of the stage in progress.
+  uint32_t stage;
+  // STAGE events: 1 when the stage is skipped because it finished in an earlier run.
+  uint32_t skipped;
+  // PROBLEMS events: problems done and in the stage.
+  uint64_t done;
+  uint64_t total;
+  // TRAIN events: the training stage's progress (else zeroed).
+  struct rstar_train_progress train;
+  // ROUND events: the round's row as JSON (`round`, `coverage`, `sft_examples`, `pairs`,
+  // `greedy_pass1`, `ppm_accuracy`, ...); NULL otherwise.
+  const char *round_json;
+} rstar_evolve_event;
+
+// Called for every event of `rstar_evolve_run`. Return false to cancel: the run stops at its next
+// event with `RSTAR_STATUS_CANCELLED`, keeping what a rerun resumes from.
+typedef bool (*rstar_evolve_callback)(const struct rstar_evolve_event *event, void *user_data);
+
 // Runs one program of a search step instead of the built-in sandbox. `code` is `len` bytes of
 // UTF-8 Python followed by a NUL, valid only during the call; `timeout_s` is the step's time
 // limit. Report the outcome with `rstar_code_result_set(result, ...)`; a runner that sets
@@ -251,29 +356,6 @@ typedef struct rstar_exec_params {
   // Python interpreter; NULL = the executor's search (`$RSTAR_PYTHON`, the rstar venv, python3).
   const char *python;
 } rstar_exec_params;
-
-// Progress after an optimizer step, passed to `rstar_train_callback`.
-typedef struct rstar_train_progress {
-  // sizeof(rstar_train_progress) as the library was built; fields may be added at the end.
-  uint32_t struct_size;
-  // Epoch in progress, 0-based.
-  uint32_t epoch;
-  // Optimizer steps done.
-  uint64_t step;
-  // Optimizer steps of the whole run.
-  uint64_t total_steps;
-  // Loss of the last step.
-  double loss;
-  // Global gradient norm of the last step (before clipping).
-  double grad_norm;
-  // Learning rate of the last step.
-  double lr;
-  // Tokens processed since the trainer was made or resumed.
-  uint64_t tokens;
-  double tokens_per_sec;
-  double elapsed_secs;
-  double eta_secs;
-} rstar_train_progress;
 
 // Called after every optimizer step with the progress (valid only during the call). Return false
 // to stop; the call then returns `RSTAR_STATUS_CANCELLED` after saving resumable state.
@@ -505,6 +587,30 @@ enum rstar_status rstar_ppm_score(struct rstar_ppm *ppm,
                                   const size_t *lens,
                                   size_t n_seqs,
                                   float *values);
+
+// Fills `params` with defaults (and sets `struct_size`).
+//
+// # Safety
+// `params` is NULL (ignored) or writable.
+void rstar_evolve_default_params(struct rstar_evolve_params *params);
+
+// Runs (or resumes) `params.rounds` self-evolution rounds, as `rstar evolve` does, calling
+// `callback` (may be NULL) for every event. On success `*rounds_json` (when not NULL) receives
+// the per-round table as a JSON array (the content of `workdir/rounds.json`, round 0 first when
+// there are held-out problems), to free with `rstar_string_free`. Returns
+// `RSTAR_STATUS_CANCELLED` when the callback returned false; calling again with the same
+// `workdir` resumes (finished stages are skipped, training continues from its saved state).
+// `RSTAR_STATUS_INVALID_ARGUMENT` names a bad field; `RSTAR_STATUS_EXEC` an executor that cannot
+// start.
+//
+// # Safety
+// `params` is filled by `rstar_evolve_default_params` (strings NULL or NUL-terminated UTF-8,
+// valid for the call); `callback` is NULL or a valid function, called with `user_data`
+// untouched; `rounds_json` is NULL or writable.
+enum rstar_status rstar_evolve_run(const struct rstar_evolve_params *params,
+                                   rstar_evolve_callback callback,
+                                   void *user_data,
+                                   char **rounds_json);
 
 // Fills `params` with defaults (and sets `struct_size`).
 //

@@ -214,6 +214,21 @@ impl Tokenizer {
         (with.first() == Some(&bos)).then_some(bos)
     }
 
+    /// Text -> ids with each token's byte range in `text` (as HF's `return_offsets_mapping`).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<(u32, (usize, usize))>> {
+        self.inner
+            .encode(text, add_special_tokens)
+            .map(|e| {
+                let ids = e.get_ids().iter().copied();
+                ids.zip(e.get_offsets().iter().copied()).collect()
+            })
+            .map_err(|e| Error::Tokenizer(format!("encode: {e}")))
+    }
+
     /// Ids -> text.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {

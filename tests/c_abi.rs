@@ -1,5 +1,8 @@
 //! Compiles tests/c/api_test.c as strict C99 against include/rstar.h and librstar, runs it on a fixture
-//! and checks its greedy generation against HF's golden ids.
+//! and checks its greedy generation against HF's golden ids; with the Python executor, also a
+//! miniature self-evolution round through `rstar_evolve_run` (cancelled in its first training
+//! step, resumed, rerun), whose round-1 synthesis is a hand-seeded tree so that both training
+//! stages run on the tiny model.
 
 mod common;
 
@@ -77,15 +80,19 @@ fn c_program_links_and_generates() {
     let ids: Vec<String> = g.greedy_prompt.iter().map(|i| i.to_string()).collect();
     // The C test's NULL policy is the default model; the tiny one stands in for it here.
     let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
-    let out = Command::new(&exe)
-        .env("RSTAR_DEFAULT_MODEL", tiny)
+    let mut cmd = Command::new(&exe);
+    cmd.env("RSTAR_DEFAULT_MODEL", tiny)
         .arg(&dir)
         .arg(ids.join(","))
         .arg(g.greedy_ids.len().to_string())
         .arg(common::fixtures().join("ppm/rstar-separate"))
-        .arg(&data)
-        .output()
-        .unwrap();
+        .arg(&data);
+    let work = tmp.path().join("evolve");
+    if common::executor_available() {
+        seed_round_one(&work);
+        cmd.arg(&work);
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -128,6 +135,61 @@ fn c_program_links_and_generates() {
         .collect();
     assert_eq!(streamed, hex, "streamed text equals the final text");
     check_solver_output(&stdout);
+    check_evolve_output(&stdout, &work);
+}
+
+/// Round 1's synthesis, done: one tree for "What is 6 times 7?" with a correct and a wrong
+/// trajectory (random weights find none), so the round has SFT data and preference pairs.
+fn seed_round_one(work: &std::path::Path) {
+    let r1 = work.join("round-1");
+    std::fs::create_dir_all(&r1).unwrap();
+    let tree = common::two_branch_record(
+        "What is 6 times 7?",
+        "42",
+        (
+            "<code>\nprint(6 * 7)\n<end_of_code>\n<output>42<end_of_output>",
+            "\n<answer>The product is \\boxed{42}.<end_of_answer>",
+        ),
+        (
+            "<code>\nprint(6 + 7)\n<end_of_code>\n<output>13<end_of_output>",
+            "\n<answer>\\boxed{13}<end_of_answer>",
+            "13",
+        ),
+    );
+    std::fs::write(r1.join("trees.jsonl"), format!("{tree}\n")).unwrap();
+    let marker = serde_json::json!({"mode": "terminal-guided", "rollouts": 2, "policy": "seeded",
+        "ppm": null, "problems": 2, "solved": 1, "seconds": 0.0});
+    std::fs::write(r1.join("mcts.done"), marker.to_string()).unwrap();
+}
+
+/// `rstar_evolve_run` from C: the rounds it returned are those `rstar evolve` writes to
+/// rounds.json, both training stages ran (after the cancel, resumed), and a rerun skips all.
+fn check_evolve_output(stdout: &str, work: &std::path::Path) {
+    if !stdout.contains("evolve:") || stdout.contains("evolve: skipped") {
+        eprintln!("SKIPPED: evolve part: no Python executor");
+        return;
+    }
+    let rows: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("evolve:"))
+            .unwrap(),
+    )
+    .unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("rounds.json")).unwrap()).unwrap();
+    assert_eq!(rows, file);
+    assert_eq!(rows.as_array().unwrap().len(), 2, "round 0 and round 1");
+    assert_eq!(rows[1]["sft_examples"], 1);
+    assert_eq!(rows[1]["policy_trained"], true);
+    assert_eq!(rows[1]["ppm_trained"], true);
+    assert!(work.join("round-1/ppm/value_head.safetensors").is_file());
+    assert!(!work.join("round-1/policy/checkpoint").exists());
+    let rerun = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("evolve_rerun:"))
+        .unwrap();
+    assert_eq!(rerun, "stage=6,skipped=6,problems=0,train=0,round=2");
 }
 
 /// The solver's JSON from C: shapes and the facts they must agree on (random weights: the

@@ -127,7 +127,10 @@ fn evolve_cmd(a: EvolveArgs) -> rstar::Result<()> {
         bar: None,
         train: None,
     };
-    let rows = evolve(&opts, &mut |e| shown.on(e))?;
+    let rows = evolve(&opts, &mut |e| {
+        shown.on(e);
+        true
+    })?;
     shown.clear();
     print!("{}", format_table(&rows));
     eprintln!(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use rstar::model::ppm_layout::PpmLayout;
 use rstar::train::optim::{OptimizerKind, Schedule};
 use rstar::train::trainer::{prepare, state_dir};
 use rstar::train::{Progress, Task, TrainConfig};
@@ -28,6 +29,12 @@ pub enum ScheduleArg {
     Constant,
     Linear,
     Cosine,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    Split,
+    Combined,
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +94,10 @@ pub struct TrainArgs {
     /// Write resumable state every N steps (default 100).
     #[arg(long)]
     pub save_every: Option<usize>,
+    /// How a PPM is saved: split (value_head.safetensors beside the decoder) or combined (trl's
+    /// one file, decoder keys prefixed `pretrained_model.`). Default: the layout of --model.
+    #[arg(long, value_enum)]
+    pub save_layout: Option<LayoutArg>,
     /// Continue from OUT/checkpoint if it exists.
     #[arg(long)]
     pub resume: bool,
@@ -131,6 +142,10 @@ fn config(a: &TrainArgs) -> TrainConfig {
         },
         checkpointing: a.checkpointing,
         save_every: a.save_every.or(d.save_every),
+        ppm_layout: a.save_layout.map(|l| match l {
+            LayoutArg::Split => PpmLayout::Split,
+            LayoutArg::Combined => PpmLayout::Combined,
+        }),
         ..d
     }
 }

@@ -178,6 +178,42 @@ fn chat_segments(loc: &Loc, t: &Tokenizer, msgs: &[ChatMessage]) -> Result<Vec<(
     Ok(segs)
 }
 
+/// A chat tokenized as one text (as `apply_chat_template(tokenize=True)` does: tokenizing the turns
+/// apart would split merges such as `"\n\n\n"` across a turn boundary), with the loss on every
+/// token that overlaps an assistant turn's trained text (transformers' `assistant_masks` rule).
+fn chat_example(
+    loc: &Loc,
+    t: &Tokenizer,
+    msgs: &[ChatMessage],
+    vocab: usize,
+) -> Result<SftExample> {
+    let mut text = String::new();
+    let mut trained = Vec::new();
+    for (seg, train) in chat_segments(loc, t, msgs)? {
+        if train {
+            trained.push((text.len(), text.len() + seg.len()));
+        }
+        text.push_str(&seg);
+    }
+    let toks = t
+        .encode_with_offsets(&text, false)
+        .map_err(|e| loc.err(e))?;
+    let mut ex = SftExample {
+        ids: Vec::with_capacity(toks.len()),
+        target: Vec::with_capacity(toks.len()),
+    };
+    for (id, (a, b)) in toks {
+        if id as usize >= vocab {
+            return Err(loc.err(format!(
+                "token id {id} is outside the model's vocabulary ({vocab})"
+            )));
+        }
+        ex.ids.push(id);
+        ex.target.push(trained.iter().any(|&(s, e)| a < e && b > s));
+    }
+    Ok(ex)
+}
+
 fn sft_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<SftExample> {
     let (prompt, response): (Vec<u32>, Vec<u32>) = if r.get("prompt_ids").is_some() {
         (
@@ -190,17 +226,7 @@ fn sft_record(loc: &Loc, r: &Value, cx: &TokenContext) -> Result<SftExample> {
                 "field `messages`: expected [{{role, content}}]: {e}"
             ))
         })?;
-        let t = tok(loc, cx)?;
-        let mut ex = SftExample {
-            ids: Vec::new(),
-            target: Vec::new(),
-        };
-        for (text, trained) in chat_segments(loc, t, &msgs)? {
-            let ids = encode(loc, t, &text, false, cx.vocab_size)?;
-            ex.target.extend(std::iter::repeat_n(trained, ids.len()));
-            ex.ids.extend(ids);
-        }
-        return Ok(ex);
+        return chat_example(loc, tok(loc, cx)?, &msgs, cx.vocab_size);
     } else {
         let t = tok(loc, cx)?;
         let prompt = match r.get("query") {

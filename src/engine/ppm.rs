@@ -1,62 +1,20 @@
 //! Process reward models: a decoder body plus a value head, scored through a tree [`Engine`] so
 //! sequences that share a prefix share its KV (and a prefix scored earlier is reused from the cache).
 //!
-//! Two formats found in the wild are read:
-//! * rStar-Math's PPM: `v_head.summary.weight` `[1, hidden]` and `v_head.summary.bias` `[1]`, either in
-//!   `value_head.safetensors` beside an HF decoder directory, or inside the checkpoint itself (trl's
-//!   combined layout, decoder keys then prefixed `pretrained_model.`). The raw value is
-//!   `w . h + b` on the final-norm hidden state `h` of the last token; MCTS applies `tanh(raw / 5)`.
-//! * Qwen2.5-Math-PRM (`Qwen2ForProcessRewardModel`): `score.0` Linear(h, h), ReLU, `score.2`
-//!   Linear(h, 2); the value is the softmax probability of class 1.
+//! The layouts read (rStar-Math's PPM split or combined as trl writes it, Qwen2.5-Math-PRM) are
+//! those of [`crate::model::ppm_layout`], the loader training shares. rStar's raw value is
+//! `w . h + b` on the final-norm hidden state `h` of the last token; MCTS applies `tanh(raw / 5)`.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::cpu;
-use crate::backend::Weight;
 use crate::engine::LoadedModel;
 use crate::engine::{Engine, EngineConfig, SeqId};
 use crate::error::{Error, Result};
-use crate::model::{Model, ModelConfig, WeightStore};
+pub use crate::model::ppm_layout::ValueHead;
+use crate::model::ppm_layout::{open_ppm_dir, PpmDir};
+use crate::model::Model;
 use crate::tokenizer::Tokenizer;
-
-/// The head that turns a final hidden state into a score.
-#[derive(Debug, Clone)]
-pub enum ValueHead {
-    /// rStar-Math: `w . h + b`.
-    Linear { w: Vec<f32>, b: f32 },
-    /// Qwen2.5-Math-PRM: `softmax(W2 relu(W1 h + b1) + b2)[1]`.
-    PrmMlp {
-        /// `[hidden, hidden]`
-        w1: Weight,
-        b1: Vec<f32>,
-        /// `[2, hidden]`
-        w2: Weight,
-        b2: Vec<f32>,
-    },
-}
-
-impl ValueHead {
-    /// Score of one final-norm hidden state.
-    pub fn apply(&self, h: &[f32]) -> f32 {
-        match self {
-            ValueHead::Linear { w, b } => cpu::dot_f32(w, h) + b,
-            ValueHead::PrmMlp { w1, b1, w2, b2 } => {
-                let mut mid = vec![0f32; b1.len()];
-                cpu::matmul(h, 1, w1, &mut mid, b1.len(), 0);
-                for (m, b) in mid.iter_mut().zip(b1) {
-                    *m = (*m + b).max(0.0);
-                }
-                let mut logits = [0f32; 2];
-                cpu::matmul(&mid, 1, w2, &mut logits, 2, 0);
-                logits[0] += b2[0];
-                logits[1] += b2[1];
-                cpu::softmax(&mut logits);
-                logits[1]
-            }
-        }
-    }
-}
 
 /// A loaded process reward model.
 #[derive(Debug)]
@@ -66,45 +24,21 @@ pub struct Ppm {
     pub head: ValueHead,
 }
 
-fn linear_head(store: &WeightStore, hidden: usize) -> Result<ValueHead> {
-    let w = store
-        .get("v_head.summary.weight", &[1, hidden])?
-        .to_f32_vec();
-    let b = store.get("v_head.summary.bias", &[1])?.get_f32(0);
-    Ok(ValueHead::Linear { w, b })
-}
-
 impl Ppm {
-    /// Loads a PPM directory in either format (see the module docs).
+    /// Loads a PPM directory in any layout of [`crate::model::ppm_layout`].
     pub fn load(dir: &Path) -> Result<Ppm> {
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        let mut store = WeightStore::open_dir(dir)?;
-        store.strip_prefix("pretrained_model.");
-        let h = config.hidden_size;
-        let separate = dir.join("value_head.safetensors");
-        let head = if separate.is_file() {
-            linear_head(&WeightStore::open_files(&[separate])?, h)?
-        } else if store.contains("v_head.summary.weight") {
-            linear_head(&store, h)?
-        } else if store.contains("score.0.weight") {
-            ValueHead::PrmMlp {
-                w1: store.get("score.0.weight", &[h, h])?,
-                b1: store.get("score.0.bias", &[h])?.to_f32_vec(),
-                w2: store.get("score.2.weight", &[2, h])?,
-                b2: store.get("score.2.bias", &[2])?.to_f32_vec(),
-            }
-        } else if dir.join("value_head.bin").is_file() {
-            return Err(Error::Unsupported(format!(
-                "{}: value_head.bin is a PyTorch pickle; save its tensors as value_head.safetensors \
-                 (python: safetensors.torch.save_file(torch.load('value_head.bin'), 'value_head.safetensors'))",
-                dir.display()
-            )));
-        } else {
-            return Err(Error::format(
+        let PpmDir {
+            config,
+            store,
+            head,
+            ..
+        } = open_ppm_dir(dir)?;
+        let head = head.ok_or_else(|| {
+            Error::format(
                 dir,
                 "no value head: expected value_head.safetensors, v_head.summary.* or score.0/score.2 tensors",
-            ));
-        };
+            )
+        })?;
         let model = Model::from_store_with_head(config, &store, false)?;
         let tokenizer = if dir.join("tokenizer.json").is_file() {
             Some(Tokenizer::from_dir(dir)?)

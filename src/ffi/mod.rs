@@ -6,6 +6,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod engine;
+pub mod evolve;
 pub mod solver;
 pub mod tools;
 pub mod train;
@@ -31,7 +32,9 @@ use crate::error::{Error, Result, Status};
 ///
 /// 4: `rstar_solver_run_problems` (given problems -> their output lines, for a caller that writes
 /// the output file itself); trailing `kv_dtype` and `quant_load` fields in `rstar_model_params`
-/// and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place).
+/// and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place);
+/// `rstar_evolve_run` (the self-evolution loop of `rstar evolve`, with `rstar_evolve_params`,
+/// `rstar_evolve_event` and `rstar_evolve_callback`).
 pub const RSTAR_ABI_VERSION: u32 = 4;
 
 thread_local! {

@@ -3,9 +3,11 @@
 //! * A Hugging Face model directory: the source `config.json` (dtype set to float32),
 //!   `model.safetensors` in f32 under the checkpoint's own tensor names (tied models without
 //!   `lm_head.weight`), and the tokenizer files copied. `transformers` and librstar both load it.
-//! * A PPM: that directory plus `value_head.safetensors` with `v_head.summary.weight` `[1, hidden]`
-//!   and `v_head.summary.bias` `[1]`. [`load_value_head`] also accepts rStar's combined layout, the
-//!   same two tensors inside the model's own safetensors.
+//! * A PPM in the layout asked for ([`PpmLayout`]): split, that directory plus
+//!   `value_head.safetensors` with `v_head.summary.weight` `[1, hidden]` and `v_head.summary.bias`
+//!   `[1]`; or combined (trl's), one `model.safetensors` with the decoder keys prefixed
+//!   `pretrained_model.` and the two head tensors. Reading goes through
+//!   [`crate::model::ppm_layout`], the loader scoring uses.
 //! * A LoRA adapter in PEFT's layout: `adapter_config.json` and `adapter_model.safetensors` with keys
 //!   `base_model.model.<module>.lora_{A,B}.weight`.
 //! * Trainer state: `state.safetensors` with parameters and AdamW moments and, in its metadata
@@ -22,8 +24,9 @@ use serde_json::{json, Value};
 
 use crate::data::durable::write_atomic;
 use crate::error::{Error, Result};
+use crate::model::ppm_layout::{PpmLayout, COMBINED_PREFIX, VALUE_HEAD_FILE};
 use crate::model::WeightStore;
-use crate::train::model::{LoraSpec, TrainModel, V_HEAD_BIAS, V_HEAD_WEIGHT};
+use crate::train::model::{LoraSpec, TrainModel};
 
 /// Writes f32 tensors to a safetensors file (via a temporary file and a rename).
 pub fn write_safetensors(
@@ -59,13 +62,13 @@ fn create_dir(dir: &Path) -> Result<()> {
 }
 
 /// Saves `model` (LoRA adapters merged into a copy if present) as a Hugging Face directory, with
-/// the config and tokenizer files of `src` and, for a PPM, `value_head.safetensors`.
-pub fn save_model_dir(model: &TrainModel, src: &Path, dir: &Path) -> Result<()> {
+/// the config and tokenizer files of `src`; a PPM's value head goes where `layout` says.
+pub fn save_model_dir(model: &TrainModel, src: &Path, dir: &Path, layout: PpmLayout) -> Result<()> {
     create_dir(dir)?;
     if model.lora().is_some() {
         let mut merged = model.clone();
         merged.merge_lora();
-        return save_model_dir(&merged, src, dir);
+        return save_model_dir(&merged, src, dir, layout);
     }
     let mut cfg = read_json(&src.join("config.json"))?;
     if let Some(o) = cfg.as_object_mut() {
@@ -75,19 +78,26 @@ pub fn save_model_dir(model: &TrainModel, src: &Path, dir: &Path) -> Result<()> 
         if o.contains_key("dtype") || !o.contains_key("torch_dtype") {
             o.insert("dtype".into(), json!("float32"));
         }
-        // A single file replaces any shard index of the source.
     }
     write_json(&dir.join("config.json"), &cfg)?;
+    // A single file replaces any shard index of the source, and a head file of another layout.
     let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        std::fs::remove_file(&index).map_err(|e| Error::io(&index, e))?;
+    remove_if_file(&index)?;
+    let mut tensors = model.checkpoint_tensors();
+    let head = model.value_head_tensors();
+    let separate = dir.join(VALUE_HEAD_FILE);
+    match layout {
+        PpmLayout::Combined if !head.is_empty() => {
+            for t in &mut tensors {
+                t.0 = format!("{COMBINED_PREFIX}{}", t.0);
+            }
+            tensors.extend(head.iter().cloned());
+            remove_if_file(&separate)?;
+        }
+        _ => remove_if_file(&separate)?,
     }
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(
-        &dir.join("model.safetensors"),
-        &model.checkpoint_tensors(),
-        Some(meta),
-    )?;
+    write_safetensors(&dir.join("model.safetensors"), &tensors, Some(meta))?;
     for f in tokenizer_files(src) {
         if let Some(name) = f.file_name() {
             let to = dir.join(name);
@@ -96,36 +106,17 @@ pub fn save_model_dir(model: &TrainModel, src: &Path, dir: &Path) -> Result<()> 
             }
         }
     }
-    if let Some((w, b)) = model.value_head() {
-        let h = w.len();
-        write_safetensors(
-            &dir.join("value_head.safetensors"),
-            &[
-                (V_HEAD_WEIGHT.into(), vec![1, h], w),
-                (V_HEAD_BIAS.into(), vec![1], &[b]),
-            ],
-            None,
-        )?;
+    if layout == PpmLayout::Split && !head.is_empty() {
+        write_safetensors(&separate, &head, None)?;
     }
     Ok(())
 }
 
-/// The value head of a PPM directory: `value_head.safetensors`, or the `v_head.summary.*` tensors
-/// inside the model's safetensors (combined layout). `None` if neither exists.
-pub fn load_value_head(dir: &Path, hidden: usize) -> Result<Option<(Vec<f32>, f32)>> {
-    let separate = dir.join("value_head.safetensors");
-    let store = if separate.is_file() {
-        WeightStore::open_files(&[separate])?
-    } else {
-        let store = WeightStore::open_dir(dir)?;
-        if !store.contains(V_HEAD_WEIGHT) {
-            return Ok(None);
-        }
-        store
-    };
-    let w = store.get(V_HEAD_WEIGHT, &[1, hidden])?.to_f32_vec();
-    let b = store.get(V_HEAD_BIAS, &[1])?.to_f32_vec()[0];
-    Ok(Some((w, b)))
+fn remove_if_file(path: &Path) -> Result<()> {
+    if path.is_file() {
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 const PEFT_PREFIX: &str = "base_model.model.";

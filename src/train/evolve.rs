@@ -291,28 +291,43 @@ fn read_marker<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         .map_err(|e| Error::format(path, format!("stage marker: {e}")))
 }
 
+/// Reports `e`; [`Error::Cancelled`] when the receiver asks to stop.
+fn emit(on: &mut dyn FnMut(Event<'_>) -> bool, e: Event<'_>) -> Result<()> {
+    if on(e) {
+        Ok(())
+    } else {
+        Err(Error::Cancelled)
+    }
+}
+
 /// Runs a stage unless its marker exists; returns the stage result either way.
 fn stage<T: Serialize + DeserializeOwned>(
     dir: &Path,
     round: usize,
     which: Stage,
-    on: &mut dyn FnMut(Event<'_>),
-    run: impl FnOnce(&mut dyn FnMut(Event<'_>)) -> Result<T>,
+    on: &mut dyn FnMut(Event<'_>) -> bool,
+    run: impl FnOnce(&mut dyn FnMut(Event<'_>) -> bool) -> Result<T>,
 ) -> Result<T> {
     let m = marker(dir, which);
     if let Some(done) = read_marker(&m)? {
-        on(Event::Stage {
-            round,
-            stage: which,
-            skipped: true,
-        });
+        emit(
+            on,
+            Event::Stage {
+                round,
+                stage: which,
+                skipped: true,
+            },
+        )?;
         return Ok(done);
     }
-    on(Event::Stage {
-        round,
-        stage: which,
-        skipped: false,
-    });
+    emit(
+        on,
+        Event::Stage {
+            round,
+            stage: which,
+            skipped: false,
+        },
+    )?;
     let v = run(on)?;
     let json = serde_json::to_vec_pretty(&v)
         .map_err(|e| Error::Internal(format!("serialising a stage marker: {e}")))?;
@@ -373,7 +388,7 @@ fn count_correct(
     policy: &Path,
     ppm: Option<&Path>,
     batch: usize,
-    on: &mut dyn FnMut(Event<'_>),
+    on: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<usize> {
     let (mut pol, mut val, exec) = load_models(policy, ppm, cfg)?;
     let mut stats = SearchStats::default();
@@ -407,10 +422,13 @@ fn count_correct(
             correct += usize::from(ans.is_some_and(|a| grade::equal(&a, gt)));
         }
         done += chunk.len();
-        on(Event::Problems {
-            done,
-            total: problems.len(),
-        });
+        emit(
+            on,
+            Event::Problems {
+                done,
+                total: problems.len(),
+            },
+        )?;
     }
     Ok(correct)
 }
@@ -455,20 +473,21 @@ fn train_stage(
     out: &Path,
     mut cfg: TrainConfig,
     task: Task,
-    on: &mut dyn FnMut(Event<'_>),
+    on: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<TrainDone> {
     let t0 = Instant::now();
     cfg.task = task;
     let (mut trainer, prep) = prepare(from, data, out, cfg, true)?;
-    on(Event::TrainStart {
-        total_steps: trainer.total_steps(),
-        done: trainer.steps_done(),
-    });
-    let last = trainer.run(None, &mut |p| {
-        on(Event::Train(p));
-        true
-    })?;
-    on(Event::TrainEnd);
+    emit(
+        on,
+        Event::TrainStart {
+            total_steps: trainer.total_steps(),
+            done: trainer.steps_done(),
+        },
+    )?;
+    // A false from `on` stops the trainer after saving its state (resumed by the next run).
+    let last = trainer.run(None, &mut |p| on(Event::Train(p)))?;
+    emit(on, Event::TrainEnd)?;
     trainer.save(out)?;
     let state = state_dir(out);
     if state.exists() {
@@ -501,7 +520,7 @@ fn evaluate_round(
     opts: &EvolveOptions,
     r: usize,
     held: &[Problem],
-    on: &mut dyn FnMut(Event<'_>),
+    on: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<EvalDone> {
     let (c, w) = (&opts.config, &opts.workdir);
     let t0 = Instant::now();
@@ -544,7 +563,7 @@ fn evaluate_round(
 fn base_round(
     opts: &EvolveOptions,
     held: &[Problem],
-    on: &mut dyn FnMut(Event<'_>),
+    on: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<RoundRow> {
     let dir = round_dir(&opts.workdir, 0);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -620,7 +639,7 @@ fn mcts_stage(
     r: usize,
     train: &[Problem],
     trees: &Path,
-    on: &mut dyn FnMut(Event<'_>),
+    on: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<MctsDone> {
     let c = &opts.config;
     let w = &opts.workdir;
@@ -650,10 +669,7 @@ fn mcts_stage(
             value: val.as_mut().map(|v| v as &mut dyn ValueModel),
             runner: &exec,
         },
-        &mut |done, total, _| {
-            on(Event::Problems { done, total });
-            true
-        },
+        &mut |done, total, _| on(Event::Problems { done, total }),
     )?;
     // Coverage over the whole file (earlier, interrupted runs included).
     let solved = read_trees(trees)?
@@ -677,7 +693,7 @@ fn round(
     r: usize,
     train: &[Problem],
     held: &[Problem],
-    on: &mut dyn FnMut(Event<'_>),
+    on: &mut dyn FnMut(Event<'_>) -> bool,
 ) -> Result<RoundRow> {
     let c = &opts.config;
     let w = &opts.workdir;
@@ -755,8 +771,14 @@ fn round(
 
 /// Runs (or resumes) round 0 (the base policy's evaluation, when there are held-out problems)
 /// and `opts.rounds` rounds; writes `workdir/rounds.json` and `rounds.png` after each and returns
-/// the rows.
-pub fn evolve(opts: &EvolveOptions, on: &mut dyn FnMut(Event<'_>)) -> Result<Vec<RoundRow>> {
+/// the rows. `on` receives every [`Event`]; returning false cancels with [`Error::Cancelled`] at
+/// the next event (between problem batches or rollouts, training steps, stages), keeping what a
+/// rerun resumes from (finished stages, written trees, trainer state). `rstar evolve` and the C
+/// ABI's `rstar_evolve_run` are both this call.
+pub fn evolve(
+    opts: &EvolveOptions,
+    on: &mut dyn FnMut(Event<'_>) -> bool,
+) -> Result<Vec<RoundRow>> {
     opts.config.validate()?;
     if opts.rounds == 0 {
         return Err(Error::InvalidArgument("rounds must be at least 1".into()));
@@ -770,12 +792,12 @@ pub fn evolve(opts: &EvolveOptions, on: &mut dyn FnMut(Event<'_>)) -> Result<Vec
     let mut rows = Vec::with_capacity(opts.rounds + 1);
     if !held.is_empty() {
         let row = base_round(opts, &held, on)?;
-        on(Event::Round(&row));
+        emit(on, Event::Round(&row))?;
         rows.push(row);
     }
     for r in 1..=opts.rounds {
         let row = round(opts, r, &train, &held, on)?;
-        on(Event::Round(&row));
+        emit(on, Event::Round(&row))?;
         rows.push(row);
         write_rounds(&opts.workdir, &rows)?;
     }
@@ -901,7 +923,7 @@ mod tests {
                 workdir: dir.path().join("work"),
                 config: EvolveConfig::default(),
             };
-            let e = evolve(&opts, &mut |_| {}).unwrap_err().to_string();
+            let e = evolve(&opts, &mut |_| true).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
             assert!(!dir.path().join("work").exists(), "nothing was started");
         }

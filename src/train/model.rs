@@ -17,6 +17,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::model::layout::{LayerLayout, LinearLayout, EMBED, FINAL_NORM, LM_HEAD};
+use crate::model::ppm_layout::{open_ppm_dir, PpmLayout, ValueHead};
 use crate::model::{ModelConfig, WeightStore};
 use crate::rng::Rng;
 use crate::train::ops::{self, AttnDims, Mat, RowCtx};
@@ -205,15 +206,34 @@ pub struct TrainModel {
 /// A tensor to save: checkpoint name, shape, f32 values.
 pub type NamedTensor<'a> = (String, Vec<usize>, &'a [f32]);
 
-/// Names of the value-head tensors in `value_head.safetensors`.
-pub const V_HEAD_WEIGHT: &str = "v_head.summary.weight";
-pub const V_HEAD_BIAS: &str = "v_head.summary.bias";
+pub use crate::model::ppm_layout::{V_HEAD_BIAS, V_HEAD_WEIGHT};
 
 impl TrainModel {
     /// Loads a Hugging Face model directory into f32 parameters, all trainable.
     pub fn load(dir: &Path) -> Result<TrainModel> {
         let (config, store) = crate::model::decoder::open_model_dir(dir)?;
         Self::from_store(config, &store)
+    }
+
+    /// Loads a PPM directory in any layout scoring reads ([`crate::model::ppm_layout`], the same
+    /// loader): the decoder, plus its rStar value head or, without one, a fresh head (`seed`).
+    /// Returns the layout it was found in.
+    pub fn load_ppm(dir: &Path, seed: u64) -> Result<(TrainModel, PpmLayout)> {
+        let d = open_ppm_dir(dir)?;
+        let head = match d.head {
+            None => None,
+            Some(ValueHead::Linear { w, b }) => Some((w, b)),
+            Some(ValueHead::PrmMlp { .. }) => {
+                return Err(Error::Unsupported(format!(
+                    "{}: training a Qwen2.5-Math-PRM head (score.0/score.2) is not supported; \
+                     only rStar's linear v_head",
+                    dir.display()
+                )))
+            }
+        };
+        let mut m = Self::from_store(d.config, &d.store)?;
+        m.add_value_head(head, seed)?;
+        Ok((m, d.layout))
     }
 
     /// Builds the parameters from a parsed config and opened weights.
@@ -334,6 +354,19 @@ impl TrainModel {
         let bi = self.add_param(V_HEAD_BIAS.into(), vec![1], vec![b]);
         self.value_head = Some((wi, bi));
         Ok(())
+    }
+
+    /// The value head's tensors under their checkpoint names (`v_head.summary.*`); empty without one.
+    pub fn value_head_tensors(&self) -> Vec<NamedTensor<'_>> {
+        self.value_head.map_or_else(Vec::new, |(w, b)| {
+            [w, b]
+                .iter()
+                .map(|&i| {
+                    let p = &self.params[i];
+                    (p.name.clone(), p.shape.clone(), &p.value[..])
+                })
+                .collect()
+        })
     }
 
     /// The value head `(weight, bias)` if present.

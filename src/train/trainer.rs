@@ -1,8 +1,8 @@
 //! The training loop shared by `rstar train`, the C API and the evolve driver.
 //!
 //! A [`Trainer`] is made from a model directory and a [`TrainConfig`]; it loads the decoder into f32
-//! master parameters (plus a value head for [`Task::Ppm`], from the directory if it has one, else
-//! rStar's initialisation), optionally wraps it with LoRA, takes a dataset ([`Trainer::load_data`]),
+//! master parameters (plus a value head for [`Task::Ppm`], from the directory in any layout scoring
+//! reads if it has one, else rStar's initialisation), optionally wraps it with LoRA, takes a dataset ([`Trainer::load_data`]),
 //! and then runs optimizer steps ([`Trainer::step`], [`Trainer::run`]). Each optimizer step takes
 //! `batch_size * grad_accum` examples in a seeded per-epoch shuffle, packs them into micro-batches
 //! of at most `seq_len` tokens, and normalises the loss over the whole step:
@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::data::training::{self as data, PairExample, SftExample, TokenContext};
 use crate::error::{Error, Result};
+use crate::model::ppm_layout::PpmLayout;
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint;
@@ -76,6 +77,9 @@ pub struct TrainConfig {
     pub shuffle: bool,
     /// Write resumable state every this many steps (when a state directory is set).
     pub save_every: Option<usize>,
+    /// How a PPM is saved: `split` (`value_head.safetensors` beside the decoder) or `combined`
+    /// (trl's one file, decoder keys prefixed `pretrained_model.`); `None`: as it was loaded.
+    pub ppm_layout: Option<PpmLayout>,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +106,7 @@ impl Default for TrainConfig {
             checkpointing: false,
             shuffle: true,
             save_every: Some(100),
+            ppm_layout: None,
         }
     }
 }
@@ -148,7 +153,7 @@ impl TrainConfig {
 }
 
 /// Progress after an optimizer step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Progress {
     /// Optimizer steps done.
     pub step: usize,
@@ -203,6 +208,8 @@ pub struct Trainer {
     last: Option<Progress>,
     cancel: Arc<AtomicBool>,
     state_dir: Option<PathBuf>,
+    /// The PPM layout the model was loaded from (what [`Trainer::save`] writes by default).
+    source_layout: PpmLayout,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -220,12 +227,11 @@ impl Trainer {
     /// (`value_head.safetensors` or the combined layout) or freshly initialised.
     pub fn new(model_dir: &Path, config: TrainConfig) -> Result<Trainer> {
         config.validate()?;
-        let mut model = TrainModel::load(model_dir)?;
+        let (mut model, layout) = match config.task {
+            Task::Ppm => TrainModel::load_ppm(model_dir, config.seed)?,
+            Task::Sft => (TrainModel::load(model_dir)?, PpmLayout::Split),
+        };
         model.checkpointing = config.checkpointing;
-        if config.task == Task::Ppm {
-            let head = checkpoint::load_value_head(model_dir, model.config.hidden_size)?;
-            model.add_value_head(head, config.seed)?;
-        }
         if let Some(rank) = config.lora_rank {
             let mut spec = LoraSpec::all_projections(rank);
             if let Some(a) = config.lora_alpha {
@@ -233,7 +239,9 @@ impl Trainer {
             }
             model.add_lora(spec, config.seed)?;
         }
-        Self::from_model(model, model_dir, config)
+        let mut t = Self::from_model(model, model_dir, config)?;
+        t.source_layout = layout;
+        Ok(t)
     }
 
     /// A trainer over an already built model (e.g. with a given value head); `source` is the
@@ -270,6 +278,7 @@ impl Trainer {
             last: None,
             cancel: Arc::new(AtomicBool::new(false)),
             state_dir: None,
+            source_layout: PpmLayout::Split,
         })
     }
 
@@ -505,10 +514,12 @@ impl Trainer {
         }
     }
 
-    /// Saves the trained model as a Hugging Face directory (LoRA merged), a PPM's
-    /// `value_head.safetensors`, and with LoRA the PEFT adapter under `dir/adapter`.
+    /// Saves the trained model as a Hugging Face directory (LoRA merged), a PPM's value head in the
+    /// layout of `ppm_layout` (default: the one it was loaded in), and with LoRA the PEFT adapter
+    /// under `dir/adapter`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        checkpoint::save_model_dir(&self.model, &self.source, dir)?;
+        let layout = self.config.ppm_layout.unwrap_or(self.source_layout);
+        checkpoint::save_model_dir(&self.model, &self.source, dir, layout)?;
         if self.model.lora().is_some() {
             let base = self.source.to_string_lossy();
             checkpoint::save_peft(&self.model, &dir.join("adapter"), &base)?;

@@ -1,7 +1,9 @@
 /* C99 consumer of include/rstar.h: built with -std=c99 -Wall -Wextra -Werror and run by tests/c_abi.rs.
- * Usage: api_test MODEL_DIR ID,ID,... MAX_NEW_TOKENS PPM_DIR [DATA_JSON]
+ * Usage: api_test MODEL_DIR ID,ID,... MAX_NEW_TOKENS PPM_DIR [DATA_JSON [EVOLVE_WORKDIR]]
  * With DATA_JSON (a problem file) the solver is exercised too: it prints `solve:<json>` and
- * `summary:<json>`, or `solver: skipped` when the Python executor is unavailable.
+ * `summary:<json>`, or `solver: skipped` when the Python executor is unavailable. With
+ * EVOLVE_WORKDIR, a miniature self-evolution round runs there (cancelled once, then resumed): it
+ * prints `evolve:<rounds json>` and `evolve_rerun:<event counts>`, or `evolve: skipped`.
  * Checks statuses, error messages, ownership rules, streaming and cancellation; prints the result JSON
  * of a greedy generation on the last line for the Rust side to compare with HF's golden ids. */
 #include <stdio.h>
@@ -113,6 +115,86 @@ static int solver_checks(const char *model_dir, const char *ppm_dir, const char 
     return 0;
 }
 
+struct evolve_count {
+    int events[4];
+    int skipped;
+    int cancel_at_train;
+    int bad;
+};
+
+static bool on_evolve(const rstar_evolve_event *e, void *user_data) {
+    struct evolve_count *c = (struct evolve_count *)user_data;
+    if (e->struct_size < sizeof *e || e->kind > RSTAR_EVOLVE_EVENT_ROUND ||
+        e->stage > RSTAR_EVOLVE_STAGE_EVAL) {
+        c->bad++;
+        return false;
+    }
+    c->events[e->kind]++;
+    if (e->kind == RSTAR_EVOLVE_EVENT_STAGE) c->skipped += (int)e->skipped;
+    if (e->kind == RSTAR_EVOLVE_EVENT_TRAIN &&
+        (e->stage != RSTAR_EVOLVE_STAGE_SFT && e->stage != RSTAR_EVOLVE_STAGE_PPM))
+        c->bad++;
+    if (e->kind == RSTAR_EVOLVE_EVENT_ROUND && (e->round_json == NULL || e->round_json[0] != '{'))
+        c->bad++;
+    return !(e->kind == RSTAR_EVOLVE_EVENT_TRAIN && c->cancel_at_train);
+}
+
+/* rstar_evolve_run: bad params are typed errors; a round cancelled from the callback during its
+ * first training step, then resumed to the end; a rerun skips every stage. */
+static int evolve_checks(const char *model_dir, const char *data, const char *workdir) {
+    rstar_evolve_params p;
+    struct evolve_count c;
+    char *json = NULL;
+    rstar_status st;
+    const char *config =
+        "{\"mcts\": {\"rollouts\": 2, \"width\": 2, \"max_depth\": 2, \"max_step_tokens\": 6, "
+        "\"errors_threshold\": 2}, \"round1_rollouts\": 2, \"batch\": 2, "
+        "\"sft\": {\"max_steps\": 1, \"batch_size\": 1, \"seq_len\": 1024, \"lr\": 0.0001}, "
+        "\"ppm\": {\"max_steps\": 1, \"batch_size\": 1, \"seq_len\": 1024, \"lr\": 0.0001}, "
+        "\"holdout\": 0.34, \"eval_ppm_rollouts\": 1}";
+
+    rstar_evolve_default_params(&p);
+    CHECK(p.struct_size == sizeof p && p.rounds == 2);
+    CHECK(rstar_evolve_run(NULL, NULL, NULL, &json) == RSTAR_STATUS_INVALID_ARGUMENT && json == NULL);
+    p.data = data;
+    p.workdir = workdir;
+    CHECK(rstar_evolve_run(&p, NULL, NULL, &json) == RSTAR_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(rstar_last_error_message(), "policy") != NULL);
+    p.policy = model_dir;
+    p.config = "{\"bacth\": 2}";
+    CHECK(rstar_evolve_run(&p, NULL, NULL, &json) == RSTAR_STATUS_FORMAT);
+    CHECK(strstr(rstar_last_error_message(), "bacth") != NULL);
+    p.config = config;
+    p.rounds = 1;
+    p.threads = 1;
+
+    memset(&c, 0, sizeof c);
+    c.cancel_at_train = 1;
+    st = rstar_evolve_run(&p, on_evolve, &c, &json);
+    if (st == RSTAR_STATUS_EXEC) {
+        printf("evolve: skipped (%s)\n", rstar_last_error_message());
+        return 0;
+    }
+    CHECK(st == RSTAR_STATUS_CANCELLED && json == NULL && c.bad == 0);
+    CHECK(c.events[RSTAR_EVOLVE_EVENT_TRAIN] == 1 && c.events[RSTAR_EVOLVE_EVENT_ROUND] == 1);
+
+    memset(&c, 0, sizeof c);
+    CHECK(rstar_evolve_run(&p, on_evolve, &c, &json) == RSTAR_STATUS_OK && c.bad == 0);
+    /* Resumed: round 0 and the round's synthesis and extraction were done already. */
+    CHECK(c.skipped >= 3 && c.events[RSTAR_EVOLVE_EVENT_ROUND] == 2);
+    CHECK(json != NULL && json[0] == '[');
+    printf("evolve:%s\n", json);
+    rstar_string_free(json);
+    json = NULL;
+
+    memset(&c, 0, sizeof c);
+    CHECK(rstar_evolve_run(&p, on_evolve, &c, NULL) == RSTAR_STATUS_OK && c.bad == 0);
+    printf("evolve_rerun:stage=%d,skipped=%d,problems=%d,train=%d,round=%d\n",
+           c.events[RSTAR_EVOLVE_EVENT_STAGE], c.skipped, c.events[RSTAR_EVOLVE_EVENT_PROBLEMS],
+           c.events[RSTAR_EVOLVE_EVENT_TRAIN], c.events[RSTAR_EVOLVE_EVENT_ROUND]);
+    return 0;
+}
+
 /* rstar_model_params: device, precision and threads, each bad value a status naming the field; a
  * greedy generation with one thread in exact precision must give the text of the default model. */
 static int model_params_checks(const rstar_model *model, const char *model_dir,
@@ -211,7 +293,7 @@ int main(int argc, char **argv) {
     char *text = NULL;
     uint32_t vocab = 0;
 
-    if (argc != 5 && argc != 6) return 2;
+    if (argc < 5 || argc > 7) return 2;
     CHECK(rstar_abi_version() == RSTAR_ABI_VERSION);
     CHECK(strlen(rstar_version()) > 0);
 
@@ -322,7 +404,8 @@ int main(int argc, char **argv) {
         printf("ppm:%.6f,%.6f\n", values[0], values[1]);
         rstar_ppm_free(ppm);
     }
-    if (argc == 6 && solver_checks(argv[1], argv[4], argv[5]) != 0) return 1;
+    if (argc >= 6 && solver_checks(argv[1], argv[4], argv[5]) != 0) return 1;
+    if (argc == 7 && evolve_checks(argv[1], argv[5], argv[6]) != 0) return 1;
     rstar_model_free(model);
     rstar_model_free(NULL);
     rstar_string_free(NULL);

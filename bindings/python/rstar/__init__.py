@@ -31,6 +31,8 @@ __all__ = [
     "SolverProgress",
     "Trainer",
     "TrainProgress",
+    "EvolveEvent",
+    "evolve",
     "grade",
     "extract_answer",
     "exec_code",
@@ -465,3 +467,71 @@ class Trainer(_Handle):
         """Stops the running step/epoch; safe from any thread."""
         if self._h.value:
             _lib.trainer_cancel(self._h)
+
+
+EVOLVE_STAGES = ("mcts", "extract", "sft", "ppm", "eval")
+EVOLVE_KINDS = ("stage", "problems", "train", "round")
+
+
+@dataclass
+class EvolveEvent:
+    """An event of :func:`evolve`: ``kind`` is "stage" (``skipped`` when done by an earlier run),
+    "problems" (``done`` of ``total``), "train" (``train`` holds the step's progress) or "round"
+    (``row`` holds the finished round's row of the per-round table)."""
+
+    kind: str
+    round: int
+    stage: str
+    skipped: bool = False
+    done: int = 0
+    total: int = 0
+    train: Optional[TrainProgress] = None
+    row: Optional[Dict[str, Any]] = None
+
+
+def evolve(
+    policy: PathLike,
+    data: PathLike,
+    workdir: PathLike,
+    rounds: int = 2,
+    config: Optional[Mapping[str, Any]] = None,
+    eval_data: Optional[PathLike] = None,
+    replay_data: Optional[PathLike] = None,
+    threads: int = 0,
+    precision: str = "exact",
+    progress: Optional[Callable[[EvolveEvent], Any]] = None,
+) -> List[Dict[str, Any]]:
+    """Runs (or resumes, in ``workdir``) self-evolution rounds as ``rstar evolve`` does: MCTS
+    synthesis, extraction, policy SFT, PPM training, evaluation. ``config`` holds the keys of
+    ``rstar evolve --config``; ``progress`` returning False cancels (RstarError CANCELLED; calling
+    again with the same ``workdir`` resumes). Returns the per-round table."""
+    p = _lib.EvolveParams()
+    _lib.evolve_default_params(ctypes.byref(p))
+    p.policy, p.data, p.workdir = _b(policy), _b(data), _b(workdir)
+    p.eval_data, p.replay_data = _b(eval_data), _b(replay_data)
+    p.rounds = rounds
+    cfg = json.dumps(dict(config)).encode() if config is not None else None
+    p.config = cfg
+    p.threads = threads
+    p.precision = {"exact": 0, "fast": 1}[precision]
+    pending = _Pending()
+
+    def call(e: Any, _user: int) -> bool:
+        c = e.contents
+        ev = EvolveEvent(EVOLVE_KINDS[c.kind], c.round, EVOLVE_STAGES[c.stage], bool(c.skipped), c.done, c.total)
+        if ev.kind == "train":
+            t = c.train
+            ev.train = TrainProgress(
+                t.epoch, t.step, t.total_steps, t.loss, t.grad_norm, t.lr, t.tokens,
+                t.tokens_per_sec, t.elapsed_secs, t.eta_secs,
+            )
+        if ev.kind == "round":
+            ev.row = json.loads(c.round_json.decode())
+        return pending.guard(lambda: progress(ev) is not False, False)  # type: ignore[misc]
+
+    cb = _lib.EVOLVE_CALLBACK(call) if progress else _lib.EVOLVE_CALLBACK()
+    out = ctypes.c_void_p()
+    st = _lib.evolve_run(ctypes.byref(p), cb, None, ctypes.byref(out))
+    pending.reraise()
+    _check(st)
+    return json.loads(_take_string(out) or "[]")

@@ -58,6 +58,36 @@ class TrainProgress(Structure):
     ]
 
 
+class EvolveParams(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("policy", c_char_p),
+        ("data", c_char_p),
+        ("eval_data", c_char_p),
+        ("replay_data", c_char_p),
+        ("workdir", c_char_p),
+        ("rounds", c_uint32),
+        ("config", c_char_p),
+        ("precision", c_uint32),
+        ("threads", c_uint32),
+    ]
+
+
+class EvolveEvent(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("kind", c_uint32),
+        ("round", c_uint32),
+        ("stage", c_uint32),
+        ("skipped", c_uint32),
+        ("done", c_uint64),
+        ("total", c_uint64),
+        ("train", TrainProgress),
+        ("round_json", c_char_p),
+    ]
+
+
+EVOLVE_CALLBACK = CFUNCTYPE(c_bool, POINTER(EvolveEvent), c_void_p)
 TEXT_CALLBACK = CFUNCTYPE(c_bool, c_void_p, c_size_t, c_void_p)
 SOLVER_CALLBACK = CFUNCTYPE(c_bool, POINTER(SolverProgress), c_void_p)
 TRAIN_CALLBACK = CFUNCTYPE(c_bool, POINTER(TrainProgress), c_void_p)
@@ -204,6 +234,11 @@ trainer_finished = _fn("rstar_trainer_finished", status, P, POINTER(c_bool))
 trainer_save = _fn("rstar_trainer_save", status, P, c_char_p)
 trainer_cancel = _fn("rstar_trainer_cancel", None, P)
 trainer_free = _fn("rstar_trainer_free", status, P)
+
+evolve_default_params = _fn("rstar_evolve_default_params", None, POINTER(EvolveParams))
+evolve_run = _fn(
+    "rstar_evolve_run", status, POINTER(EvolveParams), EVOLVE_CALLBACK, c_void_p, OUT_STR
+)
 
 if abi_version() < ABI_VERSION:
     raise ImportError(

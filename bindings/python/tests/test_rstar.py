@@ -238,3 +238,38 @@ def test_trainer_sft_with_progress_and_cancel(model_dir: Path, tmp_path: Path) -
         assert e.value.status_name == "CANCELLED"
         t.save(tmp_path / "out")
     assert (tmp_path / "out/config.json").is_file()
+
+
+def test_evolve_round_with_progress_cancel_and_resume(model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "problems.json"
+    data.write_text(json.dumps([
+        {"question": "What is 6 times 7?", "answer": "42"},
+        {"question": "What is 2 plus 3?", "answer": "5"},
+        {"question": "What is 10 minus 4?", "answer": "6"},
+    ]))
+    config = {
+        "mcts": {"rollouts": 2, "width": 2, "max_depth": 2, "max_step_tokens": 6},
+        "round1_rollouts": 2, "batch": 2, "holdout": 0.34, "eval_ppm_rollouts": 1,
+        "sft": {"max_steps": 1, "batch_size": 1, "seq_len": 1024},
+        "ppm": {"max_steps": 1, "batch_size": 1, "seq_len": 1024},
+    }
+    work = tmp_path / "work"
+    args = dict(policy=model_dir / "policy", data=data, workdir=work, rounds=1, config=config, threads=2)
+    try:
+        with pytest.raises(rstar.RstarError) as e:
+            rstar.evolve(**args, progress=lambda ev: not (ev.kind == "problems" and ev.round == 1))
+    except rstar.RstarError as err:  # the sandboxed executor cannot start here
+        if err.status_name == "EXEC":
+            pytest.skip(f"SKIPPED: {err}")
+        raise
+    if e.value.status_name == "EXEC":
+        pytest.skip(f"SKIPPED: {e.value}")
+    assert e.value.status_name == "CANCELLED"
+    events: list[rstar.EvolveEvent] = []
+    rows = rstar.evolve(**args, progress=events.append)
+    assert [r["round"] for r in rows] == [0, 1]
+    assert rows == json.loads((work / "rounds.json").read_text())
+    stages = [ev.stage for ev in events if ev.kind == "stage"]
+    assert stages == ["eval", "mcts", "extract", "sft", "ppm", "eval"]
+    assert events[0].skipped, "round 0 finished before the cancel"
+    assert [ev.row for ev in events if ev.kind == "round"] == rows
