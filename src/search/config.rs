@@ -60,30 +60,39 @@ pub fn preset_table(name: &str, origin: &Path) -> Result<Map<String, Value>> {
     }
 }
 
+/// The context (tokens) a model needs for [`auto_preset`] to give it the `qwen2.5` preset: its
+/// worked example, the question and `max_depth` steps of up to 384 tokens must fit.
+pub const PRESET_MIN_CONTEXT: u64 = 4096;
+
 /// The preset a policy gets when no configuration names one: `qwen2.5` for a Qwen2-architecture
 /// model (GGUF `general.architecture`, or `model_type` of an HF directory's `config.json`) whose
-/// chat template is ChatML (`<|im_start|>`), i.e. a Qwen2.5 instruct model; else none. A file
-/// that cannot be read gives none (loading the policy reports it).
+/// chat template is ChatML (`<|im_start|>`) and whose context holds the preset's prompts
+/// ([`PRESET_MIN_CONTEXT`]; a small test model of that shape keeps the defaults), i.e. a Qwen2.5
+/// instruct model; else none. A file that cannot be read gives none (loading the policy reports it).
 pub fn auto_preset(policy: &Path) -> Option<&'static str> {
-    let (arch, template) = if crate::model::gguf::is_gguf(policy) {
+    let (arch, template, context) = if crate::model::gguf::is_gguf(policy) {
         let f = crate::model::gguf::GgufFile::open_metadata(policy).ok()?;
         let get = |k: &str| f.meta(k).and_then(|v| v.as_str()).map(str::to_owned);
-        (
-            get("general.architecture")?,
-            get("tokenizer.chat_template")?,
-        )
+        let arch = get("general.architecture")?;
+        let context = f
+            .meta(&format!("{arch}.context_length"))
+            .and_then(|v| v.as_u64());
+        (arch, get("tokenizer.chat_template")?, context?)
     } else {
         let read = |f: &str| -> Option<Value> {
             serde_json::from_str(&std::fs::read_to_string(policy.join(f)).ok()?).ok()
         };
-        let arch = read("config.json")?["model_type"].as_str()?.to_owned();
+        let config = read("config.json")?;
+        let arch = config["model_type"].as_str()?.to_owned();
+        let context = config["max_position_embeddings"].as_u64()?;
         let template = read("tokenizer_config.json")?["chat_template"]
             .as_str()
             .map(str::to_owned)
             .or_else(|| std::fs::read_to_string(policy.join("chat_template.jinja")).ok())?;
-        (arch, template)
+        (arch, template, context)
     };
-    (arch == "qwen2" && template.contains("<|im_start|>")).then_some("qwen2.5")
+    let fits = context >= PRESET_MIN_CONTEXT;
+    (arch == "qwen2" && template.contains("<|im_start|>") && fits).then_some("qwen2.5")
 }
 
 /// The keys a configuration may hold, in declaration order (and [`PRESET_KEY`]).

@@ -581,10 +581,14 @@ mod tests {
         );
     }
 
-    /// An HF policy folder with `model_type` and (optionally) a chat template.
+    /// An HF policy folder with `model_type`, a 32k context and (optionally) a chat template.
     fn hf_policy(model_type: &str, template: Option<&str>) -> tempfile::TempDir {
+        hf_policy_ctx(model_type, template, 32768)
+    }
+
+    fn hf_policy_ctx(model_type: &str, template: Option<&str>, ctx: u64) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
-        let cfg = serde_json::json!({ "model_type": model_type });
+        let cfg = serde_json::json!({ "model_type": model_type, "max_position_embeddings": ctx });
         std::fs::write(d.path().join("config.json"), cfg.to_string()).unwrap();
         let tok = serde_json::json!({ "chat_template": template });
         std::fs::write(d.path().join("tokenizer_config.json"), tok.to_string()).unwrap();
@@ -615,8 +619,14 @@ mod tests {
                 (d.step_format, d.max_step_tokens)
             );
         }
-        // Not Qwen2, or no ChatML template: no preset; but it can be asked for by name.
-        for other in [hf_policy("llama", Some(chatml)), hf_policy("qwen2", None)] {
+        // Not Qwen2, no ChatML template, or a context too small for the preset's prompts (a
+        // test model): no preset; but it can be asked for by name.
+        let small = hf_policy_ctx("qwen2", Some(chatml), 512);
+        for other in [
+            hf_policy("llama", Some(chatml)),
+            hf_policy("qwen2", None),
+            small,
+        ] {
             let c = resolve_with(other.path(), "", "{}").unwrap();
             assert_eq!(c.step_format, d.step_format, "{:?}", other.path());
             let c = resolve_with(other.path(), "", r#"{"preset": "qwen2.5"}"#).unwrap();
