@@ -124,6 +124,8 @@ class SolverParams(Structure):
         ("weak_sandbox", c_uint32),
         ("code_runner", CODE_RUNNER),
         ("code_runner_user_data", c_void_p),
+        ("kv_dtype", c_uint32),
+        ("quant_load", c_uint32),
     ]
 
 
