@@ -83,12 +83,7 @@ pub(super) fn exact(
             let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(w.rows));
             exact_chunk(path, w, x, m, out, ld, (j0, j1), xp.get());
         };
-        let chunks = w.rows.div_ceil(chunk);
-        if par {
-            super::super::par_for(chunks, one);
-        } else {
-            (0..chunks).for_each(one);
-        }
+        for_tasks(par, w.rows.div_ceil(chunk), one);
     });
     true
 }
@@ -179,12 +174,7 @@ pub(super) fn fast(
             // SAFETY: the path is AVX-512 VNNI (checked above), resolved from an available kernel.
             unsafe { fast_panel(w, a, bs, out, ld, rows) };
         };
-        let tasks = w.rows.div_ceil(np);
-        if par {
-            super::super::par_for(tasks, one);
-        } else {
-            (0..tasks).for_each(one);
-        }
+        for_tasks(par, w.rows.div_ceil(np), one);
     });
     true
 }
@@ -409,6 +399,15 @@ unsafe fn load(p: *const u8, off: usize) -> __m512i {
 #[inline(always)]
 unsafe fn quad(p: *const i8, at: usize) -> __m512i {
     _mm512_set1_epi32((p.add(at) as *const i32).read_unaligned())
+}
+
+/// Tasks `0..n` on the thread team when `par`, else in order on this thread.
+fn for_tasks(par: bool, n: usize, f: impl Fn(usize) + Sync) {
+    if par {
+        super::super::par_for(n, f);
+    } else {
+        (0..n).for_each(f);
+    }
 }
 
 #[cfg(test)]
