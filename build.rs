@@ -3,8 +3,9 @@
 //! packaged crate) only gets a warning.
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/ffi");
-    println!("cargo:rerun-if-changed=src/error.rs");
+    // cbindgen reads every public item of the crate, not only src/ffi: a new public constant
+    // anywhere lands in the header unless cbindgen.toml excludes it.
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
     let config = match cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")) {
