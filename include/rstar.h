@@ -4,8 +4,13 @@
  *
  * Conventions: every fallible call returns rstar_status (0 = RSTAR_STATUS_OK) and sets a
  * thread-local message readable with rstar_last_error_message(). Params structs begin with
- * struct_size; fill them with rstar_*_default_params(). Strings returned by the library are freed
- * with rstar_string_free, id arrays with rstar_ids_free. No function aborts or unwinds into C.
+ * struct_size; fill them with rstar_*_default_params() after setting struct_size = sizeof(struct):
+ *     rstar_model_params p = {.struct_size = sizeof p}; rstar_model_default_params(&p);
+ * so that a newer library fills only the fields your (older) struct has; a struct_size that is
+ * not an earlier version's sizeof (0, uninitialised) gets the whole struct of this header. Calls
+ * taking a params struct read only struct_size bytes (later fields keep their defaults). Strings
+ * returned by the library are freed with rstar_string_free, id arrays with rstar_ids_free. No
+ * function aborts or unwinds into C.
  */
 
 #ifndef RSTAR_H
@@ -31,6 +36,13 @@
 // and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place);
 // `rstar_evolve_run` (the self-evolution loop of `rstar evolve`, with `rstar_evolve_params`,
 // `rstar_evolve_event` and `rstar_evolve_callback`).
+//
+// Still 4 after `rstar_*_default_params` learned to honour a caller's earlier `struct_size`
+// (writing only that prefix, so an older header's smaller struct is not overrun): no symbol or
+// layout changed, and a caller has nothing to test: the overrun needs a library whose struct
+// is bigger than the caller's, so for a caller of this header a later version, and every later
+// version has the fix (a caller of the v3 header meeting a v4 library built before the fix is
+// overrun, and no version number can tell it so).
 #define RSTAR_ABI_VERSION 4
 
 // `rstar_evolve_event.kind`: a stage starts (`skipped` = 0) or is skipped as already done (1).
@@ -400,10 +412,14 @@ enum rstar_status rstar_ids_free(uint32_t *ids, size_t n);
 // `path` is a NUL-terminated UTF-8 string; `out` points to writable storage for a pointer.
 enum rstar_status rstar_model_load(const char *path, struct rstar_model **out);
 
-// Fills `params` with defaults (and sets `struct_size`).
+// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+// sizeof(rstar_model_params)` first: a newer library then fills only the fields of the caller's
+// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+// uninitialised) gets the whole struct of this library's header.
 //
 // # Safety
-// `params` is NULL (ignored) or writable.
+// `params` is NULL (ignored) or a writable `rstar_model_params` of this header, or of an older
+// one with `struct_size` set to its sizeof.
 void rstar_model_default_params(struct rstar_model_params *params);
 
 // As `rstar_model_load`, on `params.device` and with its precision, threads, KV dtype and
@@ -451,10 +467,14 @@ enum rstar_status rstar_model_detokenize(const struct rstar_model *model,
                                          bool skip_special_tokens,
                                          char **text);
 
-// Fills `params` with defaults (and sets `struct_size`).
+// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+// sizeof(rstar_generate_params)` first: a newer library then fills only the fields of the caller's
+// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+// uninitialised) gets the whole struct of this library's header.
 //
 // # Safety
-// `params` is NULL (ignored) or writable.
+// `params` is NULL (ignored) or a writable `rstar_generate_params` of this header, or of an older
+// one with `struct_size` set to its sizeof.
 void rstar_generate_default_params(struct rstar_generate_params *params);
 
 // Generates a continuation of `prompt_ids`. `callback` (may be NULL) streams text as it is final.
@@ -487,10 +507,14 @@ enum rstar_status rstar_model_generate_text(const struct rstar_model *model,
                                             void *user_data,
                                             char **result_json);
 
-// Fills `params` with defaults (and sets `struct_size`).
+// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+// sizeof(rstar_engine_params)` first: a newer library then fills only the fields of the caller's
+// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+// uninitialised) gets the whole struct of this library's header.
 //
 // # Safety
-// `params` is NULL (ignored) or writable.
+// `params` is NULL (ignored) or a writable `rstar_engine_params` of this header, or of an older
+// one with `struct_size` set to its sizeof.
 void rstar_engine_default_params(struct rstar_engine_params *params);
 
 // Creates an engine over `model` (which must outlive nothing: the engine keeps its own reference).
@@ -588,10 +612,14 @@ enum rstar_status rstar_ppm_score(struct rstar_ppm *ppm,
                                   size_t n_seqs,
                                   float *values);
 
-// Fills `params` with defaults (and sets `struct_size`).
+// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+// sizeof(rstar_evolve_params)` first: a newer library then fills only the fields of the caller's
+// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+// uninitialised) gets the whole struct of this library's header.
 //
 // # Safety
-// `params` is NULL (ignored) or writable.
+// `params` is NULL (ignored) or a writable `rstar_evolve_params` of this header, or of an older
+// one with `struct_size` set to its sizeof.
 void rstar_evolve_default_params(struct rstar_evolve_params *params);
 
 // Runs (or resumes) `params.rounds` self-evolution rounds, as `rstar evolve` does, calling
@@ -612,10 +640,14 @@ enum rstar_status rstar_evolve_run(const struct rstar_evolve_params *params,
                                    void *user_data,
                                    char **rounds_json);
 
-// Fills `params` with defaults (and sets `struct_size`).
+// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+// sizeof(rstar_solver_params)` first: a newer library then fills only the fields of the caller's
+// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+// uninitialised) gets the whole struct of this library's header.
 //
 // # Safety
-// `params` is NULL (ignored) or writable.
+// `params` is NULL (ignored) or a writable `rstar_solver_params` of this header, or of an older
+// one with `struct_size` set to its sizeof.
 void rstar_solver_default_params(struct rstar_solver_params *params);
 
 // Reports the outcome of one program from inside a `rstar_code_runner`: `ok` when it ran to the
@@ -743,10 +775,14 @@ enum rstar_status rstar_grade(const char *pred, const char *answer, bool *equal)
 // `text` is NUL-terminated UTF-8; `answer` is writable.
 enum rstar_status rstar_extract_answer(const char *text, char **answer);
 
-// Fills `params` with defaults (and sets `struct_size`).
+// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+// sizeof(rstar_exec_params)` first: a newer library then fills only the fields of the caller's
+// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+// uninitialised) gets the whole struct of this library's header.
 //
 // # Safety
-// `params` is NULL (ignored) or writable.
+// `params` is NULL (ignored) or a writable `rstar_exec_params` of this header, or of an older
+// one with `struct_size` set to its sizeof.
 void rstar_exec_default_params(struct rstar_exec_params *params);
 
 // Runs one Python program in the sandboxed executor (a fresh worker: ~0.1 s to start). A program

@@ -48,6 +48,16 @@ inline void check(rstar_status s) {
     if (s != RSTAR_STATUS_OK) throw Error(s, rstar_last_error_message());
 }
 
+// A params struct filled by its rstar_*_default_params, with struct_size set first so that a
+// newer library fills only the fields of this header's struct.
+template <class P>
+P defaults(void (*fill)(P *)) {
+    P p{};
+    p.struct_size = sizeof p;
+    fill(&p);
+    return p;
+}
+
 // A string owned by the library, freed on scope exit.
 struct OwnedString {
     char *p = nullptr;
@@ -233,8 +243,7 @@ public:
 
     // The full result JSON: {"ids", "text", "finish_reason", "stop_string", ...}.
     std::string generate_json(std::string_view prompt, const GenerateOptions &opts = {}) const {
-        rstar_generate_params p;
-        rstar_generate_default_params(&p);
+        auto p = detail::defaults(rstar_generate_default_params);
         p.max_new_tokens = opts.max_new_tokens;
         p.temperature = opts.temperature;
         p.top_k = opts.top_k;
@@ -314,8 +323,7 @@ class Solver {
 public:
     explicit Solver(SolverOptions opts = {}) : runner_(std::make_unique<Runner>()) {
         runner_->f = std::move(opts.code_runner);
-        rstar_solver_params p;
-        rstar_solver_default_params(&p);
+        auto p = detail::defaults(rstar_solver_default_params);
         p.policy = detail::opt_c(opts.policy);
         p.ppm = detail::opt_c(opts.ppm);
         p.config = detail::opt_c(opts.config);
@@ -428,8 +436,7 @@ inline std::optional<std::string> extract_answer(std::string_view text) {
 
 // Runs one Python program in the sandbox; the result JSON ({"ok", "output", "error", ...}).
 inline std::string exec(std::string_view code, double timeout_s = 10.0, bool weak_sandbox = false) {
-    rstar_exec_params p;
-    rstar_exec_default_params(&p);
+    auto p = detail::defaults(rstar_exec_default_params);
     p.timeout_s = timeout_s;
     p.weak_sandbox = weak_sandbox ? 1 : 0;
     detail::OwnedString out;

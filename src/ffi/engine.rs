@@ -9,7 +9,9 @@ use std::ffi::c_char;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{arg, c_str, default_generate_params, guard, new_c_string, out, read_params, slice};
+use super::{
+    arg, c_str, default_generate_params, fill_params, guard, new_c_string, out, read_params, slice,
+};
 use super::{rstar_generate_params, rstar_model, to_generate_params};
 use crate::engine::ppm::{Ppm, Scorer};
 use crate::engine::{Engine, EngineConfig, SeqId};
@@ -57,16 +59,18 @@ fn to_engine_config(
     })
 }
 
-/// Fills `params` with defaults (and sets `struct_size`).
+/// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+/// sizeof(rstar_engine_params)` first: a newer library then fills only the fields of the caller's
+/// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+/// uninitialised) gets the whole struct of this library's header.
 ///
 /// # Safety
-/// `params` is NULL (ignored) or writable.
+/// `params` is NULL (ignored) or a writable `rstar_engine_params` of this header, or of an older
+/// one with `struct_size` set to its sizeof.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_engine_default_params(params: *mut rstar_engine_params) {
-    // SAFETY: NULL or a writable struct, per the contract.
-    if let Some(p) = unsafe { params.as_mut() } {
-        *p = default_engine_params();
-    }
+    // SAFETY: NULL, or writable for the size `fill_params` reads from it, per the contract.
+    unsafe { fill_params(params, default_engine_params(), &[]) }
 }
 
 /// Many sequences over one model: prefix cache, forks, batched expansion.

@@ -10,7 +10,9 @@ use std::ffi::{c_char, c_void, CString};
 use std::path::PathBuf;
 
 use super::train::rstar_train_progress;
-use super::{c_str, guard, new_c_string, out, precision_param, read_params, CallerState};
+use super::{
+    c_str, fill_params, guard, new_c_string, out, precision_param, read_params, CallerState,
+};
 use crate::backend::cpu::Compute;
 use crate::error::{Error, Result, Status};
 use crate::train::evolve::{evolve, Event, EvolveConfig, EvolveOptions, Stage};
@@ -108,16 +110,18 @@ fn default_evolve_params() -> rstar_evolve_params {
     }
 }
 
-/// Fills `params` with defaults (and sets `struct_size`).
+/// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+/// sizeof(rstar_evolve_params)` first: a newer library then fills only the fields of the caller's
+/// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+/// uninitialised) gets the whole struct of this library's header.
 ///
 /// # Safety
-/// `params` is NULL (ignored) or writable.
+/// `params` is NULL (ignored) or a writable `rstar_evolve_params` of this header, or of an older
+/// one with `struct_size` set to its sizeof.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_evolve_default_params(params: *mut rstar_evolve_params) {
-    // SAFETY: NULL or a writable struct, per the contract.
-    if let Some(p) = unsafe { params.as_mut() } {
-        *p = default_evolve_params();
-    }
+    // SAFETY: NULL, or writable for the size `fill_params` reads from it, per the contract.
+    unsafe { fill_params(params, default_evolve_params(), &[]) }
 }
 
 fn opt_path(p: *const c_char, name: &str) -> Result<Option<PathBuf>> {

@@ -35,6 +35,13 @@ use crate::error::{Error, Result, Status};
 /// and `rstar_solver_params` (a v3 caller's smaller struct keeps the defaults: f32, in place);
 /// `rstar_evolve_run` (the self-evolution loop of `rstar evolve`, with `rstar_evolve_params`,
 /// `rstar_evolve_event` and `rstar_evolve_callback`).
+///
+/// Still 4 after `rstar_*_default_params` learned to honour a caller's earlier `struct_size`
+/// (writing only that prefix, so an older header's smaller struct is not overrun): no symbol or
+/// layout changed, and a caller has nothing to test: the overrun needs a library whose struct
+/// is bigger than the caller's, so for a caller of this header a later version, and every later
+/// version has the fix (a caller of the v3 header meeting a v4 library built before the fix is
+/// overrun, and no version number can tell it so).
 pub const RSTAR_ABI_VERSION: u32 = 4;
 
 thread_local! {
@@ -181,8 +188,6 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Internal(format!("serialising a result: {e}")))
 }
 
-/// Reads a params struct whose first field is `struct_size`: fields beyond what the caller's
-/// (possibly older, smaller) struct holds keep their defaults.
 /// The value at index `v` of `options` (`(value, name)` pairs), for an enum-like `u32` params
 /// field; otherwise an error naming `field` and listing the choices.
 pub(crate) fn choice<T: Copy>(v: u32, field: &str, options: &[(T, &str)]) -> Result<T> {
@@ -246,6 +251,8 @@ pub(crate) fn sandbox_param(v: u32) -> Result<crate::exec::SandboxMode> {
     )
 }
 
+/// Reads a params struct whose first field is `struct_size`: fields beyond what the caller's
+/// (possibly older, smaller) struct holds keep their defaults.
 pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
     if p.is_null() {
         return Ok(defaults);
@@ -272,6 +279,49 @@ pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
     unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut v as *mut T as *mut u8, n) };
     Ok(v)
 }
+
+/// Fills the caller's params struct at `p` (NULL: nothing) with `defaults`, for
+/// `rstar_*_default_params`. A caller compiled against an older header has a smaller struct, so
+/// the struct's `struct_size` on entry decides how much is written: when it is one of
+/// `earlier_sizes` (the struct's `sizeof` in earlier ABI versions, each a whole-field prefix),
+/// only that prefix is written and `struct_size` keeps that value; anything else (0, garbage, the
+/// current size) gets the whole current struct, as before ABI v4's fix.
+///
+/// # Safety
+/// `p` is NULL or points to a writable struct of at least `size_of::<T>()` bytes, or of exactly
+/// the earlier size its `struct_size` holds.
+pub(crate) unsafe fn fill_params<T: Copy>(p: *mut T, defaults: T, earlier_sizes: &[usize]) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: every params struct, in every ABI version, starts with a `uint32_t struct_size`,
+    // so its first 4 bytes are the caller's and readable (maybe uninitialised: any value is fine).
+    let size = unsafe { std::ptr::read_unaligned(p as *const u32) } as usize;
+    let n = if earlier_sizes.contains(&size) {
+        size
+    } else {
+        std::mem::size_of::<T>()
+    };
+    debug_assert!(n >= 4 && n <= std::mem::size_of::<T>());
+    // SAFETY: the caller's struct holds at least `n` writable bytes (its own `struct_size` said
+    // so, or it is the current struct); `defaults` is a local of size_of::<T>() >= n bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(&defaults as *const T as *const u8, p as *mut u8, n);
+        std::ptr::write_unaligned(p as *mut u32, n as u32);
+    }
+}
+
+/// The size of a struct's prefix up to (not including) `field`: its `sizeof` in the ABI version
+/// before `field` was added. Fails to compile when that prefix is not a whole `sizeof` (a
+/// multiple of the struct's alignment), which would not be a size a C compiler gives.
+macro_rules! size_before {
+    ($t:ty, $field:ident) => {{
+        const N: usize = std::mem::offset_of!($t, $field);
+        const _: () = assert!(N % std::mem::align_of::<$t>() == 0);
+        N
+    }};
+}
+pub(crate) use size_before;
 
 /// What a C caller's closure holds (callbacks, `user_data`, borrows of its locals) when it crosses
 /// into [`crate::backend::cpu::Compute::run`], which may run it on a pool thread while the caller
@@ -417,6 +467,9 @@ pub unsafe extern "C" fn rstar_model_load(
     unsafe { rstar_model_load_with_params(path, std::ptr::null(), out) }
 }
 
+/// `sizeof(rstar_model_params)` in ABI versions 2 and 3 (before `kv_dtype` and `quant_load`).
+const MODEL_PARAMS_EARLIER: &[usize] = &[size_before!(rstar_model_params, kv_dtype)];
+
 fn default_model_params() -> rstar_model_params {
     rstar_model_params {
         struct_size: std::mem::size_of::<rstar_model_params>() as u32,
@@ -428,16 +481,18 @@ fn default_model_params() -> rstar_model_params {
     }
 }
 
-/// Fills `params` with defaults (and sets `struct_size`).
+/// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+/// sizeof(rstar_model_params)` first: a newer library then fills only the fields of the caller's
+/// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+/// uninitialised) gets the whole struct of this library's header.
 ///
 /// # Safety
-/// `params` is NULL (ignored) or writable.
+/// `params` is NULL (ignored) or a writable `rstar_model_params` of this header, or of an older
+/// one with `struct_size` set to its sizeof.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_model_default_params(params: *mut rstar_model_params) {
-    // SAFETY: NULL or a writable struct, per the contract.
-    if let Some(p) = unsafe { params.as_mut() } {
-        *p = default_model_params();
-    }
+    // SAFETY: NULL, or writable for the size `fill_params` reads from it, per the contract.
+    unsafe { fill_params(params, default_model_params(), MODEL_PARAMS_EARLIER) }
 }
 
 /// As `rstar_model_load`, on `params.device` and with its precision, threads, KV dtype and
@@ -583,16 +638,18 @@ pub(crate) fn default_generate_params() -> rstar_generate_params {
     }
 }
 
-/// Fills `params` with defaults (and sets `struct_size`).
+/// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+/// sizeof(rstar_generate_params)` first: a newer library then fills only the fields of the caller's
+/// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+/// uninitialised) gets the whole struct of this library's header.
 ///
 /// # Safety
-/// `params` is NULL (ignored) or writable.
+/// `params` is NULL (ignored) or a writable `rstar_generate_params` of this header, or of an older
+/// one with `struct_size` set to its sizeof.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_generate_default_params(params: *mut rstar_generate_params) {
-    // SAFETY: NULL or a writable struct, per the contract.
-    if let Some(p) = unsafe { params.as_mut() } {
-        *p = default_generate_params();
-    }
+    // SAFETY: NULL, or writable for the size `fill_params` reads from it, per the contract.
+    unsafe { fill_params(params, default_generate_params(), &[]) }
 }
 
 pub(crate) fn to_generate_params(p: &rstar_generate_params) -> Result<GenerateParams> {

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
-use super::{arg, c_str, guard, new_c_string, out, precision_param, read_params, sandbox_param};
+use super::{
+    arg, c_str, fill_params, guard, new_c_string, out, precision_param, read_params, sandbox_param,
+};
 use crate::backend::cpu::Compute;
 use crate::data::problems::{problem_from_record, Problem};
 use crate::error::{Error, Result, Status};
@@ -160,6 +162,9 @@ fn lock(s: &rstar_solver) -> Result<std::sync::MutexGuard<'_, Solver>> {
         .map_err(|_| Error::Internal("a previous call on this solver panicked".into()))
 }
 
+/// `sizeof(rstar_solver_params)` in ABI version 3 (before `kv_dtype` and `quant_load`).
+const SOLVER_PARAMS_EARLIER: &[usize] = &[super::size_before!(rstar_solver_params, kv_dtype)];
+
 fn default_solver_params() -> rstar_solver_params {
     rstar_solver_params {
         struct_size: std::mem::size_of::<rstar_solver_params>() as u32,
@@ -181,16 +186,18 @@ fn default_solver_params() -> rstar_solver_params {
     }
 }
 
-/// Fills `params` with defaults (and sets `struct_size`).
+/// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+/// sizeof(rstar_solver_params)` first: a newer library then fills only the fields of the caller's
+/// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+/// uninitialised) gets the whole struct of this library's header.
 ///
 /// # Safety
-/// `params` is NULL (ignored) or writable.
+/// `params` is NULL (ignored) or a writable `rstar_solver_params` of this header, or of an older
+/// one with `struct_size` set to its sizeof.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_solver_default_params(params: *mut rstar_solver_params) {
-    // SAFETY: NULL or a writable struct, per the contract.
-    if let Some(p) = unsafe { params.as_mut() } {
-        *p = default_solver_params();
-    }
+    // SAFETY: NULL, or writable for the size `fill_params` reads from it, per the contract.
+    unsafe { fill_params(params, default_solver_params(), SOLVER_PARAMS_EARLIER) }
 }
 
 /// The caller's `rstar_code_runner` as the search's step runner.

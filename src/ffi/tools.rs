@@ -6,7 +6,7 @@
 use std::ffi::c_char;
 use std::path::PathBuf;
 
-use super::{c_str, guard, new_c_string, out, read_params, sandbox_param};
+use super::{c_str, fill_params, guard, new_c_string, out, read_params, sandbox_param};
 use crate::error::Status;
 use crate::exec::ExecConfig;
 
@@ -79,16 +79,18 @@ fn default_exec_params() -> rstar_exec_params {
     }
 }
 
-/// Fills `params` with defaults (and sets `struct_size`).
+/// Fills `params` with defaults and sets `struct_size`. Set `params->struct_size =
+/// sizeof(rstar_exec_params)` first: a newer library then fills only the fields of the caller's
+/// (older, smaller) struct and leaves `struct_size` as it is. Any other `struct_size` (0,
+/// uninitialised) gets the whole struct of this library's header.
 ///
 /// # Safety
-/// `params` is NULL (ignored) or writable.
+/// `params` is NULL (ignored) or a writable `rstar_exec_params` of this header, or of an older
+/// one with `struct_size` set to its sizeof.
 #[no_mangle]
 pub unsafe extern "C" fn rstar_exec_default_params(params: *mut rstar_exec_params) {
-    // SAFETY: NULL or a writable struct, per the contract.
-    if let Some(p) = unsafe { params.as_mut() } {
-        *p = default_exec_params();
-    }
+    // SAFETY: NULL, or writable for the size `fill_params` reads from it, per the contract.
+    unsafe { fill_params(params, default_exec_params(), &[]) }
 }
 
 /// Runs one Python program in the sandboxed executor (a fresh worker: ~0.1 s to start). A program

@@ -3,14 +3,17 @@
  * Every misuse must come back as a status code (no crash, no sanitizer report, no leak):
  * NULL handles and strings, wrong struct_size, a second free of strings, id arrays and handles,
  * cancel after a finished call and from another thread during a solve, two threads on one
- * solver. Then the v3 calls: rstar_grade, rstar_extract_answer, rstar_exec, a solver with a
- * caller's code runner (python3 through popen) solving the README question, and annotation
- * mode (trees JSONL, resumed). Prints `misuse: ok` at the end. */
+ * solver, default_params into an older header's smaller struct. Then the v3 calls:
+ * rstar_grade, rstar_extract_answer, rstar_exec, a solver with a caller's code runner (python3
+ * through popen) solving the README question, and annotation mode (trees JSONL, resumed). Prints `misuse: ok` at the end. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,6 +99,95 @@ static void bad_struct_size(void) {
     p.mode = RSTAR_SOLVER_MODE_ANNOTATION; /* annotation needs an explicit policy */
     CHECK(rstar_solver_new_with_params(&p, &s) == RSTAR_STATUS_INVALID_ARGUMENT);
     puts("struct_size: ok");
+}
+
+/* The structs of the v3 header (before kv_dtype and quant_load), as a caller compiled against
+ * it has them. */
+typedef struct {
+    uint32_t struct_size, precision, threads;
+    const char *device;
+} model_params_v3;
+typedef struct {
+    uint32_t struct_size;
+    const char *policy, *ppm, *config, *device;
+    uint32_t precision, threads, executor_workers;
+    double step_timeout_s;
+    uint64_t step_memory_bytes;
+    uint32_t mode, weak_sandbox;
+    rstar_code_runner code_runner;
+    void *code_runner_user_data;
+} solver_params_v3;
+
+/* `size` bytes ending where an inaccessible page begins: a write past them is a SEGV (which
+ * ASan reports) even from the library, which is not instrumented. Free with unguard(p, size). */
+static void *guarded(size_t size) {
+    long page = sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    CHECK(m != MAP_FAILED && size <= (size_t)page);
+    CHECK(mprotect(m + page, (size_t)page, PROT_NONE) == 0);
+    return m + page - size;
+}
+
+static void unguard(void *p, size_t size) {
+    long page = sysconf(_SC_PAGESIZE);
+    munmap((char *)p + size - page, 2 * (size_t)page);
+}
+
+/* A caller compiled against an older header has a smaller struct: default_params must fill only
+ * its struct_size bytes. The structs sit right before a guard page, so writing the current
+ * struct crashes. */
+static void older_structs(void) {
+    CHECK(sizeof(model_params_v3) == offsetof(rstar_model_params, kv_dtype));
+    model_params_v3 *mp = guarded(sizeof *mp);
+    mp->struct_size = sizeof *mp;
+    rstar_model_default_params((rstar_model_params *)mp);
+    CHECK(mp->struct_size == sizeof *mp && mp->precision == 0 && mp->threads == 0);
+    CHECK(mp->device == NULL);
+    mp->threads = 1;
+    rstar_model *m = NULL; /* read as sizeof *mp bytes: kv_dtype and quant_load keep defaults */
+    CHECK(rstar_model_load_with_params(g_policy, (rstar_model_params *)mp, &m) == RSTAR_STATUS_OK);
+    CHECK(rstar_model_free(m) == RSTAR_STATUS_OK);
+    unguard(mp, sizeof *mp);
+
+    CHECK(sizeof(solver_params_v3) == offsetof(rstar_solver_params, kv_dtype));
+    solver_params_v3 *sp = guarded(sizeof *sp);
+    sp->struct_size = sizeof *sp;
+    rstar_solver_default_params((rstar_solver_params *)sp);
+    CHECK(sp->struct_size == sizeof *sp && sp->mode == RSTAR_SOLVER_MODE_INFERENCE);
+    CHECK(sp->policy == NULL && sp->code_runner == NULL && sp->code_runner_user_data == NULL);
+    sp->policy = g_policy;
+    sp->ppm = g_ppm;
+    sp->config = GREEDY;
+    rstar_solver *s = NULL;
+    CHECK(rstar_solver_new_with_params((rstar_solver_params *)sp, &s) == RSTAR_STATUS_OK);
+    CHECK(rstar_solver_free(s) == RSTAR_STATUS_OK);
+    unguard(sp, sizeof *sp);
+
+    /* A struct_size that is no earlier sizeof (0, garbage, the current one) gets the whole
+     * current struct. */
+    uint32_t others[] = {0, 7, 0xFFFFFFFFu, (uint32_t)sizeof(rstar_solver_params)};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        rstar_solver_params full;
+        memset(&full, 0xAB, sizeof full);
+        full.struct_size = others[i];
+        rstar_solver_default_params(&full);
+        CHECK(full.struct_size == sizeof full && full.kv_dtype == 0 && full.quant_load == 0);
+    }
+    /* Every params struct, filled at its own size, keeps it. */
+    rstar_generate_params g = {.struct_size = sizeof g};
+    rstar_generate_default_params(&g);
+    CHECK(g.struct_size == sizeof g && g.max_new_tokens > 0 && g.top_p == 1.0f);
+    rstar_engine_params e = {.struct_size = sizeof e};
+    rstar_engine_default_params(&e);
+    CHECK(e.struct_size == sizeof e && e.block_size > 0);
+    rstar_exec_params x = {.struct_size = sizeof x};
+    rstar_exec_default_params(&x);
+    CHECK(x.struct_size == sizeof x && x.timeout_s > 0);
+    rstar_evolve_params v = {.struct_size = sizeof v};
+    rstar_evolve_default_params(&v);
+    CHECK(v.struct_size == sizeof v && v.rounds == 2);
+    puts("older structs: ok");
 }
 
 static void second_free(void) {
@@ -361,6 +453,7 @@ int main(int argc, char **argv) {
     CHECK(rstar_abi_version() == RSTAR_ABI_VERSION && RSTAR_ABI_VERSION >= 3);
     null_arguments();
     bad_struct_size();
+    older_structs();
     second_free();
     threads_and_cancel();
     v3_calls();

@@ -107,6 +107,15 @@ class _Pending:
             raise e
 
 
+def _defaults(cls: Any, fill: Callable[[Any], None]) -> Any:
+    """A params struct filled by its ``rstar_*_default_params``, with ``struct_size`` set first
+    so that a newer library fills only the fields this package's struct has."""
+    p = cls()
+    p.struct_size = ctypes.sizeof(cls)
+    fill(ctypes.byref(p))
+    return p
+
+
 def version() -> str:
     """The library's version, e.g. ``"0.1.0"``."""
     return _lib.version().decode()
@@ -132,8 +141,7 @@ def exec_code(code: str, timeout_s: float = 10.0, weak_sandbox: bool = False) ->
     """Runs one Python program in librstar's sandbox (a fresh worker). Returns ``{"ok",
     "output", "error", "timed_out", "elapsed_ms", "sandbox"}``; raises RstarError (EXEC) when
     no interpreter starts or, unless ``weak_sandbox``, a sandbox layer is missing."""
-    p = _lib.ExecParams()
-    _lib.exec_default_params(ctypes.byref(p))
+    p = _defaults(_lib.ExecParams, _lib.exec_default_params)
     p.timeout_s = timeout_s
     p.weak_sandbox = 1 if weak_sandbox else 0
     out = ctypes.c_void_p()
@@ -200,8 +208,7 @@ class Model(_Handle):
     ) -> Dict[str, Any]:
         """As :meth:`generate`, returning the full result: ``{"ids", "text", "finish_reason",
         "stop_string", "prompt_tokens", "tokens_per_second"}``."""
-        p = _lib.GenerateParams()
-        _lib.generate_default_params(ctypes.byref(p))
+        p = _defaults(_lib.GenerateParams, _lib.generate_default_params)
         p.max_new_tokens, p.temperature, p.top_k = max_new_tokens, temperature, top_k
         p.top_p, p.seed = top_p, seed
         stops = (ctypes.c_char_p * max(1, len(stop)))(*[s.encode() for s in stop])
@@ -300,8 +307,7 @@ class Solver(_Handle):
             raise ValueError("mode must be 'inference' or 'annotation'")
         if config is not None and not isinstance(config, str):
             config = json.dumps(dict(config))
-        p = _lib.SolverParams()
-        _lib.solver_default_params(ctypes.byref(p))
+        p = _defaults(_lib.SolverParams, _lib.solver_default_params)
         p.policy, p.ppm, p.config, p.device = _b(policy), _b(ppm), _b(config), _b(device)
         p.precision = 0 if precision == "exact" else 1
         p.threads, p.executor_workers = threads, executor_workers
@@ -505,8 +511,7 @@ def evolve(
     synthesis, extraction, policy SFT, PPM training, evaluation. ``config`` holds the keys of
     ``rstar evolve --config``; ``progress`` returning False cancels (RstarError CANCELLED; calling
     again with the same ``workdir`` resumes). Returns the per-round table."""
-    p = _lib.EvolveParams()
-    _lib.evolve_default_params(ctypes.byref(p))
+    p = _defaults(_lib.EvolveParams, _lib.evolve_default_params)
     p.policy, p.data, p.workdir = _b(policy), _b(data), _b(workdir)
     p.eval_data, p.replay_data = _b(eval_data), _b(replay_data)
     p.rounds = rounds

@@ -70,6 +70,7 @@ public final class Model: @unchecked Sendable {
     func generateNow(_ prompt: String, maxNewTokens: UInt32, temperature: Float,
                      chat: Bool) throws -> String {
         var params = rstar_generate_params()
+        params.struct_size = UInt32(MemoryLayout<rstar_generate_params>.size)  // a newer library fills only this much
         rstar_generate_default_params(&params)
         params.max_new_tokens = maxNewTokens
         params.temperature = temperature
@@ -110,6 +111,7 @@ public final class Solver: @unchecked Sendable {
 
     public init(_ options: SolverOptions = SolverOptions()) throws {
         var params = rstar_solver_params()
+        params.struct_size = UInt32(MemoryLayout<rstar_solver_params>.size)  // a newer library fills only this much
         rstar_solver_default_params(&params)
         params.threads = options.threads
         params.executor_workers = options.executorWorkers
