@@ -57,3 +57,14 @@ func goCodeRunner(code *C.char, n C.size_t, timeout C.double, result *C.rstar_co
 	}
 	C.rstar_code_result_set(result, C.bool(r.OK), out, errp)
 }
+
+//export goEvolveEvent
+func goEvolveEvent(e *C.rstar_evolve_event, h C.uintptr_t) (ok C.bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	f := cgo.Handle(h).Value().(func(EvolveEvent) bool)
+	return C.bool(f(evolveEvent(e)))
+}

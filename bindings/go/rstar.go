@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/cgo"
+	"strings"
 	"unsafe"
 )
 
@@ -147,6 +148,7 @@ func Exec(code string, timeoutS float64, weakSandbox bool) (*ExecResult, error) 
 	c := C.CString(code)
 	defer free(c)
 	var p C.rstar_exec_params
+	p.struct_size = C.uint32_t(unsafe.Sizeof(p)) // see rstar.h: a newer library fills only this much
 	C.rstar_exec_default_params(&p)
 	p.timeout_s = C.double(timeoutS)
 	if weakSandbox {
@@ -205,6 +207,7 @@ func (m *Model) Generate(prompt string, opts GenerateOptions) (string, error) {
 		return "", &Error{StatusInvalidArgument, "the model is closed"}
 	}
 	var p C.rstar_generate_params
+	p.struct_size = C.uint32_t(unsafe.Sizeof(p)) // see rstar.h: a newer library fills only this much
 	C.rstar_generate_default_params(&p)
 	if opts.MaxNewTokens > 0 {
 		p.max_new_tokens = C.uint32_t(opts.MaxNewTokens)
@@ -314,6 +317,7 @@ type Solution struct {
 // NewSolver loads the models and starts the executor (or uses opts.CodeRunner); Close frees it.
 func NewSolver(opts SolverOptions) (*Solver, error) {
 	var p C.rstar_solver_params
+	p.struct_size = C.uint32_t(unsafe.Sizeof(p)) // see rstar.h: a newer library fills only this much
 	C.rstar_solver_default_params(&p)
 	strs := []*C.char{cstr(opts.Policy, true), cstr(opts.PPM, true), cstr(opts.Config, true), cstr(opts.Device, true)}
 	defer func() {
@@ -429,24 +433,78 @@ func (s *Solver) RunDataset(ctx context.Context, path, out string, limit int, pr
 		user = handlePtr(h)
 		defer C.free(user)
 	}
-	done := make(chan struct{})
+	var summary *C.char
+	err := s.cancellable(ctx, func() C.enum_rstar_status {
+		return C.rstar_solver_run_dataset(s.p, cp, C.size_t(limit), co, cb, user, &summary)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(take(summary)), nil
+}
+
+// cancellable runs f (a call on s) while a goroutine cancels s when ctx is cancelled; a
+// cancellation caused by ctx is reported as ctx.Err().
+func (s *Solver) cancellable(ctx context.Context, f func() C.enum_rstar_status) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(stopped)
 		select {
 		case <-ctx.Done():
 			s.Cancel()
 		case <-done:
 		}
 	}()
-	var summary *C.char
-	err := call(func() C.enum_rstar_status {
-		return C.rstar_solver_run_dataset(s.p, cp, C.size_t(limit), co, cb, user, &summary)
-	})
+	err := call(f)
 	close(done)
+	<-stopped // no Cancel from this call lands after it returns
+	if err != nil && ctx.Err() != nil && IsCancelled(err) {
+		return ctx.Err()
+	}
+	return err
+}
+
+// Problem is one problem of RunProblems: its position in its dataset (search seeds are keyed by
+// it, so it gets the line RunDataset writes for it) and a problem-file record
+// ({"question", "answer"}, GSM8K's or MATH's own fields), marshalled with encoding/json.
+type Problem struct {
+	Index  int
+	Record any
+}
+
+// RunProblems searches problems together and returns their output lines (JSON, no newline), in
+// order, for a caller that writes the output file itself: in annotation mode the tree records
+// RunDataset appends, in inference mode its per-problem results. Cancelling ctx stops it (the
+// error is ctx.Err()); a bad problem is a StatusFormat *Error naming it.
+func (s *Solver) RunProblems(ctx context.Context, problems []Problem) ([]string, error) {
+	if s.p == nil {
+		return nil, &Error{StatusInvalidArgument, "the solver is closed"}
+	}
+	type item struct {
+		Index   int `json:"index"`
+		Problem any `json:"problem"`
+	}
+	items := make([]item, len(problems))
+	for i, p := range problems {
+		items[i] = item{p.Index, p.Record}
+	}
+	js, err := json.Marshal(items)
 	if err != nil {
-		if ctx.Err() != nil && IsCancelled(err) {
-			return nil, ctx.Err()
-		}
 		return nil, err
 	}
-	return json.RawMessage(take(summary)), nil
+	cj := C.CString(string(js))
+	defer free(cj)
+	var out *C.char
+	err = s.cancellable(ctx, func() C.enum_rstar_status { return C.rstar_solver_run_problems(s.p, cj, &out) })
+	if err != nil {
+		return nil, err
+	}
+	text := strings.TrimSuffix(take(out), "\n")
+	if text == "" {
+		return []string{}, nil
+	}
+	return strings.Split(text, "\n"), nil
 }

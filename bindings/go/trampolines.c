@@ -14,3 +14,7 @@ void rstar_go_code_runner(const char *code, size_t len, double timeout_s,
                           rstar_code_result *result, void *user) {
     goCodeRunner((char *)code, len, timeout_s, result, *(uintptr_t *)user);
 }
+
+bool rstar_go_evolve(const rstar_evolve_event *e, void *user) {
+    return goEvolveEvent((rstar_evolve_event *)e, *(uintptr_t *)user);
+}
