@@ -200,6 +200,26 @@ struct Pending {
     }
 };
 
+// What a C callback's user_data points to: the caller's function and its first exception.
+template <class F>
+struct Callback {
+    const F *f;
+    Pending pending;
+
+    // Runs f(args...) for the C callback: an exception is kept (to rethrow after the call) and
+    // cancels the call (false), so nothing unwinds into the library.
+    template <class... A>
+    static bool call(void *user, A &&...args) noexcept {
+        auto *c = static_cast<Callback *>(user);
+        try {
+            return (*c->f)(std::forward<A>(args)...);
+        } catch (...) {
+            if (!c->pending.error) c->pending.error = std::current_exception();
+            return false;
+        }
+    }
+};
+
 }  // namespace detail
 
 // Generation settings (rstar_generate_params) and an optional streaming callback.
@@ -254,18 +274,10 @@ public:
         for (const auto &s : opts.stop) stops.push_back(s.c_str());
         p.stop = stops.empty() ? nullptr : stops.data();
         p.n_stop = stops.size();
-        struct Ctx {
-            const std::function<bool(std::string_view)> *f;
-            detail::Pending pending;
-        } ctx{&opts.on_text, {}};
+        using Ctx = detail::Callback<std::function<bool(std::string_view)>>;
+        Ctx ctx{&opts.on_text, {}};
         auto tramp = [](const char *text, size_t len, void *user) -> bool {
-            auto *c = static_cast<Ctx *>(user);
-            try {
-                return (*c->f)(std::string_view(text, len));
-            } catch (...) {
-                c->pending.error = std::current_exception();
-                return false;
-            }
+            return Ctx::call(user, std::string_view(text, len));
         };
         detail::OwnedString out;
         rstar_status st = rstar_model_generate_text(m_, detail::z(prompt).c_str(), opts.chat, &p,
@@ -309,6 +321,14 @@ struct SolverOptions {
     bool weak_sandbox = false;
     // Runs the steps' programs instead of the sandbox (called on a library thread, one at a time).
     std::function<CodeResult(std::string_view code, double timeout_s)> code_runner;
+};
+
+// One problem of Solver::run_problems: its position in its dataset (search seeds are keyed by
+// it, so it gets the line run_dataset writes for it) and a problem-file record as JSON text
+// ({"question", "answer"}, GSM8K's or MATH's own fields).
+struct Problem {
+    size_t index = 0;
+    std::string record_json;
 };
 
 // One solved question.
@@ -370,18 +390,10 @@ public:
     // summary JSON. `progress` returning false cancels (rstar::Error, CANCELLED).
     std::string run_dataset(std::string_view data, std::string_view out = {}, size_t limit = 0,
                             std::function<bool(const rstar_solver_progress &)> progress = {}) {
-        struct Ctx {
-            std::function<bool(const rstar_solver_progress &)> *f;
-            detail::Pending pending;
-        } ctx{&progress, {}};
+        using Ctx = detail::Callback<std::function<bool(const rstar_solver_progress &)>>;
+        Ctx ctx{&progress, {}};
         auto tramp = [](const rstar_solver_progress *p, void *user) -> bool {
-            auto *c = static_cast<Ctx *>(user);
-            try {
-                return (*c->f)(*p);
-            } catch (...) {
-                c->pending.error = std::current_exception();
-                return false;
-            }
+            return Ctx::call(user, *p);
         };
         std::string out_z(out);
         detail::OwnedString summary;
@@ -394,7 +406,32 @@ public:
         return summary.str();
     }
 
-    // Stops the running (or the next) solve/run_dataset; any thread.
+    // The output lines (JSON text, no newline) of `problems`, searched together, in order, for a
+    // caller that writes the output file itself: in annotation mode the tree records run_dataset
+    // appends, in inference mode its per-problem results. A bad problem is rstar::Error FORMAT
+    // naming it; cancel() from another thread stops the call (rstar::Error CANCELLED).
+    std::vector<std::string> run_problems(const std::vector<Problem> &problems) {
+        std::string json = "[";
+        for (const Problem &p : problems) {
+            if (json.size() > 1) json += ',';
+            json += "{\"index\":" + std::to_string(p.index) + ",\"problem\":" + p.record_json + '}';
+        }
+        json += ']';
+        detail::OwnedString out;
+        rstar_status st = rstar_solver_run_problems(s_, json.c_str(), &out.p);
+        runner_->pending.rethrow();
+        detail::check(st);
+        std::vector<std::string> lines;
+        std::string text = out.str();
+        for (size_t at = 0, nl; at < text.size(); at = nl + 1) {
+            nl = text.find('\n', at);
+            if (nl == std::string::npos) nl = text.size();
+            lines.push_back(text.substr(at, nl - at));
+        }
+        return lines;
+    }
+
+    // Stops the running (or the next) solve/run_dataset/run_problems; any thread.
     void cancel() noexcept { rstar_solver_cancel(s_); }
 
     rstar_solver *get() noexcept { return s_; }
@@ -442,6 +479,48 @@ inline std::string exec(std::string_view code, double timeout_s = 10.0, bool wea
     detail::OwnedString out;
     detail::check(rstar_exec(detail::z(code).c_str(), &p, &out.p));
     return out.str();
+}
+
+// The arguments of `rstar evolve` (rstar_evolve_params); policy, data and workdir are required,
+// other empty strings mean "not set".
+struct EvolveOptions {
+    std::string policy;       // base policy model directory
+    std::string data;         // training problems (JSON list, {"example": [...]} or JSONL)
+    std::string eval_data;    // held-out problems; empty: the last `holdout` fraction of data
+    std::string replay_data;  // SFT examples mixed into every round
+    std::string workdir;      // round-N/ stages and rounds.json; a rerun resumes
+    uint32_t rounds = 2;
+    std::string config;  // JSON object of `rstar evolve --config` keys
+    uint32_t precision = 0;  // search stages: 0 exact, 1 fast (training is f32)
+    uint32_t threads = 0;    // 0 = one per core
+};
+
+// Runs (or resumes, in opts.workdir) self-evolution rounds as `rstar evolve` does: MCTS
+// synthesis, extraction, policy SFT, PPM training, evaluation. `progress` sees every event
+// (kind RSTAR_EVOLVE_EVENT_*, round, stage RSTAR_EVOLVE_STAGE_*, ...; valid during the call);
+// returning false (or throwing, rethrown here) stops the run at that event with rstar::Error
+// CANCELLED, and calling again with the same workdir resumes. Returns the per-round table as a
+// JSON array (the content of workdir/rounds.json).
+inline std::string evolve(const EvolveOptions &opts,
+                          std::function<bool(const rstar_evolve_event &)> progress = {}) {
+    auto p = detail::defaults(rstar_evolve_default_params);
+    p.policy = opts.policy.c_str();
+    p.data = opts.data.c_str();
+    p.eval_data = detail::opt_c(opts.eval_data);
+    p.replay_data = detail::opt_c(opts.replay_data);
+    p.workdir = opts.workdir.c_str();
+    p.rounds = opts.rounds;
+    p.config = detail::opt_c(opts.config);
+    p.precision = opts.precision;
+    p.threads = opts.threads;
+    using Ctx = detail::Callback<std::function<bool(const rstar_evolve_event &)>>;
+    Ctx ctx{&progress, {}};
+    auto tramp = [](const rstar_evolve_event *e, void *user) -> bool { return Ctx::call(user, *e); };
+    detail::OwnedString rows;
+    rstar_status st = rstar_evolve_run(&p, progress ? +tramp : nullptr, &ctx, &rows.p);
+    ctx.pending.rethrow();
+    detail::check(st);
+    return rows.str();
 }
 
 inline std::string version() { return rstar_version(); }
