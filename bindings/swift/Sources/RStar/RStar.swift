@@ -1,5 +1,5 @@
 // RStar: the Swift API of librstar over its C ABI (module CRStar).
-// Written against include/rstar.h (ABI 3) but NOT yet compiled: the machines this was written
+// Written against include/rstar.h (ABI 4) but NOT yet compiled: the machines this was written
 // on have no Swift toolchain; CI checks only the CRStar module map with clang.
 
 import CRStar
@@ -180,7 +180,161 @@ public final class Solver: @unchecked Sendable {
         }
     }
 
+    /// The output lines (JSON text) of `problems`, searched together, in order, for a caller that
+    /// writes the output file itself: in annotation mode the tree records `runDataset` appends,
+    /// in inference mode its per-problem results. `cancel()` stops it (`RStarError`, cancelled).
+    public func runProblems(_ problems: [Problem]) throws -> [String] { try runProblemsNow(problems) }
+
+    func runProblemsNow(_ problems: [Problem]) throws -> [String] {
+        let items: [[String: Any]] = problems.map { ["index": $0.index, "problem": $0.record] }
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: items), as: UTF8.self)
+        var out: UnsafeMutablePointer<CChar>?
+        try check(rstar_solver_run_problems(handle, json, &out))
+        return (take(out) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// `runProblems` off the caller's thread; cancelling the Swift task cancels the search.
+    public func runProblems(_ problems: [Problem]) async throws -> [String] {
+        try await withTaskCancellationHandler {
+            try await Task.detached { try self.runProblemsNow(problems) }.value
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
     public func cancel() { rstar_solver_cancel(handle) }
+}
+
+/// One problem of `Solver.runProblems`: its position in its dataset (search seeds are keyed by
+/// it, so it gets the line `runDataset` writes for it) and a problem-file record
+/// (`["question": ..., "answer": ...]`, GSM8K's or MATH's own fields).
+public struct Problem {
+    public var index: Int
+    public var record: [String: Any]
+    public init(index: Int, record: [String: Any]) {
+        self.index = index
+        self.record = record
+    }
+}
+
+/// The arguments of `rstar evolve`; `policy`, `data` and `workdir` are required.
+public struct EvolveOptions {
+    public var policy: String
+    public var data: String
+    /// round-N/ stages and rounds.json; a rerun resumes.
+    public var workdir: String
+    public var evalData: String? = nil
+    public var replayData: String? = nil
+    public var rounds: UInt32 = 2
+    /// JSON object of `rstar evolve --config` keys.
+    public var config: String? = nil
+    public var fastPrecision = false
+    public var threads: UInt32 = 0
+    public init(policy: String, data: String, workdir: String) {
+        self.policy = policy
+        self.data = data
+        self.workdir = workdir
+    }
+}
+
+/// An event of `evolve`: `kind` "stage" (`skipped` when an earlier run finished it), "problems"
+/// (`done` of `total`), "train" (`train`) or "round" (`row`: the finished round's row).
+public struct EvolveEvent {
+    public static let kinds = ["stage", "problems", "train", "round"]
+    public static let stages = ["mcts", "extract", "sft", "ppm", "eval"]
+    public let kind: String
+    public let round: UInt32
+    public let stage: String
+    public let skipped: Bool
+    public let done: UInt64
+    public let total: UInt64
+    public let train: rstar_train_progress?
+    public let row: [String: Any]?
+
+    init(_ e: rstar_evolve_event) {
+        kind = EvolveEvent.kinds[Int(e.kind)]
+        round = e.round
+        stage = EvolveEvent.stages[Int(e.stage)]
+        skipped = e.skipped != 0
+        done = e.done
+        total = e.total
+        train = kind == "train" ? e.train : nil
+        row = e.round_json.flatMap {
+            try? JSONSerialization.jsonObject(with: Data(String(cString: $0).utf8)) as? [String: Any]
+        }
+    }
+}
+
+/// What `evolve`'s C callback reaches through `user_data`: the progress closure and a cancel
+/// flag (set from any thread by task cancellation).
+final class EvolveState: @unchecked Sendable {
+    let progress: ((EvolveEvent) -> Bool)?
+    private let lock = NSLock()
+    private var stop = false
+    init(_ progress: ((EvolveEvent) -> Bool)?) { self.progress = progress }
+    func cancel() { lock.lock(); stop = true; lock.unlock() }
+    var cancelled: Bool { lock.lock(); defer { lock.unlock() }; return stop }
+}
+
+/// Runs (or resumes, in `options.workdir`) self-evolution rounds as `rstar evolve` does: MCTS
+/// synthesis, extraction, policy SFT, PPM training, evaluation. `progress` returning false stops
+/// the run at that event (`RStarError`, cancelled); calling again with the same workdir resumes.
+/// Returns the per-round table (the rows of workdir/rounds.json).
+public func evolve(_ options: EvolveOptions,
+                   progress: ((EvolveEvent) -> Bool)? = nil) throws -> [[String: Any]] {
+    try evolveNow(options, EvolveState(progress))
+}
+
+/// `evolve` off the caller's thread; cancelling the Swift task stops it at its next event.
+public func evolve(_ options: EvolveOptions,
+                   progress: ((EvolveEvent) -> Bool)? = nil) async throws -> [[String: Any]] {
+    let state = EvolveState(progress)
+    return try await withTaskCancellationHandler {
+        try await Task.detached { try evolveNow(options, state) }.value
+    } onCancel: {
+        state.cancel()
+    }
+}
+
+func evolveNow(_ options: EvolveOptions, _ state: EvolveState) throws -> [[String: Any]] {
+    var params = rstar_evolve_params()
+    params.struct_size = UInt32(MemoryLayout<rstar_evolve_params>.size)  // a newer library fills only this much
+    rstar_evolve_default_params(&params)
+    params.rounds = options.rounds
+    params.precision = options.fastPrecision ? 1 : 0
+    params.threads = options.threads
+    let callback: rstar_evolve_callback = { event, user in
+        let state = Unmanaged<EvolveState>.fromOpaque(user!).takeUnretainedValue()
+        guard let event = event, !state.cancelled else { return false }
+        return state.progress?(EvolveEvent(event.pointee)) ?? true
+    }
+    let user = Unmanaged.passUnretained(state).toOpaque()
+    var out: UnsafeMutablePointer<CChar>?
+    // The C strings must outlive the call: nest the withCString scopes.
+    let st = options.policy.withCString { policy in
+        options.data.withCString { data in
+            options.workdir.withCString { workdir in
+                withOptionalCString(options.evalData) { evalData in
+                    withOptionalCString(options.replayData) { replayData in
+                        withOptionalCString(options.config) { config -> rstar_status in
+                            params.policy = policy
+                            params.data = data
+                            params.workdir = workdir
+                            params.eval_data = evalData
+                            params.replay_data = replayData
+                            params.config = config
+                            return withExtendedLifetime(state) {
+                                rstar_evolve_run(&params, callback, user, &out)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    try check(st)
+    let json = take(out) ?? "[]"
+    return (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]) ?? []
 }
 
 /// SFT or PPM training; `config` is the JSON of `rstar train --config` plus `data` and
