@@ -15,13 +15,8 @@ need pkg-config pkg-config
 need go golang-go
 need clang clang
 
-# The tiny model: $RSTAR_TINY_MODEL, else models/tiny (policy/, ppm/, search.toml).
-tiny=${RSTAR_TINY_MODEL:-}
-for d in "$tiny" models/tiny; do
-    [ -n "$d" ] && [ -f "$d/policy/config.json" ] && { tiny=$(cd "$d" && pwd); break; }
-done
-[ -f "$tiny/policy/config.json" ] || { echo "no tiny model"; exit 1; }
-export RSTAR_TINY_MODEL=$tiny
+. .ci/tiny.sh # the tiny model: $RSTAR_TINY_MODEL, else models/tiny
+find_tiny
 
 work=$(mktemp -d /tmp/rstar-bindings.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -10,12 +10,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 t0=$SECONDS
 
-tiny=${RSTAR_TINY_MODEL:-}
-for d in "$tiny" models/tiny; do
-    [ -n "$d" ] && [ -f "$d/policy/config.json" ] && { tiny=$(cd "$d" && pwd); break; }
-done
-[ -f "$tiny/policy/config.json" ] || { echo "no tiny model"; exit 1; }
-export RSTAR_TINY_MODEL=$tiny
+. .ci/tiny.sh
+find_tiny
 
 work=$(mktemp -d /tmp/rstar-ray.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -35,16 +35,8 @@ except ImportError:
     pytest.skip("SKIPPED: ray is not installed (pip install ./bindings/python[ray]; .ci/ray.sh)",
                 allow_module_level=True)
 
-REPO = Path(__file__).resolve().parents[3]
 SMALL = {"rollouts": 2, "width": 2, "max_depth": 4, "max_step_tokens": 48}
 PROBLEMS = 12
-
-
-def tiny_model() -> Path:
-    for d in (os.environ.get("RSTAR_TINY_MODEL"), REPO / "models/tiny"):
-        if d and (Path(d) / "policy/config.json").is_file():
-            return Path(d)
-    pytest.skip("SKIPPED: no tiny model (set RSTAR_TINY_MODEL)")
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +49,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> Dict[str, Path]:
+def setup(tmp_path_factory, model_dir: Path) -> Dict[str, Path]:
     """The problems (the tiny model's held-out file, or its problem format) and a search
     configuration: the model's own settings with a small search."""
-    model = tiny_model()
+    model = model_dir
     d = tmp_path_factory.mktemp("ray")
     held = model / "heldout.jsonl"
     lines = held.read_text().splitlines()[:PROBLEMS] if held.is_file() else [

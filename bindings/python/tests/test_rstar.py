@@ -1,10 +1,10 @@
 """pytest suite of the rstar Python package, on the tiny model (`$RSTAR_TINY_MODEL`, else the
-repository's models/tiny: a directory with policy/, ppm/ and search.toml)."""
+repository's models/tiny: a directory with policy/, ppm/ and search.toml; the ``model_dir``
+fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -16,19 +16,6 @@ import pytest
 import rstar
 
 QUESTION = "A jacket costs $160. It is on sale for 25% off. What is the sale price in dollars?"
-REPO = Path(__file__).resolve().parents[3]
-
-
-def tiny_model() -> Path:
-    for d in (os.environ.get("RSTAR_TINY_MODEL"), REPO / "models/tiny"):
-        if d and (Path(d) / "policy/config.json").is_file():
-            return Path(d)
-    pytest.skip("SKIPPED: no tiny model (set RSTAR_TINY_MODEL)")
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return tiny_model()
 
 
 @pytest.fixture(scope="module")
