@@ -22,30 +22,18 @@ use rstar::backend::cpu::rand::rand_vec;
 use rstar::backend::cpu::{self, Compute, Precision};
 use rstar::backend::Weight;
 use rstar::bench::machine::compute_peaks;
+use rstar::bench::shapes::Qwen2Shape;
 use rstar::model::{ModelConfig, WeightStore};
 use rstar::train::init::{init_weights, InitConfig};
 use rstar::train::ops::{gemm, Mat};
 use rstar::train::{LoraSpec, Objective, Packed, TrainModel};
 
-struct Shape {
-    hidden: usize,
-    layers: usize,
-    heads: usize,
-    kv_heads: usize,
-    inter: usize,
-    vocab: usize,
+/// The Qwen2.5-0.5B shape of the speed benchmark.
+fn qwen05b() -> Qwen2Shape {
+    Qwen2Shape::named("qwen2.5-0.5b").expect("a known shape")
 }
 
-const QWEN05B: Shape = Shape {
-    hidden: 896,
-    layers: 24,
-    heads: 14,
-    kv_heads: 2,
-    inter: 4864,
-    vocab: 151_936,
-};
-
-const SMALL: Shape = Shape {
+const SMALL: Qwen2Shape = Qwen2Shape {
     hidden: 256,
     layers: 8,
     heads: 4,
@@ -55,7 +43,7 @@ const SMALL: Shape = Shape {
 };
 
 /// A random-weight tied Qwen2 model of `s` with LoRA of `rank` on every projection.
-fn model(s: &Shape, rank: usize) -> TrainModel {
+fn model(s: &Qwen2Shape, rank: usize) -> TrainModel {
     let ic = InitConfig {
         vocab_size: s.vocab,
         hidden_size: s.hidden,
@@ -66,13 +54,7 @@ fn model(s: &Shape, rank: usize) -> TrainModel {
         max_position_embeddings: 32768,
         ..InitConfig::default()
     };
-    let cfg = serde_json::json!({
-        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
-        "hidden_size": s.hidden, "num_hidden_layers": s.layers, "num_attention_heads": s.heads,
-        "num_key_value_heads": s.kv_heads, "intermediate_size": s.inter, "vocab_size": s.vocab,
-        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
-        "tie_word_embeddings": true, "torch_dtype": "bfloat16"
-    });
+    let cfg = s.config_json();
     let config = ModelConfig::from_json(&cfg, Path::new("bench")).unwrap();
     // Stored in bf16 (as the real checkpoint), so the f32 copy training makes is the big one.
     let weights: HashMap<String, Weight> = init_weights(&ic, s.vocab)
@@ -118,7 +100,8 @@ fn vm_hwm_mib() -> f64 {
 fn speed() {
     let peak = || compute_peaks().0;
     let mut peaks = vec![peak()];
-    let (m, n, k) = (512, 2 * QWEN05B.inter, QWEN05B.hidden);
+    let q = qwen05b();
+    let (m, n, k) = (512, 2 * q.inter, q.hidden);
     let flop = 2.0 * (m * n * k) as f64;
     let wb: Vec<bf16> = rand_vec(n * k, 3)
         .iter()
@@ -140,8 +123,8 @@ fn speed() {
     }
     peaks.push(peak());
     let t = 512;
-    let tm = model(&QWEN05B, 16);
-    let (p, obj) = batch(t, QWEN05B.vocab);
+    let tm = model(&q, 16);
+    let (p, obj) = batch(t, q.vocab);
     let fwd = tm.forward_fmas(&p, t - 1);
     // Forward, input-gradient backward (frozen weights: no weight gradients), attention's extra
     // backward pass: counted as 2x the forward plus LoRA's small products (not counted).

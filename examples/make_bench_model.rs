@@ -5,56 +5,25 @@
 
 use std::io::Write;
 
-struct Shape {
-    hidden: usize,
-    layers: usize,
-    heads: usize,
-    kv_heads: usize,
-    inter: usize,
-    vocab: usize,
-}
+use rstar::bench::shapes::Qwen2Shape;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let names: Vec<&str> = Qwen2Shape::names().collect();
     let (name, dir) = match args.as_slice() {
         [_, n, d] => (n.as_str(), std::path::PathBuf::from(d)),
         _ => {
-            eprintln!("usage: make_bench_model qwen2.5-0.5b|qwen2.5-math-1.5b DIR");
+            eprintln!("usage: make_bench_model {} DIR", names.join("|"));
             std::process::exit(2);
         }
     };
-    let s = match name {
-        "qwen2.5-0.5b" => Shape {
-            hidden: 896,
-            layers: 24,
-            heads: 14,
-            kv_heads: 2,
-            inter: 4864,
-            vocab: 151936,
-        },
-        "qwen2.5-math-1.5b" => Shape {
-            hidden: 1536,
-            layers: 28,
-            heads: 12,
-            kv_heads: 2,
-            inter: 8960,
-            vocab: 151936,
-        },
-        _ => {
-            eprintln!("unknown shape {name}");
-            std::process::exit(2);
-        }
+    let Some(s) = Qwen2Shape::named(name) else {
+        eprintln!("unknown shape {name} (known: {})", names.join(", "));
+        std::process::exit(2);
     };
     std::fs::create_dir_all(&dir).unwrap();
     let hd = s.hidden / s.heads;
-    let config = serde_json::json!({
-        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
-        "hidden_size": s.hidden, "intermediate_size": s.inter, "num_hidden_layers": s.layers,
-        "num_attention_heads": s.heads, "num_key_value_heads": s.kv_heads, "vocab_size": s.vocab,
-        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-        "tie_word_embeddings": true, "torch_dtype": "bfloat16", "use_sliding_window": false,
-        "sliding_window": null, "bos_token_id": 151643, "eos_token_id": 151643,
-    });
+    let config = s.config_json();
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_string_pretty(&config).unwrap(),
