@@ -32,6 +32,7 @@ use crate::backend::{DType, Weight};
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, MetaValue, TensorInfo};
+use crate::model::gguf_names::{hf_name, permute_rows};
 use crate::model::quant::{dequantize, GgmlType};
 use crate::model::weights::WeightStore;
 
@@ -43,11 +44,6 @@ pub struct GgufModel {
     pub config: ModelConfig,
     /// Tensors under HF names.
     pub store: WeightStore,
-}
-
-/// Which tensor families a GGUF architecture stores permuted for interleaved RoPE.
-fn permutes_qk(arch: &str) -> bool {
-    arch == "llama"
 }
 
 struct Meta<'a> {
@@ -261,61 +257,6 @@ fn insert_special_ids(file: &GgufFile, c: &mut Map<String, Value>) {
     }
 }
 
-/// The HF name of a GGUF tensor, and which head count its rows are grouped by when the file stores
-/// them permuted (q: heads, k: kv heads).
-fn hf_name(gguf: &str, arch: &str, cfg: &ModelConfig) -> Option<(String, Option<usize>)> {
-    let (base, suffix) = gguf.rsplit_once('.')?;
-    let plain = |s: &str| Some((format!("{s}.{suffix}"), None));
-    match base {
-        "token_embd" => return plain("model.embed_tokens"),
-        "output_norm" => return plain("model.norm"),
-        "output" => return plain("lm_head"),
-        _ => {}
-    }
-    let rest = base.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let perm = |heads| permutes_qk(arch).then_some(heads);
-    let (hf, p) = match part {
-        "attn_norm" => ("input_layernorm", None),
-        "ffn_norm" => ("post_attention_layernorm", None),
-        "attn_q" => ("self_attn.q_proj", perm(cfg.num_heads)),
-        "attn_k" => ("self_attn.k_proj", perm(cfg.num_kv_heads)),
-        "attn_v" => ("self_attn.v_proj", None),
-        "attn_qkv" => ("self_attn.qkv_proj", None),
-        "attn_output" => ("self_attn.o_proj", None),
-        "ffn_gate" => ("mlp.gate_proj", None),
-        // phi3 stores gate and up fused in `ffn_up`.
-        "ffn_up" if arch == "phi3" => ("mlp.gate_up_proj", None),
-        "ffn_up" => ("mlp.up_proj", None),
-        "ffn_down" => ("mlp.down_proj", None),
-        _ => return None,
-    };
-    Some((format!("model.layers.{layer}.{hf}.{suffix}"), p))
-}
-
-/// Undoes llama.cpp's q/k permutation on `rows` of `row_len` items: within each head of `hd` rows,
-/// GGUF row `2i + j` is HF row `j * hd/2 + i`.
-fn unpermute_rows<T: Copy + Default>(src: &[T], row_len: usize, heads: usize) -> Option<Vec<T>> {
-    let rows = src.len() / row_len.max(1);
-    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
-        return None;
-    }
-    let hd = rows / heads;
-    let mut out = vec![T::default(); src.len()];
-    for h in 0..heads {
-        for i in 0..hd / 2 {
-            for j in 0..2 {
-                let from = h * hd + 2 * i + j;
-                let to = h * hd + j * (hd / 2) + i;
-                out[to * row_len..(to + 1) * row_len]
-                    .copy_from_slice(&src[from * row_len..(from + 1) * row_len]);
-            }
-        }
-    }
-    Some(out)
-}
-
 /// How the loader holds quantized tensors (`--quant-load in-place|expand`, config key
 /// `quant_load`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -406,7 +347,7 @@ fn load_tensor(
         Some(bytes.len() / rows.max(1))
     };
     row_bytes
-        .and_then(|rb| unpermute_rows(bytes, rb, heads))
+        .and_then(|rb| permute_rows(bytes, rb, heads, false))
         .map(|b| Weight::from_bytes(&b, dtype, shape))
         .ok_or_else(|| bad(permute_error(t, heads)))
 }
@@ -430,7 +371,7 @@ fn expand_tensor(file: &GgufFile, t: &TensorInfo, permute_heads: Option<usize>) 
         .map_err(|m| Error::tensor(&file.path, &t.name, m))?;
     if let Some(heads) = permute_heads {
         let row_len = if t.dims.len() == 1 { 1 } else { t.dims[0] };
-        values = unpermute_rows(&values, row_len, heads)
+        values = permute_rows(&values, row_len, heads, false)
             .ok_or_else(|| Error::tensor(&file.path, &t.name, permute_error(t, heads)))?;
     }
     Ok(Weight::from_f32(&values, t.shape()))
@@ -531,30 +472,4 @@ pub fn convert(gguf: &Path, out: &Path) -> Result<()> {
     let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
     safetensors::tensor::serialize_to_file(views, Some(meta), &st)
         .map_err(|e| Error::format(&st, format!("cannot write: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
-        // llama.cpp: w.reshape(heads, 2, hd/2, cols).swapaxes(1, 2).reshape(...)
-        let (heads, hd, cols) = (2, 4, 3);
-        let hf: Vec<f32> = (0..heads * hd * cols).map(|x| x as f32).collect();
-        let mut gguf = vec![0f32; hf.len()];
-        for h in 0..heads {
-            for a in 0..2 {
-                for b in 0..hd / 2 {
-                    // permuted index (h, b, a) <- original (h, a, b)
-                    let from = h * hd + a * (hd / 2) + b;
-                    let to = h * hd + b * 2 + a;
-                    gguf[to * cols..(to + 1) * cols]
-                        .copy_from_slice(&hf[from * cols..(from + 1) * cols]);
-                }
-            }
-        }
-        assert_eq!(unpermute_rows(&gguf, cols, heads).unwrap(), hf);
-        assert!(unpermute_rows(&gguf, cols, 5).is_none());
-    }
 }

@@ -31,6 +31,7 @@ use crate::backend::cpu::quant::QuantFormat;
 use crate::error::{Error, Result};
 use crate::model::config::{Arch, ModelConfig, RopeScaling};
 use crate::model::gguf::{is_gguf, GgufFile, MetaValue, TensorInfo};
+use crate::model::gguf_names::{gguf_name, permute_rows};
 use crate::model::quant::{dequantize, GgmlType};
 use crate::model::weights::WeightStore;
 
@@ -395,7 +396,7 @@ fn hf_values(s: &WeightStore, dir: &Path, name: &str, perm: Option<usize>) -> Re
         return Ok(values);
     };
     let row = if w.shape.len() >= 2 { w.shape[1] } else { 1 };
-    permute_rows(&values, row, heads).ok_or_else(|| {
+    permute_rows(&values, row, heads, true).ok_or_else(|| {
         Error::tensor(
             dir,
             name,
@@ -405,28 +406,6 @@ fn hf_values(s: &WeightStore, dir: &Path, name: &str, perm: Option<usize>) -> Re
             ),
         )
     })
-}
-
-/// llama.cpp's q/k permutation for interleaved RoPE (`convert_hf_to_gguf.py` `permute`): within
-/// each head of `hd` rows, GGUF row `2i + j` is HF row `j * hd/2 + i`.
-fn permute_rows(src: &[f32], row_len: usize, heads: usize) -> Option<Vec<f32>> {
-    let rows = src.len() / row_len.max(1);
-    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
-        return None;
-    }
-    let hd = rows / heads;
-    let mut out = vec![0f32; src.len()];
-    for h in 0..heads {
-        for i in 0..hd / 2 {
-            for j in 0..2 {
-                let to = h * hd + 2 * i + j;
-                let from = h * hd + j * (hd / 2) + i;
-                out[to * row_len..(to + 1) * row_len]
-                    .copy_from_slice(&src[from * row_len..(from + 1) * row_len]);
-            }
-        }
-    }
-    Some(out)
 }
 
 /// An HF directory: GGUF metadata from config.json and the tokenizer, tensors under llama.cpp's
@@ -530,36 +509,6 @@ fn hf_metadata(cfg: &ModelConfig, arch: &str, dir: &Path) -> Vec<(String, MetaVa
         a("attention.sliding_window", u(w));
     }
     m
-}
-
-/// llama.cpp's name of an HF tensor, and the head count its rows are permuted by (llama q/k).
-fn gguf_name(hf: &str, arch: &str, cfg: &ModelConfig) -> Option<(String, Option<usize>)> {
-    let (base, suffix) = hf.rsplit_once('.')?;
-    let plain = |s: &str| Some((format!("{s}.{suffix}"), None));
-    match base {
-        "model.embed_tokens" => return plain("token_embd"),
-        "model.norm" => return plain("output_norm"),
-        "lm_head" => return plain("output"),
-        _ => {}
-    }
-    let (layer, part) = base.strip_prefix("model.layers.")?.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let perm = |heads| (arch == "llama").then_some(heads);
-    let (g, p) = match part {
-        "input_layernorm" => ("attn_norm", None),
-        "post_attention_layernorm" => ("ffn_norm", None),
-        "self_attn.q_proj" => ("attn_q", perm(cfg.num_heads)),
-        "self_attn.k_proj" => ("attn_k", perm(cfg.num_kv_heads)),
-        "self_attn.v_proj" => ("attn_v", None),
-        "self_attn.qkv_proj" => ("attn_qkv", None),
-        "self_attn.o_proj" => ("attn_output", None),
-        "mlp.gate_proj" => ("ffn_gate", None),
-        "mlp.gate_up_proj" => ("ffn_up", None),
-        "mlp.up_proj" => ("ffn_up", None),
-        "mlp.down_proj" => ("ffn_down", None),
-        _ => return None,
-    };
-    Some((format!("blk.{layer}.{g}.{suffix}"), p))
 }
 
 #[cfg(test)]
