@@ -285,7 +285,7 @@ pub(crate) fn read_params<T: Copy>(p: *const T, defaults: T) -> Result<T> {
 /// the struct's `struct_size` on entry decides how much is written: when it is one of
 /// `earlier_sizes` (the struct's `sizeof` in earlier ABI versions, each a whole-field prefix),
 /// only that prefix is written and `struct_size` keeps that value; anything else (0, garbage, the
-/// current size) gets the whole current struct, as before ABI v4's fix.
+/// current size) gets the whole current struct, as all of them did before.
 ///
 /// # Safety
 /// `p` is NULL or points to a writable struct of at least `size_of::<T>()` bytes, or of exactly
