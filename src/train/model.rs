@@ -665,21 +665,13 @@ impl TrainModel {
             for ((_, rows), ab) in l.layout.parts.iter().zip(&l.lora) {
                 if let Some((a, b)) = *ab {
                     let u = self.lora_u(a, x, t, in_dim, spec);
-                    let dyp = Mat {
-                        data: &dy[row0..],
-                        rs: out,
-                        cs: 1,
-                    };
+                    let dyp = Mat::strided(&dy[row0..], out, 1);
                     if let Some(db) = g.get(b) {
                         ops::gemm(
                             *rows,
                             t,
                             r,
-                            Mat {
-                                data: &dy[row0..],
-                                rs: 1,
-                                cs: out,
-                            },
+                            Mat::strided(&dy[row0..], 1, out),
                             Mat::rows(&u, r),
                             1.0,
                             db,

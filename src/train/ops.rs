@@ -3,7 +3,8 @@
 //! Each op comes as a forward that saves what its backward needs, and a backward that takes the
 //! output gradient and returns (or accumulates) the input and parameter gradients:
 //! * [`gemm`]: the one matrix product (strided operands, so `x @ W.T`, `dy @ W` and `dy.T @ x` are
-//!   the same call), on `matrixmultiply`'s packed SIMD kernels, split across the rayon pool;
+//!   the same call): the CPU backend's blocked, packed, threaded GEMM
+//!   ([`crate::backend::cpu::gemm`], tested there against its scalar reference on every transpose);
 //! * [`rms_norm_fwd`] / [`rms_norm_bwd`];
 //! * [`rope_rows`] (the backward of RoPE is RoPE by the negated angle);
 //! * [`attention_fwd`] / [`attention_bwd`]: causal grouped-query attention over *packed* rows — each
@@ -18,103 +19,10 @@ use rayon::prelude::*;
 
 use crate::backend::cpu;
 
-/// A strided read-only matrix operand: element `(i, j)` is `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-pub struct Mat<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major `[rows, cols]` matrix.
-    pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `cols` columns.
-    pub fn t(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            rs: 1,
-            cs: cols,
-        }
-    }
-
-    fn fits(&self, r: usize, c: usize) -> bool {
-        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
-    }
-}
+pub use crate::backend::cpu::gemm::{gemm, Mat};
 
 /// Work below this many multiply-adds runs on the calling thread.
 const PAR_FLOPS: usize = 1 << 18;
-
-/// `c[m, n] = beta * c + a[m, k] @ b[k, n]`, `c` row-major with row stride `ldc`.
-///
-/// Panics if an operand is too short for the shape (an internal bug, never a data error).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32], ldc: usize) {
-    assert!(a.fits(m, k) && b.fits(k, n), "gemm operand too short");
-    assert!(
-        m == 0 || n == 0 || (m - 1) * ldc + n <= c.len(),
-        "gemm output too short"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for row in c.chunks_mut(ldc).take(m) {
-            row[..n].iter_mut().for_each(|v| *v *= beta);
-        }
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    // One call on a block of rows (or columns) of c.
-    let run = |i0: usize, i1: usize, j0: usize, j1: usize, cptr: usize| {
-        // SAFETY: the asserts above bound every index of a, b and c for the full shape; each call
-        // covers the sub-block rows i0..i1, columns j0..j1, and blocks given to different threads
-        // are disjoint, so no element of c is written by two threads.
-        unsafe {
-            matrixmultiply::sgemm(
-                i1 - i0,
-                k,
-                j1 - j0,
-                1.0,
-                a.data.as_ptr().add(i0 * a.rs),
-                a.rs as isize,
-                a.cs as isize,
-                b.data.as_ptr().add(j0 * b.cs),
-                b.rs as isize,
-                b.cs as isize,
-                beta,
-                (cptr as *mut f32).add(i0 * ldc + j0),
-                ldc as isize,
-                1,
-            )
-        }
-    };
-    let cptr = c.as_mut_ptr() as usize;
-    if threads == 1 || m * n * k < PAR_FLOPS {
-        run(0, m, 0, n, cptr);
-        return;
-    }
-    let pieces = threads * 2;
-    if m >= n {
-        let step = m.div_ceil(pieces).max(8);
-        (0..m.div_ceil(step)).into_par_iter().for_each(|p| {
-            run(p * step, ((p + 1) * step).min(m), 0, n, cptr);
-        });
-    } else {
-        let step = n.div_ceil(pieces).max(16);
-        (0..n.div_ceil(step)).into_par_iter().for_each(|p| {
-            run(0, m, p * step, ((p + 1) * step).min(n), cptr);
-        });
-    }
-}
 
 /// RMSNorm over rows of width `g.len()`: `y = g * x * inv`, `inv = 1/sqrt(mean(x^2) + eps)` saved
 /// per row (`inv[t]`).
