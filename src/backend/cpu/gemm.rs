@@ -173,6 +173,8 @@ struct Path {
     mr: usize,
     nr: usize,
     micro: unsafe fn(&Tile),
+    /// Transposing packs of f32 gather 16 rows per vector (AVX-512).
+    gather: bool,
 }
 
 fn path(kern: Kernel) -> Path {
@@ -182,17 +184,20 @@ fn path(kern: Kernel) -> Path {
             mr: 12,
             nr: 32,
             micro: x86::micro_avx512,
+            gather: true,
         },
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => Path {
             mr: 6,
             nr: 16,
             micro: x86::micro_avx2,
+            gather: false,
         },
         _ => Path {
             mr: 4,
             nr: 4,
             micro: micro_portable,
+            gather: false,
         },
     }
 }
@@ -254,7 +259,7 @@ pub fn gemm_with(
                                     p.mr * kc,
                                 );
                                 let r0 = i * p.mr;
-                                pack(a, r0, p.mr.min(m - r0), pc, kc, p.mr, out);
+                                pack(a, r0, p.mr.min(m - r0), pc, kc, (p.mr, p.gather), out);
                             } else {
                                 let j = i - na;
                                 let out = std::slice::from_raw_parts_mut(
@@ -262,7 +267,15 @@ pub fn gemm_with(
                                     p.nr * kc,
                                 );
                                 let c0 = jc + j * p.nr;
-                                pack(b.tr(), c0, p.nr.min(jc + nc - c0), pc, kc, p.nr, out);
+                                pack(
+                                    b.tr(),
+                                    c0,
+                                    p.nr.min(jc + nc - c0),
+                                    pc,
+                                    kc,
+                                    (p.nr, p.gather),
+                                    out,
+                                );
                             }
                         }
                     });
@@ -363,11 +376,44 @@ thread_local! {
 }
 
 /// Packs rows `r0..r0 + rows` and columns `c0..c0 + kc` of `x` into one panel of `w` rows:
-/// `out[c * w + r]`, rows past `rows` zero.
-fn pack(x: Mat, r0: usize, rows: usize, c0: usize, kc: usize, w: usize, out: &mut [f32]) {
+/// `out[c * w + r]`, rows past `rows` zero. With `gather` (AVX-512 present), a panel of f32 rows
+/// stored contiguously is transposed 16 rows per gather, the rest as [`pack_t`] does.
+fn pack(
+    x: Mat,
+    r0: usize,
+    rows: usize,
+    c0: usize,
+    kc: usize,
+    (w, gather): (usize, bool),
+    out: &mut [f32],
+) {
     match x.data {
-        Data::F32(d) => pack_t(d, x.rs, x.cs, r0, rows, c0, kc, w, out),
-        Data::Bf16(d) => pack_t(d, x.rs, x.cs, r0, rows, c0, kc, w, out),
+        Data::F32(d) => {
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if gather && x.cs == 1 && w.is_multiple_of(16) && 15 * x.rs < (i32::MAX / 4) as usize {
+                done = rows - rows % 16;
+                // SAFETY: AVX-512F is present (`gather` is set on the avx512 paths only); rows
+                // `r0..r0 + done` and columns `c0..c0 + kc` lie inside `d` (the caller checked
+                // the operand fits the shape); `out` holds `kc * w` floats, `done <= w`; the row
+                // offsets fit the gather's i32 indices (checked just above).
+                unsafe { x86::pack_gather(d, x.rs, r0, done, c0, kc, w, out) };
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = gather;
+            pack_t(
+                d,
+                x.rs,
+                x.cs,
+                r0 + done,
+                rows - done,
+                c0,
+                kc,
+                (w, done),
+                out,
+            )
+        }
+        Data::Bf16(d) => pack_t(d, x.rs, x.cs, r0, rows, c0, kc, (w, 0), out),
     }
 }
 
@@ -388,7 +434,8 @@ impl Elem for bf16 {
     }
 }
 
-/// [`pack`] on stored elements of `T`: reads along whichever direction is contiguous.
+/// [`pack`] on stored elements of `T` into panel rows `off..off + rows` (padding after them):
+/// reads along whichever direction is contiguous.
 #[allow(clippy::too_many_arguments)]
 fn pack_t<T: Elem>(
     d: &[T],
@@ -398,15 +445,17 @@ fn pack_t<T: Elem>(
     rows: usize,
     c0: usize,
     kc: usize,
-    w: usize,
+    (w, off): (usize, usize),
     out: &mut [f32],
 ) {
     let out = &mut out[..kc * w];
+    // Panel row `r` (from `off`) is row `base + r` of the matrix.
+    let (end, base) = (off + rows, r0 - off);
     if cs == 1 {
         // Rows are contiguous: a transpose into the panel, 4 rows at a time (4 read streams).
-        let mut r = 0;
-        while r + 4 <= rows {
-            let src: [&[T]; 4] = std::array::from_fn(|q| &d[(r0 + r + q) * rs + c0..][..kc]);
+        let mut r = off;
+        while r + 4 <= end {
+            let src: [&[T]; 4] = std::array::from_fn(|q| &d[(base + r + q) * rs + c0..][..kc]);
             for (c, o) in out.chunks_exact_mut(w).enumerate() {
                 let o = &mut o[r..r + 4];
                 for q in 0..4 {
@@ -415,8 +464,8 @@ fn pack_t<T: Elem>(
             }
             r += 4;
         }
-        for r in r..rows {
-            let src = &d[(r0 + r) * rs + c0..][..kc];
+        for r in r..end {
+            let src = &d[(base + r) * rs + c0..][..kc];
             for (o, &v) in out.chunks_exact_mut(w).zip(src) {
                 o[r] = v.f();
             }
@@ -425,19 +474,19 @@ fn pack_t<T: Elem>(
         // Columns are contiguous: a copy per column.
         for (c, o) in out.chunks_exact_mut(w).enumerate() {
             let src = &d[r0 + (c0 + c) * cs..][..rows];
-            for (o, &v) in o.iter_mut().zip(src) {
+            for (o, &v) in o[off..end].iter_mut().zip(src) {
                 *o = v.f();
             }
         }
     } else {
         for (c, o) in out.chunks_exact_mut(w).enumerate() {
-            for (r, o) in o[..rows].iter_mut().enumerate() {
+            for (r, o) in o[off..end].iter_mut().enumerate() {
                 *o = d[(r0 + r) * rs + (c0 + c) * cs].f();
             }
         }
     }
-    if rows < w {
-        out.chunks_exact_mut(w).for_each(|o| o[rows..].fill(0.0));
+    if end < w {
+        out.chunks_exact_mut(w).for_each(|o| o[end..].fill(0.0));
     }
 }
 
@@ -603,6 +652,38 @@ mod x86 {
         _mm256_fmadd_ps,
         _mm256_storeu_ps
     );
+
+    /// Panel rows `0..rows` (a multiple of 16) from rows `r0..` of `d` (row stride `rs`,
+    /// contiguous columns `c0..c0 + kc`): `out[c * w + r]`, 16 rows per gather.
+    ///
+    /// # Safety
+    /// AVX-512F is present; those rows and columns lie inside `d`; `15 * rs * 4` fits an i32;
+    /// `out` holds `kc * w` floats and `rows <= w`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn pack_gather(
+        d: &[f32],
+        rs: usize,
+        r0: usize,
+        rows: usize,
+        c0: usize,
+        kc: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        let idx = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(rs as i32),
+        );
+        for r in (0..rows).step_by(16) {
+            let src = d.as_ptr().add((r0 + r) * rs + c0);
+            let dst = out.as_mut_ptr().add(r);
+            for c in 0..kc {
+                let v = _mm512_i32gather_ps::<4>(idx, src.add(c));
+                _mm512_storeu_ps(dst.add(c * w), v);
+            }
+        }
+    }
 
     /// # Safety
     /// As [`micro`], on a CPU with AVX-512F.
