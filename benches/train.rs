@@ -97,6 +97,19 @@ fn vm_hwm_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// User + system CPU seconds of this process so far (all threads): less sensitive than wall time
+/// to other processes on the machine.
+fn cpu_seconds() -> f64 {
+    // SAFETY: `getrusage` fills the zeroed struct it is given and reads nothing else.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 fn speed() {
     let peak = || compute_peaks().0;
     let mut peaks = vec![peak()];
@@ -130,13 +143,15 @@ fn speed() {
     // backward pass: counted as 2x the forward plus LoRA's small products (not counted).
     let work = 2.0 * 2.0 * fwd;
     let mut steps = Vec::new();
+    let mut cpu = Vec::new();
     for i in 0..3 {
         let mut g = tm.new_grads();
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         tm.forward_backward(&p, &obj, &mut g).unwrap();
-        let s = t0.elapsed().as_secs_f64();
+        let (s, c) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
         if i > 0 {
             steps.push(s);
+            cpu.push(c);
         }
         peaks.push(peak());
     }
@@ -159,6 +174,13 @@ fn speed() {
         t as f64 / s,
         pct(gf),
         3.0 * 2.0 * fwd / s / 1e9
+    );
+    let (c, threads) = (median(cpu), rayon::current_num_threads().max(1));
+    let gc = work / c / 1e9;
+    println!(
+        "train step CPU time (getrusage, {threads} threads): {c:.2} s, {gc:.1} GFLOP per CPU-second ({:.1}% of the per-thread peak {:.1} GFLOP/s)",
+        100.0 * gc * threads as f64 / pk,
+        pk / threads as f64
     );
 }
 

@@ -321,3 +321,74 @@ fn checkpointed_gradients_equal_stored_ones() {
         );
     }
 }
+
+/// Training only the top layer (`train_top_layers(1)` on the 2-layer fixtures) gives the same loss
+/// and, for every parameter still trained, the same gradient bit for bit as training everything:
+/// the frozen bottom only skips its own backward. The bottom layer and the embedding (with it a
+/// tied LM head) get no gradients, and LoRA adapters added afterwards go on the top layer only.
+#[test]
+fn top_layer_gradients_equal_full_ones() {
+    for case in ["qwen2-untied", "llama-tied"] {
+        let mut full = TrainModel::load(&model_dir(case)).unwrap();
+        full.add_value_head(None, 5).unwrap();
+        let mut top = full.clone();
+        top.train_top_layers(1).unwrap();
+        assert_eq!(top.frozen_blocks(), 1);
+        assert!(
+            top.clone().train_top_layers(3).is_err(),
+            "{case}: 3 of 2 layers"
+        );
+        let mut p = Packed::default();
+        p.push_sequence(&[5, 17, 99, 3, 250, 7, 11, 42]);
+        p.push_sequence(&[8, 9, 10, 300, 12]);
+        let objectives = [
+            Objective::Lm {
+                targets: vec![(2, 3), (3, 250), (4, 7), (6, 42), (10, 300), (11, 12)],
+                weight: 1.0 / 6.0,
+            },
+            Objective::Pairs {
+                pairs: vec![(7, 12), (3, 10)],
+                weight: 0.5,
+            },
+        ];
+        for obj in &objectives {
+            let mut gf = full.new_grads();
+            let lf = full.forward_backward(&p, obj, &mut gf).unwrap();
+            let mut gt = top.new_grads();
+            let lt = top.forward_backward(&p, obj, &mut gt).unwrap();
+            assert_eq!(lf.to_bits(), lt.to_bits(), "{case}: loss");
+            let (mut kept, mut dropped) = (0, 0);
+            for (i, prm) in top.params.iter().enumerate() {
+                let bottom =
+                    prm.name.contains("layers.0.") || prm.name == "model.embed_tokens.weight";
+                if bottom {
+                    assert!(gt.0[i].is_empty(), "{case}: {} has a gradient", prm.name);
+                    dropped += 1;
+                    continue;
+                }
+                let (a, b) = (&gf.0[i], &gt.0[i]);
+                let same =
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{case}: gradient {} differs", prm.name);
+                kept += 1;
+            }
+            assert!(
+                kept >= 7 && dropped >= 7,
+                "{case}: kept {kept} dropped {dropped}"
+            );
+            assert!(
+                gt.0.iter().flatten().any(|&x| x != 0.0),
+                "{case}: zero grads"
+            );
+        }
+        top.add_lora(LoraSpec::all_projections(2), 3).unwrap();
+        let names: Vec<String> = top.lora_tensors().into_iter().map(|t| t.0).collect();
+        assert!(!names.is_empty() && names.iter().all(|n| n.contains("layers.1.")));
+        top.merge_lora();
+        let trainable = |n: &str| top.params.iter().any(|p| p.name == n && p.trainable);
+        assert!(
+            !trainable("model.embed_tokens.weight"),
+            "{case}: merge unfroze"
+        );
+    }
+}

@@ -91,6 +91,10 @@ pub struct TrainArgs {
     /// Recompute activations per layer in the backward (less memory).
     #[arg(long)]
     pub checkpointing: bool,
+    /// Train only the top L decoder layers (plus the final norm and value head); the layers
+    /// below and the embedding run forward only (no stored activations, no backward).
+    #[arg(long, value_name = "L")]
+    pub train_top_layers: Option<usize>,
     /// Write resumable state every N steps (default 100).
     #[arg(long)]
     pub save_every: Option<usize>,
@@ -141,6 +145,7 @@ fn config(a: &TrainArgs) -> TrainConfig {
             None => d.max_grad_norm,
         },
         checkpointing: a.checkpointing,
+        train_top_layers: a.train_top_layers,
         save_every: a.save_every.or(d.save_every),
         ppm_layout: a.save_layout.map(|l| match l {
             LayoutArg::Split => PpmLayout::Split,

@@ -201,6 +201,9 @@ pub struct TrainModel {
     inv_freq: Vec<f32>,
     /// Recompute each block's activations in the backward instead of keeping them.
     pub checkpointing: bool,
+    /// Bottom blocks that run forward only (no saved activations, no backward): see
+    /// [`TrainModel::train_top_layers`].
+    frozen_blocks: usize,
 }
 
 /// A tensor to save: checkpoint name, shape, f32 values.
@@ -317,6 +320,7 @@ impl TrainModel {
             lora: None,
             inv_freq,
             checkpointing: false,
+            frozen_blocks: 0,
         })
     }
 
@@ -392,7 +396,7 @@ impl TrainModel {
         let mut rng = Rng::new(seed);
         let r = spec.rank;
         let mut blocks = std::mem::take(&mut self.blocks);
-        for b in &mut blocks {
+        for b in &mut blocks[self.frozen_blocks..] {
             for lin in [&mut b.qkv, &mut b.o, &mut b.gate_up, &mut b.down] {
                 for (pi, (name, rows)) in lin.layout.parts.iter().enumerate() {
                     let short = name.rsplit('.').next().unwrap_or(name);
@@ -422,6 +426,37 @@ impl TrainModel {
         Ok(())
     }
 
+    /// Trains only the top `layers` blocks (and what lies above them: the final norm, an untied LM
+    /// head, the value head, their adapters): the blocks below and the embedding (with it a tied
+    /// LM head, the same matrix) are frozen, run forward only in a step (no saved activations, no
+    /// backward) and get no gradients. LoRA adapters added afterwards go on the top blocks only.
+    pub fn train_top_layers(&mut self, layers: usize) -> Result<()> {
+        let n = self.blocks.len();
+        if layers == 0 || layers > n {
+            return Err(Error::InvalidArgument(format!(
+                "train_top_layers must be between 1 and the model's {n} layers, got {layers}"
+            )));
+        }
+        self.frozen_blocks = n - layers;
+        let mut frozen = vec![self.embed];
+        for b in &self.blocks[..self.frozen_blocks] {
+            frozen.extend([b.attn_norm, b.mlp_norm]);
+            for lin in [&b.qkv, &b.o, &b.gate_up, &b.down] {
+                frozen.extend([lin.w].into_iter().chain(lin.b));
+                frozen.extend(lin.lora.iter().flatten().flat_map(|&(a, b)| [a, b]));
+            }
+        }
+        for i in frozen {
+            self.params[i].trainable = false;
+        }
+        Ok(())
+    }
+
+    /// The number of bottom blocks that run forward only (0 unless [`Self::train_top_layers`]).
+    pub fn frozen_blocks(&self) -> usize {
+        self.frozen_blocks
+    }
+
     /// The LoRA configuration, if adapters were added.
     pub fn lora(&self) -> Option<&LoraSpec> {
         self.lora.as_ref()
@@ -443,7 +478,7 @@ impl TrainModel {
     }
 
     /// Folds every adapter into its base weight (`W += alpha/r * B @ A`) and removes the adapters;
-    /// every decoder parameter becomes trainable again.
+    /// every decoder parameter becomes trainable again (those of [`Self::train_top_layers`]).
     pub fn merge_lora(&mut self) {
         let Some(spec) = self.lora.take() else { return };
         let s = spec.scale();
@@ -492,6 +527,10 @@ impl TrainModel {
         }
         for p in &mut self.params {
             p.trainable = true;
+        }
+        if self.frozen_blocks > 0 {
+            // The count came from a valid `train_top_layers`, so this succeeds.
+            let _ = self.train_top_layers(self.blocks.len() - self.frozen_blocks);
         }
     }
 
@@ -665,21 +704,13 @@ impl TrainModel {
             for ((_, rows), ab) in l.layout.parts.iter().zip(&l.lora) {
                 if let Some((a, b)) = *ab {
                     let u = self.lora_u(a, x, t, in_dim, spec);
-                    let dyp = Mat {
-                        data: &dy[row0..],
-                        rs: out,
-                        cs: 1,
-                    };
+                    let dyp = Mat::strided(&dy[row0..], out, 1);
                     if let Some(db) = g.get(b) {
                         ops::gemm(
                             *rows,
                             t,
                             r,
-                            Mat {
-                                data: &dy[row0..],
-                                rs: 1,
-                                cs: out,
-                            },
+                            Mat::strided(&dy[row0..], 1, out),
                             Mat::rows(&u, r),
                             1.0,
                             db,
@@ -926,10 +957,12 @@ impl TrainModel {
         // Forward, keeping each block's activations (or only its input when checkpointing).
         let mut saved: Vec<Result<Acts, Vec<f32>>> = Vec::with_capacity(self.blocks.len());
         let mut x = self.embed_rows(&p.tokens);
-        for b in &self.blocks {
+        for (i, b) in self.blocks.iter().enumerate() {
             let a = self.block_fwd(b, x, p);
             x = self.block_out(b, &a, t);
-            saved.push(if self.checkpointing { Err(a.x) } else { Ok(a) });
+            if i >= self.frozen_blocks {
+                saved.push(if self.checkpointing { Err(a.x) } else { Ok(a) });
+            }
         }
         let mut hn = vec![0f32; t * h];
         let mut inv = vec![0f32; t];
@@ -1013,14 +1046,15 @@ impl TrainModel {
         let mut dx = vec![0f32; t * h];
         let fnorm = self.final_norm;
         ops::rms_norm_bwd(&x, self.val(fnorm), &inv, &dh, &mut dx, g.get(fnorm));
-        for (b, s) in self.blocks.iter().zip(saved).rev() {
+        let trained = &self.blocks[self.frozen_blocks..];
+        for (b, s) in trained.iter().zip(saved).rev() {
             let a = match s {
                 Ok(a) => a,
                 Err(x_in) => self.block_fwd(b, x_in, p),
             };
             dx = self.block_bwd(b, &a, p, dx, g);
         }
-        if let Some(de) = g.get(self.embed) {
+        if let Some(de) = g.get(self.embed).filter(|_| self.frozen_blocks == 0) {
             for (&id, d) in p.tokens.iter().zip(dx.chunks_exact(h)) {
                 de[id as usize * h..][..h]
                     .iter_mut()

@@ -3,7 +3,8 @@
 //! Each op comes as a forward that saves what its backward needs, and a backward that takes the
 //! output gradient and returns (or accumulates) the input and parameter gradients:
 //! * [`gemm`]: the one matrix product (strided operands, so `x @ W.T`, `dy @ W` and `dy.T @ x` are
-//!   the same call), on `matrixmultiply`'s packed SIMD kernels, split across the rayon pool;
+//!   the same call): the CPU backend's blocked, packed, threaded GEMM
+//!   ([`crate::backend::cpu::gemm`], tested there against its scalar reference on every transpose);
 //! * [`rms_norm_fwd`] / [`rms_norm_bwd`];
 //! * [`rope_rows`] (the backward of RoPE is RoPE by the negated angle);
 //! * [`attention_fwd`] / [`attention_bwd`]: causal grouped-query attention over *packed* rows — each
@@ -18,103 +19,10 @@ use rayon::prelude::*;
 
 use crate::backend::cpu;
 
-/// A strided read-only matrix operand: element `(i, j)` is `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-pub struct Mat<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major `[rows, cols]` matrix.
-    pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `cols` columns.
-    pub fn t(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            rs: 1,
-            cs: cols,
-        }
-    }
-
-    fn fits(&self, r: usize, c: usize) -> bool {
-        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
-    }
-}
+pub use crate::backend::cpu::gemm::{gemm, Mat};
 
 /// Work below this many multiply-adds runs on the calling thread.
 const PAR_FLOPS: usize = 1 << 18;
-
-/// `c[m, n] = beta * c + a[m, k] @ b[k, n]`, `c` row-major with row stride `ldc`.
-///
-/// Panics if an operand is too short for the shape (an internal bug, never a data error).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32], ldc: usize) {
-    assert!(a.fits(m, k) && b.fits(k, n), "gemm operand too short");
-    assert!(
-        m == 0 || n == 0 || (m - 1) * ldc + n <= c.len(),
-        "gemm output too short"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for row in c.chunks_mut(ldc).take(m) {
-            row[..n].iter_mut().for_each(|v| *v *= beta);
-        }
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    // One call on a block of rows (or columns) of c.
-    let run = |i0: usize, i1: usize, j0: usize, j1: usize, cptr: usize| {
-        // SAFETY: the asserts above bound every index of a, b and c for the full shape; each call
-        // covers the sub-block rows i0..i1, columns j0..j1, and blocks given to different threads
-        // are disjoint, so no element of c is written by two threads.
-        unsafe {
-            matrixmultiply::sgemm(
-                i1 - i0,
-                k,
-                j1 - j0,
-                1.0,
-                a.data.as_ptr().add(i0 * a.rs),
-                a.rs as isize,
-                a.cs as isize,
-                b.data.as_ptr().add(j0 * b.cs),
-                b.rs as isize,
-                b.cs as isize,
-                beta,
-                (cptr as *mut f32).add(i0 * ldc + j0),
-                ldc as isize,
-                1,
-            )
-        }
-    };
-    let cptr = c.as_mut_ptr() as usize;
-    if threads == 1 || m * n * k < PAR_FLOPS {
-        run(0, m, 0, n, cptr);
-        return;
-    }
-    let pieces = threads * 2;
-    if m >= n {
-        let step = m.div_ceil(pieces).max(8);
-        (0..m.div_ceil(step)).into_par_iter().for_each(|p| {
-            run(p * step, ((p + 1) * step).min(m), 0, n, cptr);
-        });
-    } else {
-        let step = n.div_ceil(pieces).max(16);
-        (0..n.div_ceil(step)).into_par_iter().for_each(|p| {
-            run(0, m, p * step, ((p + 1) * step).min(n), cptr);
-        });
-    }
-}
 
 /// RMSNorm over rows of width `g.len()`: `y = g * x * inv`, `inv = 1/sqrt(mean(x^2) + eps)` saved
 /// per row (`inv[t]`).
@@ -208,6 +116,57 @@ fn keys(i: usize, ctx: &[RowCtx], pos: &[usize], window: Option<usize>) -> Vec<u
         .collect()
 }
 
+/// The operands of one attention call.
+struct Att<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    ctx: &'a [RowCtx],
+    pos: &'a [usize],
+    d: AttnDims,
+    /// Run the row/head bodies compiled for AVX2+FMA (see [`wide`]).
+    simd: bool,
+}
+
+impl Att<'_> {
+    fn new<'a>(
+        q: &'a [f32],
+        k: &'a [f32],
+        v: &'a [f32],
+        ctx: &'a [RowCtx],
+        pos: &'a [usize],
+        d: AttnDims,
+    ) -> Att<'a> {
+        Att {
+            q,
+            k,
+            v,
+            ctx,
+            pos,
+            d,
+            simd: cpu::kernel().has_avx2_fma(),
+        }
+    }
+}
+
+/// `f()`, compiled for AVX2+FMA when `simd` (the path is only selected where the CPU has them):
+/// the same scalar code auto-vectorized 8 lanes wide instead of SSE2's 4, the same operations in
+/// the same order, so the same results. `f` is one of the `#[inline(always)]` bodies below.
+#[inline(always)]
+fn wide<R>(simd: bool, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: `simd` comes from a kernel path that is only selected on CPUs with AVX2+FMA.
+        return unsafe { run(f) };
+    }
+    let _ = simd;
+    f()
+}
+
 /// Attention forward. `q`: `[t, n_heads*hd]`, `k`, `v`: `[t, n_kv_heads*hd]` (already rotated);
 /// writes `out` `[t, n_heads*hd]` and `lse` `[t, n_heads]` (log-sum-exp of the scaled scores).
 #[allow(clippy::too_many_arguments)]
@@ -221,38 +180,10 @@ pub fn attention_fwd(
     out: &mut [f32],
     lse: &mut [f32],
 ) {
-    let (hd, nh) = (d.head_dim, d.n_heads);
-    let (qd, kvd, group) = (nh * hd, d.n_kv_heads * hd, nh / d.n_kv_heads);
-    let scale = 1.0 / (hd as f32).sqrt();
+    let a = Att::new(q, k, v, ctx, pos, d);
+    let (qd, nh) = (d.n_heads * d.head_dim, d.n_heads);
     let t = ctx.len();
-    let work = |ti: usize, o: &mut [f32], l: &mut [f32]| {
-        let ks = keys(ti, ctx, pos, d.window);
-        for h in 0..nh {
-            let qh = &q[ti * qd + h * hd..][..hd];
-            let kv0 = (h / group) * hd;
-            let mut s: Vec<f32> = ks
-                .iter()
-                .map(|&j| cpu::dot_f32(qh, &k[j * kvd + kv0..][..hd]) * scale)
-                .collect();
-            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = s
-                .iter_mut()
-                .map(|x| {
-                    *x = (*x - max).exp();
-                    *x
-                })
-                .sum();
-            l[h] = max + sum.ln();
-            let oh = &mut o[h * hd..(h + 1) * hd];
-            oh.fill(0.0);
-            for (p, &j) in s.iter().zip(&ks) {
-                let w = p / sum;
-                for (a, &b) in oh.iter_mut().zip(&v[j * kvd + kv0..][..hd]) {
-                    *a += w * b;
-                }
-            }
-        }
-    };
+    let work = |ti: usize, o: &mut [f32], l: &mut [f32]| wide(a.simd, || fwd_row(&a, ti, o, l));
     if t * t * qd < PAR_FLOPS {
         for (ti, (o, l)) in out.chunks_mut(qd).zip(lse.chunks_mut(nh)).enumerate() {
             work(ti, o, l);
@@ -262,6 +193,41 @@ pub fn attention_fwd(
             .zip(lse.par_chunks_mut(nh))
             .enumerate()
             .for_each(|(ti, (o, l))| work(ti, o, l));
+    }
+}
+
+/// One row of [`attention_fwd`], every head.
+#[inline(always)]
+fn fwd_row(a: &Att, ti: usize, o: &mut [f32], l: &mut [f32]) {
+    let (d, q, k, v) = (a.d, a.q, a.k, a.v);
+    let (hd, nh) = (d.head_dim, d.n_heads);
+    let (qd, kvd, group) = (nh * hd, d.n_kv_heads * hd, nh / d.n_kv_heads);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let ks = keys(ti, a.ctx, a.pos, d.window);
+    let mut s = vec![0f32; ks.len()];
+    for h in 0..nh {
+        let qh = &q[ti * qd + h * hd..][..hd];
+        let kv0 = (h / group) * hd;
+        for (x, &j) in s.iter_mut().zip(&ks) {
+            *x = cpu::dot_f32(qh, &k[j * kvd + kv0..][..hd]) * scale;
+        }
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = s
+            .iter_mut()
+            .map(|x| {
+                *x = (*x - max).exp();
+                *x
+            })
+            .sum();
+        l[h] = max + sum.ln();
+        let oh = &mut o[h * hd..(h + 1) * hd];
+        oh.fill(0.0);
+        for (p, &j) in s.iter().zip(&ks) {
+            let w = p / sum;
+            for (a, &b) in oh.iter_mut().zip(&v[j * kvd + kv0..][..hd]) {
+                *a += w * b;
+            }
+        }
     }
 }
 
@@ -283,41 +249,12 @@ pub fn attention_bwd(
     dk: &mut [f32],
     dv: &mut [f32],
 ) {
+    let a = Att::new(q, k, v, ctx, pos, d);
     let (hd, nh, nkv) = (d.head_dim, d.n_heads, d.n_kv_heads);
     let (qd, kvd, group) = (nh * hd, nkv * hd, nh / nkv);
-    let scale = 1.0 / (hd as f32).sqrt();
     let t = ctx.len();
     let key_lists: Vec<Vec<usize>> = (0..t).map(|i| keys(i, ctx, pos, d.window)).collect();
-    // Per kv head g: (dq block [t, group*hd], dk block [t, hd], dv block [t, hd]).
-    let head = |g: usize| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut dqg = vec![0f32; t * group * hd];
-        let mut dkg = vec![0f32; t * hd];
-        let mut dvg = vec![0f32; t * hd];
-        let kv0 = g * hd;
-        for (i, ks) in key_lists.iter().enumerate() {
-            for hh in 0..group {
-                let h = g * group + hh;
-                let qh = &q[i * qd + h * hd..][..hd];
-                let oh = &out[i * qd + h * hd..][..hd];
-                let doh = &dout[i * qd + h * hd..][..hd];
-                let delta = cpu::dot_f32(doh, oh);
-                let l = lse[i * nh + h];
-                let dqh = &mut dqg[(i * group + hh) * hd..][..hd];
-                for &j in ks {
-                    let kj = &k[j * kvd + kv0..][..hd];
-                    let vj = &v[j * kvd + kv0..][..hd];
-                    let p = (cpu::dot_f32(qh, kj) * scale - l).exp();
-                    let ds = p * (cpu::dot_f32(doh, vj) - delta) * scale;
-                    for x in 0..hd {
-                        dqh[x] += ds * kj[x];
-                        dkg[j * hd + x] += ds * qh[x];
-                        dvg[j * hd + x] += p * doh[x];
-                    }
-                }
-            }
-        }
-        (dqg, dkg, dvg)
-    };
+    let head = |g: usize| wide(a.simd, || bwd_head(&a, &key_lists, out, lse, dout, g));
     let blocks: Vec<_> = if t * t * qd < PAR_FLOPS {
         (0..nkv).map(head).collect()
     } else {
@@ -331,6 +268,52 @@ pub fn attention_bwd(
             dv[i * kvd + g * hd..][..hd].copy_from_slice(&dvg[i * hd..][..hd]);
         }
     }
+}
+
+/// Key/value head `g` of [`attention_bwd`]: its (dq block `[t, group*hd]`, dk block `[t, hd]`,
+/// dv block `[t, hd]`).
+#[inline(always)]
+fn bwd_head(
+    a: &Att,
+    key_lists: &[Vec<usize>],
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    g: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (d, q, k, v) = (a.d, a.q, a.k, a.v);
+    let (hd, nh) = (d.head_dim, d.n_heads);
+    let (qd, kvd, group) = (nh * hd, d.n_kv_heads * hd, nh / d.n_kv_heads);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let t = key_lists.len();
+    let mut dqg = vec![0f32; t * group * hd];
+    let mut dkg = vec![0f32; t * hd];
+    let mut dvg = vec![0f32; t * hd];
+    let kv0 = g * hd;
+    for (i, ks) in key_lists.iter().enumerate() {
+        for hh in 0..group {
+            let h = g * group + hh;
+            let qh = &q[i * qd + h * hd..][..hd];
+            let oh = &out[i * qd + h * hd..][..hd];
+            let doh = &dout[i * qd + h * hd..][..hd];
+            let delta = cpu::dot_f32(doh, oh);
+            let l = lse[i * nh + h];
+            let dqh = &mut dqg[(i * group + hh) * hd..][..hd];
+            for &j in ks {
+                let kj = &k[j * kvd + kv0..][..hd];
+                let vj = &v[j * kvd + kv0..][..hd];
+                let p = (cpu::dot_f32(qh, kj) * scale - l).exp();
+                let ds = p * (cpu::dot_f32(doh, vj) - delta) * scale;
+                let (dkj, dvj) = (&mut dkg[j * hd..][..hd], &mut dvg[j * hd..][..hd]);
+                for x in 0..hd {
+                    dqh[x] += ds * kj[x];
+                    dkj[x] += ds * qh[x];
+                    dvj[x] += p * doh[x];
+                }
+            }
+        }
+    }
+    (dqg, dkg, dvg)
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -365,20 +348,34 @@ pub fn silu_mul_bwd(gu: &[f32], dact: &[f32], inter: usize, dgu: &mut [f32]) {
 }
 
 /// Softmax cross-entropy on logits rows in place: returns `sum_r w * (lse_r - logit_r[y_r])` and
-/// leaves `w * (softmax - onehot)` (the logits gradient) in `logits`.
+/// leaves `w * (softmax - onehot)` (the logits gradient) in `logits`. Rows run in parallel; the
+/// loss is summed in row order.
 pub fn cross_entropy(logits: &mut [f32], vocab: usize, targets: &[u32], w: f32) -> f64 {
-    let mut loss = 0f64;
-    for (row, &y) in logits.chunks_exact_mut(vocab).zip(targets) {
+    let mut losses = vec![0f64; targets.len()];
+    let rows = logits.chunks_exact_mut(vocab).len().min(targets.len());
+    let row = |(row, &y): (&mut [f32], &u32)| -> f64 {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
         let lse = max as f64 + sum.ln();
-        loss += w as f64 * (lse - row[y as usize] as f64);
+        let loss = w as f64 * (lse - row[y as usize] as f64);
         for x in row.iter_mut() {
             *x = w * ((*x as f64 - lse).exp() as f32);
         }
         row[y as usize] -= w;
+        loss
+    };
+    if rows * vocab < PAR_FLOPS {
+        for ((r, y), l) in logits.chunks_exact_mut(vocab).zip(targets).zip(&mut losses) {
+            *l = row((r, y));
+        }
+    } else {
+        logits
+            .par_chunks_exact_mut(vocab)
+            .zip(targets.par_iter())
+            .zip(losses.par_iter_mut())
+            .for_each(|(ry, l)| *l = row(ry));
     }
-    loss
+    losses.iter().sum()
 }
 
 /// `-log sigmoid(d)` computed stably, and its derivative in `d`.

@@ -73,6 +73,9 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f32>,
     /// Recompute each block's activations in the backward (less memory, ~1.3x compute).
     pub checkpointing: bool,
+    /// Train only the top this many decoder layers (plus the final norm, value head and an
+    /// untied LM head); the layers below and the embedding run forward only. `None`: all.
+    pub train_top_layers: Option<usize>,
     /// Shuffle examples each epoch (seeded).
     pub shuffle: bool,
     /// Write resumable state every this many steps (when a state directory is set).
@@ -104,6 +107,7 @@ impl Default for TrainConfig {
             seed: 42,
             max_grad_norm: Some(1.0),
             checkpointing: false,
+            train_top_layers: None,
             shuffle: true,
             save_every: Some(100),
             ppm_layout: None,
@@ -147,6 +151,9 @@ impl TrainConfig {
         }
         if self.lora_rank == Some(0) {
             return bad("lora_rank must be positive");
+        }
+        if self.train_top_layers == Some(0) {
+            return bad("train_top_layers must be positive");
         }
         Ok(())
     }
@@ -232,6 +239,9 @@ impl Trainer {
             Task::Sft => (TrainModel::load(model_dir)?, PpmLayout::Split),
         };
         model.checkpointing = config.checkpointing;
+        if let Some(l) = config.train_top_layers {
+            model.train_top_layers(l)?;
+        }
         if let Some(rank) = config.lora_rank {
             let mut spec = LoraSpec::all_projections(rank);
             if let Some(a) = config.lora_alpha {

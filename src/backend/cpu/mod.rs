@@ -16,6 +16,7 @@ pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod bcast;
 pub mod compute;
+pub mod gemm;
 pub mod kv_half;
 pub mod memory;
 pub mod quant;
