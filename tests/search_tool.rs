@@ -176,6 +176,11 @@ fn failed_steps_in_a_row_end_the_path_at_errors_threshold() {
     assert_eq!((first.end, second.end), (None, Some(End::Errors)));
     assert_eq!(second.consecutive_errors, 2);
     assert_eq!(t.answers().count(), 0);
+    // "The programs failed" comes with the error that ended the path.
+    assert_eq!(
+        eval::last_error(&t).as_deref(),
+        Some("NameError: name 'totl' is not defined")
+    );
 }
 
 /// A policy whose every candidate ran into the context limit.
