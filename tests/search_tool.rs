@@ -105,6 +105,84 @@ fn a_failing_program_and_a_step_without_block_end_their_branch() {
     assert_eq!(t.answers().count(), 0);
 }
 
+/// The `qwen2.5` preset's configuration (greedy, tool format, `errors_threshold = 2`).
+fn preset_cfg() -> SearchConfig {
+    let table = serde_json::json!({ "preset": "qwen2.5" });
+    let origin = std::path::Path::new("preset");
+    let (cfg, _) = rstar::search::config::apply(
+        &SearchConfig::default(),
+        table.as_object().unwrap().clone(),
+        origin,
+    )
+    .unwrap();
+    cfg.resolved()
+}
+
+const BAD: &str = "Add both months.\n```python\nprint(totl)\n```\n```output";
+const BAD_OUT: &str = "\nNameError: name 'totl' is not defined\n```\n";
+const FIX: &str =
+    "`totl` is not defined; compute it.\n```python\nprint(48 + 48 // 2)\n```\n```output";
+
+#[test]
+fn a_failing_programs_error_is_the_next_steps_output_and_the_model_fixes_it() {
+    let cfg = preset_cfg();
+    assert_eq!((cfg.search, cfg.errors_threshold), (Strategy::Greedy, 2));
+    let bad_done = format!("{BAD}{BAD_OUT}");
+    let fix_done = format!("{FIX}\n72\n```\n");
+    // The script answers only when the error text is in the solution so far: the policy saw it.
+    let mut pol = Script::new(&[
+        ("", &[BAD]),
+        (&bad_done, &[FIX]),
+        (&format!("{bad_done}{fix_done}"), &[ANSWER]),
+    ]);
+    let Some(t) = run(&cfg, &mut pol) else { return };
+    assert_eq!(
+        pol.log,
+        vec![
+            String::new(),
+            bad_done.clone(),
+            format!("{bad_done}{fix_done}")
+        ]
+    );
+    let (id, node) = t.answers().next().expect("an answer after the fix");
+    assert_eq!(node.final_answer.as_deref(), Some("72"));
+    let path = t.path(id);
+    // The failed step stays in the tree with its error; it is not terminal.
+    let failed = &t.nodes[path[0]];
+    assert!(
+        failed.failure.as_deref().unwrap().contains("NameError"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.end, None);
+    // The fix ran without the failed block (else `totl` would fail it again).
+    assert_eq!(t.nodes[path[1]].failure, None);
+    assert_eq!(t.nodes[path[1]].observation.as_deref(), Some("72"));
+    // Compliance counts the failed step as non-compliant.
+    let mut ends = eval::Ends::default();
+    ends.add(&t);
+    assert_eq!((ends.steps, ends.compliant), (3, 2));
+}
+
+#[test]
+fn failed_steps_in_a_row_end_the_path_at_errors_threshold() {
+    let cfg = preset_cfg();
+    let bad_done = format!("{BAD}{BAD_OUT}");
+    let mut pol = Script::new(&[("", &[BAD]), (&bad_done, &[BAD])]);
+    let Some(t) = run(&cfg, &mut pol) else { return };
+    // Two proposals: the second failure ends the path, nothing is asked after it.
+    assert_eq!(pol.log.len(), 2, "{:?}", pol.log);
+    let first = &t.nodes[t.root().children[0]];
+    let second = &t.nodes[first.children[0]];
+    assert_eq!((first.end, second.end), (None, Some(End::Errors)));
+    assert_eq!(second.consecutive_errors, 2);
+    assert_eq!(t.answers().count(), 0);
+    // "The programs failed" comes with the error that ended the path.
+    assert_eq!(
+        eval::last_error(&t).as_deref(),
+        Some("NameError: name 'totl' is not defined")
+    );
+}
+
 /// A policy whose every candidate ran into the context limit.
 struct Full;
 

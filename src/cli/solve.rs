@@ -45,7 +45,11 @@ fn solve(args: SolveArgs) -> rstar::Result<()> {
             let why = solution
                 .no_answer
                 .map_or("no path answered", |w| w.describe());
-            writeln!(out, "no answer found: {why} ({})", solution.ends.summary()).map_err(io_err)?
+            writeln!(out, "no answer found: {why} ({})", solution.ends.summary())
+                .map_err(io_err)?;
+            if let Some(e) = &solution.last_error {
+                writeln!(out, "last program error: {e}").map_err(io_err)?
+            }
         }
     }
     Ok(())

@@ -159,6 +159,9 @@ pub struct ProblemResult {
     /// How its paths ended, and why there is no answer when there is none.
     pub ends: Ends,
     pub no_answer: Option<NoAnswer>,
+    /// The error of the last program that ended a path ([`last_error`]), so that "the programs
+    /// failed" says which error.
+    pub last_error: Option<String>,
     /// Tokens the policy spent on it, over all runs.
     pub tokens: TokenCount,
     /// Its share of the wall time (a batch's time split evenly over its problems).
@@ -243,6 +246,7 @@ pub fn result(p: &Problem, trajs: Vec<Trajectory>, ends: Ends, vote_size: usize)
         trajectories: trajs,
         ends,
         no_answer: ends.no_answer(),
+        last_error: None,
         tokens: TokenCount::default(),
         seconds: 0.0,
     }
@@ -270,6 +274,7 @@ pub fn solve_problems(
         .collect();
     let mut trajs: Vec<Vec<Trajectory>> = vec![Vec::new(); problems.len()];
     let mut ends = vec![Ends::default(); problems.len()];
+    let mut errors: Vec<Option<String>> = vec![None; problems.len()];
     for run in 0..cfg.runs {
         let rc = cfg.for_run(run);
         let trees = run_search(problems, &rc, models, stats, &mut |d, _| {
@@ -284,6 +289,7 @@ pub fn solve_problems(
                 p.answer.as_deref(),
             ));
             ends[i].add(t);
+            errors[i] = last_error(t).or(errors[i].take());
         }
     }
     let seconds = t0.elapsed().as_secs_f64() / problems.len().max(1) as f64;
@@ -292,12 +298,23 @@ pub fn solve_problems(
         .zip(trajs)
         .zip(ends)
         .zip(tokens0)
-        .map(|(((p, t), e), k0)| ProblemResult {
+        .zip(errors)
+        .map(|((((p, t), e), k0), last_error)| ProblemResult {
             tokens: models.policy.problem_tokens(p.id).since(k0),
             seconds,
+            last_error,
             ..result(p, t, e, cfg.vote_size)
         })
         .collect())
+}
+
+/// The failure of the last-created node whose path ended on failing programs (`End::Errors`).
+pub fn last_error(tree: &Tree) -> Option<String> {
+    tree.nodes
+        .iter()
+        .rev()
+        .find(|n| n.end == Some(End::Errors))
+        .and_then(|n| n.failure.clone())
 }
 
 /// Accuracy over graded problems.

@@ -203,6 +203,8 @@ pub struct Solution {
     /// How the search's paths ended; why there is no answer when there is none.
     pub ends: Ends,
     pub no_answer: Option<NoAnswer>,
+    /// The error of the last program that ended a path (the executor's last traceback line).
+    pub last_error: Option<String>,
     /// Tokens the policy spent on the question.
     pub tokens: TokenCount,
     pub seconds: f64,
@@ -339,6 +341,7 @@ impl Solver {
             trajectories: r.trajectories,
             ends: r.ends,
             no_answer: r.no_answer,
+            last_error: r.last_error,
             tokens: r.tokens,
             seconds: r.seconds,
             stats,
