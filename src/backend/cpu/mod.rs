@@ -365,49 +365,55 @@ fn quant_parts(
     if m == 0 {
         return;
     }
-    let qs: Vec<quant::QuantMatrix> = ws
-        .iter()
-        .map(|w| match w.data() {
+    fn quantized(w: &Weight) -> quant::QuantMatrix<'_> {
+        match w.data() {
             WeightData::Quant(q) => q,
             _ => unreachable!("quant_parts takes quantized weights only"),
-        })
-        .collect();
-    with_scratch(&ACT_Q8, |acts| {
-        // Which quantization each part reads; `acts[..used]` are this call's.
-        let mut used = 0;
-        let mut which = Vec::with_capacity(qs.len());
-        for q in &qs {
-            assert!(x.len() >= m * q.cols);
-            let i = acts[..used]
-                .iter()
-                .position(|a| a.check(q.format, q.cols).is_ok());
-            which.push(i.unwrap_or_else(|| {
-                if acts.len() == used {
-                    acts.push(quant::ActQ8::default());
-                }
-                acts[used].requantize(q.format, &x[..m * q.cols], m, q.cols);
-                used += 1;
-                used - 1
-            }));
         }
-        let mut col = col0;
-        let parts: Vec<quant::Part> = qs
-            .iter()
-            .zip(&which)
-            .map(|(q, &i)| {
+    }
+    // Up to `MAX_PARTS` at a time, in arrays (the decode step allocates nothing).
+    let mut col = col0;
+    for ws in ws.chunks(quant::MAX_PARTS) {
+        with_scratch(&ACT_Q8, |acts| {
+            // Which quantization each part reads; `acts[..used]` are this call's.
+            let (mut used, mut which) = (0, [0usize; quant::MAX_PARTS]);
+            for (k, w) in ws.iter().enumerate() {
+                let q = quantized(w);
+                assert!(x.len() >= m * q.cols);
+                let i = acts[..used]
+                    .iter()
+                    .position(|a| a.check(q.format, q.cols).is_ok());
+                which[k] = i.unwrap_or_else(|| {
+                    if acts.len() == used {
+                        acts.push(quant::ActQ8::default());
+                    }
+                    acts[used].requantize(q.format, &x[..m * q.cols], m, q.cols);
+                    used += 1;
+                    used - 1
+                });
+            }
+            let first = quant::Part {
+                w: quantized(&ws[0]),
+                a: &acts[which[0]],
+                col,
+            };
+            let mut parts = [first; quant::MAX_PARTS];
+            let mut work = 0;
+            for (k, w) in ws.iter().enumerate() {
+                let q = quantized(w);
+                parts[k] = quant::Part {
+                    w: q,
+                    a: &acts[which[k]],
+                    col,
+                };
                 col += q.rows;
-                quant::Part {
-                    w: *q,
-                    a: &acts[i],
-                    col: col - q.rows,
-                }
-            })
-            .collect();
-        let work = qs.iter().map(|q| m * q.rows * q.cols).sum();
-        let run = quant_run(kern, Precision::Fast, work);
-        quant::matmul_q8_parts(&parts, out, ld, run)
-            .unwrap_or_else(|e| unreachable!("quantized matmul: {e}"))
-    })
+                work += m * q.rows * q.cols;
+            }
+            let run = quant_run(kern, Precision::Fast, work);
+            quant::matmul_q8_parts(&parts[..ws.len()], out, ld, run)
+                .unwrap_or_else(|e| unreachable!("quantized matmul: {e}"))
+        })
+    }
 }
 
 /// Runs `f` on this thread's scratch value in `key`, or on a fresh one when the thread is already

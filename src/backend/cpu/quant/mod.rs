@@ -352,7 +352,8 @@ pub fn matmul_q8_parts(parts: &[Part], out: &mut [f32], ld: usize, run: QuantRun
     let panels = m >= gemm::FAST_MIN_M;
     #[cfg(not(target_arch = "x86_64"))]
     let panels = false;
-    if !run.threaded || parts.len() < 2 || panels || parts.iter().any(|p| p.a.m() != m) {
+    let (n, mixed) = (parts.len(), parts.iter().any(|p| p.a.m() != m));
+    if !run.threaded || !(2..=MAX_PARTS).contains(&n) || panels || mixed {
         for p in parts {
             run_rows(
                 run.path,
@@ -366,31 +367,36 @@ pub fn matmul_q8_parts(parts: &[Part], out: &mut [f32], ld: usize, run: QuantRun
         }
         return Ok(());
     }
-    // Row tasks of about equal bytes across the parts, about four per thread in all.
+    // Row tasks of about equal bytes across the parts, about four per thread in all; part `i` has
+    // tasks `ends[i - 1]..ends[i]` of `per[i]` rows (arrays, not vectors: the decode step
+    // allocates nothing).
     let bytes: usize = parts.iter().map(|p| p.w.data.len()).sum();
     let per_task = bytes.div_ceil(4 * super::team::threads()).max(1);
-    let tasks: Vec<(usize, Range<usize>)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(pi, p)| {
-            let per = (per_task / p.w.row_bytes().max(1))
-                .next_multiple_of(ROWS)
-                .max(ROWS);
-            (0..p.w.rows.div_ceil(per)).map(move |c| (pi, c * per..((c + 1) * per).min(p.w.rows)))
-        })
-        .collect();
+    let (mut per, mut ends) = ([0usize; MAX_PARTS], [0usize; MAX_PARTS]);
+    for (i, p) in parts.iter().enumerate() {
+        per[i] = (per_task / p.w.row_bytes().max(1))
+            .next_multiple_of(ROWS)
+            .max(ROWS);
+        ends[i] = if i == 0 { 0 } else { ends[i - 1] } + p.w.rows.div_ceil(per[i]);
+    }
     let base = OutPtr::new(out);
-    let outs: Vec<OutPtr> = parts.iter().map(|p| base.from(p.col)).collect();
-    super::par_for(tasks.len(), |t| {
-        let (pi, rows) = tasks[t].clone();
-        let p = &parts[pi];
+    super::par_for(ends[n - 1], |t| {
+        let i = ends[..n].iter().position(|&e| t < e).unwrap_or(n - 1);
+        let c = t - if i == 0 { 0 } else { ends[i - 1] };
+        let (p, rows) = (
+            &parts[i],
+            c * per[i]..((c + 1) * per[i]).min(parts[i].w.rows),
+        );
         self::run(
             run.path,
-            Job::new(&p.w, rows, Acts::Q8(p.a), m, &outs[pi], ld),
+            Job::new(&p.w, rows, Acts::Q8(p.a), m, &base.from(p.col), ld),
         );
     });
     Ok(())
 }
+
+/// Parts [`matmul_q8_parts`] runs in one section (q, k, v and a spare).
+pub(crate) const MAX_PARTS: usize = 4;
 
 /// Weight rows per parallel task: a multiple of 8, about four tasks per thread.
 fn rows_per_task(rows: usize) -> usize {
