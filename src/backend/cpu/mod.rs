@@ -326,8 +326,11 @@ fn quant_one(
     let res = match prec {
         Precision::Exact => quant::matmul(q, x, m, out, ld, run),
         Precision::Fast => with_scratch(&ACT_Q8, |a| {
-            a.requantize(q.format, x, m, q.cols);
-            quant::matmul_q8(q, a, out, ld, run)
+            if a.is_empty() {
+                a.push(quant::ActQ8::default());
+            }
+            a[0].requantize(q.format, x, m, q.cols);
+            quant::matmul_q8(q, &a[0], out, ld, run)
         }),
     };
     // The callers assert the shapes, so the quantized matmul accepts them.
@@ -345,8 +348,9 @@ fn quant_run(kern: Kernel, precision: Precision, work: usize) -> quant::QuantRun
 }
 
 /// [`matmul_parts`] for quantized weights in `fast` precision: the activations are quantized once
-/// for each run of consecutive parts that [`quant::ActQ8::check`] accepts, then each part runs on
-/// them (so every output element is what [`matmul_with`] computes).
+/// per distinct block length and width among the parts (q, k and v share one), then all parts run
+/// through [`quant::matmul_q8_parts`] (one parallel section at batch 1), so every output element is
+/// what [`matmul_with`] computes.
 fn quant_parts(
     kern: Kernel,
     x: &[f32],
@@ -362,24 +366,55 @@ fn quant_parts(
     if m == 0 {
         return;
     }
-    with_scratch(&ACT_Q8, |a| {
-        let mut fresh = true;
-        let mut col = col0;
-        for w in ws {
-            let WeightData::Quant(q) = w.data() else {
-                unreachable!("quant_parts takes quantized weights only")
-            };
-            assert!(x.len() >= m * q.cols);
-            if fresh || a.check(q.format, q.cols).is_err() {
-                a.requantize(q.format, &x[..m * q.cols], m, q.cols);
-                fresh = false;
-            }
-            let run = quant_run(kern, Precision::Fast, m * q.rows * q.cols);
-            quant::matmul_q8(&q, a, &mut out[col..], ld, run)
-                .unwrap_or_else(|e| unreachable!("quantized matmul: {e}"));
-            col += q.rows;
+    fn quantized(w: &Weight) -> quant::QuantMatrix<'_> {
+        match w.data() {
+            WeightData::Quant(q) => q,
+            _ => unreachable!("quant_parts takes quantized weights only"),
         }
-    })
+    }
+    // Up to `MAX_PARTS` at a time, in arrays (the decode step allocates nothing).
+    let mut col = col0;
+    for ws in ws.chunks(quant::MAX_PARTS) {
+        with_scratch(&ACT_Q8, |acts| {
+            // Which quantization each part reads; `acts[..used]` are this call's.
+            let (mut used, mut which) = (0, [0usize; quant::MAX_PARTS]);
+            for (k, w) in ws.iter().enumerate() {
+                let q = quantized(w);
+                assert!(x.len() >= m * q.cols);
+                let i = acts[..used]
+                    .iter()
+                    .position(|a| a.check(q.format, q.cols).is_ok());
+                which[k] = i.unwrap_or_else(|| {
+                    if acts.len() == used {
+                        acts.push(quant::ActQ8::default());
+                    }
+                    acts[used].requantize(q.format, &x[..m * q.cols], m, q.cols);
+                    used += 1;
+                    used - 1
+                });
+            }
+            let first = quant::Part {
+                w: quantized(&ws[0]),
+                a: &acts[which[0]],
+                col,
+            };
+            let mut parts = [first; quant::MAX_PARTS];
+            let mut work = 0;
+            for (k, w) in ws.iter().enumerate() {
+                let q = quantized(w);
+                parts[k] = quant::Part {
+                    w: q,
+                    a: &acts[which[k]],
+                    col,
+                };
+                col += q.rows;
+                work += m * q.rows * q.cols;
+            }
+            let run = quant_run(kern, Precision::Fast, work);
+            quant::matmul_q8_parts(&parts[..ws.len()], out, ld, run)
+                .unwrap_or_else(|e| unreachable!("quantized matmul: {e}"))
+        })
+    }
 }
 
 /// Runs `f` on this thread's scratch value in `key`, or on a fresh one when the thread is already
@@ -477,8 +512,9 @@ unsafe fn to_bf16_avx512(x: &[f32], out: &mut [half::bf16]) {
 thread_local! {
     /// bf16 copy of the activations in `fast` precision (grows to the largest `m * k`, then reused).
     static FAST_X: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// The activations quantized for `fast` matmuls on quantized weights (buffers reused).
-    static ACT_Q8: std::cell::RefCell<quant::ActQ8> = std::cell::RefCell::new(quant::ActQ8::default());
+    /// The activations quantized for `fast` matmuls on quantized weights, one per distinct
+    /// quantization a [`matmul_parts`] call needs (buffers reused).
+    static ACT_Q8: std::cell::RefCell<Vec<quant::ActQ8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows from which the row-wise elementwise ops (RMSNorm, SiLU-mul, residual adds) split their rows

@@ -161,6 +161,100 @@ fn batched_rows_equal_rows_alone() {
     }
 }
 
+/// [`matmul_q8_parts`] on a team of threads (its one-section batch-1 path, and the per-part path
+/// from the panel GEMM's rows) equals each part alone on one thread, bit for bit, with the parts'
+/// columns side by side and the columns around them untouched.
+#[test]
+fn parts_in_one_section_equal_parts_alone() {
+    let mut rng = Rng(4242);
+    let cols = 512;
+    // q|k|v of unequal row counts (not multiples of 8), two formats on one quantization (32-value
+    // blocks), and a K-quant part with its own.
+    let shapes = [
+        (QuantFormat::Q5_0, 45),
+        (QuantFormat::Q8_0, 13),
+        (QuantFormat::Q4_1, 21),
+    ];
+    let k_shapes = [(QuantFormat::Q4K, 40), (QuantFormat::Q6K, 11)];
+    let team = super::super::team::Team::new(2).expect("team");
+    for set in [&shapes[..], &k_shapes[..]] {
+        let data: Vec<Vec<u8>> = set
+            .iter()
+            .map(|&(f, rows)| random_matrix(f, rows, cols, &mut rng))
+            .collect();
+        let ws: Vec<QuantMatrix> = set
+            .iter()
+            .zip(&data)
+            .map(|(&(f, rows), d)| QuantMatrix::new(f, d, rows, cols).unwrap())
+            .collect();
+        let n: usize = ws.iter().map(|w| w.rows).sum();
+        let ld = n + 3;
+        for m in [1, 2, 5] {
+            let x: Vec<f32> = (0..m * cols).map(|_| rng.f32()).collect();
+            let acts: Vec<ActQ8> = ws
+                .iter()
+                .map(|w| ActQ8::quantize(w.format, &x, m, cols))
+                .collect();
+            for path in QuantPath::available_all() {
+                let mut want = vec![-1f32; m * ld];
+                let mut col = 1;
+                for (w, a) in ws.iter().zip(&acts) {
+                    let run = QuantRun {
+                        precision: Precision::Fast,
+                        path,
+                        threaded: false,
+                    };
+                    matmul_q8(w, a, &mut want[col..], ld, run).unwrap();
+                    col += w.rows;
+                }
+                let mut col = 1;
+                let parts: Vec<Part> = ws
+                    .iter()
+                    .zip(&acts)
+                    .map(|(w, a)| {
+                        col += w.rows;
+                        Part {
+                            w: *w,
+                            a,
+                            col: col - w.rows,
+                        }
+                    })
+                    .collect();
+                let mut got = vec![-1f32; m * ld];
+                let run = QuantRun {
+                    precision: Precision::Fast,
+                    path,
+                    threaded: true,
+                };
+                team.enlist(|| matmul_q8_parts(&parts, &mut got, ld, run))
+                    .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{set:?} m = {m} {path:?}");
+            }
+        }
+    }
+    // A part reaching past the output's columns is an error, not a write out of bounds.
+    let data = one_block_rows();
+    let w = QuantMatrix::new(QuantFormat::Q8_0, &data, 8, 32).unwrap();
+    let a = ActQ8::quantize(QuantFormat::Q8_0, &[0.5; 32], 1, 32);
+    let run = QuantRun {
+        precision: Precision::Fast,
+        path: QuantPath::Scalar,
+        threaded: true,
+    };
+    let mut out = vec![0f32; 12];
+    assert!(matmul_q8_parts(&[Part { w, a: &a, col: 4 }], &mut out, 12, run).is_ok());
+    assert!(matmul_q8_parts(&[Part { w, a: &a, col: 5 }], &mut out, 12, run).is_err());
+    assert!(matmul_q8_parts(&[Part { w, a: &a, col: 4 }], &mut out[..11], 12, run).is_err());
+}
+
+/// Eight Q8_0 rows of one block (scale 0.01, quants 1).
+fn one_block_rows() -> Vec<u8> {
+    let mut blk = half::f16::from_f32(0.01).to_le_bytes().to_vec();
+    blk.extend([1u8; 32]);
+    blk.repeat(8)
+}
+
 #[test]
 fn bad_shapes_are_errors() {
     let data = vec![0u8; 2 * 144];
