@@ -293,7 +293,7 @@ typedef struct rstar_solver_params {
   // sizeof(rstar_solver_params), set by rstar_solver_default_params.
   uint32_t struct_size;
   // Policy model directory or .gguf, or a name (`tiny`, `qwen2.5-coder-1.5b`); NULL = the
-  // default model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, fetched once into the asset cache, or
+  // default model (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, fetched once into the asset cache, or
   // `$RSTAR_DEFAULT_MODEL`). A Qwen2.5 instruct policy gets the `qwen2.5` search preset under
   // `config`; `tiny` brings its PPM (when `ppm` is NULL) and its search settings (when
   // `config` is NULL).

